@@ -1,0 +1,103 @@
+"""`robot-calql <command> key=value ...`: one entry point for every job.
+
+Each command is `main(cfg) -> int | None` in the module named below, with its config in
+configs/<command>.yaml. Modules are imported only when their command runs, so `--help` is fast
+and a command that needs an optional extra (transformers, rclpy) fails only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("robot_calql.demo", "the whole pipeline in the MuJoCo stand-in: collect, pretrain, fine-tune, report"),
+    "collect": ("robot_calql.sim.collect", "record scripted demonstrations in the stand-in: task=<name> episodes=<N> out=<dir>"),
+    "pretrain": ("robot_calql.train.pretrain", "offline Cal-QL pre-training: dataset=<dir> out=<run> steps=<N>"),
+    "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim checkpoint=<run> steps=<N>"),
+    "ingest": ("robot_calql.bags.ingest", "rosbag2 (sqlite3/mcap) to dataset: bags=<path or glob> robot=<config> out=<dir>"),
+    "sim-to-bag": ("robot_calql.bags.sim_to_bag", "record stand-in episodes as a real rosbag2: task=<name> episodes=<N> out=<dir>"),
+    "reward-train": ("robot_calql.reward.train", "train the success classifier: dataset=<dir> out=<dir> backbone=<name or path>"),
+    "reward-eval": ("robot_calql.reward.evaluate", "evaluate a classifier: model=<dir> dataset=<dir>"),
+    "launch": ("robot_calql_ros.launcher", "run a ROS 2 node set without the ros2 CLI: launch finetune sim=true"),
+    "calibrate-camera": ("robot_calql.calibration.camera", "camera intrinsics from board images: images=<dir> board=<spec>"),
+    "calibrate-workspace": ("robot_calql.calibration.workspace", "safety box from joint states (bag or live): bag=<path> out=<file>"),
+    "calibrate-crop": ("robot_calql.calibration.crop", "choose the policy camera's crop region from a frame: image=<file>"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [
+        "usage: robot-calql <command> [key=value ...]",
+        "",
+        "Overrides use hydra's grammar (key=value, group=option, +new_key=value);",
+        "`robot-calql <command> --cfg` prints the composed config.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, args = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"robot-calql: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    module_name, help_ = COMMANDS[name]
+
+    # `launch` takes a node-set name first (launch finetune sim=true): its config is launch_<set>.
+    config_name = name.replace("-", "_")
+    if name == "launch":
+        if not args or "=" in args[0]:
+            print("robot-calql launch: name a node set, e.g. `robot-calql launch finetune sim=true`", file=sys.stderr)
+            return 2
+        config_name, args = f"launch_{args[0]}", args[1:]
+
+    if "-h" in args or "--help" in args:
+        print(f"robot-calql {name}: {help_}\n")
+        args = ["--cfg"]
+    show_cfg = "--cfg" in args
+    overrides = [a for a in args if a != "--cfg"]
+
+    from omegaconf import OmegaConf
+
+    from robot_calql.config import ConfigError, compose
+
+    try:
+        cfg = compose(config_name, overrides)
+    except ConfigError as e:
+        print(f"robot-calql {name}: {e}", file=sys.stderr)
+        return 2
+    if show_cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        print(f"robot-calql {name}: cannot import {module_name} ({e}). "
+              "Is the matching extra installed (pip install -e '.[vlm,ros]')?", file=sys.stderr)
+        return 2
+    try:
+        rc = module.main(cfg)
+    except KeyboardInterrupt:
+        print(f"\nrobot-calql {name}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # our own errors (DatasetError, ConfigError, ...) are ValueErrors with a clear message
+        logging.getLogger("robot_calql").debug("details", exc_info=True)
+        print(f"robot-calql {name}: error: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
