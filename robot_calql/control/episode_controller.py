@@ -1,0 +1,144 @@
+"""Reset-free episode controller (message-free state machine).
+
+RoboFuME practises a task and its reset task in turn, so nobody has to put the scene back:
+
+    forward ("put the cube in the bowl") --success--> backward ("take the cube out") --success--> forward ...
+
+- A phase (one try of one direction) ends on success (the debounced success flag) or on the
+  phase time limit. A success switches direction; a timeout retries the same direction.
+- Consecutive failed tries are counted (any direction). After `max_failures` in a row the
+  controller asks for a human (event `help`), and pauses until `resume()`.
+- `pause()` / `resume()` on request: a paused controller ends the running phase (reason
+  `paused`) and starts a fresh phase of the same direction on resume.
+
+The node calls `update(now, success)` at its rate and publishes what `update` returns:
+a list of `Event`s (episode start / end, help). Times are seconds on any clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ControllerConfig", "Event", "ResetFreeController"]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    forward_task: str
+    backward_task: str
+    forward_instruction: str
+    backward_instruction: str
+    phase_time_limit_s: float = 30.0
+    max_failures: int = 3          # consecutive failed tries before asking for a human
+    min_phase_s: float = 0.5       # ignore a success flag earlier than this in a phase (stale flag)
+
+    def __post_init__(self):
+        if self.phase_time_limit_s <= 0:
+            raise ValueError(f"phase_time_limit_s must be positive, got {self.phase_time_limit_s}")
+        if self.max_failures < 1:
+            raise ValueError(f"max_failures must be at least 1, got {self.max_failures}")
+
+
+@dataclass
+class Event:
+    """What the node publishes: kind is 'start', 'end' or 'help'."""
+
+    kind: str
+    episode: int
+    direction: str          # 'forward' or 'backward'
+    task: str
+    instruction: str
+    reason: str = ""        # for 'end': 'success', 'timeout', 'paused'; for 'help': the message
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"event": self.kind, "episode": self.episode, "direction": self.direction,
+                "task": self.task, "instruction": self.instruction, "reason": self.reason,
+                **({"stats": self.stats} if self.stats else {})}
+
+
+class ResetFreeController:
+    """Forward/backward schedule with a time limit, failure counting and pause/resume."""
+
+    def __init__(self, cfg: ControllerConfig):
+        self.cfg = cfg
+        self.direction = "forward"
+        self.episode = -1
+        self.phase_start: float | None = None
+        self.paused = False
+        self.waiting_for_human = False
+        self.consecutive_failures = 0
+        self.stats = {"forward": {"tries": 0, "successes": 0},
+                      "backward": {"tries": 0, "successes": 0}}
+
+    @property
+    def task(self) -> str:
+        return self.cfg.forward_task if self.direction == "forward" else self.cfg.backward_task
+
+    @property
+    def instruction(self) -> str:
+        return (self.cfg.forward_instruction if self.direction == "forward"
+                else self.cfg.backward_instruction)
+
+    @property
+    def running(self) -> bool:
+        return self.phase_start is not None
+
+    def _event(self, kind: str, reason: str = "") -> Event:
+        return Event(kind, self.episode, self.direction, self.task, self.instruction, reason,
+                     {k: dict(v) for k, v in self.stats.items()} if kind != "start" else {})
+
+    def _start(self, now: float) -> Event:
+        self.episode += 1
+        self.phase_start = now
+        return self._event("start")
+
+    def _end(self, reason: str) -> Event:
+        if reason in ("success", "timeout"):
+            self.stats[self.direction]["tries"] += 1
+        if reason == "success":
+            self.stats[self.direction]["successes"] += 1
+        ev = self._event("end", reason)
+        self.phase_start = None
+        return ev
+
+    def update(self, now: float, success: bool) -> list[Event]:
+        """Advance the schedule; returns the events to publish (possibly none)."""
+        if self.paused:
+            return []
+        if not self.running:
+            return [self._start(now)]
+        elapsed = now - self.phase_start
+        if success and elapsed >= self.cfg.min_phase_s:
+            events = [self._end("success")]
+            self.consecutive_failures = 0
+            self.direction = "backward" if self.direction == "forward" else "forward"
+            return events + [self._start(now)]
+        if elapsed >= self.cfg.phase_time_limit_s:
+            events = [self._end("timeout")]
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.cfg.max_failures:
+                self.paused = True
+                self.waiting_for_human = True
+                msg = (f"{self.consecutive_failures} failed tries in a row "
+                       f"(last: {self.direction} '{self.instruction}'): please check the scene, "
+                       "then resume the episode controller")
+                return events + [self._event("help", msg)]
+            return events + [self._start(now)]
+        return []
+
+    def pause(self) -> list[Event]:
+        """Stop practising (ends the running phase); `resume` starts a fresh phase."""
+        if self.paused:
+            return []
+        self.paused = True
+        return [self._end("paused")] if self.running else []
+
+    def resume(self, now: float) -> list[Event]:
+        """Resume after a pause or a call for help (the failure count starts again)."""
+        if not self.paused:
+            return []
+        self.paused = False
+        self.waiting_for_human = False
+        self.consecutive_failures = 0
+        return [self._start(now)]

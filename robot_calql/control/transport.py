@@ -1,0 +1,160 @@
+"""Actor/learner transport payloads and the learner's crash-safe transition log (no rclpy).
+
+Transitions and weights travel over ROS 2 as `std_msgs/UInt8MultiArray` whose `data` is one of
+the byte strings below, so they cross machines like the rest of the graph and need no custom
+message package (nothing to build on the GPU server).
+
+Transition payload (`pack_transition` / `unpack_transition`)::
+
+    b"RCQT" | u8 version | u32 header length | header JSON (utf-8) | raw arrays, back to back
+
+The header holds the scalars (actor id, sequence number, episode, step, reward, done,
+truncated, instruction) and, per array, name / dtype / shape. A 64 px transition (obs and next
+obs images, proprio, action) is about 25 kB. Weights (`pack_weights`) are a safetensors byte
+string with the learner's update step in its metadata.
+
+`TransitionLog` is the learner's on-disk store: every received payload is appended as
+`u32 length | u32 crc32 | payload` and flushed before it is acknowledged; on restart `read()`
+returns every complete record, and a record cut short by a crash is ignored and truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TransportError", "pack_transition", "unpack_transition", "pack_weights",
+           "unpack_weights", "TransitionLog"]
+
+_MAGIC = b"RCQT"
+_VERSION = 1
+
+
+class TransportError(ValueError):
+    """A payload that cannot be decoded (wrong magic, version, truncated, bad header)."""
+
+
+def pack_transition(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """Scalars (JSON-serialisable) + named arrays -> bytes."""
+    specs, blobs = [], []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape)})
+        blobs.append(a.tobytes())
+    header = json.dumps({"meta": meta, "arrays": specs}, separators=(",", ":")).encode()
+    return b"".join([_MAGIC, struct.pack("<BI", _VERSION, len(header)), header, *blobs])
+
+
+def unpack_transition(payload) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inverse of pack_transition; arrays are copies (safe to keep)."""
+    buf = memoryview(payload).cast("B")
+    if len(buf) < 9 or bytes(buf[:4]) != _MAGIC:
+        raise TransportError("not a robot_calql transition payload (bad magic)")
+    version, hlen = struct.unpack("<BI", bytes(buf[4:9]))
+    if version != _VERSION:
+        raise TransportError(f"transition payload version {version}, this code reads {_VERSION}")
+    try:
+        header = json.loads(bytes(buf[9 : 9 + hlen]))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TransportError(f"transition header is not valid JSON: {e}") from None
+    off = 9 + hlen
+    arrays = {}
+    for spec in header["arrays"]:
+        dt = np.dtype(spec["dtype"])
+        n = int(np.prod(spec["shape"], dtype=np.int64)) * dt.itemsize
+        if off + n > len(buf):
+            raise TransportError(f"transition payload truncated in array '{spec['name']}'")
+        arrays[spec["name"]] = np.frombuffer(buf[off : off + n], dtype=dt).reshape(spec["shape"]).copy()
+        off += n
+    if off != len(buf):
+        raise TransportError(f"transition payload has {len(buf) - off} trailing bytes")
+    return header["meta"], arrays
+
+
+def pack_weights(state_dict: dict, step: int, extra: dict | None = None) -> bytes:
+    """A policy state dict (tensors) -> safetensors bytes with the update step in the metadata."""
+    from safetensors.torch import save
+
+    meta = {"step": str(int(step)), **{k: str(v) for k, v in (extra or {}).items()}}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    return save(tensors, metadata=meta)
+
+
+def unpack_weights(payload) -> tuple[dict, int]:
+    """safetensors bytes -> (state dict of CPU tensors, update step)."""
+    from safetensors.torch import load
+
+    data = bytes(payload)
+    try:
+        sd = load(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise TransportError(f"weights payload is not a safetensors blob: {e}") from None
+    # the metadata is in the JSON header: read it without a temp file
+    hlen = struct.unpack("<Q", data[:8])[0]
+    meta = json.loads(data[8 : 8 + hlen]).get("__metadata__", {}) or {}
+    return sd, int(meta.get("step", 0))
+
+
+class TransitionLog:
+    """Append-only, crash-safe log of transition payloads (one file)."""
+
+    _REC = struct.Struct("<II")
+
+    def __init__(self, path: str | Path, fsync_every: int = 50):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync_every = fsync_every
+        self._n_since_sync = 0
+        self._repair()
+        self._f = open(self.path, "ab")
+
+    def _repair(self) -> None:
+        """Drop a record cut short by a crash (its bytes are after the last complete record)."""
+        if not self.path.exists():
+            return
+        good = 0
+        with open(self.path, "rb") as f:
+            data = f.read()
+        while good + 8 <= len(data):
+            n, crc = self._REC.unpack_from(data, good)
+            end = good + 8 + n
+            if end > len(data) or zlib.crc32(data[good + 8 : end]) != crc:
+                break
+            good = end
+        if good != len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def append(self, payload: bytes) -> None:
+        payload = bytes(payload)
+        self._f.write(self._REC.pack(len(payload), zlib.crc32(payload)) + payload)
+        self._f.flush()
+        self._n_since_sync += 1
+        if self._n_since_sync >= self.fsync_every:
+            os.fsync(self._f.fileno())
+            self._n_since_sync = 0
+
+    def read(self):
+        """Yield every complete payload in the order they were appended."""
+        self._f.flush()
+        with open(self.path, "rb") as f:
+            data = f.read()
+        off = 0
+        while off + 8 <= len(data):
+            n, crc = self._REC.unpack_from(data, off)
+            end = off + 8 + n
+            if end > len(data) or zlib.crc32(data[off + 8 : end]) != crc:
+                break
+            yield data[off + 8 : end]
+            off = end
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
