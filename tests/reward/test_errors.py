@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from conftest import FWD, make_dataset, synthetic_episode
+
+from robot_calql.cli import main as cli
+from robot_calql.data.dataset import DatasetMeta, DatasetWriter
+from robot_calql.reward import (
+    ImageSizeError,
+    LabelError,
+    RewardModelError,
+    UnknownInstructionError,
+    build_classifier,
+    load_classifier,
+)
+from robot_calql.reward.evaluate import evaluate
+from robot_calql.reward.train import TrainConfig, train_classifier
+
+
+def test_folder_without_model(tmp_path):
+    with pytest.raises(RewardModelError, match="not a reward classifier folder"):
+        load_classifier(tmp_path)
+    with pytest.raises(RewardModelError, match="no such classifier folder"):
+        load_classifier(tmp_path / "nope")
+
+
+def test_cli_reports_missing_model(tmp_path, capsys):
+    make_dataset(tmp_path / "ds", episodes_per_group=1)
+    assert cli(["reward-eval", f"model={tmp_path}", f"dataset={tmp_path / 'ds'}"]) == 1
+    assert "not a reward classifier folder" in capsys.readouterr().err
+
+
+def test_mismatched_image_size(tmp_path):
+    clf = build_classifier("cnn", (16, 16, 3), [FWD])
+    with pytest.raises(ImageSizeError, match=r"trained and calibrated on \(16, 16, 3\)"):
+        clf.predict_proba(np.zeros((2, 32, 32, 3), np.uint8), FWD)
+    with pytest.raises(RewardModelError, match="uint8"):
+        clf.predict_proba(np.zeros((16, 16, 3), np.float32), FWD)
+    make_dataset(tmp_path / "big", episodes_per_group=1, size=24)
+    with pytest.raises(ImageSizeError, match="dataset frames"):
+        evaluate(clf, tmp_path / "big")
+
+
+def test_unknown_instruction(tmp_path):
+    clf = build_classifier("cnn", (16, 16, 3), [FWD])
+    with pytest.raises(UnknownInstructionError, match="not in the training data"):
+        clf.predict_proba(np.zeros((16, 16, 3), np.uint8), "stack the blocks")
+
+
+def test_empty_label_set(tmp_path):
+    """Only failed episodes: no positive frame to learn from."""
+    rng = np.random.default_rng(0)
+    meta = DatasetMeta(control_hz=10, action_dim=5, proprio_dim=2, image_shape=(16, 16, 3))
+    w = DatasetWriter(tmp_path / "fail", meta)
+    for _ in range(3):
+        w.write_episode(synthetic_episode(rng, 16, forward=True, success=False))
+    with pytest.raises(LabelError, match="empty label set.*0 positive"):
+        train_classifier(tmp_path / "fail", train=TrainConfig(steps=1), progress=False)
+
+
+def test_dataset_without_images(tmp_path):
+    from robot_calql.data.dataset import DatasetError
+
+    meta = DatasetMeta(control_hz=10, action_dim=5, proprio_dim=2)
+    DatasetWriter(tmp_path / "noimg", meta)
+    with pytest.raises(DatasetError, match="no images"):
+        train_classifier(tmp_path / "noimg", progress=False)
