@@ -38,14 +38,21 @@ def timings(clf, image_size: int, n: int, warmup: int = 3) -> np.ndarray:
 
 def report(name: str, ms: np.ndarray, target: float | None = None) -> None:
     p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
-    verdict = "" if target is None else ("  (target < %.0f ms: %s)" % (target, "met" if p50 < target else "MISSED"))
+    verdict = ""
+    if target is not None:
+        verdict = f"  (target < {target:.0f} ms: {'met' if p50 < target else 'MISSED'})"
     print(f"{name:<38} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   ({len(ms)} frames){verdict}")
 
 
 def siglip_base_folder(root: Path) -> Path:
     """SiglipConfig() defaults, random weights, a word-level tokenizer, saved like a hub model."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessorPil, SiglipModel
+    from transformers import (
+        PreTrainedTokenizerFast,
+        SiglipConfig,
+        SiglipImageProcessorPil,
+        SiglipModel,
+    )
 
     words = ["<pad>", "<unk>", "</s>", *INSTRUCTION.split()]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
