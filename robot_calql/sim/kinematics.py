@@ -1,0 +1,145 @@
+"""Kinematics of the stand-in arm, computed from the MJCF (assets/standin_cell.xml).
+
+Pure functions of joint positions; they never touch a running simulation. Useful outside the
+simulator too, e.g. to turn recorded joint states into end-effector positions for a workspace box:
+
+    >>> from robot_calql.sim.kinematics import ee_position
+    >>> ee_position([0.0, 0.3, 0.5, 0.77, 0.0])      # metres, base frame
+    array([...])
+
+The end effector is the point between the fingertips (site "ee"). Its yaw is the heading of the
+gripper in the table plane: 0 when the waist is at 0 and the gripper points down with the fingers
+opening along the base y axis.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+ASSET = Path(__file__).resolve().parent / "assets" / "standin_cell.xml"
+ARM_JOINTS = ("waist", "shoulder", "elbow", "wrist_angle", "wrist_rotate")
+FINGER_JOINTS = ("left_finger", "right_finger")
+FINGER_OPEN_M = 0.03  # finger slide travel: 0 closed, 0.03 fully open (per finger)
+EE_SITE = "ee"
+
+
+class KinematicsError(ValueError):
+    """Bad joint vector (wrong length, NaN)."""
+
+
+@functools.lru_cache(maxsize=1)
+def load_model() -> mujoco.MjModel:
+    """The compiled stand-in model (cached; treat it as read-only)."""
+    return mujoco.MjModel.from_xml_path(str(ASSET))
+
+
+class ArmKinematics:
+    """Forward kinematics, Jacobian and damped least-squares IK of the 5-joint arm.
+
+    Holds its own MjData, so it can be used beside a running simulation without disturbing it.
+    """
+
+    def __init__(self, model: mujoco.MjModel | None = None):
+        self.model = model if model is not None else load_model()
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.qpos_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in ARM_JOINTS])
+        self.dof_adr = np.array([m.jnt_dofadr[m.joint(n).id] for n in ARM_JOINTS])
+        self.lower = np.array([m.jnt_range[m.joint(n).id][0] for n in ARM_JOINTS])
+        self.upper = np.array([m.jnt_range[m.joint(n).id][1] for n in ARM_JOINTS])
+        self.site = m.site(EE_SITE).id
+        self._jacp = np.zeros((3, m.nv))
+        self._jacr = np.zeros((3, m.nv))
+
+    def _set(self, q: np.ndarray) -> None:
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != (len(ARM_JOINTS),):
+            raise KinematicsError(f"joint vector must have shape ({len(ARM_JOINTS)},) for {ARM_JOINTS}, got {q.shape}")
+        if not np.all(np.isfinite(q)):
+            raise KinematicsError(f"joint vector has NaN or infinite values: {q}")
+        self.data.qpos[self.qpos_adr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """End-effector position (3,) and rotation matrix (3, 3) for joint positions q (5,)."""
+        self._set(q)
+        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def ik(
+        self,
+        pos: np.ndarray,
+        yaw: float,
+        q0: np.ndarray,
+        iters: int = 8,
+        damping: float = 0.03,
+        rot_weight: float = 0.3,
+        tol: float = 5e-4,
+    ) -> np.ndarray:
+        """Damped least-squares IK: joints putting the EE at `pos`, pointing down with heading `yaw`.
+
+        Starts from q0 (the current joint targets) and takes at most `iters` Gauss-Newton steps
+        dq = J^T (J J^T + lambda^2 I)^-1 e on the 6-D pose error (rotation error weighted by
+        `rot_weight`, metres vs radians), clipping to the joint limits after each step.
+        """
+        target_r = down_rotation(yaw)
+        q = np.clip(np.asarray(q0, dtype=np.float64).copy(), self.lower, self.upper)
+        m, d = self.model, self.data
+        for _ in range(iters):
+            self._set(q)
+            err_p = pos - d.site_xpos[self.site]
+            r = d.site_xmat[self.site].reshape(3, 3)
+            err_r = 0.5 * (np.cross(r[:, 0], target_r[:, 0]) + np.cross(r[:, 1], target_r[:, 1]) + np.cross(r[:, 2], target_r[:, 2]))
+            if np.linalg.norm(err_p) < tol and np.linalg.norm(err_r) < 10 * tol:
+                break
+            mujoco.mj_comPos(m, d)
+            mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)
+            jac = np.vstack([self._jacp[:, self.dof_adr], rot_weight * self._jacr[:, self.dof_adr]])
+            err = np.concatenate([err_p, rot_weight * err_r])
+            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
+            q = np.clip(q + dq, self.lower, self.upper)
+        return q
+
+
+def down_rotation(yaw: float) -> np.ndarray:
+    """Rotation of the gripper frame pointing straight down with heading `yaw` (columns = axes)."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[0.0, -s, c], [0.0, c, s], [-1.0, 0.0, 0.0]])
+
+
+def yaw_of(rot: np.ndarray) -> float:
+    """Heading of a gripper rotation matrix: angle of the finger axis (hand y) in the table plane."""
+    y = rot[:, 1]
+    return float(wrap_angle(np.arctan2(y[1], y[0]) - np.pi / 2))
+
+
+def wrap_angle(a):
+    """Wrap an angle (or array) to [-pi, pi)."""
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+@functools.lru_cache(maxsize=1)
+def _shared() -> ArmKinematics:
+    return ArmKinematics()
+
+
+def ee_position(q) -> np.ndarray:
+    """End-effector position (metres, base frame) for the 5 arm joint positions q (radians)."""
+    return _shared().fk(np.asarray(q, dtype=np.float64))[0]
+
+
+def ee_pose(q) -> tuple[np.ndarray, float]:
+    """End-effector position (3,) and yaw (rad) for the 5 arm joint positions q."""
+    pos, rot = _shared().fk(np.asarray(q, dtype=np.float64))
+    return pos, yaw_of(rot)
+
+
+def ee_positions(qs) -> np.ndarray:
+    """Vectorised ee_position over an array of joint vectors (N, 5) -> (N, 3)."""
+    qs = np.asarray(qs, dtype=np.float64)
+    if qs.ndim != 2 or qs.shape[1] != len(ARM_JOINTS):
+        raise KinematicsError(f"expected joint positions of shape (N, {len(ARM_JOINTS)}), got {qs.shape}")
+    return np.stack([ee_position(q) for q in qs]) if len(qs) else np.zeros((0, 3))
