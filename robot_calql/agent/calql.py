@@ -1,0 +1,503 @@
+"""Cal-QL (Nakamoto et al. 2023): CQL whose conservative push-down stops at the Monte-Carlo return.
+
+One class, `CalQL`; `CalQLConfig.enable_calql=False` gives plain CQL with the same code. The
+whole Cal-QL change is one clearly marked block in `CalQL._losses` (search for "CAL-QL").
+
+Semantics follow the official implementation (nakamotoo/Cal-QL, JaxCQL/conservative_sac.py):
+
+- Critic loss per ensemble member: TD loss + CQL term. The CQL term samples 10 uniform actions
+  in [-1, 1], 10 actions from pi(s) and 10 from pi(s'), evaluates ALL of them at s, subtracts
+  the importance weights (log 0.5^|A| for uniform samples, log pi for policy samples), takes
+  `logsumexp(q / temp) * temp` and subtracts Q(s, a_data); optionally clipped, and either
+  weighted by `cql_alpha` or by a Lagrange multiplier that targets the gap `cql_target_action_gap`.
+- Cal-QL: the Q-values of the policy samples (pi(s) and pi(s')) are replaced by
+  max(Q, mc_return) before the log-pi correction. Never the uniform samples, the TD target or
+  the actor loss.
+- TD target: r + gamma * (1 - done) * Q_target(s', a'), with max-target backup (10 actions
+  from pi(s'), min over the target critics, max over the samples) or one action; optional
+  entropy backup (off by default).
+- SAC actor (tanh-Gaussian) with automatic entropy tuning (target entropy -|A|), optional
+  behaviour-cloning term (RoboFuME), soft target updates (tau 5e-3).
+
+All losses are computed from the same parameters and applied in one backward pass and one
+optimiser step per parameter group, as the official JAX code does (every loss is built so that
+its gradient reaches only its own parameters: sampled actions, features for the actor, alpha
+and the Lagrange multiplier are detached where they feed another group's loss).
+
+Speed: every critic evaluation of an update (1 data action + 30 sampled actions per state, all
+ensemble members) is ONE batched forward; each state is encoded once (s and s' once each, not
+once per sampled action); pi(s) and pi(s') come from one actor forward; metrics are returned
+with a single device-to-host copy. `precision="bf16"` runs the network matmuls in bfloat16
+(autocast, fp32 master weights and losses), about 3x faster on CPUs with AVX512-BF16 and on GPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_calql.agent.encoders import ObsEncoder, ObsSpecError
+from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, tanh_gaussian_log_prob
+
+
+class CheckpointError(ValueError):
+    """A state dict that does not fit this agent (names the tensor and both shapes)."""
+
+
+@dataclass
+class CalQLConfig:
+    """Every knob of the agent. Defaults are the official Cal-QL ones unless noted (docs/agent.md)."""
+
+    enable_calql: bool = True  # False: plain CQL
+    discount: float = 0.99
+    policy_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    tau: float = 5e-3  # soft target update rate, every update
+    actor_hidden: tuple[int, ...] = (256, 256, 256)
+    critic_hidden: tuple[int, ...] = (256, 256, 256)
+    num_critics: int = 2
+    num_min_critics: int | None = None  # REDQ: min over a random subset of this size in the target
+    critic_layer_norm: bool = False
+    # CQL
+    cql_alpha: float = 5.0  # official `cql_min_q_weight`
+    cql_n_actions: int = 10
+    cql_importance_sample: bool = True
+    cql_temp: float = 1.0
+    cql_lagrange: bool = False
+    cql_target_action_gap: float = 1.0
+    cql_clip_diff_min: float = -math.inf
+    cql_clip_diff_max: float = math.inf
+    # backup
+    max_target_backup: bool = True
+    backup_entropy: bool = False
+    # SAC actor
+    automatic_entropy_tuning: bool = True
+    alpha_init: float = 1.0  # official log_alpha starts at 0
+    alpha_multiplier: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    bc_weight: float = 0.0  # RoboFuME-style behaviour-cloning term: + bc_weight * -log pi(a_data|s)
+    # rewards and returns (applied by robot_calql.data.replay, recorded here so a run has one config)
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    failure_reward: float | None = None  # sparse fill r_fail / (1 - gamma) (after scale/bias)
+    calql_bound_online: bool = True  # False: CORL's variant, mc_return = -inf for online data
+    # pixels
+    encoder: str = "robofume"  # robofume | resnet
+    encoder_latent_dim: int = 64
+    conv_strides: tuple[int, ...] = (2, 2, 1, 1)
+    aug_pad: int = 4  # random-shift augmentation in pixels (0: off)
+    instruction_dim: int = 16
+    # speed
+    precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CalQLConfig:
+        """Build from a plain or OmegaConf mapping; an unknown key is an error naming it."""
+        from robot_calql.config import ConfigError
+
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(d, DictConfig):
+                d = OmegaConf.to_container(d, resolve=True)  # type: ignore[assignment]
+        except ImportError:  # pragma: no cover
+            pass
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"agent config: unknown keys {unknown} (known: {sorted(known)})")
+        kw = dict(d)
+        for k in ("actor_hidden", "critic_hidden", "conv_strides"):
+            if k in kw:
+                kw[k] = tuple(int(x) for x in kw[k])
+        for k in ("cql_clip_diff_min", "cql_clip_diff_max"):
+            if k in kw and kw[k] is not None:
+                kw[k] = float(kw[k])
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from robot_calql.config import ConfigError
+
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"agent config: precision must be fp32 or bf16, got '{self.precision}'")
+        if not 0.0 <= self.discount < 1.0:
+            raise ConfigError(f"agent config: discount must be in [0, 1), got {self.discount}")
+        if self.num_critics < 1:
+            raise ConfigError(f"agent config: num_critics must be >= 1, got {self.num_critics}")
+        if self.num_min_critics is not None and not 1 <= self.num_min_critics <= self.num_critics:
+            raise ConfigError(
+                f"agent config: num_min_critics must be in [1, num_critics={self.num_critics}], got {self.num_min_critics}"
+            )
+        if self.cql_n_actions < 1:
+            raise ConfigError(f"agent config: cql_n_actions must be >= 1, got {self.cql_n_actions}")
+
+
+def _spec_dims(obs_spec: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], int | None]:
+    spec, num = {}, None
+    for k, v in obs_spec.items():
+        if k == "num_instructions":
+            num = int(v)
+        else:
+            spec[k] = tuple(int(x) for x in v)
+    return spec, num
+
+
+class CalQL:
+    """The Cal-QL agent: actor, critic ensemble, targets, temperature, optimisers.
+
+    `obs_spec`: `{"state": (S,)}` or `{"image": (H, W, 3), "proprio": (P,)}`, optionally
+    `"text_embedding": (D,)` and `"num_instructions": N` (or pass `num_instructions=`).
+    """
+
+    def __init__(
+        self,
+        obs_spec: Mapping[str, Any],
+        action_dim: int,
+        config: CalQLConfig | None = None,
+        device: str | torch.device = "cpu",
+        num_instructions: int | None = None,
+    ):
+        self.cfg = cfg = config or CalQLConfig()
+        cfg.validate()
+        spec, n_from_spec = _spec_dims(obs_spec)
+        self.obs_spec = spec
+        self.num_instructions = int(num_instructions or n_from_spec or 1)
+        self.action_dim = A = int(action_dim)
+        self.device = torch.device(device)
+        self.encoder = ObsEncoder(
+            spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
+            cfg.conv_strides, cfg.aug_pad,
+        ).to(self.device)
+        D = self.encoder.out_dim
+        self.actor = TanhGaussianActor(D, A, cfg.actor_hidden).to(self.device)
+        self.critic = EnsembleCritic(D, A, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha_init), device=self.device, requires_grad=True)
+        self.log_alpha_prime = torch.tensor(1.0, device=self.device, requires_grad=True)  # official init
+        self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
+        self.num_updates = 0
+
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr, **fused)
+        self.opt_critic = torch.optim.Adam(
+            [*self.critic.parameters(), *self.encoder.parameters()], lr=cfg.critic_lr, **fused
+        )
+        self.opt_alpha = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr)
+        self.opt_alpha_prime = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)
+        self._online = [*self.critic.parameters(), *self.encoder.parameters()]
+        self._target = [*self.critic_target.parameters(), *self.encoder_target.parameters()]
+        self._log_uniform_density = A * math.log(0.5)  # log of the uniform density 0.5^|A| on [-1, 1]^A
+        self._metric_names: list[str] = []
+
+    # ------------------------------------------------------------------ acting
+    def _obs_to_tensors(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
+        key = "state" if "state" in self.obs_spec else "proprio"
+        if key not in obs:
+            raise ObsSpecError(f"observation lacks '{key}' (agent spec keys: {sorted(self.obs_spec)})")
+        batched = np.ndim(obs[key]) == 2
+        out: dict[str, torch.Tensor] = {}
+        for k, shape in self.obs_spec.items():
+            if k not in obs:
+                raise ObsSpecError(f"observation lacks '{k}' (agent spec keys: {sorted(self.obs_spec)})")
+            t = torch.as_tensor(np.asarray(obs[k]), device=self.device)
+            if not batched:
+                t = t.unsqueeze(0)
+            if tuple(t.shape[1:]) != shape:
+                raise ObsSpecError(f"observation '{k}' has shape {tuple(t.shape[1:])}, agent expects {shape}")
+            out[k] = t
+        if self.encoder.instruction is not None:
+            ins = obs.get("instruction", 0)
+            t = torch.as_tensor(np.asarray(ins, dtype=np.int64), device=self.device).reshape(-1)
+            if t.numel() == 1 and batched:
+                t = t.expand(out[key].shape[0])
+            if (t < 0).any() or (t >= self.num_instructions).any():
+                raise ObsSpecError(f"instruction id {t.tolist()} out of range [0, {self.num_instructions})")
+            out["instruction"] = t
+        return out, batched
+
+    @torch.inference_mode()
+    def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
+        """Action(s) in [-1, 1]: (A,) for one observation, (B, A) for a batch.
+
+        obs: dict of arrays with the spec's keys (images uint8 HxWx3) and `instruction` (int id)
+        when the agent knows more than one instruction.
+        """
+        t, batched = self._obs_to_tensors(obs)
+        f = self.encoder(t)
+        a = self.actor.deterministic(f) if deterministic else self.actor(f)[0][:, 0]
+        a = a.float().cpu().numpy()
+        return a if batched else a[0]
+
+    @torch.inference_mode()
+    def q_values(self, obs: Mapping[str, Any], actions: np.ndarray | None = None) -> np.ndarray:
+        """min over critics of Q(s, a), (B,); a defaults to the deterministic policy action.
+        Used for the calibration plot (learned Q against MC return)."""
+        t, batched = self._obs_to_tensors(obs)
+        f = self.encoder(t)
+        a = self.actor.deterministic(f) if actions is None else torch.as_tensor(actions, device=self.device).float()
+        if not batched and actions is not None:
+            a = a.reshape(1, -1)
+        q = self.critic(f, a).amin(0)[:, 0].float().cpu().numpy()
+        return q if batched else q[0]
+
+    # ------------------------------------------------------------------ learning
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
+    def _losses(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """All losses of one update from the current parameters; returns (total loss, metrics)."""
+        cfg = self.cfg
+        obs, next_obs = batch["obs"], batch["next_obs"]
+        a_data = batch["action"].float()
+        reward = batch["reward"].float()
+        not_done = 1.0 - batch["done"].float()
+        mc_return = batch["mc_return"].float()
+        B, A, n = a_data.shape[0], self.action_dim, cfg.cql_n_actions
+        augment = self.encoder.pixels and cfg.aug_pad > 0
+
+        with self._autocast():
+            # Each state encoded once: s with gradients (the critic trains the encoder), s' without.
+            f_s = self.encoder(obs, augment).float()
+            with torch.no_grad():
+                f_next = self.encoder(next_obs, augment).float()
+                f_next_target = self.encoder_target(next_obs, augment).float()
+
+            # One actor forward for pi(.|s) and pi(.|s'); the actor sees detached features.
+            mean, log_std = self.actor.dist_params(torch.cat([f_s.detach(), f_next]))
+            mean, log_std = mean.float(), log_std.float()
+            mean_s, mean_n = mean[:B], mean[B:]
+            log_std_s, log_std_n = log_std[:B], log_std[B:]
+            a_new, logp_new = TanhGaussianActor.sample_from(mean_s, log_std_s, 1)  # actor loss sample
+            a_new, logp_new = a_new[:, 0], logp_new[:, 0]
+            alpha = (self.log_alpha.exp() * cfg.alpha_multiplier).detach()
+
+            with torch.no_grad():
+                ms, ls, mn, ln = mean_s.detach(), log_std_s.detach(), mean_n.detach(), log_std_n.detach()
+                a_cur, logp_cur = TanhGaussianActor.sample_from(ms, ls, n)  # pi(s), evaluated at s
+                a_nxt, logp_nxt = TanhGaussianActor.sample_from(mn, ln, n)  # pi(s'), evaluated at s
+                a_rand = torch.rand(B, n, A, device=self.device) * 2.0 - 1.0
+
+                # TD target from the target critics.
+                k = n if cfg.max_target_backup else 1
+                a_tgt, logp_tgt = TanhGaussianActor.sample_from(mn, ln, k)
+                q_tgt = self.critic_target(f_next_target, a_tgt).float()  # (E, B, k)
+                if cfg.num_min_critics is not None and cfg.num_min_critics < cfg.num_critics:
+                    pick = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
+                    q_tgt = q_tgt[pick]
+                q_tgt = q_tgt.amin(0)  # (B, k): min over target critics
+                q_tgt, best = q_tgt.max(1)  # max over the backup samples (k = 1: the only one)
+                if cfg.backup_entropy:
+                    q_tgt = q_tgt - alpha * logp_tgt.gather(1, best[:, None])[:, 0]
+                td_target = reward + not_done * cfg.discount * q_tgt
+
+            # ONE critic forward for every (s, a) pair: data action + 3 x n sampled actions.
+            actions = torch.cat([a_data[:, None], a_rand, a_cur, a_nxt], dim=1)  # (B, 1+3n, A)
+            q_all = self.critic(f_s, actions).float()  # (E, B, 1+3n)
+            # Q for the actor loss: critic weights and features detached, gradient only to a_new.
+            q_new = self.critic(f_s.detach(), a_new, detach_params=True).float()[:, :, 0].amin(0)
+
+        q_data = q_all[:, :, 0]
+        q_rand = q_all[:, :, 1 : 1 + n]
+        q_cur = q_all[:, :, 1 + n : 1 + 2 * n]
+        q_nxt = q_all[:, :, 1 + 2 * n :]
+        q_cur_raw_mean, q_nxt_raw_mean = q_cur.mean(), q_nxt.mean()
+
+        # ============================ CAL-QL =============================================
+        # The one change from CQL: the Q-values of the POLICY samples (pi(s) and pi(s')) are
+        # bounded below by the Monte-Carlo return of the data, before the log-pi correction.
+        # Never applied to the uniform samples, the TD target or the actor loss.
+        if cfg.enable_calql:
+            bound = mc_return.view(1, B, 1)
+            bound_rate = torch.cat([q_cur < bound, q_nxt < bound], dim=-1).float().mean()
+            q_cur = torch.maximum(q_cur, bound)
+            q_nxt = torch.maximum(q_nxt, bound)
+        else:
+            bound_rate = torch.zeros((), device=self.device)
+        # ==================================================================================
+
+        if cfg.cql_importance_sample:
+            cat = torch.cat(
+                [q_rand - self._log_uniform_density, q_nxt - logp_nxt[None], q_cur - logp_cur[None]], dim=-1
+            )
+        else:  # official: without importance sampling the data action's Q joins the set
+            cat = torch.cat([q_rand, q_data[..., None], q_nxt, q_cur], dim=-1)
+        cql_ood = torch.logsumexp(cat / cfg.cql_temp, dim=-1) * cfg.cql_temp  # (E, B)
+        cql_diff = (cql_ood - q_data).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(1)  # (E,)
+        if cfg.cql_lagrange:
+            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
+            cql_loss = alpha_prime.detach() * cfg.cql_alpha * (cql_diff - cfg.cql_target_action_gap)
+            alpha_prime_loss = -(alpha_prime * cfg.cql_alpha * (cql_diff.detach() - cfg.cql_target_action_gap)).mean()
+        else:
+            alpha_prime = torch.zeros((), device=self.device)
+            cql_loss = cfg.cql_alpha * cql_diff
+            alpha_prime_loss = torch.zeros((), device=self.device)
+        td_loss = (q_data - td_target[None]).pow(2).mean(1)  # (E,)
+        critic_loss = (td_loss + cql_loss).sum()  # summed over members, as the official qf1 + qf2
+
+        actor_loss = (alpha * logp_new - q_new).mean()
+        bc_loss = torch.zeros((), device=self.device)
+        if cfg.bc_weight > 0:
+            u = torch.atanh(a_data.clamp(-1 + 1e-6, 1 - 1e-6))
+            bc_loss = -tanh_gaussian_log_prob(u, (u - mean_s) / log_std_s.exp(), log_std_s).mean()
+            actor_loss = actor_loss + cfg.bc_weight * bc_loss
+        if cfg.automatic_entropy_tuning:
+            alpha_loss = -(self.log_alpha * (logp_new.detach() + self.target_entropy)).mean()
+        else:
+            alpha_loss = torch.zeros((), device=self.device)
+
+        total = critic_loss + actor_loss + alpha_loss + alpha_prime_loss
+        metrics = {
+            "loss_critic": critic_loss,
+            "loss_td": td_loss.mean(),
+            "loss_cql": cql_loss.mean(),
+            "loss_actor": actor_loss,
+            "loss_alpha": alpha_loss,
+            "loss_alpha_prime": alpha_prime_loss,
+            "loss_bc": bc_loss,
+            "alpha": alpha,
+            "alpha_prime": alpha_prime.detach(),
+            "log_pi": logp_new.mean(),
+            "q_data": q_data.mean(),
+            "q_pi": q_new.mean(),
+            "q_rand": q_rand.mean(),
+            "q_cql_current": q_cur_raw_mean,
+            "q_cql_next": q_nxt_raw_mean,
+            "cql_ood": cql_ood.mean(),
+            "cql_diff": cql_diff.mean(),
+            "td_target": td_target.mean(),
+            "mc_return": mc_return[torch.isfinite(mc_return)].mean() if cfg.enable_calql else mc_return.mean(),
+            "calql_bound_rate": bound_rate,
+        }
+        return total, metrics
+
+    def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """One gradient step of actor, critics, alpha (and Lagrange multiplier); soft target update.
+
+        batch: see docs/architecture.md (obs/next_obs dicts, action, reward, done, mc_return).
+        Returns named float metrics (one device-to-host copy for all of them).
+        """
+        self._check_batch(batch)
+        total, metrics = self._losses(batch)
+        for opt in (self.opt_actor, self.opt_critic, self.opt_alpha, self.opt_alpha_prime):
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_actor.step()
+        self.opt_critic.step()
+        if self.cfg.automatic_entropy_tuning:
+            self.opt_alpha.step()
+        if self.cfg.cql_lagrange:
+            self.opt_alpha_prime.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target, self._online, self.cfg.tau)
+        self.num_updates += 1
+        names = list(metrics)
+        values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+        return dict(zip(names, values, strict=True))
+
+    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+        for k in ("obs", "next_obs", "action", "reward", "done", "mc_return"):
+            if k not in batch:
+                raise ValueError(f"batch lacks '{k}' (needs obs, next_obs, action, reward, done, mc_return)")
+        B = batch["action"].shape[0]
+        if batch["action"].shape != (B, self.action_dim):
+            raise ValueError(f"batch 'action' has shape {tuple(batch['action'].shape)}, expected ({B}, {self.action_dim})")
+        for k in ("reward", "done", "mc_return"):
+            if tuple(batch[k].shape) != (B,):
+                raise ValueError(f"batch '{k}' has shape {tuple(batch[k].shape)}, expected ({B},)")
+        for o in ("obs", "next_obs"):
+            for k, shape in self.obs_spec.items():
+                if k not in batch[o]:
+                    raise ValueError(f"batch '{o}' lacks '{k}'")
+                if tuple(batch[o][k].shape) != (B, *shape):
+                    raise ValueError(f"batch '{o}.{k}' has shape {tuple(batch[o][k].shape)}, expected {(B, *shape)}")
+
+    # ------------------------------------------------------------------ state
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            "actor": self.actor,
+            "encoder": self.encoder,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "encoder_target": self.encoder_target,
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every learned tensor (flat name -> tensor, safetensors-ready): actor, encoder, critics,
+        targets, log_alpha, log_alpha_prime and the update counter."""
+        sd: dict[str, torch.Tensor] = {}
+        for name, mod in self._modules().items():
+            for k, v in mod.state_dict().items():
+                sd[f"{name}.{k}"] = v.detach().clone()
+        sd["log_alpha"] = self.log_alpha.detach().clone()
+        sd["log_alpha_prime"] = self.log_alpha_prime.detach().clone()
+        sd["num_updates"] = torch.tensor(self.num_updates, dtype=torch.int64)
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
+        expected = self.state_dict()
+        _check_state(expected, sd, "agent")
+        for name, mod in self._modules().items():
+            prefix = f"{name}."
+            mod.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        with torch.no_grad():
+            self.log_alpha.copy_(sd["log_alpha"])
+            self.log_alpha_prime.copy_(sd["log_alpha_prime"])
+        self.num_updates = int(sd["num_updates"])
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the policy node needs to act: the actor and the observation encoder."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("actor.", "encoder."))}
+
+    def load_policy_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
+        expected = self.policy_state_dict()
+        _check_state(expected, sd, "policy")
+        for name in ("actor", "encoder"):
+            prefix = f"{name}."
+            getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """Adam states (for exact resume; save with torch.save)."""
+        return {
+            "actor": self.opt_actor.state_dict(),
+            "critic": self.opt_critic.state_dict(),
+            "alpha": self.opt_alpha.state_dict(),
+            "alpha_prime": self.opt_alpha_prime.state_dict(),
+        }
+
+    def load_optimizer_state_dict(self, sd: Mapping[str, Any]) -> None:
+        for k, opt in (("actor", self.opt_actor), ("critic", self.opt_critic), ("alpha", self.opt_alpha),
+                       ("alpha_prime", self.opt_alpha_prime)):
+            if k not in sd:
+                raise CheckpointError(f"optimizer state lacks '{k}'")
+            opt.load_state_dict(sd[k])
+
+
+def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what} checkpoint does not match this agent: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} (different encoder, ensemble or "
+            "observation mode?)"
+        )
+    for k, v in expected.items():
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{what} checkpoint tensor '{k}' has shape {tuple(got[k].shape)}, this agent needs {tuple(v.shape)} "
+                "(observation spec, action dimension, instruction count or network sizes differ)"
+            )
+
+
+__all__ = ["CalQL", "CalQLConfig", "CheckpointError"]

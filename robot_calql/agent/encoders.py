@@ -1,0 +1,170 @@
+"""Observation encoders: observation dict -> feature vector for the actor and the critics.
+
+Two modes, chosen by the observation spec:
+
+- state: `{"state": (S,)}` -> [state, instruction embedding]
+- pixels: `{"image": (H, W, 3), "proprio": (P,)}` -> [CNN(image), proprio, instruction embedding]
+
+Optionally `"text_embedding": (D,)` in the spec adds a pretrained instruction embedding (e.g.
+CLIP text features) given with every observation. The learned instruction embedding (one
+vector per instruction id) is used when there is more than one instruction.
+
+The CNNs are plain torch (torchvision is never needed): the RoboFuME-style encoder (4 conv
+layers of 32 channels, each followed by LayerNorm and ReLU, then a linear projection with
+LayerNorm and tanh) and a small ResNet. The critic loss trains them; the actor sees their
+output detached (see calql.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ObsSpecError(ValueError):
+    """An observation spec or observation that does not fit the encoder (names the key)."""
+
+
+def _conv_ln_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    # GroupNorm with one group = LayerNorm over (C, H, W) with a per-channel affine transform.
+    return [nn.Conv2d(cin, cout, 3, stride=stride), nn.GroupNorm(1, cout), nn.ReLU()]
+
+
+class RoboFuMEEncoder(nn.Module):
+    """4 conv layers (3x3, 32 channels) with LayerNorm + ReLU, then Linear -> LayerNorm -> tanh."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: int = 32,
+                 strides: tuple[int, ...] = (2, 2, 1, 1), latent_dim: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = image_shape[2]
+        for s in strides:
+            layers += _conv_ln_relu(cin, channels, s)
+            cin = channels
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            n = self.convs(torch.zeros(1, image_shape[2], image_shape[0], image_shape[1])).numel()
+        self.proj = nn.Sequential(nn.Linear(n, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
+        self.out_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x).flatten(1))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.n1 = nn.GroupNorm(1, cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.n2 = nn.GroupNorm(1, cout)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.GroupNorm(1, cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.n2(self.c2(F.relu(self.n1(self.c1(x))))) + self.skip(x))
+
+
+class SmallResNet(nn.Module):
+    """A small ResNet: stride-2 stem, one basic block per stage, global average pooling."""
+
+    def __init__(self, image_shape: tuple[int, int, int], stages: tuple[int, ...] = (32, 64, 128),
+                 latent_dim: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(image_shape[2], stages[0], 3, stride=2, padding=1, bias=False),
+                                  nn.GroupNorm(1, stages[0]), nn.ReLU())
+        blocks, cin = [], stages[0]
+        for c in stages:
+            blocks.append(_BasicBlock(cin, c, 2))
+            cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.proj = nn.Sequential(nn.Linear(cin, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
+        self.out_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ random shift: replicate-pad by `pad` pixels and crop back at a random offset per image.
+
+    images: float (B, C, H, W). One gather, no Python loop over the batch.
+    """
+    if pad <= 0:
+        return images
+    B, C, H, W = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    off = torch.randint(0, 2 * pad + 1, (B, 2), device=images.device, generator=generator)
+    rows = (off[:, 0:1] + torch.arange(H, device=images.device)).view(B, 1, H, 1).expand(B, C, H, W)
+    cols = (off[:, 1:2] + torch.arange(W, device=images.device)).view(B, 1, 1, W).expand(B, C, H, W)
+    flat = padded.flatten(2)  # (B, C, (H+2p)*(W+2p))
+    idx = (rows * (W + 2 * pad) + cols).flatten(2)
+    return flat.gather(2, idx).view(B, C, H, W)
+
+
+class ObsEncoder(nn.Module):
+    """Observation dict -> features (B, out_dim). See the module docstring for the two modes."""
+
+    def __init__(self, obs_spec: Mapping[str, tuple[int, ...]], num_instructions: int = 1,
+                 instruction_dim: int = 16, encoder: str = "robofume", latent_dim: int = 64,
+                 conv_strides: tuple[int, ...] = (2, 2, 1, 1), aug_pad: int = 4):
+        super().__init__()
+        spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
+        self.pixels = "image" in spec
+        self.spec = spec
+        self.aug_pad = aug_pad
+        if self.pixels:
+            if "proprio" not in spec:
+                raise ObsSpecError(f"pixel observation spec needs 'proprio' beside 'image', got keys {sorted(spec)}")
+            shape = spec["image"]
+            if len(shape) != 3 or shape[2] != 3:
+                raise ObsSpecError(f"obs spec 'image' must be (H, W, 3), got {shape}")
+            if encoder == "robofume":
+                self.cnn: nn.Module | None = RoboFuMEEncoder(shape, strides=tuple(conv_strides), latent_dim=latent_dim)
+            elif encoder == "resnet":
+                self.cnn = SmallResNet(shape, latent_dim=latent_dim)
+            else:
+                raise ObsSpecError(f"unknown image encoder '{encoder}' (robofume or resnet)")
+            self.vector_keys = ["proprio"]
+            dim = self.cnn.out_dim
+        else:
+            if "state" not in spec:
+                raise ObsSpecError(f"observation spec needs 'state' or 'image'+'proprio', got keys {sorted(spec)}")
+            self.cnn = None
+            self.vector_keys = ["state"]
+            dim = 0
+        if "text_embedding" in spec:
+            self.vector_keys.append("text_embedding")
+        for k in self.vector_keys:
+            if len(spec[k]) != 1:
+                raise ObsSpecError(f"obs spec '{k}' must be a vector (D,), got {spec[k]}")
+            dim += spec[k][0]
+        self.num_instructions = int(num_instructions)
+        if self.num_instructions < 1:
+            raise ObsSpecError(f"num_instructions must be >= 1, got {num_instructions}")
+        self.instruction = nn.Embedding(self.num_instructions, instruction_dim) if self.num_instructions > 1 else None
+        if self.instruction is not None:
+            dim += instruction_dim
+        self.out_dim = dim
+
+    def image_to_float(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
+        return random_shift(x, self.aug_pad) if augment else x
+
+    def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        parts = []
+        if self.cnn is not None:
+            parts.append(self.cnn(self.image_to_float(obs["image"], augment)))
+        parts += [obs[k].float() for k in self.vector_keys]
+        if self.instruction is not None:
+            ids = obs.get("instruction")
+            if ids is None:
+                raise ObsSpecError(f"observation lacks 'instruction' (the agent knows {self.num_instructions} instructions)")
+            parts.append(self.instruction(ids.long()))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]

@@ -1,0 +1,363 @@
+"""Replay for Cal-QL: the offline dataset, an online buffer, and their exact per-batch mix.
+
+Both buffers store observation FRAMES once and index them from the steps: step t of an
+episode uses frame t as its observation and frame t+1 as its next observation, so an image is
+never stored twice. Every step carries its Monte-Carlo return-to-go (`mc_return`, see
+returns.py), computed once the episode it belongs to has ended; online steps of an episode
+still in progress are not sampled.
+
+Rewards are stored after `reward * reward_scale + reward_bias` (Cal-QL's reward shaping, e.g.
+antmaze r*10-5), and MC returns are computed from the scaled rewards, as the official code
+does. `replay_kwargs(agent_config)` passes these settings from the agent config.
+
+A batch is the agent's contract (docs/architecture.md): `obs` / `next_obs` dicts with the
+observation keys plus `instruction` (int64 ids), `action`, `reward`, `done` (terminal, not
+truncation), `mc_return`, all torch tensors on the requested device; plus `online` (bool, which
+rows came from the online buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robot_calql.data.dataset import Dataset, Episode
+from robot_calql.data.returns import mc_return_to_go
+
+
+class ReplayError(ValueError):
+    """Data that cannot go into a replay buffer, or a request it cannot serve (names the problem)."""
+
+
+def replay_kwargs(cfg: Any) -> dict[str, Any]:
+    """The return/reward settings of an agent config (CalQLConfig or a mapping) for the buffers."""
+    get = (lambda k, d: cfg.get(k, d)) if isinstance(cfg, Mapping) else (lambda k, d: getattr(cfg, k, d))
+    return {
+        "discount": float(get("discount", 0.99)),
+        "reward_scale": float(get("reward_scale", 1.0)),
+        "reward_bias": float(get("reward_bias", 0.0)),
+        "failure_reward": get("failure_reward", None),
+    }
+
+
+class InstructionVocab:
+    """Instruction string <-> integer id (the agent's embedding row). Save `to_list()` in the
+    checkpoint; the same ids must be used for pre-training, fine-tuning and the policy node."""
+
+    def __init__(self, instructions: Sequence[str] = ()):
+        self.names: list[str] = []
+        self._ids: dict[str, int] = {}
+        for s in instructions:
+            self.add(s)
+
+    def add(self, s: str) -> int:
+        if s not in self._ids:
+            self._ids[s] = len(self.names)
+            self.names.append(s)
+        return self._ids[s]
+
+    def id(self, s: str | int) -> int:
+        if isinstance(s, (int, np.integer)):
+            if not 0 <= int(s) < len(self.names):
+                raise ReplayError(f"instruction id {s} out of range [0, {len(self.names)})")
+            return int(s)
+        if s not in self._ids:
+            raise ReplayError(f"unknown instruction '{s}' (known: {self.names})")
+        return self._ids[s]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_list(self) -> list[str]:
+        return list(self.names)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> InstructionVocab:
+        return cls(sorted({i["instruction"] for i in dataset.infos}))
+
+
+_FRAME_DTYPES = {"image": np.uint8, "proprio": np.float32, "state": np.float32}
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.1f} MiB"
+
+
+class _Buffer:
+    """Frame + step storage and batch assembly shared by the offline and online buffers."""
+
+    def __init__(self, obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
+                 text_embeddings: np.ndarray | None, device: str | torch.device, seed: int | None):
+        self.frame_keys = [k for k in obs_spec if k in _FRAME_DTYPES]
+        self.obs_spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
+        unknown = set(self.obs_spec) - set(_FRAME_DTYPES) - {"text_embedding"}
+        if unknown:
+            raise ReplayError(f"observation keys {sorted(unknown)} are not replayable (known: image, proprio, state, text_embedding)")
+        if "text_embedding" in self.obs_spec and text_embeddings is None:
+            raise ReplayError("obs spec has 'text_embedding' but no text_embeddings table (one row per instruction id) was given")
+        self.text_embeddings = None if text_embeddings is None else np.asarray(text_embeddings, dtype=np.float32)
+        self.action_dim = int(action_dim)
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng(seed)
+        self.frames = {k: np.zeros((num_frames, *self.obs_spec[k]), dtype=_FRAME_DTYPES[k]) for k in self.frame_keys}
+        self.obs_idx = np.zeros(num_steps, dtype=np.int64)
+        self.next_idx = np.zeros(num_steps, dtype=np.int64)
+        self.action = np.zeros((num_steps, self.action_dim), dtype=np.float32)
+        self.reward = np.zeros(num_steps, dtype=np.float32)
+        self.done = np.zeros(num_steps, dtype=np.bool_)
+        self.mc_return = np.zeros(num_steps, dtype=np.float32)
+        self.instruction = np.zeros(num_steps, dtype=np.int64)
+
+    @staticmethod
+    def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int) -> int:
+        frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in obs_spec.items() if k in _FRAME_DTYPES)
+        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8
+        return num_frames * frame + num_steps * step
+
+    def _gather(self, steps: np.ndarray) -> dict[str, Any]:
+        obs: dict[str, np.ndarray] = {}
+        nxt: dict[str, np.ndarray] = {}
+        oi, ni = self.obs_idx[steps], self.next_idx[steps]
+        for k in self.frame_keys:
+            obs[k] = self.frames[k][oi]
+            nxt[k] = self.frames[k][ni]
+        ins = self.instruction[steps]
+        obs["instruction"] = nxt["instruction"] = ins
+        if self.text_embeddings is not None and "text_embedding" in self.obs_spec:
+            obs["text_embedding"] = nxt["text_embedding"] = self.text_embeddings[ins]
+        return {"obs": obs, "next_obs": nxt, "action": self.action[steps], "reward": self.reward[steps],
+                "done": self.done[steps], "mc_return": self.mc_return[steps]}
+
+
+def _to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = _to_torch(v, device)
+        else:
+            out[k] = torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
+    return out
+
+
+def _concat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: _concat(v, b[k]) if isinstance(v, dict) else np.concatenate([v, b[k]]) for k, v in a.items()}
+
+
+class OfflineReplay(_Buffer):
+    """The whole dataset in memory, with per-episode MC returns. Reads every episode once
+    (validating it: shapes, NaN/inf, missing arrays raise DatasetError naming the file)."""
+
+    def __init__(self, dataset: Dataset, obs_spec: Mapping[str, Sequence[int]], discount: float = 0.99,
+                 reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
+                 truncated_value: float = 0.0, vocab: InstructionVocab | None = None,
+                 text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
+                 seed: int | None = None):
+        if len(dataset) == 0:
+            raise ReplayError(f"{dataset.root}: dataset has no episodes")
+        meta = dataset.meta
+        for k in obs_spec:
+            if k in _FRAME_DTYPES and meta.expected_shape(k, 0) is None:
+                raise ReplayError(f"{dataset.root}: the agent needs '{k}' observations but the dataset has none")
+            if k in _FRAME_DTYPES and tuple(meta.expected_shape(k, 0)[1:]) != tuple(obs_spec[k]):
+                raise ReplayError(
+                    f"{dataset.root}: '{k}' has shape {meta.expected_shape(k, 0)[1:]}, the agent expects {tuple(obs_spec[k])}"
+                )
+        self.vocab = vocab or InstructionVocab.from_dataset(dataset)
+        n_steps = int(dataset.lengths.sum())
+        n_frames = n_steps + len(dataset)
+        need = self.nbytes(obs_spec, meta.action_dim, n_frames, n_steps)
+        print(f"offline replay: {len(dataset)} episodes, {n_steps} steps, {n_frames} frames -> {_mib(need)} in memory",
+              flush=True)
+        super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed)
+        f = s = 0
+        for i, ep in enumerate(tqdm(dataset, total=len(dataset), desc="loading offline data", leave=False)):
+            ep.validate(meta, where=str(dataset.episode_dirs[i]))
+            T = len(ep)
+            for k in self.frame_keys:
+                self.frames[k][f : f + T + 1] = getattr(ep, k)
+            steps = slice(s, s + T)
+            self.obs_idx[steps] = np.arange(f, f + T)
+            self.next_idx[steps] = np.arange(f + 1, f + T + 1)
+            self.action[steps] = ep.action
+            r = ep.reward * reward_scale + reward_bias
+            self.reward[steps] = r
+            self.done[steps] = ep.terminal
+            self.mc_return[steps] = mc_return_to_go(r, ep.terminal, discount, truncated_value, failure_reward)
+            self.instruction[steps] = self.vocab.id(ep.instruction)
+            f += T + 1
+            s += T
+        self.size = n_steps
+
+    def __len__(self) -> int:
+        return self.size
+
+    def sample_numpy(self, n: int) -> dict[str, Any]:
+        return self._gather(self.rng.integers(0, self.size, size=n))
+
+    def sample(self, batch_size: int) -> dict[str, Any]:
+        b = self.sample_numpy(batch_size)
+        b["online"] = np.zeros(batch_size, dtype=np.bool_)
+        return _to_torch(b, self.device)
+
+
+class OnlineReplay(_Buffer):
+    """Transitions as they arrive, in a ring of `capacity` steps.
+
+    Call `add(obs, action, reward, next_obs, terminal, truncated, instruction)` every step (an
+    episode starts at the first call and after every terminal/truncated step), or
+    `add_episode(Episode)`. When an episode ends its steps get their MC returns and become
+    sampleable; with `bound_online=False` (CORL's variant) online steps get mc_return = -inf,
+    which switches the Cal-QL bound off for them.
+
+    Frames live in their own ring of `capacity + capacity // 4 + 2` entries (an episode of T
+    steps uses T + 1 frames); a step whose frames were overwritten is never sampled.
+    """
+
+    def __init__(self, obs_spec: Mapping[str, Sequence[int]], action_dim: int, capacity: int,
+                 discount: float = 0.99, reward_scale: float = 1.0, reward_bias: float = 0.0,
+                 failure_reward: float | None = None, truncated_value: float = 0.0,
+                 bound_online: bool = True, vocab: InstructionVocab | None = None,
+                 text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
+                 seed: int | None = None):
+        if capacity < 1:
+            raise ReplayError(f"online replay capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.num_frames = self.capacity + self.capacity // 4 + 2
+        need = self.nbytes(obs_spec, action_dim, self.num_frames, self.capacity)
+        print(f"online replay: capacity {self.capacity} steps, {self.num_frames} frames -> {_mib(need)} when full",
+              flush=True)
+        super().__init__(obs_spec, action_dim, self.num_frames, self.capacity, text_embeddings, device, seed)
+        self.discount, self.reward_scale, self.reward_bias = discount, reward_scale, reward_bias
+        self.failure_reward, self.truncated_value, self.bound_online = failure_reward, truncated_value, bound_online
+        self.vocab = vocab or InstructionVocab()
+        self.obs_abs = np.zeros(self.capacity, dtype=np.int64)  # absolute frame number of each step's obs
+        self.frames_written = 0  # absolute counters
+        self.steps_written = 0
+        self.first_valid = 0  # first absolute step whose frames are still stored
+        self.complete = 0  # absolute steps before this belong to finished episodes
+        self._ep_start: int | None = None  # absolute step where the open episode started
+        self._cur_frame = -1  # absolute frame of the open episode's current observation
+
+    # -- writing
+    def _write_frame(self, obs: Mapping[str, Any]) -> int:
+        pos = self.frames_written % self.num_frames
+        for k in self.frame_keys:
+            if k not in obs:
+                raise ReplayError(f"observation lacks '{k}'")
+            v = np.asarray(obs[k])
+            if v.shape != self.obs_spec[k]:
+                raise ReplayError(f"observation '{k}' has shape {v.shape}, expected {self.obs_spec[k]}")
+            if k != "image" and not np.all(np.isfinite(v)):
+                raise ReplayError(f"observation '{k}' has a NaN or infinite value")
+            self.frames[k][pos] = v
+        self.frames_written += 1
+        oldest = self.frames_written - self.num_frames
+        while self.first_valid < self.steps_written and self.obs_abs[self.first_valid % self.capacity] < oldest:
+            self.first_valid += 1
+        return self.frames_written - 1
+
+    def add(self, obs: Mapping[str, Any], action: np.ndarray, reward: float, next_obs: Mapping[str, Any],
+            terminal: bool, truncated: bool = False, instruction: str | int = 0) -> None:
+        """Store one transition; `obs` is read only at the first step of an episode."""
+        a = np.asarray(action, dtype=np.float32).reshape(-1)
+        if a.shape != (self.action_dim,) or not np.all(np.isfinite(a)):
+            raise ReplayError(f"action must be finite with shape ({self.action_dim},), got {a.shape} {a}")
+        if not np.isfinite(reward):
+            raise ReplayError(f"reward is {reward}")
+        ins = self.vocab.id(instruction) if isinstance(instruction, str) or len(self.vocab) else int(instruction)
+        if self._ep_start is None:
+            self._ep_start = self.steps_written
+            self._cur_frame = self._write_frame(obs)
+        if self.steps_written - self._ep_start >= self.capacity:
+            raise ReplayError(f"an episode longer than the online buffer capacity ({self.capacity} steps)")
+        nxt = self._write_frame(next_obs)
+        i = self.steps_written % self.capacity
+        self.obs_abs[i] = self._cur_frame
+        self.obs_idx[i] = self._cur_frame % self.num_frames
+        self.next_idx[i] = nxt % self.num_frames
+        self.action[i] = a
+        self.reward[i] = float(reward) * self.reward_scale + self.reward_bias
+        self.done[i] = bool(terminal)
+        self.mc_return[i] = np.nan
+        self.instruction[i] = ins
+        self.steps_written += 1
+        self.first_valid = max(self.first_valid, self.steps_written - self.capacity)
+        self._cur_frame = nxt
+        if terminal or truncated:
+            self._end_episode()
+
+    def _end_episode(self) -> None:
+        assert self._ep_start is not None
+        idx = np.arange(self._ep_start, self.steps_written) % self.capacity
+        if self.bound_online:
+            self.mc_return[idx] = mc_return_to_go(self.reward[idx], self.done[idx], self.discount,
+                                                  self.truncated_value, self.failure_reward)
+        else:
+            self.mc_return[idx] = -np.inf
+        self.complete = self.steps_written
+        self._ep_start = None
+
+    def add_episode(self, ep: Episode) -> None:
+        """Store a whole finished episode (e.g. from the fine-tuning loop or a recorded file)."""
+        T = len(ep)
+        if T < 1:
+            raise ReplayError("empty episode")
+        if self._ep_start is not None:
+            raise ReplayError("add_episode while an episode added step by step is still open")
+        for t in range(T):
+            obs_t = {k: getattr(ep, k)[t] for k in self.frame_keys}
+            nxt_t = {k: getattr(ep, k)[t + 1] for k in self.frame_keys}
+            last = t == T - 1
+            self.add(obs_t, ep.action[t], float(ep.reward[t]), nxt_t, bool(ep.terminal[t]),
+                     truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
+
+    # -- reading
+    def __len__(self) -> int:
+        """Number of sampleable steps (finished episodes whose frames are still stored)."""
+        return max(0, self.complete - self.first_valid)
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(a.nbytes for a in self.frames.values()) + self.obs_idx.nbytes * 3 + self.action.nbytes
+
+    def sample_numpy(self, n: int) -> dict[str, Any]:
+        if len(self) == 0:
+            raise ReplayError("online replay has no finished episode to sample from yet")
+        steps = self.rng.integers(self.first_valid, self.complete, size=n) % self.capacity
+        return self._gather(steps)
+
+    def sample(self, batch_size: int) -> dict[str, Any]:
+        b = self.sample_numpy(batch_size)
+        b["online"] = np.ones(batch_size, dtype=np.bool_)
+        return _to_torch(b, self.device)
+
+
+class MixedReplay:
+    """Exactly round(batch_size * mixing_ratio) offline rows and the rest online, per batch.
+
+    Until the online buffer holds a finished episode, batches are all offline.
+    """
+
+    def __init__(self, offline: OfflineReplay, online: OnlineReplay, mixing_ratio: float = 0.5):
+        if not 0.0 <= mixing_ratio <= 1.0:
+            raise ReplayError(f"mixing_ratio must be in [0, 1], got {mixing_ratio}")
+        self.offline, self.online, self.mixing_ratio = offline, online, mixing_ratio
+
+    def split(self, batch_size: int) -> tuple[int, int]:
+        n_off = int(round(batch_size * self.mixing_ratio)) if len(self.online) else batch_size
+        return n_off, batch_size - n_off
+
+    def sample(self, batch_size: int) -> dict[str, Any]:
+        n_off, n_on = self.split(batch_size)
+        if n_on == 0:
+            b = self.offline.sample_numpy(n_off)
+        elif n_off == 0:
+            b = self.online.sample_numpy(n_on)
+        else:
+            b = _concat(self.offline.sample_numpy(n_off), self.online.sample_numpy(n_on))
+        b["online"] = np.arange(batch_size) >= n_off
+        return _to_torch(b, self.offline.device)

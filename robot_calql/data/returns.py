@@ -1,0 +1,59 @@
+"""Monte-Carlo return-to-go, the lower bound that Cal-QL puts under the policy's Q-values.
+
+    G_t = r_t + gamma * G_{t+1} * (1 - terminal_t)
+
+computed backwards over ONE episode. How the episode ended matters:
+
+- terminal (the task really ended, e.g. success): nothing comes after the last step, G_T = 0.
+- truncated (time limit, recording stopped): the future is unknown; the return is bootstrapped
+  with `truncated_value` (default 0.0, as the official Cal-QL code does: it treats the end of a
+  trajectory as the end of the return). Pass a value estimate to bootstrap instead.
+
+Sparse rewards: with `failure_reward` set (after any reward scale/bias, e.g. 0.0 for 0/1 rewards
+or -5.0 for Cal-QL's antmaze scaling r*10-5), an episode whose every reward equals it never
+succeeded; its return-to-go is the infinite-horizon value of failing forever,
+`failure_reward / (1 - gamma)`, at every step (official Cal-QL `is_sparse_reward` fill). Without
+the fill a failed episode's early steps would get a return that depends only on its length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ReturnsError(ValueError):
+    """Inputs to the return computation that do not make sense (names the problem)."""
+
+
+def mc_return_to_go(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    discount: float,
+    truncated_value: float = 0.0,
+    failure_reward: float | None = None,
+) -> np.ndarray:
+    """Discounted return-to-go of one episode, float32 (T,).
+
+    rewards (T,), terminals (T,) bool (true where the episode really ended; a step after a
+    terminal starts from zero again). The episode counts as truncated when terminals[-1] is
+    false; then `truncated_value` is the value after its last step.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    d = np.asarray(terminals, dtype=bool)
+    if r.ndim != 1 or d.shape != r.shape:
+        raise ReturnsError(f"rewards and terminals must both be (T,), got {r.shape} and {d.shape}")
+    if not 0.0 <= discount < 1.0:
+        raise ReturnsError(f"discount must be in [0, 1), got {discount}")
+    if not np.all(np.isfinite(r)):
+        raise ReturnsError(f"reward has a NaN or infinite value at step {int(np.argmax(~np.isfinite(r)))}")
+    T = r.shape[0]
+    if T == 0:
+        return np.zeros(0, dtype=np.float32)
+    if failure_reward is not None and np.all(r == failure_reward):
+        return np.full(T, failure_reward / (1.0 - discount), dtype=np.float32)
+    out = np.empty(T, dtype=np.float64)
+    g = 0.0 if d[-1] else float(truncated_value)
+    for t in range(T - 1, -1, -1):
+        g = r[t] + discount * g * (1.0 - d[t])
+        out[t] = g
+    return out.astype(np.float32)
