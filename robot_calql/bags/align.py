@@ -190,8 +190,9 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
         stats["gap_ticks_command"] = stats.get("gap_ticks_command", 0) + int((~act_ok).sum())
 
     if cfg.gripper_source == "command":
-        # gripper commands are often sent only on change: hold the last one (open before any)
-        ig = np.searchsorted(t_grip, ticks[:-1] + 1_000_000, side="right") - 1
+        # gripper commands are often sent only on change: hold the last one sent up to `tolerance`
+        # after the tick (it goes with that tick's arm command); open (-1) before any
+        ig = np.searchsorted(t_grip, ticks[:-1] + tol, side="right") - 1
         grip = np.array([grips[i] if i >= 0 else -1.0 for i in ig], dtype=np.float64)
     else:  # where the gripper went by the next tick, open -> -1, closed -> +1
         span = cfg.gripper_closed - cfg.gripper_open

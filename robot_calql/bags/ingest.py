@@ -122,6 +122,8 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
     if gripper_source == "joint" and (bt.get("gripper_open") is None or bt.get("gripper_closed") is None):
         raise ConfigError("bag_topics needs gripper_command, or gripper_open and gripper_closed "
                           "(gripper joint positions) to derive the gripper action from joint states")
+    if gripper_source == "joint" and float(bt.gripper_open) == float(bt.gripper_closed):
+        raise ConfigError("bag_topics.gripper_open and gripper_closed must differ")
     scale = robot.get("action_scale", {})
     align = AlignConfig(
         control_hz=float(robot.control_hz),
@@ -132,8 +134,8 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         rotation_rad=float(scale.get("rotation_rad", 0.15)),
         joint_step_rad=float(bt.get("joint_step_rad", 0.1)),
         gripper_source=gripper_source,
-        gripper_open=float(bt.get("gripper_open") or 0.0),
-        gripper_closed=float(bt.get("gripper_closed") or 1.0),
+        gripper_open=float(bt.get("gripper_open") if bt.get("gripper_open") is not None else 0.0),
+        gripper_closed=float(bt.get("gripper_closed") if bt.get("gripper_closed") is not None else 1.0),
         with_ee=bool(topics["ee_pose"]),
         min_steps=int(cfg.min_episode_steps),
     )

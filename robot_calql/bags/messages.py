@@ -143,7 +143,7 @@ class MessageFactory:
                                         data=buf.reshape(-1).astype(np.uint8))
 
     def joint_state(self, t_ns: int, names: list[str], position: np.ndarray) -> Any:
-        pos = np.asarray(position, dtype=np.float64)
+        pos = np.ascontiguousarray(position, dtype=np.float64)
         empty = np.zeros(0, dtype=np.float64)
         return self.t[JOINT_STATE](header=self.header(t_ns), name=list(names), position=pos,
                                    velocity=empty, effort=empty)
@@ -164,13 +164,13 @@ class MessageFactory:
     def joint_trajectory(self, t_ns: int, names: list[str], q: np.ndarray, dt_s: float) -> Any:
         D = self.t["builtin_interfaces/msg/Duration"]
         pt = self.t["trajectory_msgs/msg/JointTrajectoryPoint"](
-            positions=np.asarray(q, np.float64), velocities=np.zeros(0), accelerations=np.zeros(0),
+            positions=np.ascontiguousarray(q, np.float64), velocities=np.zeros(0), accelerations=np.zeros(0),
             effort=np.zeros(0), time_from_start=D(sec=int(dt_s), nanosec=int((dt_s % 1) * 1e9)))
         return self.t[JOINT_TRAJECTORY](header=self.header(t_ns), joint_names=list(names), points=[pt])
 
     def float64_array(self, values: np.ndarray) -> Any:
         layout = self.t["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
-        return self.t[FLOAT64_ARRAY](layout=layout, data=np.asarray(values, np.float64))
+        return self.t[FLOAT64_ARRAY](layout=layout, data=np.ascontiguousarray(values, np.float64))
 
     def float64(self, value: float) -> Any:
         return self.t[FLOAT64](data=float(value))
