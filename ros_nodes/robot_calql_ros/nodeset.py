@@ -1,0 +1,95 @@
+"""The one definition of the fine-tuning node set, shared by every way of starting it.
+
+`node_set(cfg)` turns the composed config (configs/launch_finetune.yaml + robot config +
+overrides) into `NodeSpec`s: node name, entry-point module, class, and flat ROS parameters.
+
+- launch/finetune.launch.py (ros2 launch, on machines with ROS 2) makes one launch_ros Node per
+  spec, with the spec's parameters;
+- robot_calql_ros.launcher (`robot-calql launch finetune sim=true`) starts the same specs as
+  subprocesses (`python -m <module> --ros-args --params-file ...`) or in one process;
+- the tests build the nodes from the same specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from robot_calql.config import REPO_ROOT, ConfigError
+
+NODES = {  # name -> (module, class)
+    "sim_robot": ("robot_calql_ros.sim_robot_node", "SimRobotNode"),
+    "policy": ("robot_calql_ros.policy_node", "PolicyNode"),
+    "reward": ("robot_calql_ros.reward_node", "RewardNode"),
+    "episode_controller": ("robot_calql_ros.episode_controller_node", "EpisodeControllerNode"),
+    "safety": ("robot_calql_ros.safety_node", "SafetyNode"),
+    "learner": ("robot_calql_ros.learner_node", "LearnerNode"),
+}
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    module: str
+    cls: str
+    params: dict = field(default_factory=dict)   # nested; flatten with common.flatten_params
+
+    @property
+    def executable(self) -> str:
+        """The console script `ros2 run robot_calql <executable>` (setup.py entry_points)."""
+        return self.name
+
+    def node_class(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+def _abs(path: str) -> str:
+    if not path:
+        return ""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (REPO_ROOT / p if not p.exists() else p.resolve()))
+
+
+def node_set(cfg: DictConfig) -> list[NodeSpec]:
+    """NodeSpecs for the nodes named in cfg.nodes (sim_robot only when cfg.sim)."""
+    from robot_calql.sim import TASKS, task_pair
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    robot = {k: v for k, v in c["robot"].items() if k != "bag_topics"}
+    try:
+        fwd, bwd = task_pair(str(c["task"]))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    unknown = [n for n in c["nodes"] if n not in NODES]
+    if unknown:
+        raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
+    per_node = {
+        "sim_robot": {"robot": robot, "image_encoding": c["sim_robot"]["image_encoding"],
+                      "sim": {"task": fwd, "seed": int(c["seed"]),
+                              "publish_expert": c["policy"]["action_source"] == "expert",
+                              "expert_noise": float(c["sim_robot"]["expert_noise"])}},
+        "policy": {"robot": robot, "policy": {**c["policy"], "checkpoint": _abs(c["checkpoint"])}},
+        "reward": {"robot": robot, "reward": {**c["reward"], "model": c["reward"]["model"]
+                                              if c["reward"]["model"] == "ground_truth" else _abs(c["reward"]["model"])}},
+        "episode_controller": {"robot": robot, "controller": {
+            **c["controller"], "forward_task": fwd, "backward_task": bwd,
+            "forward_instruction": TASKS[fwd].instruction, "backward_instruction": TASKS[bwd].instruction}},
+        "safety": {"robot": robot, "workspace_file": _abs(c["workspace_file"]),
+                   "kinematics": c["kinematics"], "autostart": bool(c["sim"])},
+        "learner": {"robot": robot, "learner": {**c["learner"], "run_dir": _abs(c["run_dir"]),
+                                                "checkpoint": _abs(c["checkpoint"]),
+                                                "transition_history": int(c["policy"]["transition_history"]),
+                                                "seed": int(c["seed"])}},
+    }
+    specs = []
+    for name in c["nodes"]:
+        if name == "sim_robot" and not c["sim"]:
+            continue
+        module, cls = NODES[name]
+        specs.append(NodeSpec(name, module, cls, per_node[name]))
+    return specs

@@ -1,0 +1,260 @@
+"""policy: acts at the control rate on the newest camera frame and joint state.
+
+Inputs: `topics.image` (sensor_msgs/Image), `topics.joint_states`, `topics.ee_pose`, the
+instruction and episode events of the episode controller, the learner's weights
+(`topics.weights`, transient local), and in the stand-in `topics.sim_state` (privileged state,
+for state-mode checkpoints) and `topics.expert_action`.
+
+Timing: the node acts on the first camera frame at or after each control tick (1/control_hz),
+so the camera-to-command latency is the processing time only, and it stops acting as soon as
+frames stop (the safety watchdog then holds the arm) and resumes when they return.
+
+Output: `topics.policy_command` (std_msgs/Float64MultiArray, physical delta + gripper + the
+frame's stamp; the safety node checks it) and one transition per step on `topics.transitions`
+(robot_calql.control.transport payload: obs, action, next obs, reward, done, truncated,
+instruction, episode, step, actor id, sequence number). Reward is sparse: 1 on the step that
+ends an episode with success (the controller's `end` event with reason `success`).
+
+Action source (`policy.action_source`): `agent` (the Cal-QL actor, weights from
+`policy.checkpoint` and then from the learner) or `expert` (the stand-in's scripted demonstrator,
+used by tests and demos to make successes happen fast; the agent still runs when it has weights,
+so inference and weight swaps are exercised). New weights are decoded in their own callback
+group and swapped in with one reference assignment: control never waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String, UInt8MultiArray
+
+from robot_calql.control.conversions import (
+    CommandFormatError,
+    ImageFormatError,
+    action_to_delta,
+    crop_and_resize,
+    image_to_rgb,
+    joint_state_to_positions,
+    pack_policy_command,
+)
+from robot_calql.control.transport import pack_transition
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ThrottledWarner,
+    node_params,
+    stamp_to_s,
+    transitions_qos,
+    wall_s,
+)
+from robot_calql_ros.safety_node import quat_to_yaw
+
+
+class PolicyNode(Node):
+    def __init__(self, name: str = "policy", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        p = node_params(self)
+        r = p["robot"]
+        self.cfg = p["policy"]
+        self.topics = t = r["topics"]
+        self.period = 1.0 / float(r["control_hz"])
+        self.camera_period = 1.0 / float(r["camera_hz"])
+        self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
+        self.joints = list(r["joints"])
+        self.gripper_joint = r["gripper_joint"]
+        self.gripper_range = [float(x) for x in r["gripper_range"]]
+        self.image_size = int(r["image_size"])
+        self.expected_hw = (int(r["limits"]["camera_height"]), int(r["limits"]["camera_width"]))
+        self.crop = p.get("crop") or None
+        self.source = self.cfg["action_source"]
+        if self.source not in ("agent", "expert"):
+            raise ValueError(f"policy.action_source must be 'agent' or 'expert', got '{self.source}'")
+        self.warn = ThrottledWarner(self)
+        self.actor_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+
+        self.joint_obs = None      # (q, gripper opening)
+        self.ee = None             # (pos, yaw)
+        self.sim_state = None
+        self.expert_action = None
+        self.instruction = ""
+        self.episode = None        # id of the running episode (None: paused / not started)
+        self.step_in_episode = 0
+        self.pending = None        # (obs, action) waiting for its next observation
+        self.next_tick = 0.0
+        self.actor = None          # robot_calql_ros.agent_io.PolicyActor
+        self.weights_step = -1
+        self.weights_received = 0
+        self.steps = 0
+        self.latencies: list[float] = []   # frame stamp -> command published (s)
+        self._lock = threading.Lock()
+
+        if self.cfg.get("checkpoint"):
+            from robot_calql_ros.agent_io import PolicyActor
+
+            self.actor = PolicyActor.from_checkpoint(self.cfg["checkpoint"], device=self.cfg.get("device", "cpu"))
+            self.weights_step = self.actor.step
+            self.get_logger().info(f"policy weights from {self.cfg['checkpoint']} (step {self.actor.step})")
+
+        self.pub_cmd = self.create_publisher(Float64MultiArray, t["policy_command"], COMMAND_QOS)
+        self.pub_tr = self.create_publisher(UInt8MultiArray, t["transitions"],
+                                            transitions_qos(int(self.cfg["transition_history"])))
+        self.create_subscription(Image, t["image"], self._on_image, SENSOR_QOS)
+        self.create_subscription(JointState, t["joint_states"], self._on_joints, SENSOR_QOS)
+        self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
+        self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)
+        self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
+        self.create_subscription(Float32MultiArray, t["sim_state"], self._on_state, SENSOR_QOS)
+        if self.source == "expert":
+            self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
+        self.create_subscription(UInt8MultiArray, t["weights"], self._on_weights, LATCHED_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(f"policy ({self.source}) at {1 / self.period:.1f} Hz, actor id {self.actor_id}")
+
+    # ------------------------------------------------------------------ inputs
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = joint_state_to_positions(msg.name, msg.position, self.joints)
+            g = joint_state_to_positions(msg.name, msg.position, [self.gripper_joint])[0]
+        except CommandFormatError as e:
+            self.joint_obs = None
+            self.warn.warn("joints", f"policy not acting: bad joint state ({e})")
+            return
+        lo, hi = self.gripper_range
+        self.joint_obs = (q, float(np.clip((g - lo) / (hi - lo), 0.0, 1.0)))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        pos = np.array([p.x, p.y, p.z])
+        self.ee = (pos, quat_to_yaw(msg.pose.orientation)) if np.all(np.isfinite(pos)) else None
+
+    def _on_state(self, msg: Float32MultiArray) -> None:
+        self.sim_state = np.asarray(msg.data, np.float32)
+
+    def _on_expert(self, msg: Float64MultiArray) -> None:
+        self.expert_action = np.asarray(msg.data, np.float64)
+
+    def _on_instruction(self, msg: String) -> None:
+        self.instruction = msg.data
+
+    def _on_event(self, msg: String) -> None:
+        ev = json.loads(msg.data)
+        with self._lock:
+            if ev["event"] == "start":
+                self.episode = int(ev["episode"])
+                self.instruction = ev["instruction"]
+                self.step_in_episode = 0
+                self.pending = None
+            elif ev["event"] == "end" and self.episode == int(ev["episode"]):
+                # the last step of the episode: its next obs is the newest observation
+                success = ev["reason"] == "success"
+                if self.pending is not None and self.last_obs is not None:
+                    self._emit(self.last_obs, reward=1.0 if success else 0.0, done=success,
+                               truncated=not success)
+                self.pending = None
+                self.episode = None
+
+    def _on_weights(self, msg: UInt8MultiArray) -> None:
+        from robot_calql_ros.agent_io import PolicyActor
+
+        try:
+            actor = PolicyActor.from_payload(msg.data, device=self.cfg.get("device", "cpu"))
+        except ValueError as e:
+            self.warn.warn("weights", f"ignoring weights: {e}")
+            return
+        self.actor = actor  # one reference assignment: the control path never waits
+        self.weights_step = actor.step
+        self.weights_received += 1
+        self.get_logger().info(f"new weights from the learner (update {actor.step})")
+
+    last_obs = None
+
+    # ------------------------------------------------------------------ control
+    def _observation(self, msg: Image) -> dict | None:
+        if (msg.height, msg.width) != self.expected_hw:
+            self.warn.warn("image_size", f"policy not acting: frame {msg.width}x{msg.height}, expected "
+                           f"{self.expected_hw[1]}x{self.expected_hw[0]}")
+            return None
+        try:
+            rgb = crop_and_resize(image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data),
+                                  self.image_size, self.crop)
+        except ImageFormatError as e:
+            self.warn.warn("image", f"policy not acting: {e}")
+            return None
+        if self.joint_obs is None or self.ee is None:
+            self.warn.warn("no_state", "policy not acting: no valid joint state / end-effector pose yet")
+            return None
+        q, grip = self.joint_obs
+        pos, yaw = self.ee
+        obs = {"image": rgb, "proprio": np.concatenate([q, [grip], pos, [yaw]]).astype(np.float32),
+               "instruction": self.instruction}
+        if self.sim_state is not None:
+            obs["state"] = self.sim_state
+        return obs
+
+    def _on_image(self, msg: Image) -> None:
+        now = wall_s()
+        if now < self.next_tick - 0.5 * self.camera_period:
+            return
+        with self._lock:
+            if self.episode is None or not self.instruction:
+                return
+            obs = self._observation(msg)
+            if obs is None:
+                return
+            self.next_tick = max(self.next_tick + self.period, now + 0.5 * self.period)
+            action = self._act(obs)
+            if action is None:
+                return
+            stamp = stamp_to_s(msg.header.stamp)
+            delta = action_to_delta(action, *self.scale)
+            self.pub_cmd.publish(Float64MultiArray(data=pack_policy_command(delta, stamp)))
+            self.latencies.append(wall_s() - stamp)
+            if self.pending is not None:
+                self._emit(obs, reward=0.0, done=False, truncated=False)
+            self.pending = (obs, action)
+            self.last_obs = obs
+            self.steps += 1
+            self.step_in_episode += 1
+
+    def _act(self, obs: dict) -> np.ndarray | None:
+        actor = self.actor
+        agent_action = actor.act(obs) if actor is not None else None
+        if self.source == "expert":
+            if self.expert_action is None or self.expert_action.shape != (5,):
+                self.warn.warn("expert", "policy not acting: no expert action from the stand-in yet")
+                return None
+            return self.expert_action.astype(np.float32)
+        if agent_action is None:
+            self.warn.warn("no_weights", "policy not acting: no weights yet (policy.checkpoint or the learner)")
+        return agent_action
+
+    def _emit(self, next_obs: dict, reward: float, done: bool, truncated: bool) -> None:
+        obs, action = self.pending
+        arrays = {"image": obs["image"], "proprio": obs["proprio"], "action": np.asarray(action, np.float32),
+                  "next_image": next_obs["image"], "next_proprio": next_obs["proprio"]}
+        if "state" in obs and "state" in next_obs:
+            arrays["state"], arrays["next_state"] = obs["state"], next_obs["state"]
+        meta = {"actor": self.actor_id, "seq": self.seq, "episode": self.episode,
+                "step": self.step_in_episode - 1, "reward": reward, "done": done,
+                "truncated": truncated, "instruction": obs["instruction"]}
+        self.pub_tr.publish(UInt8MultiArray(data=pack_transition(meta, arrays)))
+        self.seq += 1
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(PolicyNode, "policy", args)
+
+
+if __name__ == "__main__":
+    main()

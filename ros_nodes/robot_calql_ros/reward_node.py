@@ -1,0 +1,102 @@
+"""reward: success probability and a debounced success flag from camera frames.
+
+With `reward.model` set to a classifier folder (robot-calql reward-train), every frame (at most
+`reward.rate_hz`) goes through robot_calql.reward's classifier with the current instruction.
+With `reward.model: ground_truth` (stand-in only) the probability is the simulator's
+ground-truth success (`topics.ground_truth_success`); the node says so in its log. Either way
+the flag is debounced (robot_calql.reward.calibrate.Debouncer, `reward.debounce_k` positive
+frames in a row) and reset at each episode start.
+
+Publishes `topics.success_prob` (std_msgs/Float32) and `topics.success` (std_msgs/Bool).
+"""
+
+from __future__ import annotations
+
+import json
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32, String
+
+from robot_calql.control.conversions import ImageFormatError, crop_and_resize, image_to_rgb
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ThrottledWarner,
+    node_params,
+    wall_s,
+)
+
+
+class RewardNode(Node):
+    def __init__(self, name: str = "reward", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        from robot_calql.reward.calibrate import Debouncer
+
+        p = node_params(self)
+        r = p["robot"]
+        topics = r["topics"]
+        cfg = p["reward"]
+        self.warn = ThrottledWarner(self)
+        self.image_size = int(r["image_size"])
+        self.min_period = 1.0 / float(cfg["rate_hz"])
+        self.instruction = ""
+        self._last = 0.0
+        self.model = str(cfg["model"])
+        self.clf = None
+        if self.model == "ground_truth":
+            self.debouncer = Debouncer(k=int(cfg["debounce_k"]))
+            self.create_subscription(Bool, topics["ground_truth_success"], self._on_ground_truth, COMMAND_QOS)
+            self.get_logger().warning("reward from the SIMULATOR'S GROUND TRUTH (reward.model=ground_truth): "
+                                      "stand-in only, no classifier in the loop")
+        else:
+            from robot_calql.reward.model import load_classifier
+
+            self.clf = load_classifier(self.model, device=str(cfg.get("device", "cpu")))
+            self.debouncer = Debouncer(k=int(cfg["debounce_k"]), threshold=float(self.clf.threshold))
+            self.create_subscription(Image, topics["image"], self._on_image, SENSOR_QOS)
+            self.get_logger().info(f"reward classifier {self.model} (threshold {self.clf.threshold:.3f})")
+        self.pub_prob = self.create_publisher(Float32, topics["success_prob"], COMMAND_QOS)
+        self.pub_flag = self.create_publisher(Bool, topics["success"], COMMAND_QOS)
+        self.create_subscription(String, topics["instruction"], self._on_instruction, LATCHED_QOS)
+        self.create_subscription(String, topics["episode_event"], self._on_event, COMMAND_QOS)
+
+    def _on_instruction(self, msg: String) -> None:
+        self.instruction = msg.data
+
+    def _on_event(self, msg: String) -> None:
+        if json.loads(msg.data).get("event") == "start":
+            self.debouncer.reset()
+
+    def _on_ground_truth(self, msg: Bool) -> None:
+        self._emit(1.0 if msg.data else 0.0, bool(msg.data))
+
+    def _on_image(self, msg: Image) -> None:
+        now = wall_s()
+        if now - self._last < self.min_period or not self.instruction:
+            return
+        self._last = now
+        try:
+            rgb = crop_and_resize(image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data),
+                                  self.image_size)
+        except ImageFormatError as e:
+            self.warn.warn("image", f"reward skips a frame: {e}")
+            return
+        prob = float(self.clf.predict_proba(rgb[None], self.instruction)[0])
+        self._emit(prob, prob)
+
+    def _emit(self, prob: float, value) -> None:
+        flag = self.debouncer.update(value)
+        self.pub_prob.publish(Float32(data=float(prob)))
+        self.pub_flag.publish(Bool(data=bool(flag)))
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(RewardNode, "reward", args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""safety: the last node before the arm (a lifecycle node: motion only while active).
+
+Every policy command (`topics.policy_command`, std_msgs/Float64MultiArray, layout
+robot_calql.control.conversions.POLICY_COMMAND_LAYOUT) goes through
+robot_calql.control.safety before anything reaches `topics.command`:
+
+- finite values and a known end-effector position, else the arm holds;
+- at most `limits.max_translation_step_m` / `max_rotation_step_rad` per command;
+- the target stays inside the workspace box of calibration/<cell>/workspace.yaml (clipped);
+- joint-position interfaces: IK of the target, then joint limits and `max_joint_step_rad`;
+- a watchdog: camera frames (of the expected size), joint states (finite) and the EE pose must
+  be fresh, and the command must come from a fresh frame; otherwise the arm holds (zero twist,
+  or the current joint positions), checked at 4x the control rate, so within one period;
+- an e-stop (`topics.estop`, std_msgs/Bool): true holds the arm and latches until the node is
+  deactivated and activated again (`ros2 lifecycle set /safety deactivate` then `activate`).
+
+Everything actually sent (commands and holds) is echoed on `topics.sent_command` (same type).
+Problems are logged as throttled warnings that name them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from robot_calql.control.conversions import (
+    CommandFormatError,
+    delta_to_twist,
+    joint_state_to_positions,
+    unpack_policy_command,
+)
+from robot_calql.control.safety import (
+    SafetyLimits,
+    Watchdog,
+    check_delta,
+    check_joint_targets,
+    load_workspace,
+)
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    ThrottledWarner,
+    node_params,
+    s_to_stamp,
+    wall_s,
+)
+
+INTERFACES = {"delta_ee_twist": TwistStamped, "joint_position_array": Float64MultiArray,
+              "joint_trajectory": JointTrajectory}
+
+
+def quat_to_yaw(q) -> float:
+    return float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+
+
+class SafetyNode(LifecycleNode):
+    def __init__(self, name: str = "safety", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        self.active = False
+        self.estopped = False
+        self.holding_reason = ""
+        self.sent_count = 0
+        self.hold_count = 0
+        self.warn = ThrottledWarner(self)
+        self._subs, self._pubs, self._timers = [], [], []
+
+    def autostart(self) -> None:
+        """Configure and activate right away (parameter `autostart`, used in the stand-in)."""
+        if bool(node_params(self).get("autostart", False)):
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            p = node_params(self)
+            r = p["robot"]
+            self.topics = r["topics"]
+            self.interface = r["command_interface"]
+            if self.interface not in INTERFACES:
+                raise ValueError(f"unknown command_interface '{self.interface}' (known: {', '.join(INTERFACES)})")
+            self.control_hz = float(r["control_hz"])
+            self.joints = list(r["joints"])
+            self.gripper_joint = r["gripper_joint"]
+            self.frame = r["frames"]["base"]
+            lim = r["limits"]
+            self.limits = SafetyLimits.from_config(lim)
+            self.image_size = (int(lim["camera_height"]), int(lim["camera_width"]))
+            self.workspace = load_workspace(p["workspace_file"])
+            self.kin = None
+            if self.interface != "delta_ee_twist":
+                self.kin = self._kinematics(p.get("kinematics", ""))
+        except (ValueError, KeyError) as e:
+            self.get_logger().error(f"cannot configure: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.watchdog = Watchdog({"image": self.limits.stale_image_s,
+                                  "joint_states": self.limits.stale_joint_state_s,
+                                  "ee_pose": self.limits.stale_joint_state_s,
+                                  "command": self.limits.stale_command_s})
+        self.q = None
+        self.ee = None
+        self.ee_yaw = 0.0
+        self._last_hold = -1e9
+        self.pub_cmd = self.create_publisher(INTERFACES[self.interface], self.topics["command"], COMMAND_QOS)
+        self.pub_sent = self.create_publisher(INTERFACES[self.interface], self.topics["sent_command"], COMMAND_QOS)
+        self.pub_grip = self.create_publisher(Float64, self.topics["gripper_command"], COMMAND_QOS)
+        self._subs = [
+            self.create_subscription(Float64MultiArray, self.topics["policy_command"], self._on_policy_command, COMMAND_QOS),
+            self.create_subscription(Image, self.topics["image"], self._on_image, SENSOR_QOS),
+            self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
+            self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS),
+            self.create_subscription(Bool, self.topics["estop"], self._on_estop, COMMAND_QOS),
+        ]
+        self._timers = [self.create_timer(0.25 / self.control_hz, self._check_watchdog)]
+        self.get_logger().info(
+            f"configured: {self.interface} -> {self.topics['command']}, workspace {self.workspace.min.tolist()}"
+            f" .. {self.workspace.max.tolist()} ({self.workspace.frame})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.active = True
+        self.estopped = False
+        self.get_logger().info("active: motion enabled")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._hold("deactivated")
+        self.active = False
+        self.get_logger().info("inactive: motion disabled")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for t in self._timers:
+            self.destroy_timer(t)
+        for pub in (self.pub_cmd, self.pub_sent, self.pub_grip):
+            self.destroy_publisher(pub)
+        self._subs, self._timers = [], []
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        if self.active:
+            self._hold("shutting down")
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def _kinematics(self, name: str):
+        if name == "standin":
+            from robot_calql.sim.kinematics import ArmKinematics
+
+            return ArmKinematics()
+        raise ValueError(f"command_interface {self.interface} needs a kinematics model "
+                         f"(parameter kinematics: standin), got '{name}'")
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, msg: Image) -> None:
+        if (msg.height, msg.width) != self.image_size or len(msg.data) < msg.height * msg.step:
+            self.watchdog.invalidate("image")
+            self.warn.warn("image_size", f"camera frame {msg.width}x{msg.height} ({msg.encoding}) is not the "
+                           f"expected {self.image_size[1]}x{self.image_size[0]}: treated as no image, arm held")
+            return
+        self.watchdog.feed("image", wall_s())
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            self.q = joint_state_to_positions(msg.name, msg.position, self.joints)
+        except CommandFormatError as e:
+            self.q = None
+            self.watchdog.invalidate("joint_states")
+            self.warn.warn("joint_states", f"bad joint state: {e}; arm held")
+            return
+        if np.any(self.q < self.limits.joint_lower - 0.05) or np.any(self.q > self.limits.joint_upper + 0.05):
+            self.warn.warn("joint_limits", f"joint state outside the joint limits: {np.round(self.q, 3).tolist()}")
+        self.watchdog.feed("joint_states", wall_s())
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        pos = np.array([p.x, p.y, p.z])
+        if not np.all(np.isfinite(pos)):
+            self.ee = None
+            self.watchdog.invalidate("ee_pose")
+            self.warn.warn("ee_pose", f"non-finite end-effector pose {pos.tolist()}; arm held")
+            return
+        self.ee = pos
+        self.ee_yaw = quat_to_yaw(msg.pose.orientation)
+        self.watchdog.feed("ee_pose", wall_s())
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.estopped:
+            self.estopped = True
+            self.get_logger().error("E-STOP: arm held; motion stays disabled until the node is "
+                                    "deactivated and activated again")
+            self._hold("e-stop")
+
+    # ------------------------------------------------------------------ commands
+    def _on_policy_command(self, msg: Float64MultiArray) -> None:
+        now = wall_s()
+        if not self.active or self.estopped:
+            self.warn.warn("inactive", "command ignored: " + ("e-stop latched" if self.estopped else "safety node not active"))
+            return
+        try:
+            delta, stamp = unpack_policy_command(msg.data)
+        except CommandFormatError as e:
+            self.warn.warn("command", f"rejected command: {e}; arm held")
+            self._hold("bad command")
+            return
+        stale = [n for n in self.watchdog.stale(now) if n != "command"]
+        if stale:
+            self.warn.warn("stale", f"command not sent: stale or invalid {', '.join(stale)}; arm held")
+            self._hold("stale " + ", ".join(stale))
+            return
+        age = now - stamp
+        if age > self.limits.stale_image_s:
+            self.warn.warn("old_frame", f"command computed from a frame {age:.3f} s old (> {self.limits.stale_image_s} s); arm held")
+            self._hold("old frame")
+            return
+        safe, problems = check_delta(delta, self.ee, self.workspace, self.limits)
+        for pr in problems:
+            self.warn.warn(pr.split(" ")[0] + pr.split(" ")[1], pr)
+        if safe is None:
+            self._hold("unsafe command")
+            return
+        if self.interface == "delta_ee_twist":
+            out = self._twist(safe[:4], stamp)
+        else:
+            q_target = self.kin.ik(self.ee + safe[:3], self.ee_yaw + safe[3], self.q)
+            q_safe, jproblems = check_joint_targets(q_target, self.q, self.limits)
+            for pr in jproblems:
+                self.warn.warn("joints:" + pr[:12], pr)
+            if q_safe is None:
+                self._hold("unsafe joint targets")
+                return
+            out = self._joints(q_safe, safe[4], stamp)
+        self.watchdog.feed("command", now)
+        self.holding_reason = ""
+        self._send(out, safe[4])
+
+    def _twist(self, d4, stamp: float) -> TwistStamped:
+        lin, ang = delta_to_twist(d4, self.control_hz)
+        msg = TwistStamped()
+        s_to_stamp(stamp, msg.header.stamp)
+        msg.header.frame_id = self.frame
+        msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = lin
+        msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = ang
+        return msg
+
+    def _joints(self, q, gripper: float, stamp: float):
+        if self.interface == "joint_position_array":
+            return Float64MultiArray(data=[float(x) for x in q] + [float(gripper)])
+        msg = JointTrajectory()
+        s_to_stamp(stamp, msg.header.stamp)
+        msg.joint_names = self.joints + [self.gripper_joint]
+        pt = JointTrajectoryPoint(positions=[float(x) for x in q] + [float(gripper)])
+        pt.time_from_start.nanosec = int(1e9 / self.control_hz)
+        msg.points = [pt]
+        return msg
+
+    def _send(self, msg, gripper: float | None) -> None:
+        self.pub_cmd.publish(msg)
+        self.pub_sent.publish(msg)
+        if gripper is not None and self.interface == "delta_ee_twist":
+            self.pub_grip.publish(Float64(data=float(gripper)))
+        self.sent_count += 1
+
+    def _hold(self, reason: str) -> None:
+        """Send a hold command (zero twist, or the current joint positions) at most once a period."""
+        now = wall_s()
+        if reason != self.holding_reason:
+            self.get_logger().info(f"holding the arm: {reason}")
+        self.holding_reason = reason
+        if now - self._last_hold < 0.9 / self.control_hz:
+            return
+        self._last_hold = now
+        if self.interface == "delta_ee_twist":
+            msg = self._twist(np.zeros(4), now)
+        elif self.q is not None:
+            msg = self._joints(self.q, float("nan"), now)
+            if isinstance(msg, Float64MultiArray):
+                msg.data = msg.data[:-1]  # hold: arm joints only, the gripper keeps its command
+            else:
+                msg.joint_names = msg.joint_names[:-1]
+                msg.points[0].positions = msg.points[0].positions[:-1]
+        else:
+            return  # joint interface without a valid joint state: send nothing (the driver holds)
+        self.pub_cmd.publish(msg)
+        self.pub_sent.publish(msg)
+        self.hold_count += 1
+
+    def _check_watchdog(self) -> None:
+        if not self.active:
+            return
+        stale = self.watchdog.stale(wall_s())
+        if self.estopped:
+            self._hold("e-stop")
+        elif stale and "command" in self.watchdog.last:
+            # was moving (a command got through before) and an input went stale
+            self._hold("stale " + ", ".join(stale))
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(SafetyNode, "safety", args)
+
+
+if __name__ == "__main__":
+    main()

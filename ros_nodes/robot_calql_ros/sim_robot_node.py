@@ -1,0 +1,244 @@
+"""sim_robot: the MuJoCo stand-in cell behind the same topics as a real arm.
+
+Publishes `sensor_msgs/Image` (camera_hz), `sensor_msgs/JointState` and the end-effector
+`geometry_msgs/PoseStamped` (joint_state_hz); takes the command message of the robot config's
+`command_interface` on `topics.command`:
+
+- delta_ee_twist: `geometry_msgs/TwistStamped` (m/s, rad/s about z, held for one control
+  period) + `std_msgs/Float64` gripper on `topics.gripper_command`;
+- joint_position_array: `std_msgs/Float64MultiArray` = arm joint targets then gripper;
+- joint_trajectory: `trajectory_msgs/JointTrajectory`, the last point's positions by joint name
+  (the gripper joint optional).
+
+Physics advances at control_hz with the newest command (none fresh: the arm holds). The camera
+timer publishes the newest rendered frame. For evaluation only it publishes the ground-truth
+success of the current task on `topics.ground_truth_success` and, when `publish_expert` is set,
+the scripted demonstrator's action on `topics.expert_action` (used by tests and demos as the
+policy's action source). The service `~/set_camera` (std_srvs/SetBool) stops and restarts the
+camera, to exercise the safety watchdog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_calql.control.conversions import delta_to_action, rgb_to_image, twist_to_delta
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ThrottledWarner,
+    node_params,
+    s_to_stamp,
+    wall_s,
+)
+
+
+def yaw_to_quat(yaw: float) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation about z (the gripper points down is folded into the frame)."""
+    return 0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
+
+
+class SimRobotNode(Node):
+    def __init__(self, name: str = "sim_robot", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        from robot_calql.sim import TASKS, make_env
+
+        self.p = node_params(self)
+        r = self.p["robot"]
+        self.topics = r["topics"]
+        self.interface = r["command_interface"]
+        self.control_hz = float(r["control_hz"])
+        self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
+        self.joints = list(r["joints"])
+        self.gripper_joint = r["gripper_joint"]
+        self.frames = r["frames"]
+        self.encoding = self.p.get("image_encoding", "rgb8")
+        sim = self.p["sim"]
+        # The env (and its EGL context, which is bound to one thread) lives in one physics thread.
+        self.env = make_env(sim["task"], image_size=int(r["image_size"]), seed=int(sim["seed"]),
+                            max_episode_steps=10**9, action_scale=self.scale)
+        self.obs = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._by_instruction = {t.instruction: name for name, t in TASKS.items()}
+        self.warn = ThrottledWarner(self)
+        self.camera_enabled = True
+        self.steps = 0
+        self._cmd = None          # ("delta", delta(4), gripper) or ("joints", q, gripper)
+        self._cmd_fresh = False
+        self._gripper = -1.0      # open
+        self.expert = None
+        if sim.get("publish_expert", False):
+            self.expert = self._make_expert()
+
+        self.pub_image = self.create_publisher(Image, self.topics["image"], SENSOR_QOS)
+        self.pub_joints = self.create_publisher(JointState, self.topics["joint_states"], SENSOR_QOS)
+        self.pub_pose = self.create_publisher(PoseStamped, self.topics["ee_pose"], SENSOR_QOS)
+        self.pub_gt = self.create_publisher(Bool, self.topics["ground_truth_success"], COMMAND_QOS)
+        self.pub_expert = self.create_publisher(Float64MultiArray, self.topics["expert_action"], COMMAND_QOS)
+        self.pub_state = self.create_publisher(Float32MultiArray, self.topics["sim_state"], SENSOR_QOS)
+        cmd_type = {"delta_ee_twist": TwistStamped, "joint_position_array": Float64MultiArray,
+                    "joint_trajectory": JointTrajectory}.get(self.interface)
+        if cmd_type is None:
+            raise ValueError(f"unknown command_interface '{self.interface}' (delta_ee_twist, "
+                             "joint_position_array, joint_trajectory)")
+        self.create_subscription(cmd_type, self.topics["command"], self._on_command, COMMAND_QOS)
+        self.create_subscription(Float64, self.topics["gripper_command"], self._on_gripper, COMMAND_QOS)
+        self.create_subscription(String, self.topics["instruction"], self._on_instruction, LATCHED_QOS)
+        self.create_service(SetBool, "~/set_camera", self._on_set_camera)
+        self._thread = threading.Thread(target=self._physics_loop, name="sim_physics", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=30.0)
+        self.create_timer(1.0 / float(r["camera_hz"]), self._publish_image)
+        self.create_timer(1.0 / float(r["joint_state_hz"]), self._publish_joints)
+        self.get_logger().info(
+            f"stand-in cell: task {self.env.task.name}, {self.interface} on {self.topics['command']}, "
+            f"camera {r['image_size']} px @ {r['camera_hz']} Hz, control {self.control_hz} Hz")
+
+    def _make_expert(self):
+        try:
+            from robot_calql.sim.demonstrators import make_demonstrator
+        except ImportError as e:
+            self.get_logger().warning(f"no scripted demonstrator available ({e}); expert_action off")
+            return None
+        return make_demonstrator(self.env, noise=float(self.p["sim"].get("expert_noise", 0.0)),
+                                 seed=int(self.p["sim"]["seed"]))
+
+    # ------------------------------------------------------------------ commands in
+    def _on_command(self, msg) -> None:
+        try:
+            if isinstance(msg, TwistStamped):
+                lin, ang = msg.twist.linear, msg.twist.angular
+                d = twist_to_delta([lin.x, lin.y, lin.z], [ang.x, ang.y, ang.z], self.control_hz)
+                self._cmd = ("delta", d, None)
+            elif isinstance(msg, Float64MultiArray):
+                v = np.asarray(msg.data, float)
+                if v.shape not in ((len(self.joints),), (len(self.joints) + 1,)) or not np.all(np.isfinite(v)):
+                    raise ValueError(f"joint command needs {len(self.joints)} (+1 gripper) finite values, got {v.tolist()}")
+                self._cmd = ("joints", v[: len(self.joints)], float(v[-1]) if v.size > len(self.joints) else None)
+            else:  # JointTrajectory
+                if not msg.points:
+                    raise ValueError("joint trajectory without points")
+                pos = dict(zip(msg.joint_names, msg.points[-1].positions, strict=False))
+                missing = [j for j in self.joints if j not in pos]
+                if missing:
+                    raise ValueError(f"joint trajectory lacks joints {missing}")
+                q = np.array([pos[j] for j in self.joints], float)
+                if not np.all(np.isfinite(q)):
+                    raise ValueError("joint trajectory has non-finite positions")
+                self._cmd = ("joints", q, pos.get(self.gripper_joint))
+            self._cmd_fresh = True
+        except ValueError as e:
+            self.warn.warn("command", f"stand-in ignores a command: {e}")
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if np.isfinite(msg.data):
+            self._gripper = float(np.clip(msg.data, -1.0, 1.0))
+
+    def _on_instruction(self, msg: String) -> None:
+        task = self._by_instruction.get(msg.data)
+        if task is None:
+            self.warn.warn("instruction", f"unknown instruction '{msg.data}': ground truth keeps task {self.env.task.name}")
+        elif task != self.env.task.name:
+            self.env.set_task(task)
+            if self.expert is not None and hasattr(self.expert, "reset"):
+                self.expert.reset()
+
+    def _on_set_camera(self, req, resp):
+        self.camera_enabled = bool(req.data)
+        resp.success = True
+        resp.message = f"camera {'on' if self.camera_enabled else 'off'}"
+        self.get_logger().info(resp.message)
+        return resp
+
+    # ------------------------------------------------------------------ physics + outputs
+    def _physics_loop(self) -> None:
+        """Step the cell at control_hz with the newest command (wall-clock paced)."""
+        self.obs, _ = self.env.reset(seed=int(self.p["sim"]["seed"]))
+        self._ready.set()
+        period = 1.0 / self.control_hz
+        t_next = time.monotonic() + period
+        while not self._stop.is_set():
+            delay = t_next - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            t_next = max(t_next + period, time.monotonic())
+            if not self._stop.is_set():
+                try:
+                    self._step()
+                except Exception as e:  # keep the cell alive; a node test sees the warning
+                    self.warn.warn("step", f"stand-in step failed: {e!r}")
+        self.env.close()
+
+    def _step(self) -> None:
+        cmd = self._cmd if self._cmd_fresh else None
+        self._cmd_fresh = False
+        if cmd is not None and cmd[2] is not None:
+            self._gripper = float(np.clip(cmd[2], -1.0, 1.0))
+        if cmd is not None and cmd[0] == "joints":
+            self.obs, *_ , info = self.env.step_joint_targets(cmd[1], self._gripper)
+        else:
+            d = cmd[1] if cmd is not None else np.zeros(4)
+            a = delta_to_action(np.append(d, self._gripper), *self.scale)
+            self.obs, *_, info = self.env.step(a)
+        self.steps += 1
+        self.pub_gt.publish(Bool(data=bool(info["success"])))
+        self.pub_state.publish(Float32MultiArray(data=[float(x) for x in self.obs["state"]]))
+        if self.expert is not None:
+            a = np.asarray(self.expert.act(self.obs), float)
+            self.pub_expert.publish(Float64MultiArray(data=[float(x) for x in a]))
+
+    def _publish_image(self) -> None:
+        if not self.camera_enabled or self.obs is None or "image" not in self.obs:
+            return
+        f = rgb_to_image(self.obs["image"], self.encoding)
+        msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0,
+                    step=f["step"], data=f["data"])
+        s_to_stamp(wall_s(), msg.header.stamp)
+        msg.header.frame_id = self.frames["camera"]
+        self.pub_image.publish(msg)
+
+    def _publish_joints(self) -> None:
+        if self.obs is None:
+            return
+        now = wall_s()
+        js = JointState()
+        s_to_stamp(now, js.header.stamp)
+        js.name = self.joints + [self.gripper_joint]
+        js.position = [float(x) for x in self.env.joint_positions()] + [self.env.gripper_opening()]
+        js.velocity = [float(x) for x in self.env.joint_velocities()] + [0.0]
+        self.pub_joints.publish(js)
+        pos, yaw = self.env.ee_pose()
+        ps = PoseStamped()
+        ps.header.stamp = js.header.stamp
+        ps.header.frame_id = self.frames["base"]
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(x) for x in pos)
+        q = ps.pose.orientation
+        q.x, q.y, q.z, q.w = yaw_to_quat(yaw)
+        self.pub_pose.publish(ps)
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(SimRobotNode, "sim_robot", args)
+
+
+if __name__ == "__main__":
+    main()
