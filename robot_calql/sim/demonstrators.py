@@ -31,7 +31,7 @@ from robot_calql.sim.env import (
 from robot_calql.sim.kinematics import wrap_angle
 from robot_calql.sim.tasks import BOWL_OUTER_HALF, get_task
 
-CARRY_Z = 0.11  # ee height while moving above the scene
+CARRY_Z = 0.085  # ee height while moving above the scene (cube bottom clears the bowl rim)
 GRASP_Z = 0.022  # ee height when closing the fingers around the cube (its centre is at 0.02)
 FAILURES = ("miss_grasp", "drop_early", "wander")
 
@@ -75,7 +75,7 @@ class ScriptedDemonstrator:
         if self.failure == "miss_grasp":
             ang = r.uniform(0, 2 * np.pi)
             self.grasp_offset = 0.045 * np.array([np.cos(ang), np.sin(ang)])
-        self.carry_z = CARRY_Z + r.uniform(-0.01, 0.02)
+        self.carry_z = CARRY_Z + r.uniform(-0.005, 0.02)
         self.place_xy: np.ndarray | None = None
         self.place_jitter = r.normal(0.0, 0.008, size=2)
         self.drop_after = int(r.integers(1, 5))
@@ -97,7 +97,7 @@ class ScriptedDemonstrator:
             else:  # pragma: no cover - every task has a branch
                 raise ValueError(f"no demonstrator for task '{name}'")
             self.place_xy = xy + self.place_jitter
-        z = 0.085 if self.task.name == "cube_in_bowl" else 0.03
+        z = 0.075 if self.task.name == "cube_in_bowl" else 0.04  # let go a little above the surface
         return self.place_xy, z
 
     def act(self, state: np.ndarray) -> np.ndarray:
@@ -164,7 +164,7 @@ class ScriptedDemonstrator:
     def _to_action(self, target, ee, target_yaw, yaw, close) -> np.ndarray:
         r = self.rng
         move = np.empty(4)
-        move[:3] = (target - ee) / self.scale[0]
+        move[:3] = 1.5 * (target - ee) / self.scale[0]
         move[3] = wrap_angle(target_yaw - yaw) / self.scale[1]
         move = np.clip(move, -1.0, 1.0) * self.speed
         if r.random() < 0.04:  # the operator hesitates

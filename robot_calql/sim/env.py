@@ -236,6 +236,7 @@ class StandInEnv(gym.Env):
         self.data.ctrl[self._arm_act] = q
         self.data.ctrl[self._finger_act] = (1.0 - g) / 2.0 * kin.FINGER_OPEN_M
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        mujoco.mj_kinematics(self.model, self.data)  # positions after the last substep
         self._elapsed += 1
         success = self.success()
         terminated = success

@@ -78,12 +78,16 @@ class ArmKinematics:
         damping: float = 0.03,
         rot_weight: float = 0.3,
         tol: float = 5e-4,
+        max_err: float = 0.05,
     ) -> np.ndarray:
         """Damped least-squares IK: joints putting the EE at `pos`, pointing down with heading `yaw`.
 
         Starts from q0 (the current joint targets) and takes at most `iters` Gauss-Newton steps
         dq = J^T (J J^T + lambda^2 I)^-1 e on the 6-D pose error (rotation error weighted by
-        `rot_weight`, metres vs radians), clipping to the joint limits after each step.
+        `rot_weight`, metres vs radians), clipping to the joint limits after each step. The
+        position error of one step is capped at `max_err` metres, so a far target is approached
+        gradually (more iterations) instead of by one wild step; a target out of reach leaves
+        the arm stretched toward it.
         """
         target_r = down_rotation(yaw)
         q = np.clip(np.asarray(q0, dtype=np.float64).copy(), self.lower, self.upper)
@@ -98,6 +102,9 @@ class ArmKinematics:
             mujoco.mj_comPos(m, d)
             mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)
             jac = np.vstack([self._jacp[:, self.dof_adr], rot_weight * self._jacr[:, self.dof_adr]])
+            n = np.linalg.norm(err_p)
+            if n > max_err:
+                err_p = err_p * (max_err / n)
             err = np.concatenate([err_p, rot_weight * err_r])
             dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
             q = np.clip(q + dq, self.lower, self.upper)
