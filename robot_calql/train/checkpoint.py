@@ -1,0 +1,257 @@
+"""Crash-safe checkpoints of a training run.
+
+Layout of a run folder:
+
+    <run>/checkpoints/step_000500/      one complete checkpoint
+        model.safetensors               every tensor of agent.state_dict() outside its optimisers
+        trainer.pt                      torch.save of the rest: optimiser states, RNG states,
+                                        step counters, non-tensor agent entries
+        buffer.npz                      the online replay buffer (fine-tuning only)
+        meta.json                       step, phase, obs spec, instruction vocabulary, config
+    <run>/checkpoints/LATEST            name of the newest complete checkpoint folder
+
+A checkpoint is written into a hidden temporary folder and renamed into place; only then is
+LATEST replaced (write + os.replace), so a crash or Ctrl-C at any moment leaves the previous
+checkpoint usable and never a half-written one. Older checkpoints beyond `keep` are deleted.
+
+The policy node only needs `model.safetensors` + `meta.json` (`load_policy_weights`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_DIR = "checkpoints"
+LATEST = "LATEST"
+WEIGHTS = "model.safetensors"
+TRAINER = "trainer.pt"
+BUFFER = "buffer.npz"
+META = "meta.json"
+SEP = "/"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit the agent built from the config."""
+
+
+# ----------------------------------------------------------------------------- state dict split
+def split_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state dict into (flat tensors for safetensors, skeleton for torch.save).
+
+    Tensors under a key whose name contains "optim" stay in the skeleton (optimiser moments are
+    training state, not weights). Everything else that is a tensor is moved to the flat dict under
+    its "/"-joined path and replaced by a placeholder string in the skeleton.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, path: str, in_optim: bool) -> Any:
+        if isinstance(obj, torch.Tensor) and not in_optim:
+            tensors[path] = obj.detach().cpu().contiguous()
+            return _Ref(path)
+        if isinstance(obj, dict):
+            out = type(obj)() if type(obj) is not dict else {}
+            for k, v in obj.items():
+                key = str(k)
+                out[k] = walk(v, f"{path}{SEP}{key}" if path else key, in_optim or "optim" in key)
+            return out
+        return obj
+
+    skeleton = walk(state, prefix, False)
+    return tensors, skeleton
+
+
+class _Ref(str):
+    """Placeholder in the skeleton for a tensor stored in model.safetensors."""
+
+
+def join_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of split_state."""
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, _Ref):
+            if str(obj) not in tensors:
+                raise CheckpointError(f"tensor '{obj}' missing from {WEIGHTS}")
+            return tensors[str(obj)]
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        return obj
+
+    return walk(skeleton)
+
+
+def check_shapes(expected: Any, loaded: Any, where: str) -> None:
+    """Raise CheckpointError naming the first tensor whose shape differs (or is missing/extra)."""
+    exp, _ = split_state(expected)
+    got, _ = split_state(loaded)
+    for k, v in exp.items():
+        if k not in got:
+            raise CheckpointError(f"{where}: checkpoint lacks tensor '{k}' (shape {tuple(v.shape)})")
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{where}: tensor '{k}' has shape {tuple(got[k].shape)} in the checkpoint but "
+                f"{tuple(v.shape)} in the agent built from this config/env; was it trained with a "
+                "different observation, action or network size?"
+            )
+    extra = sorted(set(got) - set(exp))
+    if extra:
+        raise CheckpointError(f"{where}: checkpoint has tensors the agent does not: {extra[:5]}")
+
+
+# ----------------------------------------------------------------------------- RNG state
+def rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """Everything random that a resumed run must continue: torch, numpy's global and `np_rng`."""
+    out: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy_global": np.random.get_state()}
+    if np_rng is not None:
+        out["np_rng"] = np_rng.bit_generator.state
+    return out
+
+
+def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy_global"])
+    if np_rng is not None and "np_rng" in state:
+        np_rng.bit_generator.state = state["np_rng"]
+
+
+# ----------------------------------------------------------------------------- save / load
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    agent_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+    buffer: dict[str, np.ndarray] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically; return its folder. See the module docstring."""
+    from safetensors.torch import save as st_save
+
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{int(step):09d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    try:
+        tensors, skeleton = split_state(agent_state)
+        _fsync_write(tmp / WEIGHTS, st_save(tensors, metadata={"step": str(int(step))}))
+        buf = io.BytesIO()
+        torch.save({"agent_rest": _plain(skeleton), "trainer": trainer_state}, buf)
+        _fsync_write(tmp / TRAINER, buf.getvalue())
+        if buffer is not None:
+            with open(tmp / BUFFER, "wb") as f:
+                np.savez(f, **buffer)
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_write(tmp / META, (json.dumps({**meta, "step": int(step)}, indent=2, default=str) + "\n").encode())
+        final = root / name
+        if final.exists():  # same step saved twice (e.g. periodic save then exit at that step)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    latest_tmp = root / f".{LATEST}.tmp{os.getpid()}"
+    _fsync_write(latest_tmp, (name + "\n").encode())
+    os.replace(latest_tmp, root / LATEST)
+    old = sorted(p for p in root.glob("step_*") if p.is_dir() and p.name != name)
+    for p in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def _plain(obj: Any) -> Any:
+    """Turn _Ref placeholders into a tagged tuple so torch.load(weights_only=True) can read them."""
+    if isinstance(obj, _Ref):
+        return ("__tensor__", str(obj))
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _unplain(obj: Any) -> Any:
+    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "__tensor__":
+        return _Ref(obj[1])
+    if isinstance(obj, dict):
+        return {k: _unplain(v) for k, v in obj.items()}
+    return obj
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """Resolve a run folder, its checkpoints folder or a checkpoint folder to a checkpoint folder."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint or run folder does not exist")
+    if (p / WEIGHTS).is_file():
+        return p
+    root = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
+    latest = root / LATEST
+    if latest.is_file():
+        cand = root / latest.read_text().strip()
+        if (cand / WEIGHTS).is_file():
+            return cand
+    steps = sorted(q for q in root.glob("step_*") if (q / WEIGHTS).is_file())
+    if not steps:
+        raise CheckpointError(f"{p}: no checkpoint found (expected {CKPT_DIR}/step_*/{WEIGHTS})")
+    return steps[-1]
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    ckpt = find_checkpoint(path)
+    try:
+        return json.loads((ckpt / META).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{ckpt / META}: unreadable ({e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint: {"dir", "meta", "agent_state", "trainer", "buffer" (or None)}."""
+    from safetensors.torch import load_file
+
+    ckpt = find_checkpoint(path)
+    meta = load_meta(ckpt)
+    try:
+        tensors = load_file(str(ckpt / WEIGHTS))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{ckpt / WEIGHTS}: unreadable ({e})") from None
+    trainer_file = ckpt / TRAINER
+    if trainer_file.is_file():
+        try:
+            rest = torch.load(trainer_file, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"{trainer_file}: unreadable ({e})") from None
+        agent_state = join_state(tensors, _unplain(rest["agent_rest"]))
+        trainer = rest["trainer"]
+    else:  # weights only (a policy export)
+        agent_state = _unflatten(tensors)
+        trainer = {}
+    buffer = None
+    if (ckpt / BUFFER).is_file():
+        with np.load(ckpt / BUFFER, allow_pickle=False) as z:
+            buffer = {k: z[k] for k in z.files}
+    return {"dir": ckpt, "meta": meta, "agent_state": agent_state, "trainer": trainer, "buffer": buffer}
+
+
+def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        d = out
+        parts = k.split(SEP)
+        for part in parts[:-1]:
+            d = d.setdefault(part, {})
+        d[parts[-1]] = v
+    return out

@@ -1,0 +1,110 @@
+"""Pieces the pretrain and finetune loops share: observation mode, instruction vocabulary,
+building the agent from a config, and turning environment observations into agent inputs.
+
+Observation modes (config key `obs`):
+- `state`: the stand-in's privileged state vector (fast; simulation only),
+- `pixels`: the camera image (uint8 H x W x 3) plus proprio, through the agent's CNN encoder.
+Both add the instruction as an integer index into the run's instruction vocabulary
+(`InstructionVocab`), which is stored in every checkpoint so a fine-tuning run maps strings to
+the same indices.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot_calql.config import ConfigError
+from robot_calql.data.dataset import Dataset, Episode
+from robot_calql.data.replay import InstructionVocab
+
+log = logging.getLogger("robot_calql.train")
+
+OBS_MODES = ("state", "pixels")
+
+
+def check_obs_mode(mode: str) -> str:
+    if mode not in OBS_MODES:
+        raise ConfigError(f"obs={mode!r}: must be one of {OBS_MODES}")
+    return mode
+
+
+def obs_spec_from_meta(meta: Any, mode: str) -> dict[str, tuple[int, ...]]:
+    """The agent's obs_spec for a dataset (DatasetMeta) in observation mode `mode`."""
+    check_obs_mode(mode)
+    if mode == "state":
+        if meta.state_dim is None:
+            raise ConfigError("obs=state, but the dataset has no privileged state (real-robot data?): use obs=pixels")
+        return {"state": (int(meta.state_dim),)}
+    if meta.image_shape is None:
+        raise ConfigError("obs=pixels, but the dataset has no images (collected with image_size=0?): use obs=state")
+    return {"image": tuple(int(x) for x in meta.image_shape), "proprio": (int(meta.proprio_dim),)}
+
+
+def agent_obs(obs: dict[str, Any], spec: dict[str, tuple[int, ...]], vocab: InstructionVocab) -> dict[str, Any]:
+    """One environment observation -> the agent's input dict (no batch dimension)."""
+    out = {k: np.asarray(obs[k]) for k in spec}
+    out["instruction"] = np.int64(vocab.id(obs["instruction"]))
+    return out
+
+
+class DatasetSubset:
+    """Some episodes of a Dataset, with the attributes OfflineReplay reads (hold-out splits)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self._ds, self._idx = dataset, list(indices)
+        self.root, self.meta = dataset.root, dataset.meta
+        self.episode_dirs = [dataset.episode_dirs[i] for i in self._idx]
+        self.infos = [dataset.infos[i] for i in self._idx]
+        self.lengths = dataset.lengths[self._idx]
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __getitem__(self, i: int) -> Episode:
+        return self._ds[self._idx[i]]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def agent_config(cfg: DictConfig, base: dict[str, Any] | None = None) -> Any:
+    """CalQLConfig from `base` (e.g. a checkpoint's agent settings) updated with `cfg.agent`.
+
+    Unknown keys are a ConfigError naming them (CalQLConfig.from_dict)."""
+    from robot_calql.agent import CalQLConfig
+
+    d = dict(base or {})
+    d.update(OmegaConf.to_container(cfg.agent, resolve=True) or {})  # type: ignore[arg-type]
+    return CalQLConfig.from_dict(d)
+
+
+def build_agent(spec: dict[str, tuple[int, ...]], action_dim: int, num_instructions: int, cfg: DictConfig,
+                base: dict[str, Any] | None = None) -> Any:
+    """The CalQL agent for observation spec `spec` (without the instruction), on cfg.device."""
+    from robot_calql.agent import CalQL
+
+    return CalQL(spec, action_dim, agent_config(cfg, base), device=str(cfg.device),
+                 num_instructions=int(num_instructions))
+
+
+def set_seed(seed: int) -> np.random.Generator:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def set_threads(n: int) -> None:
+    if n and n > 0:
+        import torch
+
+        torch.set_num_threads(int(n))

@@ -1,0 +1,79 @@
+"""PNG plots written at the end of a run (matplotlib, Agg backend: no display needed).
+
+- `success.png`: evaluation success rate against online environment steps (fine-tuning), with
+  the offline (step 0) success as a dashed line.
+- `calibration.png`: learned Q(s, pi(s)) against the Monte-Carlo return of held-out data, one
+  point per state, with the y = x line. A calibrated critic (Cal-QL) sits near the line; a
+  conservative one (CQL) sits well below it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_success(
+    steps: np.ndarray | list,
+    success: np.ndarray | list,
+    out: str | os.PathLike,
+    title: str = "success rate during online fine-tuning",
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Path:
+    """Success rate (0..1) against online steps. `curves` adds named extra curves (benchmarks)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps, success = np.asarray(steps), np.asarray(success)
+    if len(steps):
+        ax.plot(steps, success, marker="o", ms=3, label="success (eval)")
+        ax.axhline(float(success[0]), ls="--", color="gray", lw=1, label="offline (step 0)")
+    for name, (x, y) in (curves or {}).items():
+        ax.plot(np.asarray(x), np.asarray(y), marker="o", ms=3, label=name)
+    ax.set_xlabel("online environment steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_calibration(
+    q: np.ndarray, mc_return: np.ndarray, out: str | os.PathLike, title: str = "critic calibration (held-out data)"
+) -> Path:
+    """Scatter of learned Q(s, pi(s)) against MC return-to-go, with y = x."""
+    plt = _plt()
+    q, mc = np.asarray(q, dtype=np.float64), np.asarray(mc_return, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(mc, q, s=6, alpha=0.5)
+    if len(q):
+        lo = float(min(q.min(), mc.min()))
+        hi = float(max(q.max(), mc.max()))
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="Q = MC return")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"{title}\nmean Q {q.mean():.2f}, mean MC {mc.mean():.2f}", fontsize=10)
+    ax.set_xlabel("Monte-Carlo return-to-go")
+    ax.set_ylabel("learned Q(s, pi(s))")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,210 @@
+"""`robot-calql pretrain dataset=<dir> out=<run> steps=<N>`: offline Cal-QL on a dataset.
+
+What it does, in order:
+1. opens the dataset and reads every value (`Dataset.verify`: missing arrays, NaN or infinite
+   rewards/actions are a DatasetError naming the file), keeps `holdout_fraction` of the episodes
+   out of training for the calibration plot;
+2. builds the agent (`obs=state` or `obs=pixels`) and the offline replay (MC returns per episode);
+3. runs `steps` updates with a progress bar, logs every loss term to TensorBoard and
+   `<out>/metrics.jsonl`, checkpoints every `save_every` updates, at the end, and on Ctrl-C
+   (then exits 130); `resume=true` continues from the latest checkpoint exactly;
+4. writes `<out>/plots/calibration.png` (learned Q against MC return on held-out episodes) and
+   `<out>/summary.json`.
+
+See docs/training.md for every config key and output file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot_calql.config import ConfigError, resolve_path
+from robot_calql.train import checkpoint as ckpt
+from robot_calql.train.common import (
+    DatasetSubset,
+    build_agent,
+    check_obs_mode,
+    obs_spec_from_meta,
+    set_seed,
+    set_threads,
+)
+from robot_calql.train.logger import Logger
+
+log = logging.getLogger("robot_calql.train.pretrain")
+
+
+def split_episodes(n: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) episode indices; at least one training episode, held-out may be empty."""
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ConfigError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    idx = np.random.default_rng(seed).permutation(n)
+    k = int(round(n * holdout_fraction)) if n > 1 else 0
+    k = min(k, n - 1)
+    return sorted(idx[k:].tolist()), sorted(idx[:k].tolist())
+
+
+def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, cfg_agent: Any,
+                       max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(Q(s, pi(s)), MC return-to-go) for every state of the given episodes (subsampled)."""
+    from robot_calql.data.returns import mc_return_to_go
+
+    qs, mcs = [], []
+    for ep in episodes:
+        r = np.asarray(ep.reward, dtype=np.float32) * cfg_agent.reward_scale + cfg_agent.reward_bias
+        mc = mc_return_to_go(r, np.asarray(ep.terminal), cfg_agent.discount, failure_reward=cfg_agent.failure_reward)
+        T = len(ep)
+        obs = {k: np.asarray(getattr(ep, k)[:T]) for k in spec}
+        obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
+        qs.append(np.asarray(agent.q_values(obs)))
+        mcs.append(mc)
+    if not qs:
+        return np.zeros(0), np.zeros(0)
+    q, mc = np.concatenate(qs), np.concatenate(mcs)
+    if len(q) > max_points:
+        pick = np.random.default_rng(0).choice(len(q), max_points, replace=False)
+        q, mc = q[pick], mc[pick]
+    return q, mc
+
+
+def main(cfg: DictConfig) -> int:
+    from tqdm import tqdm
+
+    from robot_calql.data.dataset import Dataset
+    from robot_calql.data.replay import InstructionVocab, OfflineReplay, replay_kwargs
+    from robot_calql.train.plots import plot_calibration
+
+    set_threads(int(cfg.threads))
+    mode = check_obs_mode(str(cfg.obs))
+    steps = int(cfg.steps)
+    if steps < 0:
+        raise ConfigError(f"steps must be >= 0, got {steps}")
+    data_dir = resolve_path(cfg.dataset)
+    out = resolve_path(cfg.out)
+    if data_dir is None or out is None:
+        raise ConfigError("pretrain needs dataset=<dir> and out=<run folder>")
+
+    dataset = Dataset(data_dir)
+    if len(dataset) == 0:
+        raise ConfigError(f"dataset {data_dir} has no episodes")
+    log.info("checking every value of %s (%d episodes, %d steps)", data_dir, len(dataset), dataset.num_steps)
+    dataset.verify()
+    spec = obs_spec_from_meta(dataset.meta, mode)
+    vocab = InstructionVocab.from_dataset(dataset)
+    train_idx, holdout_idx = split_episodes(len(dataset), float(cfg.holdout_fraction), int(cfg.seed))
+
+    resuming = bool(cfg.resume) and (out / ckpt.CKPT_DIR).is_dir()
+    if not resuming and (out / ckpt.CKPT_DIR).is_dir() and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds checkpoints: pass resume=true to continue or overwrite=true")
+    out.mkdir(parents=True, exist_ok=True)
+
+    set_seed(int(cfg.seed))
+    agent = build_agent(spec, int(dataset.meta.action_dim), len(vocab), cfg)
+    acfg = agent.cfg
+    replay = OfflineReplay(DatasetSubset(dataset, train_idx), spec, vocab=vocab, device=str(cfg.device),
+                           seed=int(cfg.seed), **replay_kwargs(acfg))
+
+    start = 0
+    if resuming:
+        state = ckpt.load_checkpoint(out)
+        _check_same_run(state["meta"], mode, vocab, str(data_dir))
+        agent.load_state_dict(state["agent_state"])
+        agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
+        ckpt.set_rng_state(state["trainer"]["rng"], replay.rng)
+        start = int(state["meta"]["step"])
+        log.info("resuming %s at update %d", out, start)
+    OmegaConf.save(cfg, out / "config.yaml")
+    meta = {
+        "phase": "pretrain",
+        "obs": mode,
+        "obs_spec": {k: list(v) for k, v in spec.items()},
+        "action_dim": int(dataset.meta.action_dim),
+        "instructions": vocab.to_list(),
+        "dataset": str(data_dir),
+        "holdout_episodes": holdout_idx,
+        "tasks": sorted({info.get("task", "") for info in dataset.infos} - {""}),
+        "agent": OmegaConf.to_container(cfg.agent, resolve=True),
+        "image_size": int(dataset.meta.image_shape[0]) if dataset.meta.image_shape else 0,
+    }
+
+    def save(step: int) -> Path:
+        trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(replay.rng)}
+        return ckpt.save_checkpoint(out, step, agent.state_dict(), trainer, meta, keep=int(cfg.keep_checkpoints))
+
+    logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=start if resuming else None)
+    log_every, save_every = max(1, int(cfg.log_every)), int(cfg.save_every)
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.perf_counter()
+    step = start
+    bar = tqdm(total=steps, initial=start, desc="pretrain", unit="upd", disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while step < steps:
+            metrics = agent.update(replay.sample(int(cfg.batch_size)))
+            step += 1
+            bar.update(1)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if step % log_every == 0 or step == steps:
+                avg = {k: v / count for k, v in sums.items()}
+                avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
+                logger.log(step, "pretrain", avg)
+                bar.set_postfix(q=f"{avg.get('q_data', 0):.2f}", cql=f"{avg.get('loss_cql', 0):.2f}")
+                sums, count, t0 = {}, 0, time.perf_counter()
+            if save_every > 0 and step % save_every == 0 and step < steps:
+                save(step)
+    except KeyboardInterrupt:
+        bar.close()
+        path = save(step)
+        logger.close()
+        print(f"\ninterrupted at update {step}; checkpoint saved to {path} (resume with resume=true)")
+        return 130
+    bar.close()
+    path = save(step)
+
+    holdout = [dataset[i] for i in holdout_idx] or [dataset[i] for i in train_idx[:5]]
+    q, mc = calibration_points(agent, holdout, spec, vocab, acfg)
+    calib_png = plot_calibration(q, mc, out / "plots" / "calibration.png",
+                                 title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} after {step} updates")
+    summary = {
+        "steps": step,
+        "checkpoint": str(path),
+        "calibration_plot": str(calib_png),
+        "holdout_q_mean": float(np.mean(q)) if len(q) else None,
+        "holdout_mc_mean": float(np.mean(mc)) if len(mc) else None,
+        "holdout_q_below_mc": float(np.mean(q < mc)) if len(q) else None,
+    }
+    if int(cfg.eval_every) > 0 or cfg.eval_task:
+        summary["eval"] = _eval_in_sim(agent, cfg, meta, spec, vocab)
+        logger.log(step, "eval", summary["eval"])
+    logger.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"pre-trained {step} updates -> {path}\ncalibration plot: {calib_png}")
+    return 0
+
+
+def _eval_in_sim(agent: Any, cfg: DictConfig, meta: dict, spec: dict, vocab: Any) -> dict[str, float]:
+    from robot_calql.sim import make_env
+    from robot_calql.train.evaluate import evaluate
+
+    task = cfg.eval_task or (meta["tasks"][0] if meta["tasks"] else None)
+    if task is None:
+        raise ConfigError("eval: the dataset names no task; set eval_task=<stand-in task>")
+    env = make_env(task, image_size=meta["image_size"], max_episode_steps=int(cfg.max_episode_steps))
+    try:
+        return evaluate(agent, env, task, int(cfg.eval_episodes), spec, vocab)
+    finally:
+        env.close()
+
+
+def _check_same_run(meta: dict, mode: str, vocab: Any, dataset: str) -> None:
+    if meta.get("obs") != mode:
+        raise ConfigError(f"resume: the run was trained with obs={meta.get('obs')}, not obs={mode}")
+    if meta.get("instructions") != vocab.to_list():
+        raise ConfigError("resume: the dataset's instructions differ from the run's; was the dataset changed?")
