@@ -197,7 +197,6 @@ class CalQL:
         self.opt_alpha_prime = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)
         self._online = [*self.critic.parameters(), *self.encoder.parameters()]
         self._target = [*self.critic_target.parameters(), *self.encoder_target.parameters()]
-        self._log_uniform_density = A * math.log(0.5)  # log of the uniform density 0.5^|A| on [-1, 1]^A
         self._metric_names: list[str] = []
 
     # ------------------------------------------------------------------ acting
@@ -292,14 +291,11 @@ class CalQL:
                 k = n if cfg.max_target_backup else 1
                 a_tgt, logp_tgt = TanhGaussianActor.sample_from(mn, ln, k)
                 q_tgt = self.critic_target(f_next_target, a_tgt).float()  # (E, B, k)
+                subset = None
                 if cfg.num_min_critics is not None and cfg.num_min_critics < cfg.num_critics:
-                    pick = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
-                    q_tgt = q_tgt[pick]
-                q_tgt = q_tgt.amin(0)  # (B, k): min over target critics
-                q_tgt, best = q_tgt.max(1)  # max over the backup samples (k = 1: the only one)
-                if cfg.backup_entropy:
-                    q_tgt = q_tgt - alpha * logp_tgt.gather(1, best[:, None])[:, 0]
-                td_target = reward + not_done * cfg.discount * q_tgt
+                    subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
+                td_target = td_backup(q_tgt, logp_tgt, reward, not_done, cfg.discount, alpha,
+                                      cfg.backup_entropy, subset)
 
             # ONE critic forward for every (s, a) pair: data action + 3 x n sampled actions.
             actions = torch.cat([a_data[:, None], a_rand, a_cur, a_nxt], dim=1)  # (B, 1+3n, A)
@@ -318,21 +314,13 @@ class CalQL:
         # bounded below by the Monte-Carlo return of the data, before the log-pi correction.
         # Never applied to the uniform samples, the TD target or the actor loss.
         if cfg.enable_calql:
-            bound = mc_return.view(1, B, 1)
-            bound_rate = torch.cat([q_cur < bound, q_nxt < bound], dim=-1).float().mean()
-            q_cur = torch.maximum(q_cur, bound)
-            q_nxt = torch.maximum(q_nxt, bound)
+            q_cur, q_nxt, bound_rate = calql_bound(q_cur, q_nxt, mc_return)
         else:
             bound_rate = torch.zeros((), device=self.device)
         # ==================================================================================
 
-        if cfg.cql_importance_sample:
-            cat = torch.cat(
-                [q_rand - self._log_uniform_density, q_nxt - logp_nxt[None], q_cur - logp_cur[None]], dim=-1
-            )
-        else:  # official: without importance sampling the data action's Q joins the set
-            cat = torch.cat([q_rand, q_data[..., None], q_nxt, q_cur], dim=-1)
-        cql_ood = torch.logsumexp(cat / cfg.cql_temp, dim=-1) * cfg.cql_temp  # (E, B)
+        cql_ood = cql_logsumexp(q_rand, q_cur, q_nxt, q_data, logp_cur, logp_nxt, A, cfg.cql_temp,
+                                cfg.cql_importance_sample)  # (E, B)
         cql_diff = (cql_ood - q_data).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(1)  # (E,)
         if cfg.cql_lagrange:
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
@@ -352,7 +340,7 @@ class CalQL:
             bc_loss = -tanh_gaussian_log_prob(u, (u - mean_s) / log_std_s.exp(), log_std_s).mean()
             actor_loss = actor_loss + cfg.bc_weight * bc_loss
         if cfg.automatic_entropy_tuning:
-            alpha_loss = -(self.log_alpha * (logp_new.detach() + self.target_entropy)).mean()
+            alpha_loss = entropy_temperature_loss(self.log_alpha, logp_new, self.target_entropy)
         else:
             alpha_loss = torch.zeros((), device=self.device)
 
@@ -483,6 +471,66 @@ class CalQL:
             opt.load_state_dict(sd[k])
 
 
+# ---------------------------------------------------------------------- loss pieces (pure)
+def calql_bound(
+    q_cur: torch.Tensor, q_nxt: torch.Tensor, mc_return: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cal-QL: max(Q, mc_return) on the policy-sample Q-values (E, B, n) with mc_return (B,).
+
+    Returns the bounded q_cur, q_nxt and the bound rate: the fraction of those Q-values that
+    the bound raised (strictly below the MC return).
+    """
+    bound = mc_return.view(1, -1, 1)
+    rate = torch.cat([q_cur < bound, q_nxt < bound], dim=-1).float().mean()
+    return torch.maximum(q_cur, bound), torch.maximum(q_nxt, bound), rate
+
+
+def cql_logsumexp(
+    q_rand: torch.Tensor, q_cur: torch.Tensor, q_nxt: torch.Tensor, q_data: torch.Tensor,
+    logp_cur: torch.Tensor, logp_nxt: torch.Tensor, action_dim: int, temp: float = 1.0,
+    importance_sample: bool = True,
+) -> torch.Tensor:
+    """The CQL push-up term `temp * logsumexp(q / temp)` over the sampled actions, (E, B).
+
+    q_rand, q_cur, q_nxt: (E, B, n) Q at s of uniform, pi(s) and pi(s') actions; logp_*: (B, n).
+    Importance sampling subtracts the log-density of the proposal: log 0.5^|A| for uniform
+    actions on [-1, 1]^|A|, log pi for policy actions. Without it (official), the data action's
+    Q joins the set instead.
+    """
+    if importance_sample:
+        log_uniform = action_dim * math.log(0.5)
+        cat = torch.cat([q_rand - log_uniform, q_nxt - logp_nxt[None], q_cur - logp_cur[None]], dim=-1)
+    else:
+        cat = torch.cat([q_rand, q_data[..., None], q_nxt, q_cur], dim=-1)
+    return torch.logsumexp(cat / temp, dim=-1) * temp
+
+
+def td_backup(
+    q_target: torch.Tensor, logp: torch.Tensor, reward: torch.Tensor, not_done: torch.Tensor,
+    discount: float, alpha: torch.Tensor | float = 0.0, backup_entropy: bool = False,
+    subset: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TD target r + gamma * (1 - done) * V(s'), (B,).
+
+    q_target: (E, B, k) target-critic Q of k actions from pi(s'); logp: (B, k). V(s') = max over
+    the k samples of the min over critics (k = 1: plain SAC backup; k = 10: max-target backup),
+    minus alpha * log pi of the chosen action with `backup_entropy`. `subset`: indices of the
+    critics to take the min over (REDQ); None: all.
+    """
+    if subset is not None:
+        q_target = q_target[subset]
+    v, best = q_target.amin(0).max(1)
+    if backup_entropy:
+        v = v - alpha * logp.gather(1, best[:, None])[:, 0]
+    return reward + not_done * discount * v
+
+
+def entropy_temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC temperature loss -log_alpha * (log pi + target_entropy): alpha grows while the
+    policy's entropy (-log pi) is below the target, shrinks while above."""
+    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
 def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
@@ -500,4 +548,4 @@ def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.T
             )
 
 
-__all__ = ["CalQL", "CalQLConfig", "CheckpointError"]
+__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "calql_bound", "cql_logsumexp", "entropy_temperature_loss", "td_backup"]

@@ -1,0 +1,108 @@
+"""Agent API: act, state dicts, checkpoint mismatch errors, config errors, a pixel update."""
+
+import numpy as np
+import pytest
+import torch
+
+from robot_calql.agent import CalQL, CalQLConfig, CheckpointError, ObsSpecError
+from robot_calql.config import ConfigError
+
+SMALL = {"actor_hidden": (32, 32), "critic_hidden": (32, 32)}
+
+
+def _state_batch(B=16, S=6, A=3):
+    return {"obs": {"state": torch.randn(B, S)}, "next_obs": {"state": torch.randn(B, S)},
+            "action": torch.rand(B, A) * 2 - 1, "reward": torch.randn(B), "done": torch.zeros(B),
+            "mc_return": torch.randn(B)}
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    torch.manual_seed(0)
+    a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
+    for _ in range(3):
+        a.update(_state_batch())
+    torch.manual_seed(1)
+    b = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
+    obs = {"state": np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)}
+    assert not np.allclose(a.act(obs), b.act(obs))
+    b.load_state_dict(a.state_dict())
+    b.load_optimizer_state_dict(a.optimizer_state_dict())
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+    np.testing.assert_array_equal(a.q_values(obs), b.q_values(obs))
+    assert b.num_updates == 3
+    # identical next update from identical state and identical random numbers
+    batch = _state_batch()
+    torch.manual_seed(5)
+    ma = a.update(batch)
+    torch.manual_seed(5)
+    mb = b.update(batch)
+    assert ma == mb
+
+
+def test_policy_state_dict_round_trip_single_observation():
+    torch.manual_seed(0)
+    a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL), num_instructions=2)
+    b = CalQL({"state": (6,), "num_instructions": 2}, 3, CalQLConfig(**SMALL))
+    b.load_policy_state_dict(a.policy_state_dict())
+    obs = {"state": np.ones(6, np.float32), "instruction": 1}
+    out = a.act(obs)
+    assert out.shape == (3,)
+    np.testing.assert_array_equal(out, b.act(obs))
+    assert not set(a.policy_state_dict()) & {"log_alpha", "critic.out.weight"}
+
+
+def test_checkpoint_shape_mismatch_names_the_tensor():
+    a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
+    b = CalQL({"state": (7,)}, 3, CalQLConfig(**SMALL))
+    with pytest.raises(CheckpointError, match=r"'actor\.net\.0\.weight' has shape \(32, 6\).*\(32, 7\)"):
+        b.load_state_dict(a.state_dict())
+    c = CalQL({"state": (6,)}, 3, CalQLConfig(num_critics=3, **SMALL))
+    with pytest.raises(CheckpointError, match="critic.w_obs"):
+        c.load_state_dict(a.state_dict())
+    with pytest.raises(CheckpointError, match="missing"):
+        CalQL({"state": (6,)}, 3, CalQLConfig(critic_layer_norm=True, **SMALL)).load_state_dict(a.state_dict())
+
+
+def test_bad_observations_and_batches_are_named():
+    a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
+    with pytest.raises(ObsSpecError, match="'state' has shape"):
+        a.act({"state": np.zeros(5, np.float32)})
+    with pytest.raises(ObsSpecError, match="lacks 'state'"):
+        a.act({"proprio": np.zeros(6, np.float32)})
+    batch = _state_batch()
+    del batch["mc_return"]
+    with pytest.raises(ValueError, match="mc_return"):
+        a.update(batch)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    cfg = CalQLConfig.from_dict({"cql_alpha": 1.0, "critic_hidden": [64, 64]})
+    assert cfg.cql_alpha == 1.0 and cfg.critic_hidden == (64, 64)
+    with pytest.raises(ConfigError, match="cql_alfa"):
+        CalQLConfig.from_dict({"cql_alfa": 1.0})
+    with pytest.raises(ConfigError, match="precision"):
+        CalQLConfig.from_dict({"precision": "fp8"})
+
+
+def test_pixel_agent_updates_and_trains_encoder_through_critic_only():
+    torch.manual_seed(0)
+    spec = {"image": (32, 32, 3), "proprio": (4,)}
+    agent = CalQL(spec, 2, CalQLConfig(encoder_latent_dim=8, **SMALL), num_instructions=2)
+    B = 8
+
+    def obs():
+        return {"image": torch.randint(0, 255, (B, 32, 32, 3), dtype=torch.uint8), "proprio": torch.randn(B, 4),
+                "instruction": torch.randint(0, 2, (B,))}
+
+    batch = {"obs": obs(), "next_obs": obs(), "action": torch.rand(B, 2) * 2 - 1, "reward": torch.randn(B),
+             "done": torch.zeros(B), "mc_return": torch.randn(B)}
+    total, m = agent._losses(batch)
+    m["loss_actor"].backward()
+    assert all(p.grad is None for p in agent.encoder.parameters())  # actor loss never reaches the encoder
+    agent.actor.zero_grad(set_to_none=True)
+    before = [p.detach().clone() for p in agent.encoder.parameters()]
+    metrics = agent.update(batch)
+    assert np.isfinite(list(metrics.values())).all()
+    assert any(not torch.equal(p, q) for p, q in zip(before, agent.encoder.parameters(), strict=True))
+    act = agent.act({"image": np.zeros((32, 32, 3), np.uint8), "proprio": np.zeros(4, np.float32), "instruction": 1})
+    assert act.shape == (2,) and np.all(np.abs(act) <= 1)

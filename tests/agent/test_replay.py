@@ -1,0 +1,159 @@
+"""Replay: offline MC returns, shared frames, exact mixing, online episodes and ring wrap."""
+
+import numpy as np
+import pytest
+
+from robot_calql.data.dataset import Dataset, DatasetError, DatasetMeta, DatasetWriter, Episode
+from robot_calql.data.replay import (
+    InstructionVocab,
+    MixedReplay,
+    OfflineReplay,
+    OnlineReplay,
+    ReplayError,
+)
+from robot_calql.data.returns import mc_return_to_go
+
+
+def _episode(T, success, start, instruction="put the cube in the bowl", image=False):
+    # state[t] = start + t lets a test check which frame a batch row came from
+    state = (start + np.arange(T + 1, dtype=np.float32))[:, None].repeat(2, 1)
+    reward = np.zeros(T, np.float32)
+    terminal = np.zeros(T, bool)
+    if success:
+        reward[-1], terminal[-1] = 1.0, True
+    img = None
+    if image:
+        img = np.zeros((T + 1, 8, 8, 3), np.uint8)
+        img[:, 0, 0, 0] = (start + np.arange(T + 1)) % 256
+    return Episode(proprio=state.copy(), state=state, action=np.full((T, 2), 0.5, np.float32), reward=reward,
+                   terminal=terminal, instruction=instruction, image=img, success=success)
+
+
+def _dataset(tmp_path, image=False):
+    meta = DatasetMeta(control_hz=10, action_dim=2, proprio_dim=2, state_dim=2, image_shape=(8, 8, 3) if image else None)
+    w = DatasetWriter(tmp_path / "ds", meta)
+    w.write_episode(_episode(3, True, 0, image=image))
+    w.write_episode(_episode(4, False, 100, instruction="take the cube out", image=image))
+    return Dataset(tmp_path / "ds")
+
+
+def test_offline_mc_returns_and_shared_frames(tmp_path, capsys):
+    buf = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, discount=0.9, failure_reward=0.0, seed=0)
+    assert "offline replay: 2 episodes, 7 steps, 9 frames" in capsys.readouterr().out
+    assert len(buf) == 7
+    np.testing.assert_allclose(buf.mc_return[:3], mc_return_to_go(np.array([0, 0, 1.0]), np.array([0, 0, 1], bool), 0.9))
+    np.testing.assert_allclose(buf.mc_return[3:], 0.0)  # failed episode: 0 / (1 - gamma)
+    b = buf.sample(64)
+    s, s2 = b["obs"]["state"].numpy(), b["next_obs"]["state"].numpy()
+    np.testing.assert_array_equal(s2, s + 1)  # next obs is the following frame of the same episode
+    assert b["done"].numpy()[s[:, 0] == 2].all() and not b["done"].numpy()[s[:, 0] != 2].any()
+    # instruction ids: sorted vocabulary
+    assert buf.vocab.to_list() == ["put the cube in the bowl", "take the cube out"]
+    np.testing.assert_array_equal(b["obs"]["instruction"].numpy(), (s[:, 0] >= 100).astype(np.int64))
+    assert buf.frames["state"].shape[0] == 9  # 7 steps + 2 episodes: each frame stored once
+
+
+def test_offline_reward_scale_and_bias_go_into_mc_returns(tmp_path):
+    buf = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, discount=0.5, reward_scale=10, reward_bias=-5,
+                        failure_reward=-5.0)
+    np.testing.assert_allclose(buf.reward[:3], [-5, -5, 5])
+    np.testing.assert_allclose(buf.mc_return[:3], [-5 + 0.5 * (-5 + 0.5 * 5), -5 + 0.5 * 5, 5])
+    np.testing.assert_allclose(buf.mc_return[3:], -10.0)  # -5 / (1 - 0.5)
+
+
+def test_offline_images_and_errors(tmp_path):
+    ds = _dataset(tmp_path, image=True)
+    buf = OfflineReplay(ds, {"image": (8, 8, 3), "proprio": (2,)})
+    b = buf.sample(16)
+    assert b["obs"]["image"].dtype.is_floating_point is False and tuple(b["obs"]["image"].shape) == (16, 8, 8, 3)
+    np.testing.assert_array_equal(b["next_obs"]["image"][:, 0, 0, 0].numpy(), (b["obs"]["proprio"][:, 0].numpy() + 1) % 256)
+    with pytest.raises(ReplayError, match="'image'.*expects"):
+        OfflineReplay(ds, {"image": (16, 16, 3), "proprio": (2,)})
+    with pytest.raises(ReplayError, match="needs 'state'"):
+        OfflineReplay(_dataset_no_state(tmp_path), {"state": (2,)})
+
+
+def _dataset_no_state(tmp_path):
+    meta = DatasetMeta(control_hz=10, action_dim=2, proprio_dim=2)
+    w = DatasetWriter(tmp_path / "ds2", meta)
+    ep = _episode(2, True, 0)
+    ep.state = None
+    w.write_episode(ep)
+    return Dataset(tmp_path / "ds2")
+
+
+def test_nan_reward_in_dataset_is_a_clear_error(tmp_path):
+    ds = _dataset(tmp_path)
+    path = ds.episode_dirs[1] / "reward.npy"
+    r = np.load(path)
+    r[2] = np.nan
+    np.save(path, r)
+    with pytest.raises(DatasetError, match=r"ep_000001.*'reward' has a NaN"):
+        OfflineReplay(Dataset(tmp_path / "ds"), {"state": (2,)})
+
+
+def _online(capacity=100, **kw):
+    return OnlineReplay({"state": (2,)}, 2, capacity, discount=0.9, failure_reward=0.0, seed=0, **kw)
+
+
+def _run_episode(buf, start, T, success):
+    for t in range(T):
+        last = t == T - 1
+        buf.add({"state": np.full(2, start + t, np.float32)}, np.zeros(2), float(success and last),
+                {"state": np.full(2, start + t + 1, np.float32)}, terminal=success and last, truncated=last and not success)
+
+
+def test_online_episode_gets_mc_returns_when_it_ends(tmp_path, capsys):
+    buf = _online()
+    assert "online replay: capacity 100 steps" in capsys.readouterr().out
+    buf.add({"state": np.zeros(2, np.float32)}, np.zeros(2), 0.0, {"state": np.ones(2, np.float32)}, terminal=False)
+    assert len(buf) == 0  # the open episode is not sampleable
+    with pytest.raises(ReplayError, match="no finished episode"):
+        buf.sample(4)
+    buf.add({"state": np.ones(2, np.float32)}, np.zeros(2), 1.0, {"state": np.full(2, 2, np.float32)}, terminal=True)
+    assert len(buf) == 2
+    np.testing.assert_allclose(buf.mc_return[:2], [0.9, 1.0])
+    _run_episode(buf, 10, 3, success=False)
+    np.testing.assert_allclose(buf.mc_return[2:5], 0.0)  # all-failure fill
+    assert buf.frames_written == 3 + 4  # T + 1 frames per episode
+
+
+def test_bound_off_online_variant_sets_minus_infinity():
+    buf = _online(bound_online=False)
+    _run_episode(buf, 0, 3, success=True)
+    assert np.isneginf(buf.mc_return[:3]).all()
+
+
+def test_online_ring_wrap_keeps_obs_and_next_obs_consistent():
+    buf = _online(capacity=8)
+    for e in range(10):
+        _run_episode(buf, 100 * e, 3, success=e % 2 == 0)
+    assert 0 < len(buf) <= 8
+    b = buf.sample(256)
+    s, s2 = b["obs"]["state"].numpy(), b["next_obs"]["state"].numpy()
+    np.testing.assert_array_equal(s2, s + 1)
+    assert (s[:, 0] >= 700).all()  # only recent episodes survive
+
+
+def test_exact_mixing_counts(tmp_path):
+    off = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, seed=0)
+    on = _online(vocab=off.vocab)
+    mix = MixedReplay(off, on, mixing_ratio=0.25)
+    assert mix.sample(10)["online"].sum().item() == 0  # nothing online yet: all offline
+    _run_episode(on, 1000, 5, success=True)
+    for B in (10, 256, 7):
+        b = mix.sample(B)
+        n_on = int(b["online"].sum())
+        assert n_on == B - round(B * 0.25)
+        from_online = b["obs"]["state"][:, 0].numpy() >= 1000
+        np.testing.assert_array_equal(from_online, b["online"].numpy())
+
+
+def test_instruction_vocab_errors():
+    v = InstructionVocab(["a", "b"])
+    assert v.id("b") == 1 and v.id(0) == 0
+    with pytest.raises(ReplayError, match="unknown instruction 'c'"):
+        v.id("c")
+    buf = _online(vocab=v)
+    with pytest.raises(ReplayError, match="unknown instruction"):
+        buf.add({"state": np.zeros(2)}, np.zeros(2), 0.0, {"state": np.zeros(2)}, True, instruction="zzz")
