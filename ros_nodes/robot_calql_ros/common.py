@@ -20,6 +20,9 @@ from rclpy.qos import (
 
 # camera, joint states, EE pose: best effort, keep the newest few (the usual driver QoS)
 SENSOR_QOS = qos_profile_sensor_data
+# the policy's camera input: only the newest frame matters (a lagging node never works off a queue)
+NEWEST_FRAME_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                              history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
 # commands, events, success flags: reliable, shallow queue (only fresh commands matter)
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)

@@ -12,6 +12,7 @@ overrides) into `NodeSpec`s: node name, entry-point module, class, and flat ROS 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
@@ -84,7 +85,10 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         "learner": {"robot": robot, "learner": {**c["learner"], "run_dir": _abs(c["run_dir"]),
                                                 "checkpoint": _abs(c["checkpoint"]),
                                                 "transition_history": int(c["policy"]["transition_history"]),
-                                                "seed": int(c["seed"])}},
+                                                "seed": int(c["seed"]),
+                                                # a fresh agent (no checkpoint): its config and vocabulary
+                                                "agent_json": json.dumps(c.get("agent") or {}),
+                                                "instructions": [TASKS[fwd].instruction, TASKS[bwd].instruction]}},
     }
     specs = []
     for name in c["nodes"]:

@@ -48,6 +48,7 @@ from robot_calql.control.transport import pack_transition
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
+    NEWEST_FRAME_QOS,
     SENSOR_QOS,
     ThrottledWarner,
     node_params,
@@ -97,6 +98,10 @@ class PolicyNode(Node):
         self.latencies: list[float] = []   # frame stamp -> command published (s)
         self._lock = threading.Lock()
 
+        if int(self.cfg.get("threads", 0)) > 0:
+            import torch
+
+            torch.set_num_threads(int(self.cfg["threads"]))
         if self.cfg.get("checkpoint"):
             from robot_calql_ros.agent_io import PolicyActor
 
@@ -107,7 +112,7 @@ class PolicyNode(Node):
         self.pub_cmd = self.create_publisher(Float64MultiArray, t["policy_command"], COMMAND_QOS)
         self.pub_tr = self.create_publisher(UInt8MultiArray, t["transitions"],
                                             transitions_qos(int(self.cfg["transition_history"])))
-        self.create_subscription(Image, t["image"], self._on_image, SENSOR_QOS)
+        self.create_subscription(Image, t["image"], self._on_image, NEWEST_FRAME_QOS)
         self.create_subscription(JointState, t["joint_states"], self._on_joints, SENSOR_QOS)
         self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
         self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)

@@ -270,7 +270,7 @@ class SafetyNode(LifecycleNode):
     def _hold(self, reason: str) -> None:
         """Send a hold command (zero twist, or the current joint positions) at most once a period."""
         now = wall_s()
-        if reason != self.holding_reason:
+        if not self.holding_reason:  # log the change from moving to holding, not every hold
             self.get_logger().info(f"holding the arm: {reason}")
         self.holding_reason = reason
         if now - self._last_hold < 0.9 / self.control_hz:

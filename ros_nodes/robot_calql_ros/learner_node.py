@@ -1,0 +1,218 @@
+"""learner: Cal-QL fine-tuning on the offline data plus the transitions the policy sends.
+
+Can run on another machine (a GPU server, `learner.device: cuda`): it only talks ROS 2.
+
+- Transitions arrive on `topics.transitions` (std_msgs/UInt8MultiArray, reliable, transient
+  local with a deep history, robot_calql.control.transport payloads). Each one is appended to
+  `<run_dir>/transitions.log` (crash-safe) *before* it is used, then added to the online replay.
+  Duplicates (a restarted learner receives the policy's history again) are dropped by
+  (actor id, sequence number); a gap in a sequence is logged with the number of transitions lost.
+- A training thread runs `utd` Cal-QL updates per received transition on batches mixing
+  offline and online data (`mixing_ratio`, when the checkpoint's dataset is on this machine),
+  publishes the policy weights every `publish_every` updates on `topics.weights` (transient
+  local: a policy that starts late gets the newest), and checkpoints every `checkpoint_every`
+  updates and on exit into `<run_dir>/checkpoints` (robot_calql.train.checkpoint).
+- On start it resumes from `<run_dir>`'s newest checkpoint if there is one (else the pre-trained
+  `checkpoint`, else a fresh agent) and replays `transitions.log` into the online buffer, so a
+  crash loses nothing and training continues where it stopped.
+- Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): received, stored, duplicates,
+  lost, updates, weights_published, resumed_from.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from std_msgs.msg import String, UInt8MultiArray
+
+from robot_calql.control.transport import TransitionLog, TransportError, unpack_transition
+from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, transitions_qos
+
+
+class LearnerNode(Node):
+    def __init__(self, name: str = "learner", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        import torch
+
+        from robot_calql.data.replay import InstructionVocab, OnlineReplay, replay_kwargs
+        from robot_calql.train import checkpoint as ckpt
+        from robot_calql_ros.agent_io import build_agent
+
+        p = node_params(self)
+        self.topics = t = p["robot"]["topics"]
+        c = self.cfg = p["learner"]
+        if int(c.get("threads", 0)) > 0:
+            torch.set_num_threads(int(c["threads"]))
+        self.device = str(c.get("device", "cpu"))
+        self.run_dir = Path(c["run_dir"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = ckpt
+        self.updates = 0
+        self.resumed_from = ""
+        trainer_state = None
+
+        if (self.run_dir / ckpt.CKPT_DIR).is_dir():
+            state = ckpt.load_checkpoint(self.run_dir)
+            self.resumed_from = str(state["dir"])
+        elif c.get("checkpoint"):
+            state = ckpt.load_checkpoint(c["checkpoint"])
+            self.resumed_from = f"pre-trained {state['dir']}"
+        else:
+            state = None
+        if state is not None:
+            meta = dict(state["meta"])
+            trainer_state = state["trainer"] if self.resumed_from == str(state["dir"]) else None
+        else:
+            s = int(p["robot"]["image_size"])
+            meta = {"obs": "pixels", "obs_spec": {"image": [s, s, 3], "proprio": [10]}, "action_dim": 5,
+                    "instructions": list(c["instructions"]), "agent": json.loads(c["agent_json"]),
+                    "dataset": ""}
+        self.meta = {**meta, "phase": "finetune_ros"}
+        self.agent = build_agent(self.meta, self.device)
+        if state is not None:
+            self.agent.load_state_dict(state["agent_state"])
+            if trainer_state is not None and "optimizer" in trainer_state:
+                self.agent.load_optimizer_state_dict(trainer_state["optimizer"])
+                self.updates = int(trainer_state.get("updates", self.meta.get("step", 0)))
+        self.spec = {k: tuple(int(x) for x in v) for k, v in self.meta["obs_spec"].items()}
+        vocab = InstructionVocab(self.meta["instructions"])
+        rk = replay_kwargs(self.agent.cfg)
+        self.online = OnlineReplay(self.spec, int(self.meta["action_dim"]), int(c["online_capacity"]),
+                                   vocab=vocab, device=self.device, seed=int(c["seed"]), **rk)
+        self.replay = self.online
+        dataset = self.meta.get("dataset") or ""
+        if dataset and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0:
+            from robot_calql.data.dataset import Dataset
+            from robot_calql.data.replay import MixedReplay, OfflineReplay
+
+            offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device,
+                                    seed=int(c["seed"]), **rk)
+            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]))
+            self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}")
+
+        self.lock = threading.Lock()
+        self.last_seq: dict[str, int] = {}
+        self.counts = {"received": 0, "stored": 0, "duplicates": 0, "lost": 0, "rejected": 0,
+                       "weights_published": 0}
+        self.log = TransitionLog(self.run_dir / "transitions.log")
+        replayed = 0
+        for payload in self.log.read():
+            self._add(payload, store=False)
+            replayed += 1
+        self.counts["stored"] = replayed
+        self.counts["received"] = 0
+        # updates owed per transition: continue the schedule where it stopped
+        self.transitions_total = replayed
+
+        self.pub_w = self.create_publisher(UInt8MultiArray, t["weights"], LATCHED_QOS)
+        self.pub_status = self.create_publisher(String, t["learner_status"], COMMAND_QOS)
+        self.create_subscription(UInt8MultiArray, t["transitions"], self._on_transition,
+                                 transitions_qos(int(c["transition_history"])))
+        self.create_timer(1.0, self._publish_status)
+        self._stop = threading.Event()
+        if state is not None:
+            self._publish_weights()
+        self._thread = threading.Thread(target=self._train_loop, name="learner_updates", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"learner: {'resumed from ' + self.resumed_from if self.resumed_from else 'fresh agent'}, "
+            f"{replayed} stored transitions replayed, update {self.updates}, run dir {self.run_dir}")
+
+    # ------------------------------------------------------------------ transitions
+    def _add(self, payload, store: bool) -> bool:
+        try:
+            meta, arrays = unpack_transition(payload)
+        except TransportError as e:
+            self.counts["rejected"] += 1
+            self.get_logger().warning(f"rejected a transition: {e}")
+            return False
+        actor, seq = meta["actor"], int(meta["seq"])
+        last = self.last_seq.get(actor, -1)
+        if seq <= last:
+            self.counts["duplicates"] += 1
+            return False
+        if seq > last + 1 and (last >= 0 or seq > 0):
+            lost = seq - last - 1
+            self.counts["lost"] += lost
+            self.get_logger().warning(f"{lost} transitions from actor {actor} never arrived "
+                                      f"(seq {last + 1}..{seq - 1}; learner down longer than the history?)")
+        if store:
+            self.log.append(bytes(payload))  # on disk before it is used
+            self.counts["stored"] += 1
+        self.last_seq[actor] = seq
+        obs = {k: arrays[k] for k in self.spec}
+        nxt = {k: arrays["next_" + k] for k in self.spec}
+        with self.lock:
+            try:
+                self.online.add(obs, arrays["action"], float(meta["reward"]), nxt, bool(meta["done"]),
+                                bool(meta["truncated"]), meta["instruction"])
+            except ValueError as e:
+                self.counts["rejected"] += 1
+                self.get_logger().warning(f"transition not used for training: {e}")
+        return True
+
+    def _on_transition(self, msg: UInt8MultiArray) -> None:
+        self.counts["received"] += 1
+        if self._add(msg.data, store=True):
+            self.transitions_total += 1
+
+    # ------------------------------------------------------------------ training
+    def _train_loop(self) -> None:
+        c = self.cfg
+        B = int(c["batch_size"])
+        while not self._stop.is_set():
+            owed = float(c["utd"]) * self.transitions_total - self.updates
+            if len(self.online) < int(c["min_online"]) or owed < 1:
+                self._stop.wait(0.05)
+                continue
+            with self.lock:
+                batch = self.replay.sample(B)
+            self.agent.update(batch)
+            self.updates += 1
+            if self.updates % int(c["publish_every"]) == 0:
+                self._publish_weights()
+            if self.updates % int(c["checkpoint_every"]) == 0:
+                self.save()
+
+    def _publish_weights(self) -> None:
+        from robot_calql_ros.agent_io import weights_payload
+
+        self.pub_w.publish(UInt8MultiArray(data=weights_payload(self.agent, self.meta, self.updates)))
+        self.counts["weights_published"] += 1
+
+    def save(self):
+        trainer = {"optimizer": self.agent.optimizer_state_dict(), "updates": self.updates}
+        path = self.ckpt.save_checkpoint(self.run_dir, self.updates, self.agent.state_dict(), trainer,
+                                         {k: v for k, v in self.meta.items() if k != "step"})
+        return path
+
+    def status(self) -> dict:
+        return {**self.counts, "updates": self.updates, "online": len(self.online),
+                "resumed_from": self.resumed_from, "time": time.time()}
+
+    def _publish_status(self) -> None:
+        self.pub_status.publish(String(data=json.dumps(self.status())))
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30.0)
+        try:
+            self.save()
+        finally:
+            self.log.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(LearnerNode, "learner", args)
+
+
+if __name__ == "__main__":
+    main()
