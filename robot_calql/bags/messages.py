@@ -91,8 +91,14 @@ def crop_resize(img: np.ndarray, crop: tuple[int, int, int, int] | str, size: in
     region = img[y : y + ch, x : x + cw]
     if region.shape[0] == size and region.shape[1] == size:
         return np.ascontiguousarray(region)
-    interp = cv2.INTER_AREA if min(cw, ch) >= size else cv2.INTER_LINEAR
-    return cv2.resize(region, (size, size), interpolation=interp)
+    if min(cw, ch) < size:
+        return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
+    if (cw % size or ch % size) and min(cw, ch) > 3 * size:
+        # area averaging by a non-integer factor is slow in OpenCV (1.3 ms for 480 -> 64 px);
+        # bilinear to 3x the size then an exact 3x3 area average is 6x faster and within ~1.5
+        # grey levels of it
+        region = cv2.resize(region, (3 * size, 3 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:

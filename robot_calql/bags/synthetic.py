@@ -71,7 +71,6 @@ def _write(rec: BagRecorder, spec: SyntheticSpec) -> None:
     top = spec.topics
     off = int(spec.clock_offset_s * NS)
     f = rec.msgs
-    h, w = spec.image_hw
     t = spec.start_s
     dt = 1.0 / spec.control_hz
     for e in range(spec.episodes):
@@ -91,15 +90,11 @@ def _write(rec: BagRecorder, spec: SyntheticSpec) -> None:
             if e == 0 and spec.camera_gap and spec.camera_gap[0] <= rel < spec.camera_gap[1]:
                 continue
             frame = int(round((ts - spec.start_s) * spec.camera_hz))
-            rgb = np.full((h, w, 3), frame_value(frame), np.uint8)
             stamp = int(round(ts * NS))
             if e == 0 and spec.backwards_at is not None and abs(rel - spec.backwards_at) < 0.5 / spec.camera_hz:
                 stamp -= 2 * NS
-            if spec.encoding in ("jpeg", "png"):
-                m = f.compressed_image(stamp, rgb, spec.encoding)
-            else:
-                m = f.image(stamp, rgb, spec.encoding)
-            msgs.append((int(round(ts * NS)) + off, top["image"], m))
+            # built when written, so only one full-size frame is in memory at a time
+            msgs.append((int(round(ts * NS)) + off, top["image"], (_frame_msg, f, spec, stamp, frame)))
         for i in range(int(round(dur * spec.joint_hz)) + 1):
             ts = t + i / spec.joint_hz
             stamp = int(round(ts * NS))
@@ -120,4 +115,11 @@ def _write(rec: BagRecorder, spec: SyntheticSpec) -> None:
         t += dur + spec.pause_s
         msgs.sort(key=lambda x: x[0])
         for t_ns, topic, m in msgs:
-            rec.write(topic, m, t_ns)
+            rec.write(topic, m[0](*m[1:]) if isinstance(m, tuple) else m, t_ns)
+
+
+def _frame_msg(f, spec: SyntheticSpec, stamp: int, frame: int):
+    rgb = np.full((*spec.image_hw, 3), frame_value(frame), np.uint8)
+    if spec.encoding in ("jpeg", "png"):
+        return f.compressed_image(stamp, rgb, spec.encoding)
+    return f.image(stamp, rgb, spec.encoding)
