@@ -98,9 +98,11 @@ class ThrottledWarner:
         self.period_s = period_s
         self._last: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.last_message: dict[str, str] = {}
 
     def warn(self, key: str, msg: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.last_message[key] = msg
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= self.period_s:
             self._last[key] = now

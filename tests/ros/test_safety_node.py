@@ -1,0 +1,174 @@
+"""The safety node with real DDS: bad inputs never reach the arm, and a warning names the problem."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import wait_for
+
+pytestmark = pytest.mark.ros
+
+EE = (0.25, 0.0, 0.1)
+
+
+def _safety_spec(interface="delta_ee_twist"):
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    cfg = compose("launch_finetune", ["sim=false", "nodes=[safety]", f"robot.command_interface={interface}"])
+    (spec,) = node_set(cfg)
+    return cfg, spec
+
+
+class Rig:
+    """Feeds the safety node images / joint states / EE pose / commands, records what it sends."""
+
+    def __init__(self, ros, interface="delta_ee_twist"):
+        import rclpy
+        from geometry_msgs.msg import PoseStamped, TwistStamped
+        from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS
+        from robot_calql_ros.launcher import build_nodes
+        from robot_calql_ros.safety_node import INTERFACES
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Bool, Float64MultiArray
+
+        self.cfg, spec = _safety_spec(interface)
+        spec.params["autostart"] = False
+        (self.safety,) = build_nodes([spec])
+        t = self.cfg.robot.topics
+        self.node = rclpy.create_node("rig")
+        self.sent = []
+        self.node.create_subscription(INTERFACES[interface], t.command, self.sent.append, COMMAND_QOS)
+        self.pub_img = self.node.create_publisher(Image, t.image, SENSOR_QOS)
+        self.pub_js = self.node.create_publisher(JointState, t.joint_states, SENSOR_QOS)
+        self.pub_pose = self.node.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
+        self.pub_cmd = self.node.create_publisher(Float64MultiArray, t.policy_command, COMMAND_QOS)
+        self.pub_estop = self.node.create_publisher(Bool, t.estop, COMMAND_QOS)
+        self.Image, self.JointState, self.PoseStamped, self.F64 = Image, JointState, PoseStamped, Float64MultiArray
+        self.TwistStamped, self.Bool = TwistStamped, Bool
+        ros.add(self.safety, self.node)
+        self.size = (int(self.cfg.robot.limits.camera_height), int(self.cfg.robot.limits.camera_width))
+
+    def sensors(self, q=(0.0, 0.0, 0.3, 1.2, 0.0), size=None, ee=EE):
+        from robot_calql_ros.common import s_to_stamp
+
+        from robot_calql.control.conversions import rgb_to_image
+
+        h, w = size or self.size
+        f = rgb_to_image(np.zeros((h, w, 3), np.uint8))
+        img = self.Image(height=h, width=w, encoding="rgb8", step=f["step"], data=f["data"])
+        s_to_stamp(time.time(), img.header.stamp)
+        self.pub_img.publish(img)
+        js = self.JointState(name=list(self.cfg.robot.joints) + ["gripper"], position=[*map(float, q), 0.5])
+        self.pub_js.publish(js)
+        ps = self.PoseStamped()
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = ee
+        ps.pose.orientation.w = 1.0
+        self.pub_pose.publish(ps)
+
+    def command(self, delta):
+        from robot_calql.control.conversions import pack_policy_command
+
+        self.pub_cmd.publish(self.F64(data=pack_policy_command(np.asarray(delta, float), time.time())))
+
+    def run(self, n, delta, **sensor_kw):
+        """n control periods of fresh sensors + one command each."""
+        for _ in range(n):
+            self.sensors(**sensor_kw)
+            time.sleep(0.02)
+            self.command(delta)
+            time.sleep(0.08)
+
+    def motion(self):
+        return [m for m in self.sent if isinstance(m, self.TwistStamped)
+                and np.abs([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z, m.twist.angular.z]).sum() > 0]
+
+
+def test_motion_only_when_active_and_valid_commands_pass(ros):
+    rig = Rig(ros)
+    time.sleep(0.5)  # discovery
+    rig.run(5, [0.01, 0, 0, 0, 0])
+    assert rig.sent == [], "an unconfigured / inactive lifecycle node must not command the arm"
+    rig.safety.trigger_configure()
+    rig.run(3, [0.01, 0, 0, 0, 0])
+    assert rig.motion() == [], "a configured but inactive node must not command the arm"
+    rig.safety.trigger_activate()
+    time.sleep(0.3)
+    rig.run(5, [0.01, 0, 0, 0, 0])
+    wait_for(lambda: len(rig.motion()) >= 3, 5, "valid commands forwarded")
+    assert rig.motion()[-1].twist.linear.x == pytest.approx(0.01 * rig.cfg.robot.control_hz)
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("nan_joints", "non-finite positions"),
+    ("wrong_image_size", "not the expected"),
+    ("outside_workspace", "leave the workspace"),
+    ("nan_command", "non-finite dx_m"),
+])
+def test_bad_inputs_are_not_forwarded_and_named(ros, case, expect):
+    rig = Rig(ros)
+    rig.safety.trigger_configure()
+    rig.safety.trigger_activate()
+    time.sleep(0.5)
+    rig.run(3, [0.0, 0.01, 0, 0, 0])  # healthy start: the node is moving
+    wait_for(lambda: len(rig.motion()) >= 1, 5, "healthy commands forwarded")
+    n0 = len(rig.sent)
+    if case == "nan_joints":
+        rig.run(5, [0.0, 0.01, 0, 0, 0], q=(0.0, float("nan"), 0.3, 1.2, 0.0))
+    elif case == "wrong_image_size":
+        rig.run(5, [0.0, 0.01, 0, 0, 0], size=(48, 32))
+    elif case == "outside_workspace":
+        ws = rig.safety.workspace
+        rig.run(5, [0.0, 0.0, -0.03, 0, 0], ee=(0.25, 0.0, float(ws.min[2]) + 0.005))
+    else:
+        for _ in range(5):
+            rig.sensors()
+            rig.pub_cmd.publish(rig.F64(data=[float("nan"), 0, 0, 0, 0, time.time()]))
+            time.sleep(0.1)
+    time.sleep(0.2)
+    new = rig.sent[n0:]
+    assert new, "the safety node keeps commanding (holds)"
+    hz = rig.cfg.robot.control_hz
+    for m in new:
+        d = np.array([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z]) / hz
+        assert np.all(np.isfinite(d))
+        if case == "outside_workspace":
+            z = float(rig.safety.workspace.min[2]) + 0.005  # where the arm is
+            assert z + d[2] >= rig.safety.workspace.min[2] - 1e-9, "command leaves the workspace"
+        else:
+            assert np.allclose(d, 0), f"{case}: motion forwarded {d}"
+    msgs = " | ".join(rig.safety.warn.last_message.values())
+    assert expect in msgs, msgs
+
+
+def test_estop_latches_until_reactivated(ros):
+    rig = Rig(ros)
+    rig.safety.trigger_configure()
+    rig.safety.trigger_activate()
+    time.sleep(0.5)
+    rig.pub_estop.publish(rig.Bool(data=True))
+    wait_for(lambda: rig.safety.estopped, 5, "e-stop received")
+    n0 = len(rig.motion())
+    rig.run(4, [0.01, 0, 0, 0, 0])
+    assert len(rig.motion()) == n0
+    rig.safety.trigger_deactivate()
+    rig.safety.trigger_activate()
+    rig.run(4, [0.01, 0, 0, 0, 0])
+    wait_for(lambda: len(rig.motion()) > n0, 5, "motion after re-activation")
+
+
+def test_joint_position_interface_respects_limits(ros):
+    rig = Rig(ros, "joint_position_array")
+    rig.safety.trigger_configure()
+    rig.safety.trigger_activate()
+    time.sleep(0.5)
+    q = (0.0, 0.0, 0.3, 1.2, 0.0)
+    rig.run(4, [0.03, 0.0, 0.0, 0.2, 1.0], q=q)
+    cmds = [m for m in rig.sent if len(m.data) == 6]
+    assert cmds, "joint targets forwarded"
+    lim = rig.safety.limits
+    for m in cmds:
+        t = np.array(m.data[:5])
+        assert np.all(np.abs(t - np.array(q)) <= lim.max_joint_step_rad + 1e-9)
+        assert np.all(t >= lim.joint_lower) and np.all(t <= lim.joint_upper)
