@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -30,13 +29,13 @@ def _transition(seq, episode, step, done=False):
 
 def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     import rclpy
+    from robot_calql_ros.common import COMMAND_QOS, transitions_qos
+    from robot_calql_ros.launcher import child_env, node_command, write_params_file
+    from robot_calql_ros.nodeset import node_set
     from std_msgs.msg import String, UInt8MultiArray
 
     from robot_calql.config import compose
     from robot_calql.control.transport import TransitionLog, unpack_transition
-    from robot_calql_ros.common import COMMAND_QOS, transitions_qos
-    from robot_calql_ros.launcher import child_env, node_command, write_params_file
-    from robot_calql_ros.nodeset import node_set
 
     cfg = compose("launch_finetune", [
         "sim=true", "nodes=[learner]", f"run_dir={tmp_path / 'run'}", "learner.min_online=5",
