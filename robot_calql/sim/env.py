@@ -29,6 +29,7 @@ DEFAULT_ACTION_SCALE = (0.02, 0.15)  # metres, radians
 # End-effector workspace box (base frame, metres); the IK target is clipped into it.
 WORKSPACE_MIN = np.array([0.10, -0.28, 0.015])
 WORKSPACE_MAX = np.array([0.46, 0.28, 0.25])
+CUBE_REACH_MAX = 0.46  # a cube farther than this from the base axis cannot be grasped from above
 YAW_LIMIT = np.pi / 2  # the cube is square: +-90 degrees of heading is enough
 HOME_EE = np.array([0.25, 0.0, 0.15])
 HOME_Q = np.array([0.0, -0.1, 0.35, 1.32, 0.0])  # IK seed near HOME_EE (pointing down)
@@ -164,6 +165,14 @@ class StandInEnv(gym.Env):
         """Ground-truth success of the current task in the current scene."""
         return self.task.success(self.scene())
 
+    def needs_reset(self) -> bool:
+        """True when the cube is out of the arm's reach or off the table: a person (or a full
+        reset) has to put it back. The stand-in's answer to a real cell's human intervention."""
+        c = self.cube_pos()
+        r = float(np.hypot(c[0], c[1]))
+        return bool(c[2] < -0.005 or r > CUBE_REACH_MAX or c[0] < WORKSPACE_MIN[0] - 0.02
+                    or abs(c[1]) > WORKSPACE_MAX[1] + 0.02)
+
     def scene(self) -> Scene:
         return Scene(cube_pos=self.cube_pos(), bowl_pos=self.bowl_pos(), gripper_open=self.gripper_opening())
 
@@ -292,6 +301,7 @@ class StandInEnv(gym.Env):
             "task": self.task.name,
             "instruction": self.task.instruction,
             "elapsed_steps": self._elapsed,
+            "needs_reset": self.needs_reset(),
         }
 
 

@@ -202,3 +202,16 @@ def test_joint_names_match_the_robot_config_and_gym_registration():
     obs, _ = genv.reset(seed=0)
     assert obs["instruction"] == TASKS["cube_right"].instruction
     genv.close()
+
+
+def test_needs_reset_when_the_cube_is_out_of_reach():
+    env = make_env("cube_in_bowl", image_size=0, seed=0)
+    _, info = env.reset()
+    assert not info["needs_reset"]
+    env.set_scene([0.6, 0.0, CUBE_HALF])  # beyond the arm's reach, still on the table
+    _, _, _, _, info = env.step(np.zeros(5, np.float32))
+    assert info["needs_reset"]
+    env.set_scene([0.3, 0.0, -0.2])  # fell off the table
+    assert env.needs_reset()
+    _, info = env.reset()  # a full reset puts it back
+    assert not info["needs_reset"]
