@@ -119,11 +119,14 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         if not topics[k]:
             raise ConfigError(f"bag_topics.{k} must name a topic")
     gripper_source = "command" if topics["gripper_command"] else "joint"
-    if gripper_source == "joint" and (bt.get("gripper_open") is None or bt.get("gripper_closed") is None):
-        raise ConfigError("bag_topics needs gripper_command, or gripper_open and gripper_closed "
-                          "(gripper joint positions) to derive the gripper action from joint states")
-    if gripper_source == "joint" and float(bt.gripper_open) == float(bt.gripper_closed):
-        raise ConfigError("bag_topics.gripper_open and gripper_closed must differ")
+    g_open, g_closed = bt.get("gripper_open"), bt.get("gripper_closed")
+    if (g_open is None or g_closed is None) and robot.get("gripper_range") is not None:
+        g_closed, g_open = (float(v) for v in robot.gripper_range)  # [closed, open]
+    if gripper_source == "joint" and (g_open is None or g_closed is None):
+        raise ConfigError("bag_topics needs gripper_command, or gripper_open and gripper_closed (or the robot's "
+                          "gripper_range) to derive the gripper action from the gripper joint")
+    if gripper_source == "joint" and float(g_open) == float(g_closed):
+        raise ConfigError("bag_topics: the gripper's open and closed positions must differ")
     scale = robot.get("action_scale", {})
     align = AlignConfig(
         control_hz=float(robot.control_hz),
@@ -134,8 +137,8 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         rotation_rad=float(scale.get("rotation_rad", 0.15)),
         joint_step_rad=float(bt.get("joint_step_rad", 0.1)),
         gripper_source=gripper_source,
-        gripper_open=float(bt.get("gripper_open") if bt.get("gripper_open") is not None else 0.0),
-        gripper_closed=float(bt.get("gripper_closed") if bt.get("gripper_closed") is not None else 1.0),
+        gripper_open=float(g_open if g_open is not None else 1.0),
+        gripper_closed=float(g_closed if g_closed is not None else 0.0),
         with_ee=bool(topics["ee_pose"]),
         min_steps=int(cfg.min_episode_steps),
     )
@@ -451,7 +454,9 @@ class BagIngestor:
             return
         if role == "instruction":
             self.instruction = str(msg.data)
-            if self.open is not None and not self.open.instruction:
+            # an instruction published just after its start event (within settle_s) still names
+            # that episode, whatever order the controller's node published them in
+            if self.open is not None and (not self.open.instruction or now - self.open.t_start <= s.settle_s * NS):
                 self.open.instruction = self.instruction
             return
         # data streams

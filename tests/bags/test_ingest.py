@@ -291,3 +291,27 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert main(["ingest", f"bags={good}", f"out={tmp_path / 'ds'}", "progress=false", *NO_EE]) == 0
     assert "1 episodes" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "ds")
+
+
+def test_instruction_published_just_after_start_names_the_episode(tmp_path):
+    """Reset-free: each episode has its own instruction, published before or just after 'start'."""
+    path = tmp_path / "b"
+    with BagRecorder(path) as rec:
+        f = rec.msgs
+        for e, (text, before) in enumerate([("put the cube in the bowl", True), ("take the cube out", False)]):
+            t0 = 1_000_000_000 + e * 2_000_000_000
+            if before:
+                rec.write("/robot_calql/instruction", f.string(text), t0 - 1000)
+            rec.write("/robot_calql/episode_event", f.string("start"), t0)
+            if not before:
+                rec.write("/robot_calql/instruction", f.string(text), t0 + 5_000_000)
+            for k in range(5):
+                t = t0 + 10_000_000 + k * 100_000_000
+                rec.write("/camera/image_raw", f.image(t, np.zeros((8, 8, 3), np.uint8)), t)
+                rec.write("/joint_states", f.joint_state(t, [*S.JOINTS, S.GRIPPER], np.zeros(6)), t)
+                rec.write("/robot_calql/sent_command", f.twist(t, np.zeros(3), np.zeros(3)), t)
+            rec.write("/robot_calql/episode_event", f.string("end:timeout"), t0 + 500_000_000)
+    ingest([path], settings(), tmp_path / "ds", progress=False)
+    ds = Dataset(tmp_path / "ds")
+    assert [ep.instruction for ep in ds] == ["put the cube in the bowl", "take the cube out"]
+    assert [len(ep) for ep in ds] == [4, 4] and not any(ep.success for ep in ds)
