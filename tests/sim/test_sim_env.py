@@ -215,3 +215,13 @@ def test_needs_reset_when_the_cube_is_out_of_reach():
     assert env.needs_reset()
     _, info = env.reset()  # a full reset puts it back
     assert not info["needs_reset"]
+
+
+def test_passes_gymnasium_env_checker():
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unbounded proprio/state Boxes are intended
+        check_env(make_env("cube_out_of_bowl", image_size=64), skip_render_check=True)
