@@ -12,6 +12,9 @@ the same indices.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -108,3 +111,34 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(int(n))
+
+
+class GracefulStop:
+    """Ctrl-C handling for training loops.
+
+    The first Ctrl-C (SIGINT) only sets `requested`; the loop checks it at the end of every step
+    and then saves a checkpoint at a clean step boundary, so `resume=true` continues exactly.
+    A second Ctrl-C raises KeyboardInterrupt at once (the loop still saves what it has).
+    Outside the main thread (no signal handlers there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None

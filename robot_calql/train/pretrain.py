@@ -29,6 +29,7 @@ from robot_calql.config import ConfigError, resolve_path
 from robot_calql.train import checkpoint as ckpt
 from robot_calql.train.common import (
     DatasetSubset,
+    GracefulStop,
     build_agent,
     check_obs_mode,
     obs_spec_from_meta,
@@ -143,22 +144,26 @@ def main(cfg: DictConfig) -> int:
     count, t0 = 0, time.perf_counter()
     step = start
     bar = tqdm(total=steps, initial=start, desc="pretrain", unit="upd", disable=not cfg.progress, dynamic_ncols=True)
+    stop = GracefulStop()
     try:
-        while step < steps:
-            metrics = agent.update(replay.sample(int(cfg.batch_size)))
-            step += 1
-            bar.update(1)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            if step % log_every == 0 or step == steps:
-                avg = {k: v / count for k, v in sums.items()}
-                avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
-                logger.log(step, "pretrain", avg)
-                bar.set_postfix(q=f"{avg.get('q_data', 0):.2f}", cql=f"{avg.get('loss_cql', 0):.2f}")
-                sums, count, t0 = {}, 0, time.perf_counter()
-            if save_every > 0 and step % save_every == 0 and step < steps:
-                save(step)
+        with stop:
+            while step < steps:
+                metrics = agent.update(replay.sample(int(cfg.batch_size)))
+                step += 1
+                bar.update(1)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                if step % log_every == 0 or step == steps:
+                    avg = {k: v / count for k, v in sums.items()}
+                    avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
+                    logger.log(step, "pretrain", avg)
+                    bar.set_postfix(q=f"{avg.get('q_data', 0):.2f}", cql=f"{avg.get('loss_cql', 0):.2f}")
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                if save_every > 0 and step % save_every == 0 and step < steps:
+                    save(step)
+                if stop.requested:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
         path = save(step)

@@ -1,0 +1,388 @@
+"""`robot-calql finetune env=sim checkpoint=<run> steps=<N>`: online Cal-QL in the stand-in.
+
+The loop, one environment step at a time (UTD `utd`, default 1):
+
+    act (stochastic policy) -> env.step -> reward (ground truth, or the classifier) ->
+    online buffer -> `utd` updates on a batch that is exactly `mixing_ratio` offline data and the
+    rest online data (all offline until the first online episode has ended)
+
+Reset-free by default, as RoboFuME runs on the real robot: when the forward task succeeds the
+instruction switches to the backward task (`env.set_task`) and a new episode starts where the
+scene is; on the time limit a new episode starts without touching the scene. `reset_free=false`
+makes every episode start from a full reset of the forward task (the standard fine-tuning setup,
+used by the learning benchmark). `full_reset_every=N` adds a full reset every N episodes.
+
+Every `eval_every` steps (and at step 0: the offline policy) the deterministic policy runs
+`eval_episodes` full-reset episodes of the forward task in a separate env instance.
+
+`reward_source=classifier` trains from a robot_calql.reward classifier (debounced) instead of
+the simulator's success; ground truth is then only logged, together with the classifier's
+online false-positive rate.
+
+Checkpoints (agent, optimisers, RNGs, the online buffer, the environment's physics state and
+the loop's counters) are written every `save_every` steps, at the end and on Ctrl-C (exit 130);
+`resume=true` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from robot_calql.config import ConfigError, resolve_path
+from robot_calql.train import checkpoint as ckpt
+from robot_calql.train.common import GracefulStop, agent_obs, build_agent, set_seed, set_threads
+from robot_calql.train.logger import Logger
+
+log = logging.getLogger("robot_calql.train.finetune")
+
+
+# ----------------------------------------------------------------------------- env snapshots
+def env_state(env: Any) -> dict[str, Any]:
+    """Everything needed to continue a stand-in env exactly: MuJoCo integration state, the
+    env's commanded targets and counters, its task and its RNG."""
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    phys = np.empty(mujoco.mj_stateSize(env.model, spec), dtype=np.float64)
+    mujoco.mj_getState(env.model, env.data, phys, spec)
+    return {
+        "physics": phys,
+        "task": env.task.name,
+        "elapsed": int(env._elapsed),
+        "target_pos": np.array(env._target_pos),
+        "target_yaw": float(env._target_yaw),
+        "q_cmd": np.array(env._q_cmd),
+        "needs_full_reset": bool(env._needs_full_reset),
+        "np_random": env.np_random.bit_generator.state,
+    }
+
+
+def set_env_state(env: Any, s: dict[str, Any]) -> None:
+    import mujoco
+
+    env.set_task(s["task"])
+    mujoco.mj_setState(env.model, env.data, np.asarray(s["physics"], dtype=np.float64),
+                       mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_forward(env.model, env.data)
+    env._elapsed = int(s["elapsed"])
+    env._target_pos = np.array(s["target_pos"])
+    env._target_yaw = float(s["target_yaw"])
+    env._q_cmd = np.array(s["q_cmd"])
+    env._needs_full_reset = bool(s["needs_full_reset"])
+    env._seed = None
+    env.np_random.bit_generator.state = s["np_random"]
+
+
+# ----------------------------------------------------------------------------- buffer snapshots
+_ONLINE_ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs")
+_ONLINE_COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
+
+
+def online_state(buf: Any) -> dict[str, np.ndarray]:
+    """The online replay as plain arrays (only the filled part) for buffer.npz."""
+    n_steps = min(buf.steps_written, buf.capacity)
+    n_frames = min(buf.frames_written, buf.num_frames)
+    out = {f"frames_{k}": v[:n_frames] for k, v in buf.frames.items()}
+    out.update({k: getattr(buf, k)[:n_steps] for k in _ONLINE_ARRAYS})
+    out.update({k: np.asarray(getattr(buf, k), dtype=np.int64) for k in _ONLINE_COUNTERS})
+    out["ep_start"] = np.asarray(-1 if buf._ep_start is None else buf._ep_start, dtype=np.int64)
+    out["rng_state"] = np.frombuffer(json.dumps(buf.rng.bit_generator.state).encode(), dtype=np.uint8)
+    return out
+
+
+def load_online_state(buf: Any, s: dict[str, np.ndarray]) -> None:
+    for k, v in buf.frames.items():
+        src = s[f"frames_{k}"]
+        if src.shape[1:] != v.shape[1:]:
+            raise ckpt.CheckpointError(f"buffer.npz: frames '{k}' have shape {src.shape[1:]}, this run needs {v.shape[1:]}")
+        if len(src) > len(v):
+            raise ckpt.CheckpointError(f"buffer.npz holds {len(src)} frames, more than online_capacity allows ({len(v)})")
+        v[: len(src)] = src
+    for k in _ONLINE_ARRAYS:
+        getattr(buf, k)[: len(s[k])] = s[k]
+    for k in _ONLINE_COUNTERS:
+        setattr(buf, k, int(s[k]))
+    buf._ep_start = None if int(s["ep_start"]) < 0 else int(s["ep_start"])
+    buf.rng.bit_generator.state = json.loads(bytes(s["rng_state"]).decode())
+
+
+# ----------------------------------------------------------------------------- classifier reward
+class ClassifierReward:
+    """Success from a robot_calql.reward classifier, debounced; counts its mistakes against the
+    simulator's ground truth (false positives: declared success while the task was not done)."""
+
+    def __init__(self, cfg: DictConfig, device: str):
+        from robot_calql.reward import Debouncer, load_classifier  # lazy: only this mode needs it
+
+        path = resolve_path(cfg.path)
+        if path is None:
+            raise ConfigError("reward_source=classifier needs classifier.path=<folder from reward-train>")
+        self.clf = load_classifier(path, device=device)
+        thr = self.clf.threshold if cfg.threshold is None else float(cfg.threshold)
+        self.deb = Debouncer(k=int(cfg.debounce), threshold=thr)
+        self.image_size = int(self.clf.image_shape[0])
+        self.positives = self.false_positives = self.negatives_gt = 0
+
+    def __call__(self, obs: dict[str, Any], gt_success: bool) -> bool:
+        p = float(self.clf.predict_proba(obs["image"], obs["instruction"])[0])
+        success = self.deb.update(p)
+        if not gt_success:
+            self.negatives_gt += 1
+        if success:
+            self.positives += 1
+            if not gt_success:
+                self.false_positives += 1
+        return success
+
+    def reset(self) -> None:
+        self.deb.reset()
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "clf_false_positive_rate": self.false_positives / max(1, self.negatives_gt),
+            "clf_precision": (self.positives - self.false_positives) / max(1, self.positives),
+            "clf_successes": float(self.positives),
+        }
+
+    def state(self) -> dict[str, int]:
+        return {"count": self.deb.count, "positives": self.positives, "fp": self.false_positives,
+                "neg": self.negatives_gt}
+
+    def load(self, s: dict[str, int]) -> None:
+        self.deb.count, self.positives = int(s["count"]), int(s["positives"])
+        self.false_positives, self.negatives_gt = int(s["fp"]), int(s["neg"])
+
+
+# ----------------------------------------------------------------------------- main loop
+def main(cfg: DictConfig) -> int:
+    from tqdm import tqdm
+
+    from robot_calql.data.dataset import Dataset
+    from robot_calql.data.replay import (
+        InstructionVocab,
+        MixedReplay,
+        OfflineReplay,
+        OnlineReplay,
+        replay_kwargs,
+    )
+    from robot_calql.sim import get_task, make_env
+    from robot_calql.train.evaluate import evaluate
+    from robot_calql.train.plots import plot_success
+
+    if str(cfg.env) != "sim":
+        raise ConfigError(f"env={cfg.env}: only env=sim (the MuJoCo stand-in) runs here; the real robot "
+                          "fine-tunes through the ROS nodes (robot-calql launch finetune)")
+    if str(cfg.reward_source) not in ("sim", "classifier"):
+        raise ConfigError(f"reward_source={cfg.reward_source}: must be sim or classifier")
+    set_threads(int(cfg.threads))
+    steps = int(cfg.steps)
+    if steps < 0:
+        raise ConfigError(f"steps must be >= 0, got {steps}")
+    src = resolve_path(cfg.checkpoint)
+    if src is None:
+        raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
+    src_ckpt = ckpt.find_checkpoint(src)
+    out = resolve_path(cfg.out) or (src_ckpt.parent.parent / "finetune")
+    resuming = bool(cfg.resume) and (out / ckpt.CKPT_DIR).is_dir()
+    if not resuming and (out / ckpt.CKPT_DIR).is_dir() and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds checkpoints: pass resume=true to continue or overwrite=true")
+    state = ckpt.load_checkpoint(out if resuming else src_ckpt)
+    meta = state["meta"]
+    if resuming and meta.get("phase") != "finetune":
+        raise ConfigError(f"{out}: latest checkpoint is not a fine-tuning checkpoint")
+    mode = str(meta["obs"])
+    spec = {k: tuple(v) for k, v in meta["obs_spec"].items()}
+    vocab = InstructionVocab(meta["instructions"])
+
+    forward = cfg.forward_task or (meta.get("forward_task") or (meta.get("tasks") or [None])[0])
+    if forward is None:
+        raise ConfigError("forward_task=<stand-in task> is needed (the checkpoint's dataset names no task)")
+    forward = str(forward)
+    backward = get_task(forward).reverse
+    tasks_used = [forward] + ([backward] if cfg.reset_free and cfg.backward else [])
+    for t in tasks_used:
+        vocab.id(get_task(t).instruction)  # the policy must know every instruction it will get
+
+    set_seed(int(cfg.seed))
+    agent = build_agent(spec, int(meta["action_dim"]), len(vocab), cfg, base=meta.get("agent"))
+    agent.load_state_dict(state["agent_state"])  # names the tensor whose shape does not fit
+    if state["trainer"].get("optimizer"):
+        agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
+    acfg = agent.cfg
+
+    data_dir = resolve_path(cfg.dataset) or resolve_path(meta.get("dataset"))
+    if data_dir is None:
+        raise ConfigError("dataset=<offline data to mix in> is needed (the checkpoint names none)")
+    dataset = Dataset(data_dir)
+    dataset.verify()
+    rk = replay_kwargs(acfg)
+    offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1, **rk)
+    capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
+    online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab,
+                          bound_online=acfg.calql_bound_online, device=str(cfg.device), seed=int(cfg.seed) + 2, **rk)
+    replay = MixedReplay(offline, online, float(cfg.mixing_ratio))
+
+    clf = ClassifierReward(cfg.classifier, str(cfg.device)) if cfg.reward_source == "classifier" else None
+    image_size = int(cfg.image_size if cfg.image_size is not None else meta.get("image_size", 0))
+    if mode == "state":
+        image_size = clf.image_size if clf else 0
+    elif clf and clf.image_size != image_size:
+        raise ConfigError(f"the classifier expects {clf.image_size} px frames, the policy {image_size} px")
+    T = int(cfg.max_episode_steps)
+    env = make_env(forward, image_size=image_size, seed=int(cfg.seed), max_episode_steps=T)
+    eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T)
+
+    # loop state (all of it goes into the checkpoint)
+    loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0,
+            "successes": {forward: 0, backward: 0}, "episodes_by_task": {forward: 0, backward: 0},
+            "evals": []}
+    obs, _ = env.reset(seed=int(cfg.seed))
+    if resuming:
+        loop = state["trainer"]["loop"]
+        ckpt.set_rng_state(state["trainer"]["rng"])
+        set_env_state(env, state["trainer"]["env"])
+        obs = state["trainer"]["obs"]
+        offline.rng.bit_generator.state = state["trainer"]["offline_rng"]
+        if state["buffer"] is not None:
+            load_online_state(online, state["buffer"])
+        if clf is not None and "classifier" in state["trainer"]:
+            clf.load(state["trainer"]["classifier"])
+        log.info("resuming %s at online step %d", out, loop["step"])
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    run_meta = {**{k: v for k, v in meta.items() if k != "step"}, "phase": "finetune", "forward_task": forward,
+                "dataset": str(data_dir), "pretrained": str(src_ckpt),
+                "agent": {**(meta.get("agent") or {}), **OmegaConf.to_container(cfg.agent, resolve=True)}}
+    if resuming:
+        run_meta["pretrained"] = meta.get("pretrained", str(src_ckpt))
+
+    def save() -> Path:
+        trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(), "loop": loop,
+                   "env": env_state(env), "obs": obs, "offline_rng": offline.rng.bit_generator.state}
+        if clf is not None:
+            trainer["classifier"] = clf.state()
+        return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
+                                    buffer=online_state(online), keep=int(cfg.keep_checkpoints))
+
+    def run_eval() -> float:
+        res = evaluate(agent, eval_env, forward, int(cfg.eval_episodes), spec, vocab)
+        loop["evals"].append([loop["step"], res["success_rate"]])
+        logger.log(loop["step"], "eval", res)
+        return res["success_rate"]
+
+    logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=loop["step"] if resuming else None)
+    log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
+    utd, bs, starts = int(cfg.utd), int(cfg.batch_size), int(cfg.learning_starts)
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.perf_counter()
+    bar = tqdm(total=steps, initial=loop["step"], desc="finetune", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True)
+    stop = GracefulStop()
+    try:
+        with stop:
+            if not loop["evals"] and eval_every > 0:
+                run_eval()
+            while loop["step"] < steps:
+                instr = obs["instruction"]
+                action = agent.act(agent_obs(obs, spec, vocab), deterministic=False)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                gt = bool(info["success"])
+                if clf is not None:  # the classifier decides; the simulator's success is only logged
+                    terminated = clf(next_obs, gt)
+                    reward = float(terminated)
+                    truncated = truncated and not terminated
+                online.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated), instr)
+                loop["step"] += 1
+                loop["ep_return"] += float(reward)
+                loop["ep_len"] += 1
+                obs = next_obs
+                if terminated or truncated:
+                    obs = _next_episode(env, loop, bool(terminated), forward, backward, cfg, clf)
+                if loop["step"] > starts:
+                    for _ in range(utd):
+                        m = agent.update(replay.sample(bs))
+                        for k, v in m.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                bar.update(1)
+                step = loop["step"]
+                if step % log_every == 0 or step == steps:
+                    avg = {k: v / max(count, 1) for k, v in sums.items()}
+                    avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
+                    logger.log(step, "finetune", avg)
+                    online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online)}
+                    for t in (forward, backward):
+                        online_stats[f"successes_{t}"] = loop["successes"][t]
+                        online_stats[f"episodes_{t}"] = loop["episodes_by_task"][t]
+                    if clf is not None:
+                        online_stats.update(clf.stats())
+                    logger.log(step, "online", online_stats)
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                if eval_every > 0 and step % eval_every == 0:
+                    sr = run_eval()
+                    bar.set_postfix(success=f"{sr:.2f}")
+                if save_every > 0 and step % save_every == 0 and step < steps:
+                    save()
+                if stop.requested:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        bar.close()
+        path = save()
+        logger.close()
+        print(f"\ninterrupted at online step {loop['step']}; checkpoint saved to {path} (resume with resume=true)")
+        return 130
+    bar.close()
+    if eval_every > 0 and (not loop["evals"] or loop["evals"][-1][0] != loop["step"]):
+        run_eval()
+    path = save()
+    logger.close()
+    evals = np.asarray(loop["evals"], dtype=np.float64).reshape(-1, 2)
+    plot = plot_success(evals[:, 0], evals[:, 1], out / "plots" / "success.png",
+                        title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} fine-tuning, {forward}")
+    summary = {
+        "steps": loop["step"],
+        "checkpoint": str(path),
+        "success_plot": str(plot),
+        "success_before": float(evals[0, 1]) if len(evals) else None,
+        "success_after": float(evals[-1, 1]) if len(evals) else None,
+        "evals": loop["evals"],
+        "online_episodes": loop["episodes"],
+        "online_successes": loop["successes"],
+    }
+    if clf is not None:
+        summary.update(clf.stats())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if len(evals):
+        print(f"success ({forward}): {evals[0, 1]:.0%} before fine-tuning -> {evals[-1, 1]:.0%} after {loop['step']} online steps")
+    print(f"checkpoint: {path}\nplot: {plot}")
+    return 0
+
+
+def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,
+                  clf: ClassifierReward | None) -> dict[str, Any]:
+    """Book-keeping at the end of an episode and the start of the next one (reset-free or not)."""
+    task = loop["task"]
+    loop["episodes"] += 1
+    loop["episodes_by_task"][task] += 1
+    loop["successes"][task] += int(success)
+    loop["ep_return"], loop["ep_len"] = 0.0, 0
+    if clf is not None:
+        clf.reset()
+    every = int(cfg.full_reset_every)
+    if not cfg.reset_free or (every > 0 and loop["episodes"] % every == 0) or (success and not cfg.backward):
+        loop["task"] = forward
+        env.set_task(forward)
+        obs, _ = env.reset()
+        return obs
+    if success:  # the other direction undoes this one: practise it instead of resetting by hand
+        loop["task"] = backward if task == forward else forward
+        env.set_task(loop["task"])
+    obs, _ = env.reset(options={"full": False})
+    return obs
