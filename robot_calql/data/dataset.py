@@ -175,6 +175,12 @@ def _write_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
@@ -227,6 +233,7 @@ class DatasetWriter:
         ep.validate(self.meta, where=f"{self.root}/{EPISODE_DIR}/{name}")
         ep_dir = self.root / EPISODE_DIR
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=ep_dir))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; episodes get normal folder permissions
         try:
             for key, arr in ep.arrays().items():
                 _write_npy(tmp / f"{key}.npy", arr)

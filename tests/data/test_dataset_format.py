@@ -220,3 +220,15 @@ def test_verify_finds_nan_written_behind_the_writers_back(tmp_path):
     ds = Dataset(root)
     with pytest.raises(DatasetError, match=r"ep_000001: 'reward' has a NaN"):
         ds.verify()
+
+
+def test_episode_folders_get_normal_permissions(tmp_path):
+    """Other users (a learner container, a colleague) must be able to read a dataset."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = DatasetWriter(tmp_path / "d", meta()).write_episode(episode())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
