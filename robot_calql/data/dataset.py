@@ -145,6 +145,10 @@ class Episode:
             raise DatasetError(f"{where}: missing instruction")
         if self.source not in SOURCES:
             raise DatasetError(f"{where}: source '{self.source}' is not one of {SOURCES}")
+        try:
+            json.dumps(self.extra)
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"{where}: extra is not JSON-serialisable ({e})") from None
         for key in (*OBS_KEYS, *STEP_KEYS):
             arr = getattr(self, key)
             want = meta.expected_shape(key, T)

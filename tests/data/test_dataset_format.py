@@ -82,6 +82,7 @@ def test_writer_refuses_a_foreign_folder(tmp_path):
         (lambda e: setattr(e, "instruction", ""), "missing instruction"),
         (lambda e: setattr(e, "source", "youtube"), "source 'youtube'"),
         (lambda e: e.terminal.__setitem__(1, True), "terminal=True at step 1"),
+        (lambda e: setattr(e, "extra", {"q": np.zeros(2)}), "extra is not JSON-serialisable"),
     ],
 )
 def test_invalid_episodes_are_rejected_and_nothing_is_written(tmp_path, change, match):
