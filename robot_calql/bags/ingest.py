@@ -20,7 +20,7 @@ import os
 import shutil
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,7 +199,7 @@ class BagReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "bag": self.bag, "episodes": self.episodes, "steps": self.steps, "successes": self.successes,
-            "messages": dict(self.messages), "dropped": {t: dict(c) for t, c in self.dropped.items()},
+            "messages": dict(self.messages), "dropped": {t: {k: n for k, n in c.items() if n} for t, c in self.dropped.items()},
             "out_of_order": dict(self.out_of_order), "resample": dict(self.resample),
             "clock_offset_s": self.clock_offset_s, "warnings": self.warnings, "error": self.error,
         }
@@ -225,6 +225,7 @@ class BagIngestor:
         self.joint_index: dict[tuple[str, ...], np.ndarray] = {}
         self.has_events = False
         self.tol = int(s.align.tolerance_s * NS)
+        self.recent: deque = deque()  # (topic, stream, stamp, value, counted as dropped)
 
     # ---- episode bookkeeping
     def _start(self, t: int, task: str = "") -> None:
@@ -233,6 +234,20 @@ class BagIngestor:
                              f"episode (from {_t(self.open.t_start)}) was open; closed it as truncated")
             self._close(t, success=False)
         self.open = EpisodeBuffer(t_start=t, instruction=self.instruction, task=task or self.s.task)
+        # messages stamped at or just before the start that arrived before the event belong to it
+        for topic, stream, ts, value, dropped in self.recent:
+            if ts >= t - self.tol:
+                getattr(self.open, stream).add(ts, value)
+                if dropped:
+                    self.report.dropped[topic]["outside an episode"] -= 1
+        self.recent.clear()
+
+    def _remember(self, topic: str, stream: str, t: int, value: Any, dropped: bool) -> None:
+        """Keep the last tolerance + settle_s of decoded messages for a start event that comes late."""
+        self.recent.append((topic, stream, t, value, dropped))
+        horizon = t - self.tol - int(self.s.settle_s * NS)
+        while self.recent and self.recent[0][2] < horizon:
+            self.recent.popleft()
 
     def _close(self, t: int, success: bool) -> None:
         if self.open is None:
@@ -265,23 +280,24 @@ class BagIngestor:
             self.report.steps += len(piece.action)
             self.report.successes += int(piece.success)
 
-    def _target(self, topic: str, t: int) -> EpisodeBuffer | None:
-        for buf in self.closing:
-            if buf.t_start - self.tol <= t <= buf.t_end + self.tol:
-                return buf
+    def _targets(self, topic: str, t: int) -> list[EpisodeBuffer]:
+        """The episodes a message stamped t belongs to. A message at a boundary (the last frame
+        of one episode is the first of the next, reset-free) goes to both."""
+        out = [buf for buf in self.closing if buf.t_start - self.tol <= t <= buf.t_end + self.tol]
         if self.open is None and not self.has_events:  # no events: one long episode, split on gaps
             self.open = EpisodeBuffer(t_start=t, instruction=self.instruction, task=self.s.task)
         if self.open is not None and t >= self.open.t_start - self.tol:
-            if t > self.open.t_start + int(self.s.max_episode_s * NS):
-                end = self.open.t_start + int(self.s.max_episode_s * NS)
+            limit = self.open.t_start + int(self.s.max_episode_s * NS)
+            if t > limit:
                 self.report.warn("max_episode", f"episode from {_t(self.open.t_start)} longer than "
-                                 f"max_episode_s={self.s.max_episode_s}; split at {_t(end)}")
-                self._close(end, success=False)
-                self.open = EpisodeBuffer(t_start=end, instruction=self.instruction, task=self.s.task)
-                return self._target(topic, t)
-            return self.open
-        self.report.dropped[topic]["outside an episode"] += 1
-        return None
+                                 f"max_episode_s={self.s.max_episode_s}; split at {_t(limit)}")
+                self._close(limit, success=False)
+                self.open = EpisodeBuffer(t_start=limit, instruction=self.instruction, task=self.s.task)
+                return self._targets(topic, t)
+            out.append(self.open)
+        if not out:
+            self.report.dropped[topic]["outside an episode"] += 1
+        return out
 
     def _stamped(self, topic: str, t: int) -> None:
         last = self.last_stamp.get(topic)
@@ -462,30 +478,33 @@ class BagIngestor:
         # data streams
         if role == "gripper_command":
             value = float(msg.data) if msgtype == M.FLOAT64 else float(np.asarray(msg.data)[0])
-            buf = self._target(topic, now)
-            if buf is not None:
+            bufs = self._targets(topic, now)
+            for buf in bufs:
                 buf.gripper.add(now, value)
+            self._remember(topic, "gripper", now, value, not bufs)
             return
         if role == "action" and msgtype == M.FLOAT64_ARRAY:
             t = now  # unstamped
         else:
             t = M.stamp_ns(msg)
             self._stamped(topic, t)
-        buf = self._target(topic, t)
-        if buf is None:
-            return
+        bufs = self._targets(topic, t)
         if role == "image":
             try:
-                img = M.decode_image(msg, msgtype)
-                buf.image.add(t, M.crop_resize(img, s.crop, s.image_size))
+                value = M.crop_resize(M.decode_image(msg, msgtype), s.crop, s.image_size)
             except M.UnsupportedEncoding as e:
                 raise BagError(f"{self.bag}: {topic} at {_t(t)}: {e}") from None
         elif role == "joint_states":
-            buf.joints.add(t, self._joints(msg, topic))
+            value = self._joints(msg, topic)
         elif role == "ee_pose":
-            buf.ee.add(t, M.pose_xyz_yaw(msg))
-        elif role == "action":
-            buf.command.add(t, self._command(msg, msgtype, topic, t))
+            value = M.pose_xyz_yaw(msg)
+        else:
+            value = self._command(msg, msgtype, topic, t)
+        stream = {"image": "image", "joint_states": "joints", "ee_pose": "ee", "action": "command"}[role]
+        for buf in bufs:
+            getattr(buf, stream).add(t, value)
+        if self.has_events:
+            self._remember(topic, stream, t, value, not bufs)
 
 
 # --------------------------------------------------------------------------- the command
@@ -497,7 +516,7 @@ def print_summary(reports: list[BagReport]) -> None:
         status = f"ERROR {r.error}" if r.error else f"{r.episodes} episodes, {r.steps} steps, {r.successes} successes"
         lines.append(f"  {r.bag}: {status} (clock offset {r.clock_offset_s * 1000:.1f} ms)")
         for topic in sorted(set(r.messages) | set(r.dropped) | set(r.out_of_order)):
-            drops = ", ".join(f"{n} {why}" for why, n in sorted(r.dropped.get(topic, {}).items()))
+            drops = ", ".join(f"{n} {why}" for why, n in sorted(r.dropped.get(topic, {}).items()) if n)
             ooo = f", {r.out_of_order[topic]} stamps backwards" if r.out_of_order.get(topic) else ""
             lines.append(f"    {topic:<36} {r.messages.get(topic, 0):>7} msgs{ooo}{'; dropped: ' + drops if drops else ''}")
         lost = {k: v for k, v in r.resample.items() if v}

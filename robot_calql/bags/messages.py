@@ -7,6 +7,7 @@ classes come from a rosbags typestore (Humble, Jazzy or Kilted definitions).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ class UnsupportedEncoding(ValueError):
     """An image encoding ingest cannot turn into an RGB uint8 frame."""
 
 
+@functools.cache
 def typestore_for(distro: str):
-    """The rosbags typestore of a ROS 2 distro name (humble, jazzy, kilted)."""
+    """The rosbags typestore of a ROS 2 distro name (humble, jazzy, kilted); built once (0.4 s)."""
     try:
         return get_typestore(DISTROS[str(distro).lower()])
     except KeyError:

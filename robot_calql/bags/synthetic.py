@@ -79,7 +79,8 @@ def _write(rec: BagRecorder, spec: SyntheticSpec) -> None:
         t_ns = int(round(t * NS))
         if spec.events:
             msgs.append((t_ns - 1_000_000 + off, top["instruction"], f.string(spec.instruction)))
-            msgs.append((t_ns + off, top["episode_event"], f.string(format_event("start"))))
+            # 2 ms late, like a controller's node: after the previous episode's end event (+1 ms)
+            msgs.append((t_ns + 2_000_000 + off, top["episode_event"], f.string(format_event("start"))))
         else:
             msgs.append((t_ns + off, top["instruction"], f.string(spec.instruction)))
         # camera

@@ -315,3 +315,18 @@ def test_instruction_published_just_after_start_names_the_episode(tmp_path):
     ds = Dataset(tmp_path / "ds")
     assert [ep.instruction for ep in ds] == ["put the cube in the bowl", "take the cube out"]
     assert [len(ep) for ep in ds] == [4, 4] and not any(ep.success for ep in ds)
+
+
+def test_back_to_back_episodes_share_the_boundary_frame(tmp_path):
+    """Reset-free: no pause, the next episode starts at the previous one's last observation."""
+    spec = S.SyntheticSpec(episodes=3, steps=8, pause_s=0.0, success=[True, False, True])
+    S.write_synthetic_bag(tmp_path / "b", spec)
+    ingest([tmp_path / "b"], settings(), tmp_path / "ds", progress=False)
+    ds = Dataset(tmp_path / "ds")
+    assert [len(ep) for ep in ds] == [8, 8, 8]
+    assert [ep.success for ep in ds] == [True, False, True]
+    for e, ep in enumerate(ds):
+        action, proprio, values = expected_episode(spec, e)
+        np.testing.assert_allclose(ep.action, action, atol=1e-5)
+        np.testing.assert_allclose(ep.proprio, proprio, atol=1e-5)
+    np.testing.assert_array_equal(ds[0].image[-1], ds[1].image[0])
