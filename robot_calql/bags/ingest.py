@@ -225,7 +225,8 @@ class BagIngestor:
         self.joint_index: dict[tuple[str, ...], np.ndarray] = {}
         self.has_events = False
         self.tol = int(s.align.tolerance_s * NS)
-        self.recent: deque = deque()  # (topic, stream, stamp, value, counted as dropped)
+        # (topic, stream, stamp, value, counted as dropped); maxlen bounds it even if stamps are wild
+        self.recent: deque = deque(maxlen=1024)
 
     # ---- episode bookkeeping
     def _start(self, t: int, task: str = "") -> None:
@@ -398,7 +399,10 @@ class BagIngestor:
         conns = chosen[self.s.topics["joint_states"]][1]
         diffs = []
         for conn, t_log, raw in reader.messages(connections=conns):
-            diffs.append(t_log - M.stamp_ns(reader.deserialize(raw, conn.msgtype)))
+            try:
+                diffs.append(t_log - M.stamp_ns(reader.deserialize(raw, conn.msgtype)))
+            except Exception:  # noqa: BLE001 - an undecodable message is counted in the main pass
+                continue
             if len(diffs) >= 50:
                 break
         return int(statistics.median(diffs)) if diffs else 0

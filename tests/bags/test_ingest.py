@@ -330,3 +330,24 @@ def test_back_to_back_episodes_share_the_boundary_frame(tmp_path):
         np.testing.assert_allclose(ep.action, action, atol=1e-5)
         np.testing.assert_allclose(ep.proprio, proprio, atol=1e-5)
     np.testing.assert_array_equal(ds[0].image[-1], ds[1].image[0])
+
+
+def test_undecodable_message_is_counted_with_bag_topic_and_time(tmp_path):
+    path = tmp_path / "b"
+    S.write_synthetic_bag(path, S.SyntheticSpec(episodes=1, steps=6))
+    # append a corrupt joint state to a copy of the bag's messages
+    from rosbags.rosbag2 import Reader, Writer
+
+    bad = tmp_path / "bad"
+    with Reader(path) as reader, Writer(bad, version=9) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+                 for c in reader.connections}
+        for c, t, raw in reader.messages():
+            writer.write(conns[c.id], t, raw)
+            if c.topic == "/joint_states" and t == 100_300_000_000:
+                writer.write(conns[c.id], t + 1, b"\x00\x01\x00\x00garbage")
+    reports = ingest([bad], settings(), tmp_path / "ds", progress=False)
+    r = reports[0]
+    assert r.dropped["/joint_states"]["undecodable message"] == 1
+    assert any("/joint_states: undecodable message at receive t=100.300s" in w and str(bad) in w for w in r.warnings)
+    assert [len(ep) for ep in Dataset(tmp_path / "ds")] == [6]
