@@ -114,8 +114,7 @@ class LearnerNode(Node):
                                  transitions_qos(int(c["transition_history"])))
         self.create_timer(1.0, self._publish_status)
         self._stop = threading.Event()
-        if state is not None:
-            self._publish_weights()
+        self._publish_weights()  # a policy without a checkpoint can act from the start
         self._thread = threading.Thread(target=self._train_loop, name="learner_updates", daemon=True)
         self._thread.start()
         self.get_logger().info(

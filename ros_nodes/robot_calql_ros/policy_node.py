@@ -215,7 +215,10 @@ class PolicyNode(Node):
             obs = self._observation(msg)
             if obs is None:
                 return
-            self.next_tick = max(self.next_tick + self.period, now + 0.5 * self.period)
+            # next tick one period on; after a stall (or at start) skip the missed ticks
+            self.next_tick += self.period
+            if self.next_tick < now:
+                self.next_tick = now + self.period
             action = self._act(obs)
             if action is None:
                 return
