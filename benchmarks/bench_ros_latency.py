@@ -40,12 +40,12 @@ def main() -> int:
 
     import rclpy
     from geometry_msgs.msg import TwistStamped
-    from std_msgs.msg import Float64MultiArray
-
-    from robot_calql.config import compose
     from robot_calql_ros.common import COMMAND_QOS, stamp_to_s
     from robot_calql_ros.launcher import child_env, node_command, stop_processes, write_params_file
     from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import Float64MultiArray
+
+    from robot_calql.config import compose
 
     nodes = ["sim_robot", "policy", "reward", "episode_controller", "safety"] + ([] if args.no_learner else ["learner"])
     run = Path(tempfile.mkdtemp(prefix="bench_ros_"))
