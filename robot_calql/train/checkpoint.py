@@ -191,6 +191,18 @@ def _unplain(obj: Any) -> Any:
     return obj
 
 
+def clear_run(run_dir: str | os.PathLike) -> None:
+    """Delete what a previous run wrote in `run_dir` (checkpoints, TensorBoard events, metrics,
+    plots, summary) before a fresh run; nothing else in the folder is touched."""
+    run = Path(run_dir)
+    for name in (CKPT_DIR, "tb", "plots"):
+        if (run / name).is_dir():
+            shutil.rmtree(run / name)
+    for name in ("metrics.jsonl", "summary.json"):
+        if (run / name).is_file():
+            (run / name).unlink()
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """Resolve a run folder, its checkpoints folder or a checkpoint folder to a checkpoint folder."""
     p = Path(path)

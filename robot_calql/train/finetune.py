@@ -193,7 +193,11 @@ def main(cfg: DictConfig) -> int:
     resuming = bool(cfg.resume) and (out / ckpt.CKPT_DIR).is_dir()
     if not resuming and (out / ckpt.CKPT_DIR).is_dir() and not cfg.overwrite:
         raise ConfigError(f"{out} already holds checkpoints: pass resume=true to continue or overwrite=true")
+    if not resuming and src_ckpt.is_relative_to(out):
+        raise ConfigError(f"out={out} holds the pre-trained checkpoint {src_ckpt}; write the fine-tuning run elsewhere")
     state = ckpt.load_checkpoint(out if resuming else src_ckpt)
+    if not resuming:
+        ckpt.clear_run(out)
     meta = state["meta"]
     if resuming and meta.get("phase") != "finetune":
         raise ConfigError(f"{out}: latest checkpoint is not a fine-tuning checkpoint")

@@ -103,6 +103,8 @@ def main(cfg: DictConfig) -> int:
     resuming = bool(cfg.resume) and (out / ckpt.CKPT_DIR).is_dir()
     if not resuming and (out / ckpt.CKPT_DIR).is_dir() and not cfg.overwrite:
         raise ConfigError(f"{out} already holds checkpoints: pass resume=true to continue or overwrite=true")
+    if not resuming:
+        ckpt.clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
 
     set_seed(int(cfg.seed))

@@ -1,0 +1,59 @@
+"""Tiny-budget smoke runs of every training entry point through the real CLI:
+collect -> pretrain -> finetune (state and pixels) -> demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from robot_calql.cli import main
+from robot_calql.data.dataset import Dataset
+from robot_calql.train.logger import read_metrics
+
+QUIET = ["progress=false", "tensorboard=false", "threads=1", "batch_size=8"]
+TINY = ["agent.actor_hidden=[16,16]", "agent.critic_hidden=[16,16]"]
+
+
+def test_collect_pretrain_finetune_state(tmp_path):
+    data, pre, ft = tmp_path / "data", tmp_path / "pre", tmp_path / "ft"
+    assert main(["collect", "task=cube_bowl", "episodes=2", "image_size=0", "max_episode_steps=20", f"out={data}"]) == 0
+    assert len(Dataset(data)) == 4
+    assert main(["pretrain", f"dataset={data}", f"out={pre}", "steps=5", "log_every=5", *QUIET, *TINY]) == 0
+    assert (pre / "plots" / "calibration.png").stat().st_size > 0
+    rows = read_metrics(pre, "pretrain")
+    assert rows and {"loss_td", "loss_cql", "calql_bound_rate", "alpha", "q_data"} <= set(rows[-1])
+    assert main(["finetune", f"checkpoint={pre}", f"out={ft}", "steps=12", "eval_every=6", "eval_episodes=1",
+                 "max_episode_steps=5", "log_every=4", *QUIET]) == 0
+    summary = json.loads((ft / "summary.json").read_text())
+    assert [e[0] for e in summary["evals"]] == [0, 6, 12]
+    assert summary["online_episodes"] >= 2  # 12 steps of 5-step episodes, reset-free
+    assert (ft / "plots" / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pretrain_finetune_pixels(tmp_path):
+    data, pre, ft = tmp_path / "data", tmp_path / "pre", tmp_path / "ft"
+    assert main(["collect", "task=cube_bowl", "episodes=1", "image_size=64", "max_episode_steps=10", f"out={data}"]) == 0
+    assert main(["pretrain", f"dataset={data}", f"out={pre}", "steps=2", "obs=pixels", *QUIET, *TINY]) == 0
+    assert main(["finetune", f"checkpoint={pre}", f"out={ft}", "steps=3", "eval_every=3", "eval_episodes=1",
+                 "max_episode_steps=3", *QUIET]) == 0
+    assert json.loads((ft / "summary.json").read_text())["steps"] == 3
+
+
+def test_demo_smoke(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1"]) == 0
+    result = json.loads((out / "demo_summary.json").read_text())
+    assert result["success_before"] is not None and result["success_after"] is not None
+    for p in result["plots"].values():
+        assert Path(p).is_file() and Path(p).suffix == ".png"
+    for p in result["checkpoints"].values():
+        assert (Path(p) / "model.safetensors").is_file()
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, capsys):
+    assert main(["pretrain", f"dataset={tmp_path / 'missing'}", f"out={tmp_path / 'r'}", "steps=1", *QUIET]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["finetune", f"checkpoint={tmp_path / 'nope'}", "steps=1", *QUIET]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["pretrain", "obs=rgb", f"dataset={tmp_path}", f"out={tmp_path / 'r'}", *QUIET]) == 1
+    assert "obs=" in capsys.readouterr().err
