@@ -1,0 +1,152 @@
+"""Learning benchmark in the stand-in: Cal-QL vs CQL vs no pre-training (state mode, one task).
+
+For every seed: collect scripted demos (+ failures) of one forward task, then
+- Cal-QL: pre-train offline, fine-tune online,
+- CQL: the same code with enable_calql=false,
+- scratch: no pre-training (the same online algorithm and offline data mix from random weights).
+Fine-tuning uses full resets of the forward task (the standard benchmark setting), UTD 1 and a
+50/50 offline/online batch; the deterministic policy is evaluated every --eval-every steps.
+
+Figures per method (mean over seeds):
+- offline success (eval at online step 0),
+- online steps to 90% success (first evaluation >= 0.9; null if never),
+- initial dip: offline success minus the mean of the first 5 online evaluations (targets: <= 0.10),
+- cumulative regret: mean over online evaluations of (1 - success) (CORL's definition),
+- final success.
+Targets (issue 3): Cal-QL reaches 90% within 20k online steps; no dip > 10 points; Cal-QL's
+regret <= CQL's.
+
+    .venv/bin/python benchmarks/bench_learning.py                      # full size (hours on 2 CPU cores)
+    .venv/bin/python benchmarks/bench_learning.py --offline-steps 2000 --online-steps 3000 --seeds 1
+
+Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from robot_calql.config import compose  # noqa: E402
+from robot_calql.train import finetune, pretrain  # noqa: E402
+
+METHODS = ("calql", "cql", "scratch")
+
+
+def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
+    pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
+    agent = [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
+             f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}"]
+    common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
+              "tensorboard=false"]
+    steps = 0 if method == "scratch" else a.offline_steps
+    rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
+                                            "log_every=500", *agent, *common]))
+    assert rc == 0, f"{method}: pretrain failed"
+    rc = finetune.main(compose("finetune", [
+        f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
+        "reset_free=false", "backward=false", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
+        f"max_episode_steps={a.max_episode_steps}", "log_every=500", *common]))
+    assert rc == 0, f"{method}: finetune failed"
+    return json.loads((ft_dir / "summary.json").read_text())
+
+
+def figures(evals: list[list[float]]) -> dict:
+    e = np.asarray(evals, dtype=np.float64)
+    steps, succ = e[:, 0], e[:, 1]
+    offline, online, online_steps = succ[0], succ[1:], steps[1:]
+    reach = online_steps[online >= 0.9]
+    return {
+        "offline_success": float(offline),
+        "final_success": float(succ[-1]),
+        "steps_to_90": float(reach[0]) if len(reach) else None,
+        "initial_dip": float(offline - online[:5].mean()) if len(online) else 0.0,
+        "regret": float((1.0 - online).mean()) if len(online) else float(1.0 - offline),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="cube_in_bowl")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=50, help="scripted demos per seed")
+    p.add_argument("--failures", type=int, default=10)
+    p.add_argument("--offline-steps", type=int, default=20000)
+    p.add_argument("--online-steps", type=int, default=20000)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--max-episode-steps", type=int, default=60)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--cql-alpha", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--out", default="runs/bench_learning")
+    a = p.parse_args()
+    from robot_calql.sim.collect import collect_episodes
+    from robot_calql.train.plots import plot_success
+
+    out = Path(a.out).resolve()
+    methods = [m for m in a.methods.split(",") if m]
+    results: dict = {"config": vars(a), "runs": {m: [] for m in methods}}
+    t0 = time.time()
+    for seed in range(a.seeds):
+        root = out / f"seed{seed}"
+        data = root / "data"
+        collect_episodes(a.task, a.episodes, image_size=0, seed=seed, out=data, overwrite=True,
+                         max_episode_steps=a.max_episode_steps)
+        if a.failures:
+            collect_episodes(a.task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
+                             out=data, max_episode_steps=a.max_episode_steps)
+        for m in methods:
+            s = run_method(m, data, root, a, seed)
+            results["runs"][m].append({"seed": seed, "evals": s["evals"], **figures(s["evals"])})
+            print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
+            (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    summary, curves = {}, {}
+    for m in methods:
+        runs = results["runs"][m]
+        f = {k: [r[k] for r in runs] for k in ("offline_success", "final_success", "initial_dip", "regret")}
+        reach = [r["steps_to_90"] for r in runs]
+        summary[m] = {k: float(np.mean(v)) for k, v in f.items()}
+        summary[m]["steps_to_90"] = reach
+        summary[m]["seeds_reaching_90"] = sum(r is not None for r in reach)
+        e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
+        curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
+    if "calql" in summary:
+        c = summary["calql"]
+        summary["targets"] = {
+            "calql_90pct_within_20k": all(r is not None and r <= 20000 for r in c["steps_to_90"]),
+            "calql_no_dip_over_10pts": c["initial_dip"] <= 0.10,
+            "calql_regret_le_cql": (c["regret"] <= summary["cql"]["regret"]) if "cql" in summary else None,
+        }
+    results["summary"] = summary
+    results["minutes"] = (time.time() - t0) / 60
+    (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_success([], [], out / "bench_learning.png", title=f"{a.task}: mean success over {a.seeds} seed(s)",
+                 curves=curves)
+    print(f"\nlearning benchmark ({a.task}, {a.seeds} seeds, {a.offline_steps} offline + {a.online_steps} "
+          f"online steps, {results['minutes']:.1f} min)")
+    print(f"{'method':<8} {'offline':>8} {'final':>7} {'dip':>7} {'regret':>7}  steps to 90%")
+    for m in methods:
+        s = summary[m]
+        print(f"{m:<8} {s['offline_success']:>8.2f} {s['final_success']:>7.2f} {s['initial_dip']:>7.2f} "
+              f"{s['regret']:>7.2f}  {s['steps_to_90']}")
+    if "targets" in summary:
+        print("targets:", summary["targets"])
+    print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
