@@ -351,3 +351,20 @@ def test_undecodable_message_is_counted_with_bag_topic_and_time(tmp_path):
     assert r.dropped["/joint_states"]["undecodable message"] == 1
     assert any("/joint_states: undecodable message at receive t=100.300s" in w and str(bad) in w for w in r.warnings)
     assert [len(ep) for ep in Dataset(tmp_path / "ds")] == [6]
+
+
+def test_bag_without_embedded_definitions_uses_the_distro_typestore(tmp_path):
+    """Humble's recorder stores no message definitions: the ros_distro typestore decodes them."""
+    import sqlite3
+
+    path = bag(tmp_path, distro="humble", episodes=1, steps=5)
+    db = sqlite3.connect(next(path.glob("*.db3")))
+    db.execute("DELETE FROM message_definitions")
+    db.commit()
+    db.close()
+    from rosbags.rosbag2 import Reader
+
+    with Reader(path) as r:  # really no definitions left
+        assert all(c.msgdef.data == "" for c in r.connections)
+    reports = ingest([path], settings("ros_distro=humble"), tmp_path / "ds", progress=False)
+    assert reports[0].episodes == 1 and len(Dataset(tmp_path / "ds")[0]) == 5
