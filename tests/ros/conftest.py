@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ros_nodes"))
-# one DDS domain per pytest process, kept on this machine: no cross-talk with other test runs
-os.environ["ROS_DOMAIN_ID"] = str(120 + os.getpid() % 100)
+# DDS kept on this machine; each test gets its own domain (no cross-talk with other test runs
+# or with a previous test's leftover participants)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+_DOMAIN_BASE = 110 + (os.getpid() % 20) * 5
+_count = [0]
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -21,9 +23,13 @@ def ros():
     """rclpy initialised for one test; yields a helper that spins nodes in a background thread."""
     from rclpy.executors import MultiThreadedExecutor
 
-    rclpy.init()
+    domain = _DOMAIN_BASE + _count[0] % 5
+    _count[0] += 1
+    os.environ["ROS_DOMAIN_ID"] = str(domain)  # subprocesses started by the test inherit it
+    rclpy.init(domain_id=domain)
     ex = MultiThreadedExecutor(num_threads=4)
     thread = threading.Thread(target=ex.spin, daemon=True)
+    added = []
 
     class Helper:
         executor = ex
@@ -31,6 +37,7 @@ def ros():
         def add(self, *nodes):
             for n in nodes:
                 ex.add_node(n)
+                added.append(n)
             if not thread.is_alive():
                 thread.start()
             return nodes[0] if len(nodes) == 1 else nodes
@@ -39,7 +46,7 @@ def ros():
         yield Helper()
     finally:
         ex.shutdown()
-        for n in list(ex.get_nodes()):
+        for n in added:
             n.destroy_node()
         rclpy.shutdown()
 
