@@ -422,8 +422,16 @@ class BagIngestor:
         bar = tqdm(total=total, desc=self.bag.name, unit="msg", disable=not self.progress, leave=False)
         t_log = 0
         topic = "?"
+        messages = reader.messages(connections=conns)
         try:
-            for conn, t_log, raw in reader.messages(connections=conns):
+            while True:
+                try:
+                    conn, t_log, raw = next(messages)
+                except StopIteration:
+                    break
+                except Exception as e:  # noqa: BLE001 - storage errors from the sqlite/mcap readers
+                    raise BagError(f"{self.bag}: corrupt or truncated after {sum(rep.messages.values())} messages "
+                                   f"(last {topic} at receive {_t(t_log)}): {type(e).__name__}: {e}") from None
                 bar.update()
                 topic = conn.topic
                 role = chosen[topic][0]
@@ -437,11 +445,6 @@ class BagIngestor:
                 now = t_log - offset  # receive time on the header-stamp clock
                 self._handle(role, topic, conn.msgtype, msg, now)
                 self._finish_ready(now)
-        except BagError:
-            raise
-        except Exception as e:  # noqa: BLE001 - storage errors from sqlite/mcap readers
-            raise BagError(f"{self.bag}: corrupt or truncated after {sum(rep.messages.values())} messages "
-                           f"(last {topic} at receive {_t(t_log)}): {type(e).__name__}: {e}") from None
         finally:
             bar.close()
         if self.open is not None:
