@@ -61,7 +61,7 @@ def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, 
         r = np.asarray(ep.reward, dtype=np.float32) * cfg_agent.reward_scale + cfg_agent.reward_bias
         mc = mc_return_to_go(r, np.asarray(ep.terminal), cfg_agent.discount, failure_reward=cfg_agent.failure_reward)
         T = len(ep)
-        obs = {k: np.asarray(getattr(ep, k)[:T]) for k in spec}
+        obs = {k: np.array(getattr(ep, k)[:T]) for k in spec}  # a writable copy of the memory map
         obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
         qs.append(np.asarray(agent.q_values(obs)))
         mcs.append(mc)
