@@ -368,3 +368,12 @@ def test_bag_without_embedded_definitions_uses_the_distro_typestore(tmp_path):
         assert all(c.msgdef.data == "" for c in r.connections)
     reports = ingest([path], settings("ros_distro=humble"), tmp_path / "ds", progress=False)
     assert reports[0].episodes == 1 and len(Dataset(tmp_path / "ds")[0]) == 5
+
+
+def test_max_episode_s_splits_long_recordings(tmp_path):
+    """Without events a bag is one stream; max_episode_s bounds what is held in memory."""
+    b = bag(tmp_path, episodes=1, steps=30, events=False)
+    reports = ingest([b], settings("max_episode_s=1.0"), tmp_path / "ds", progress=False)
+    lengths = [len(ep) for ep in Dataset(tmp_path / "ds")]
+    assert len(lengths) == 3 and sum(lengths) >= 27 and max(lengths) <= 10
+    assert any("max_episode_s=1.0" in w for w in reports[0].warnings)
