@@ -1,0 +1,130 @@
+"""Learner speed: robot_calql's Cal-QL against a straightforward per-critic PyTorch Cal-QL.
+
+    .venv/bin/python benchmarks/bench_learner.py                 # state and pixel mode
+    .venv/bin/python benchmarks/bench_learner.py --mode state --rounds 5
+
+Both run IN ONE PROCESS on the same synthetic batch and configuration (issue 3): state mode
+obs 39, action 7, batch 256, two critics of 3x256, 10 CQL actions per set; pixel mode 64x64 RGB
++ proprio 10, batch 256, the RoboFuME encoder. Runs are interleaved in rounds and the best and
+median round are printed, because this machine is shared and timings are noisy. The reference
+pixel run is limited to `--ref-pixel-updates` updates since it re-encodes every image per
+sampled action. With CUDA available, the GPU figures for robot_calql are printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_calql import ReferenceCalQL  # noqa: E402
+
+from robot_calql.agent import CalQL, CalQLConfig  # noqa: E402
+
+STATE_SPEC = {"state": (39,)}
+PIXEL_SPEC = {"image": (64, 64, 3), "proprio": (10,)}
+
+
+def make_batch(spec: dict, action_dim: int, batch_size: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+
+    def obs():
+        o = {}
+        for k, shape in spec.items():
+            if k == "image":
+                o[k] = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, generator=g)
+            else:
+                o[k] = torch.randn(batch_size, *shape, generator=g)
+        return {k: v.to(device) for k, v in o.items()}
+
+    return {
+        "obs": obs(), "next_obs": obs(),
+        "action": (torch.rand(batch_size, action_dim, generator=g) * 2 - 1).to(device),
+        "reward": torch.randn(batch_size, generator=g).to(device),
+        "done": (torch.rand(batch_size, generator=g) < 0.05).float().to(device),
+        "mc_return": torch.randn(batch_size, generator=g).to(device),
+    }
+
+
+def timed(update, batch, n: int, device: str) -> float:
+    """updates/s over n updates."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        update(batch)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t)
+
+
+def compare(mode: str, args) -> None:
+    spec = STATE_SPEC if mode == "state" else PIXEL_SPEC
+    A, B = 7, args.batch
+    batch = make_batch(spec, A, B, "cpu")
+    agents = {
+        "robot_calql fp32": CalQL(spec, A, CalQLConfig(precision="fp32")).update,
+        "robot_calql bf16": CalQL(spec, A, CalQLConfig(precision="bf16")).update,
+    }
+    ref = ReferenceCalQL(spec, A).update
+    n_ours = args.state_updates if mode == "state" else args.pixel_updates
+    n_ref = args.state_updates if mode == "state" else args.ref_pixel_updates
+    for upd in agents.values():
+        upd(batch)  # warm-up (allocations, first-call overheads)
+    if mode == "state":
+        ref(batch)
+    rates: dict[str, list[float]] = {k: [] for k in [*agents, "reference (per-critic)"]}
+    rounds = args.rounds if mode == "state" else 1
+    for _ in range(rounds):
+        for name, upd in agents.items():
+            rates[name].append(timed(upd, batch, n_ours, "cpu"))
+        rates["reference (per-critic)"].append(timed(ref, batch, n_ref, "cpu"))
+    ref_best = max(rates["reference (per-critic)"])
+    print(f"\n{mode} mode, CPU ({torch.get_num_threads()} threads), batch {B}, {rounds} round(s):")
+    print(f"  {'':28s} {'best upd/s':>11s} {'median':>9s} {'x ref (best)':>13s}")
+    for name, r in rates.items():
+        print(f"  {name:28s} {max(r):11.3f} {statistics.median(r):9.3f} {max(r) / ref_best:13.2f}")
+
+
+def gpu(args) -> None:
+    if not torch.cuda.is_available():
+        print("\nGPU: CUDA not available, no GPU figure")
+        return
+    print(f"\nGPU ({torch.cuda.get_device_name()}), batch {args.batch}:")
+    for mode, spec in (("state", STATE_SPEC), ("pixel", PIXEL_SPEC)):
+        batch = make_batch(spec, 7, args.batch, "cuda")
+        for prec in ("fp32", "bf16"):
+            agent = CalQL(spec, 7, CalQLConfig(precision=prec), device="cuda")
+            timed(agent.update, batch, 20, "cuda")
+            r = timed(agent.update, batch, 200, "cuda")
+            print(f"  {mode:5s} robot_calql {prec}: {r:8.1f} updates/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["state", "pixel", "all"], default="all")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--state-updates", type=int, default=20)
+    p.add_argument("--pixel-updates", type=int, default=3)
+    p.add_argument("--ref-pixel-updates", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.mode in ("state", "all"):
+        compare("state", args)
+    if args.mode in ("pixel", "all"):
+        compare("pixel", args)
+    gpu(args)
+
+
+if __name__ == "__main__":
+    main()

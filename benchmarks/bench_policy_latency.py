@@ -1,0 +1,60 @@
+"""Policy latency: one observation, one thread, deterministic action, p50 / p99.
+
+    .venv/bin/python benchmarks/bench_policy_latency.py [--n 2000]
+
+Measures `CalQL.act` end to end (numpy in, numpy out), as the policy node calls it, in state
+mode (obs 39) and pixel mode (64x64 RGB + proprio 10 + instruction id, the RoboFuME encoder).
+Target (issue 3): p99 under 5 ms at 64 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from robot_calql.agent import CalQL, CalQLConfig
+
+
+def measure(agent: CalQL, obs: dict, n: int) -> np.ndarray:
+    for _ in range(50):
+        agent.act(obs)
+    out = np.empty(n)
+    for i in range(n):
+        t = time.perf_counter()
+        agent.act(obs)
+        out[i] = time.perf_counter() - t
+    return out * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--image-size", type=int, default=64)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    S = args.image_size
+    cases = {
+        "state (obs 39, action 7)": (
+            CalQL({"state": (39,)}, 7, CalQLConfig()),
+            {"state": rng.normal(size=39).astype(np.float32)},
+        ),
+        f"pixels ({S}x{S} RGB + proprio 10, action 7)": (
+            CalQL({"image": (S, S, 3), "proprio": (10,)}, 7, CalQLConfig(), num_instructions=4),
+            {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
+             "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2},
+        ),
+    }
+    print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
+    for name, (agent, obs) in cases.items():
+        ms = measure(agent, obs, args.n)
+        print(f"  {name:42s} p50 {np.percentile(ms, 50):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
+              f"max {ms.max():6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
