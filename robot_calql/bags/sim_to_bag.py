@@ -112,23 +112,29 @@ def main(cfg: DictConfig) -> int:
             raise ConfigError(f"robot bag_topics.{k} must name a topic for sim-to-bag")
     scale = robot.action_scale
     tasks = resolve_tasks(str(cfg.task))
-    n = int(cfg.episodes)
+    n, n_fail = int(cfg.episodes), int(cfg.failures)
+    if n < 0 or n_fail < 0:
+        raise ConfigError(f"episodes and failures must be >= 0, got episodes={n}, failures={n_fail}")
+    # as robot-calql collect: demos of every task, then deliberate failures (same seeds)
+    plan = [(t, n, "demo", False) for t in tasks] + [(t, n_fail, "failure", True) for t in tasks if n_fail]
+    total = sum(p[1] for p in plan)
     t0 = time.time()
     tmp = out.parent / f".{out.name}.partial"
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with BagRecorder(tmp, storage=storage, distro=str(cfg.ros_distro)) as rec, \
-                tqdm(total=n * len(tasks), desc="sim-to-bag", unit="ep") as bar:
+                tqdm(total=total, desc="sim-to-bag", unit="ep") as bar:
             start = 1000.0
-            for task in tasks:
-                eps = iter_episodes(task, n, image_size=int(cfg.camera_size), seed=int(cfg.seed),
-                                    noise=float(cfg.noise), max_episode_steps=int(cfg.max_episode_steps),
+            for task, count, source, failure in plan:
+                eps = iter_episodes(task, count, image_size=int(cfg.camera_size), seed=int(cfg.seed),
+                                    noise=float(cfg.noise), source=source, failure=failure,
+                                    max_episode_steps=int(cfg.max_episode_steps),
                                     action_scale=(float(scale.translation_m), float(scale.rotation_rad)))
                 write_episodes(rec, eps, topics, [str(j) for j in robot.joints], str(robot.gripper_joint),
                                float(robot.control_hz), float(scale.translation_m), float(scale.rotation_rad),
                                encoding=str(cfg.encoding), start_s=start, progress=bar)
-                start += 100_000.0  # a task's episodes never overlap the next task's in time
+                start += 100_000.0  # one plan entry's episodes never overlap the next one's in time
         # the rosbag2 folder is named after its data file: rename both
         data = next(p for p in tmp.iterdir() if p.suffix in (".db3", ".mcap"))
         final_data = tmp / f"{out.name}{data.suffix}"
@@ -139,7 +145,7 @@ def main(cfg: DictConfig) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"wrote {n * len(tasks)} episodes of {', '.join(tasks)} to {out} ({storage}, {cfg.encoding}) "
+    print(f"wrote {total} episodes of {', '.join(tasks)} to {out} ({storage}, {cfg.encoding}) "
           f"in {time.time() - t0:.1f}s")
     return 0
 
