@@ -36,7 +36,9 @@ class AlignConfig:
     translation_m: float = 0.02  # normalised 1.0 = this much end-effector motion per step
     rotation_rad: float = 0.15
     joint_step_rad: float = 0.1  # joint actions: normalised 1.0 = this much joint motion per step
-    gripper_source: str = "command"  # "command" (gripper command topic) or "joint" (from joint states)
+    # "command": the gripper command topic; "action": the gripper value inside joint commands
+    # (what the safety node sends on joint interfaces); "joint": from the gripper joint's motion
+    gripper_source: str = "command"
     gripper_open: float = 0.0  # gripper joint positions, for gripper_source == "joint"
     gripper_closed: float = 1.0
     with_ee: bool = False  # proprio includes end-effector (x, y, z, yaw)
@@ -194,6 +196,10 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
         # after the tick (it goes with that tick's arm command); open (-1) before any
         ig = np.searchsorted(t_grip, ticks[:-1] + tol, side="right") - 1
         grip = np.array([grips[i] if i >= 0 else -1.0 for i in ig], dtype=np.float64)
+    elif cfg.gripper_source == "action":  # last gripper value sent with a joint command (holds omit it)
+        g = raw[:, cfg.n_joints]
+        last = np.maximum.accumulate(np.where(np.isnan(g), -1, np.arange(len(g))))
+        grip = np.where(last >= 0, g[np.maximum(last, 0)], -1.0)
     else:  # where the gripper went by the next tick, open -> -1, closed -> +1
         span = cfg.gripper_closed - cfg.gripper_open
         grip = 2.0 * (joints[1:, cfg.n_joints] - cfg.gripper_open) / span - 1.0

@@ -119,6 +119,11 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         if not topics[k]:
             raise ConfigError(f"bag_topics.{k} must name a topic")
     gripper_source = "command" if topics["gripper_command"] else "joint"
+    if gripper_source == "joint" and bt.get("gripper_in_command"):
+        if action_type not in ("joint_trajectory", "joint_position_array"):
+            raise ConfigError("bag_topics.gripper_in_command needs a joint action_type (joint_trajectory, "
+                              "joint_position_array)")
+        gripper_source = "action"
     g_open, g_closed = bt.get("gripper_open"), bt.get("gripper_closed")
     if (g_open is None or g_closed is None) and robot.get("gripper_range") is not None:
         g_closed, g_open = (float(v) for v in robot.gripper_range)  # [closed, open]
@@ -334,12 +339,13 @@ class BagIngestor:
             if missing:
                 raise BagError(f"{self.bag}: {topic}: trajectory lacks joints {missing} at {_t(t)}")
             pos = np.asarray(msg.points[0].positions, dtype=np.float64)
-            return pos[[names.index(j) for j in self.s.joints]]
-        data = np.asarray(msg.data, dtype=np.float64)  # Float64MultiArray: arm joint targets, config order
+            grip = pos[names.index(self.s.gripper_joint)] if self.s.gripper_joint in names else np.nan
+            return np.append(pos[[names.index(j) for j in self.s.joints]], grip)
+        data = np.asarray(msg.data, dtype=np.float64)  # Float64MultiArray: arm joint targets [+ gripper]
         if data.size < n:
             raise BagError(f"{self.bag}: {topic}: Float64MultiArray with {data.size} values at {_t(t)}, "
                            f"the robot has {n} joints")
-        return data[:n]
+        return np.append(data[:n], data[n] if data.size > n else np.nan)
 
     # ---- the streaming loop
     def run(self) -> BagReport:

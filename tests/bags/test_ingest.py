@@ -237,8 +237,10 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path):
     assert len(Dataset(tmp_path / "ds")) == 2
 
 
-def _joint_bag(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Joint-space bag: joints move 0.05 rad per step; returns expected arm actions, ee."""
+def _joint_bag(path: Path, kind: str, gripper_in_command: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Joint-space bag: joints move 0.05 rad per step; returns expected arm actions, ee. With
+    gripper_in_command, commands carry a gripper value 0.7 as the safety node sends them, except
+    every third one (a hold: arm joints only)."""
     q = lambda k: np.array([0.05 * k, 0.0, 0.1, 0.0, 0.0])  # noqa: E731
     ee = lambda k: (np.array([0.3 + 0.004 * k, 0.0, 0.2]), 0.03 * k)  # noqa: E731
     with BagRecorder(path) as rec:
@@ -251,10 +253,12 @@ def _joint_bag(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray]:
             rec.write("/joint_states", f.joint_state(t, [*S.JOINTS, S.GRIPPER], np.r_[q(k), 0.8]), t)
             rec.write("/robot_calql/ee_pose", f.pose(t, *ee(k)), t)
             if k < 6:
+                grip = gripper_in_command and k % 3 != 2
                 if kind == "joint_trajectory":
-                    rec.write("/cmd", f.joint_trajectory(t, list(reversed(S.JOINTS)), q(k + 1)[::-1], 0.1), t)
+                    names = list(reversed(S.JOINTS)) + ([S.GRIPPER] if grip else [])
+                    rec.write("/cmd", f.joint_trajectory(t, names, np.r_[q(k + 1)[::-1], [0.7] if grip else []], 0.1), t)
                 elif kind == "joint_position_array":
-                    rec.write("/cmd", f.float64_array(q(k + 1)), t)
+                    rec.write("/cmd", f.float64_array(np.r_[q(k + 1), [0.7] if grip else []]), t)
         rec.write("/robot_calql/episode_event", f.string("end:success"), 1_000_000_000 + 600_000_000)
     joint_actions = np.tile([0.5, 0, 0, 0, 0], (6, 1))  # 0.05 rad / joint_step_rad 0.1
     ee_actions = np.tile([0.2, 0, 0, 0.2], (6, 1))  # 4 mm / 20 mm, 0.03 rad / 0.15 rad
@@ -377,3 +381,15 @@ def test_max_episode_s_splits_long_recordings(tmp_path):
     lengths = [len(ep) for ep in Dataset(tmp_path / "ds")]
     assert len(lengths) == 3 and sum(lengths) >= 27 and max(lengths) <= 10
     assert any("max_episode_s=1.0" in w for w in reports[0].warnings)
+
+
+@pytest.mark.parametrize("kind", ["joint_trajectory", "joint_position_array"])
+def test_gripper_value_inside_joint_commands(tmp_path, kind):
+    """The safety node sends the gripper with joint commands (and omits it in holds)."""
+    joint_actions, _ = _joint_bag(tmp_path / "b", kind, gripper_in_command=True)
+    over = [f"robot.bag_topics.action_type={kind}", "robot.bag_topics.action=/cmd",
+            "robot.bag_topics.gripper_command=null", "robot.bag_topics.gripper_in_command=true"]
+    ingest([tmp_path / "b"], settings(*over), tmp_path / "ds", progress=False)
+    ep = Dataset(tmp_path / "ds")[0]
+    np.testing.assert_allclose(ep.action[:, :-1], joint_actions, atol=1e-5)
+    np.testing.assert_allclose(ep.action[:, -1], 0.7, atol=1e-6)  # held through the holds
