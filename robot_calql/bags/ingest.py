@@ -86,7 +86,7 @@ def _crop_from(cfg: DictConfig) -> tuple[int, int, int, int] | str:
     if crop in ("center", "none"):
         return crop
     if crop != "auto":
-        raise ConfigError(f"crop={crop}: use auto (calibration crop.yaml, else center), center or none")
+        raise ConfigError(f"crop={crop}: use auto (calibration crop.yaml, else the whole frame), center or none")
     calib = cfg.robot.get("calibration")
     if calib:
         path = Path(str(calib))
@@ -98,7 +98,7 @@ def _crop_from(cfg: DictConfig) -> tuple[int, int, int, int] | str:
                 return (int(d["x"]), int(d["y"]), int(d["width"]), int(d["height"]))
             except (KeyError, TypeError, ValueError):
                 raise ConfigError(f"{f}: needs integer x, y, width, height") from None
-    return "center"
+    return "none"  # the whole frame, as the policy node does without a crop.yaml
 
 
 def settings_from(cfg: DictConfig) -> IngestSettings:

@@ -393,3 +393,31 @@ def test_gripper_value_inside_joint_commands(tmp_path, kind):
     ep = Dataset(tmp_path / "ds")[0]
     np.testing.assert_allclose(ep.action[:, :-1], joint_actions, atol=1e-5)
     np.testing.assert_allclose(ep.action[:, -1], 0.7, atol=1e-6)  # held through the holds
+
+
+def test_crop_from_calibration_file_and_default(tmp_path):
+    """crop=auto: calibration/<cell>/crop.yaml when present, else the whole frame (as online)."""
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    path = tmp_path / "b"
+    with BagRecorder(path) as rec:
+        f = rec.msgs
+        rec.write("/robot_calql/instruction", f.string("go"), 1)
+        frame = np.zeros((40, 80, 3), np.uint8)
+        frame[:, 50:] = 200  # the right 30 columns bright
+        for k in range(4):
+            t = 1_000_000_000 + k * 100_000_000
+            rec.write("/camera/image_raw", f.image(t, frame), t)
+            rec.write("/joint_states", f.joint_state(t, [*S.JOINTS, S.GRIPPER], np.zeros(6)), t)
+            rec.write("/robot_calql/sent_command", f.twist(t, np.zeros(3), np.zeros(3)), t)
+
+    def first_image(name: str, *over: str) -> np.ndarray:
+        ingest([path], settings(f"robot.calibration={cell}", "image_size=8", *over), tmp_path / name, progress=False)
+        return Dataset(tmp_path / name)[0].image[0]
+
+    img = first_image("whole")  # 80 columns -> 8: 10 per pixel, pixels 5..7 bright
+    assert img[:, :5].max() == 0 and img[:, 5:].min() == 200
+    img = first_image("center", "crop=center")  # columns 20..59 -> 8: 5 per pixel, pixels 6, 7 bright
+    assert img[:, :6].max() == 0 and img[:, 6:].min() == 200
+    (cell / "crop.yaml").write_text("x: 50\ny: 5\nwidth: 30\nheight: 30\n")
+    assert first_image("crop").min() == 200  # only the bright part
