@@ -50,6 +50,8 @@ class EnsembleLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
+        if x.dim() == 4:  # (E, B, K, H) first-layer activations
+            w, b = w.unsqueeze(1), b.unsqueeze(1)
         return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)
 
 
@@ -105,19 +107,23 @@ class EnsembleCritic(nn.Module):
         )
         h_obs = torch.matmul(obs, w_obs)  # (E, B, H): once per state, shared by its K actions
         h_act = torch.matmul(actions.reshape(B * K, A), w_act)  # (E, B*K, H)
-        h = (h_act.view(E, B, K, -1) + h_obs.unsqueeze(2) + b0).view(E, B * K, -1)
+        h = h_act.view(E, B, K, -1) + h_obs.unsqueeze(2) + b0
         if self.norms is not None:
             h = self.norms[0](h, d)
-        h = h.relu_()  # in place: no 16 MB allocation per layer (nothing upstream saves h)
+        # In-place ReLU (no fresh 16 MB buffer per layer) on the base tensor, never on a view:
+        # in place on a view would make autograd copy the whole activation back in backward.
+        h = h.relu_().view(E, B * K, -1)
         for i, layer in enumerate(self.layers):
             h = layer(h, d)
             if self.norms is not None:
                 h = self.norms[i + 1](h, d)
             h = h.relu_()
-        if h.dtype != torch.float32:  # reduced precision: the scalar output layer stays in fp32
-            with torch.autocast(h.device.type, enabled=False):
-                return self.out(h.float(), d).view(E, B, K)
-        return self.out(h, d).view(E, B, K)
+        # Scalar output layer as multiply-and-sum, in fp32 even under bf16 autocast: a matmul
+        # with one output column has a slow outer-product backward (K = 1 GEMM).
+        w_out, b_out = (self.out.weight.detach(), self.out.bias.detach()) if d else (self.out.weight, self.out.bias)
+        with torch.autocast(h.device.type, enabled=False):
+            q = (h.float() * w_out.transpose(1, 2)).sum(-1, keepdim=True) + b_out
+        return q.view(E, B, K)
 
     def member(self, i: int) -> nn.Sequential:
         """A plain nn.Sequential copy of member i taking cat([s, a]) (for tests and export)."""
