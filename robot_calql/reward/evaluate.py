@@ -94,7 +94,7 @@ def plot_pr(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], points
 
 
 def evaluate(clf: SuccessClassifier, dataset: Any, labels: LabelConfig | None = None,
-             threshold: float | None = None, debounce_k: int = 3) -> tuple[dict[str, Any], dict]:
+             threshold: float | None = None, debounce_k: int = 1) -> tuple[dict[str, Any], dict]:
     """Metrics of `clf` on every episode of dataset folder(s). Returns (report, PR curves)."""
     refs, shape = open_datasets(dataset)
     if tuple(shape) != tuple(clf.image_shape):
@@ -131,7 +131,7 @@ def main(cfg) -> int:
     datasets = dataset if isinstance(dataset, list) else [dataset]
     report, curves = evaluate(clf, [resolve_path(d) for d in datasets],
                               labels=LabelConfig.from_json(c["labels"]) if c.get("labels") else None,
-                              threshold=c.get("threshold"), debounce_k=int(c.get("debounce_k", 3)))
+                              threshold=c.get("threshold"), debounce_k=int(c.get("debounce_k", 1)))
     out = resolve_path(c.get("out")) or (model / "eval")
     out.mkdir(parents=True, exist_ok=True)
     table = confusion_table(report["frame_metrics"])

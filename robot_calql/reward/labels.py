@@ -35,8 +35,8 @@ class LabelConfig:
     negative_stride: keep every k-th negative frame (long failure episodes are repetitive).
     """
 
-    positive_last: int = 3
-    ambiguous: int = 5
+    positive_last: int = 1
+    ambiguous: int = 2
     success_negatives: bool = True
     failure_negatives: bool = True
     negative_stride: int = 1

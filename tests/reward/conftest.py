@@ -4,6 +4,8 @@ The synthetic scene: a grey table, a dark-blue "bowl" square at a fixed place an
 that moves in a straight line. Forward task: the cube ends inside the bowl (success) or
 somewhere else (failure); backward task: it starts in the bowl and ends outside (success) or
 stays in (failure). So the same final frame is a success for one instruction and not the other.
+The cube stops 3 steps before the end (like a recording held after success), so the matching
+labels are LABELS: 3 positive frames, the 4 before them left out.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import pytest
 import torch
 
 from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode
+from robot_calql.reward import LabelConfig
 
 FWD = "put the cube in the bowl"
 BWD = "take the cube out of the bowl"
 BOWL = (0.65, 0.65)  # bowl centre, as a fraction of the image
+LABELS = LabelConfig(positive_last=3, ambiguous=4)
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +30,7 @@ def _one_thread():
 
 def render(size: int, cube: tuple[float, float]) -> np.ndarray:
     img = np.full((size, size, 3), 150, dtype=np.uint8)
-    b = int(size * 0.2)
+    b = int(size * 0.15)
     by, bx = int(BOWL[0] * size), int(BOWL[1] * size)
     img[by - b:by + b, bx - b:bx + b] = (30, 30, 120)
     c = max(1, size // 10)
@@ -42,7 +46,7 @@ def synthetic_episode(rng: np.random.Generator, size: int, forward: bool, succes
         start, end = outside, inside if success else (rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.9))
     else:
         start, end = inside, outside if success else (BOWL[0] + rng.uniform(-0.05, 0.05), BOWL[1])
-    ts = np.linspace(0, 1, T + 1)
+    ts = np.minimum(np.arange(T + 1) / (T - 3), 1.0)
     images = np.stack([render(size, (start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])))
                        for t in ts])
     terminal = np.zeros(T, dtype=bool)

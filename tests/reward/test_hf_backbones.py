@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import LABELS, make_dataset
 from safetensors.torch import load_file
 
 from robot_calql.data.dataset import Dataset
@@ -45,7 +45,7 @@ def test_train_save_load_predict(family, unfreeze, request, small_dataset, tmp_p
 
 
 def test_frozen_head_learns_from_siglip_features(tiny_siglip, small_dataset):
-    clf, report = train_classifier(small_dataset, backbone=str(tiny_siglip),
+    clf, report = train_classifier(small_dataset, backbone=str(tiny_siglip), labels=LABELS,
                                    train=TrainConfig(steps=200, batch_size=32, lr=3e-3), progress=False)
     assert report["final_loss"] < 0.4  # started at ~0.69
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BWD, FWD, make_dataset, synthetic_episode
+from conftest import BWD, FWD, LABELS, make_dataset, synthetic_episode
 
 from robot_calql.cli import main as cli
 from robot_calql.data.dataset import Dataset
@@ -17,8 +17,8 @@ from robot_calql.reward.train import TrainConfig, train_classifier
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cnn")
     make_dataset(root / "train", episodes_per_group=8)
-    clf, report = train_classifier(root / "train", train=TrainConfig(steps=300, batch_size=32, target_fpr=0.02),
-                                   progress=False)
+    clf, report = train_classifier(root / "train", labels=LABELS,
+                                   train=TrainConfig(steps=300, batch_size=32, target_fpr=0.02), progress=False)
     return root, clf, report
 
 
@@ -54,10 +54,12 @@ def test_save_load_roundtrip_gives_identical_probabilities(trained, tmp_path):
 def test_cli_train_and_eval(tmp_path, capsys):
     make_dataset(tmp_path / "ds", episodes_per_group=4)
     out = tmp_path / "model"
-    rc = cli(["reward-train", f"dataset={tmp_path / 'ds'}", f"out={out}", "train.steps=20", "train.batch_size=16"])
+    rc = cli(["reward-train", f"dataset={tmp_path / 'ds'}", f"out={out}", "train.steps=20", "train.batch_size=16",
+              "labels.positive_last=3", "labels.ambiguous=4"])
     assert rc == 0
     cfg = json.loads((out / "reward_model.json").read_text())
     assert cfg["backbone"] == "cnn" and cfg["image_shape"] == [16, 16, 3]
+    assert cfg["labels"]["positive_last"] == 3  # label settings travel with the model to reward-eval
     assert (out / "model.safetensors").is_file() and (out / "train_report.json").is_file()
     # a second run into the same folder refuses to overwrite
     assert cli(["reward-train", f"dataset={tmp_path / 'ds'}", f"out={out}", "train.steps=1"]) == 1
