@@ -6,7 +6,8 @@
 Both run IN ONE PROCESS on the same synthetic batch and configuration (issue 3): state mode
 obs 39, action 7, batch 256, two critics of 3x256, 10 CQL actions per set; pixel mode 64x64 RGB
 + proprio 10, batch 256, the RoboFuME encoder. Runs are interleaved in rounds and the best and
-median round are printed, because this machine is shared and timings are noisy. The reference
+median round are printed, because this machine is shared and timings are noisy; the CPU
+seconds per update (all threads) are less sensitive to other processes than wall time. The reference
 pixel run is limited to `--ref-pixel-updates` updates since it re-encodes every image per
 sampled action. With CUDA available, the GPU figures for robot_calql are printed too.
 """
@@ -14,6 +15,7 @@ sampled action. With CUDA available, the GPU figures for robot_calql are printed
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -52,16 +54,23 @@ def make_batch(spec: dict, action_dim: int, batch_size: int, device: str) -> dic
     }
 
 
-def timed(update, batch, n: int, device: str) -> float:
-    """updates/s over n updates."""
+def timed(update, batch, n: int, device: str) -> tuple[float, float]:
+    """(updates/s wall clock, CPU seconds per update summed over threads) over n updates."""
     if device == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(n):
         update(batch)
     if device == "cuda":
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), (time.process_time() - c) / n
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "?"
 
 
 def compare(mode: str, args) -> None:
@@ -80,16 +89,21 @@ def compare(mode: str, args) -> None:
     if mode == "state":
         ref(batch)
     rates: dict[str, list[float]] = {k: [] for k in [*agents, "reference (per-critic)"]}
+    cpu: dict[str, list[float]] = {k: [] for k in rates}
     rounds = args.rounds if mode == "state" else 1
     for _ in range(rounds):
-        for name, upd in agents.items():
-            rates[name].append(timed(upd, batch, n_ours, "cpu"))
-        rates["reference (per-critic)"].append(timed(ref, batch, n_ref, "cpu"))
+        for name, upd in [*agents.items(), ("reference (per-critic)", ref)]:
+            r, c = timed(upd, batch, n_ref if upd is ref else n_ours, "cpu")
+            rates[name].append(r)
+            cpu[name].append(c)
     ref_best = max(rates["reference (per-critic)"])
-    print(f"\n{mode} mode, CPU ({torch.get_num_threads()} threads), batch {B}, {rounds} round(s):")
-    print(f"  {'':28s} {'best upd/s':>11s} {'median':>9s} {'x ref (best)':>13s}")
+    ref_cpu = min(cpu["reference (per-critic)"])
+    print(f"\n{mode} mode, CPU ({torch.get_num_threads()} threads), batch {B}, {rounds} round(s), load {_load()}:")
+    print(f"  {'':26s} {'best upd/s':>10s} {'median':>8s} {'x ref':>6s} {'CPU s/upd':>10s} {'x ref CPU':>9s}")
     for name, r in rates.items():
-        print(f"  {name:28s} {max(r):11.3f} {statistics.median(r):9.3f} {max(r) / ref_best:13.2f}")
+        c = min(cpu[name])
+        print(f"  {name:26s} {max(r):10.3f} {statistics.median(r):8.3f} {max(r) / ref_best:6.2f} "
+              f"{c:10.3f} {ref_cpu / c:9.2f}")
 
 
 def gpu(args) -> None:
@@ -102,7 +116,7 @@ def gpu(args) -> None:
         for prec in ("fp32", "bf16"):
             agent = CalQL(spec, 7, CalQLConfig(precision=prec), device="cuda")
             timed(agent.update, batch, 20, "cuda")
-            r = timed(agent.update, batch, 200, "cuda")
+            r, _ = timed(agent.update, batch, 200, "cuda")
             print(f"  {mode:5s} robot_calql {prec}: {r:8.1f} updates/s")
 
 

@@ -105,9 +105,11 @@ class EnsembleCritic(nn.Module):
         w_obs, w_act, b0 = (
             (self.w_obs.detach(), self.w_act.detach(), self.b0.detach()) if d else (self.w_obs, self.w_act, self.b0)
         )
-        h_obs = torch.matmul(obs, w_obs)  # (E, B, H): once per state, shared by its K actions
+        # State block and bias once per state (E, B, H), shared by its K actions. (baddbmm keeps
+        # the autocast dtype: adding the fp32 bias afterwards would promote the big tensor.)
+        h_obs = torch.baddbmm(b0.view(E, 1, -1), obs.expand(E, B, self.obs_dim), w_obs)
         h_act = torch.matmul(actions.reshape(B * K, A), w_act)  # (E, B*K, H)
-        h = h_act.view(E, B, K, -1) + h_obs.unsqueeze(2) + b0
+        h = h_act.view(E, B, K, -1) + h_obs.unsqueeze(2)
         if self.norms is not None:
             h = self.norms[0](h, d)
         # In-place ReLU (no fresh 16 MB buffer per layer) on the base tensor, never on a view:
@@ -118,12 +120,8 @@ class EnsembleCritic(nn.Module):
             if self.norms is not None:
                 h = self.norms[i + 1](h, d)
             h = h.relu_()
-        # Scalar output layer as multiply-and-sum, in fp32 even under bf16 autocast: a matmul
-        # with one output column has a slow outer-product backward (K = 1 GEMM).
         w_out, b_out = (self.out.weight.detach(), self.out.bias.detach()) if d else (self.out.weight, self.out.bias)
-        with torch.autocast(h.device.type, enabled=False):
-            q = (h.float() * w_out.transpose(1, 2)).sum(-1, keepdim=True) + b_out
-        return q.view(E, B, K)
+        return _ScalarHead.apply(h, w_out, b_out).view(E, B, K)
 
     def member(self, i: int) -> nn.Sequential:
         """A plain nn.Sequential copy of member i taking cat([s, a]) (for tests and export)."""
@@ -146,6 +144,31 @@ class EnsembleCritic(nn.Module):
             mods.append(nn.ReLU())
         mods.append(_plain_linear(self.out.weight[i], self.out.bias[i]))
         return nn.Sequential(*mods)
+
+
+class _ScalarHead(torch.autograd.Function):
+    """Output layer q = h @ w + b with one output per member, always computed in fp32.
+
+    h (E, N, H) in fp32 or bf16 (autocast), w (E, H, 1), b (E, 1, 1) fp32 -> q (E, N, 1) fp32.
+    Q-values stay at full precision under bf16 (a bf16 Q of 100 would be rounded to 0.5). The
+    backward uses a broadcast multiply for dq/dh instead of autograd's K = 1 outer-product GEMM,
+    which is slow on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, w)
+        with torch.autocast(h.device.type, enabled=False):
+            return torch.baddbmm(b.float(), h.float(), w.float())
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        h, w = ctx.saved_tensors
+        g = g.contiguous()
+        grad_h = (g.to(h.dtype) * w.transpose(1, 2).to(h.dtype)) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(h.transpose(1, 2), g.to(h.dtype)).to(w.dtype) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return grad_h, grad_w, grad_b
 
 
 def _plain_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:

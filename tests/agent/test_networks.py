@@ -62,3 +62,28 @@ def test_pixel_encoder_shapes_and_instruction_embedding():
         f = enc(obs, augment=True)
         assert f.shape == (2, 8 + 4 + 5) == (2, enc.out_dim)
         assert not torch.equal(f[0, -5:], f[1, -5:])  # different instructions, different embeddings
+
+
+def test_ensemble_gradients_match_per_critic_reference():
+    torch.manual_seed(0)
+    critic = EnsembleCritic(5, 3, 2, (16, 16), layer_norm=True)
+    obs, actions = torch.randn(4, 5), torch.rand(4, 6, 3) * 2 - 1
+    critic(obs, actions).pow(2).sum().backward()
+    ref = critic.member(1)
+    x = torch.cat([obs[:, None].expand(4, 6, 5), actions], -1).reshape(24, 8)
+    ref(x).pow(2).sum().backward()
+    torch.testing.assert_close(critic.out.weight.grad[1, :, 0], ref[-1].weight.grad[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(critic.out.bias.grad[1].flatten(), ref[-1].bias.grad, rtol=1e-4, atol=1e-5)
+    first = torch.cat([critic.w_obs.grad[1], critic.w_act.grad[1]], 0).T
+    torch.testing.assert_close(first, ref[0].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_q_in_fp32_close_to_fp32():
+    torch.manual_seed(0)
+    critic = EnsembleCritic(5, 3, 2, (64, 64))
+    obs, actions = torch.randn(8, 5), torch.rand(8, 4, 3) * 2 - 1
+    q32 = critic(obs, actions)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q16 = critic(obs, actions)
+    assert q16.dtype == torch.float32
+    torch.testing.assert_close(q16, q32, rtol=0.05, atol=0.02)
