@@ -87,7 +87,8 @@ def main(cfg: DictConfig) -> int:
                                   _override("steps", cfg.finetune_steps), _override("eval_every", cfg.eval_every),
                                   _override("eval_episodes", cfg.eval_episodes),
                                   _override("max_episode_steps", cfg.max_episode_steps),
-                                  _override("mixing_ratio", cfg.mixing_ratio), *common])
+                                  _override("mixing_ratio", cfg.mixing_ratio),
+                                  _override("full_reset_every", cfg.full_reset_every), *common])
     rc = finetune.main(ft_cfg)
     if rc:
         return rc
