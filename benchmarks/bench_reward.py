@@ -114,8 +114,9 @@ def accuracy(work: Path, demos: int, failures: int, steps: int) -> int:
                   f"{'target met' if met else 'target MISSED'}")
     e = result["episode_metrics"]
     print(f"episodes (k={e['debounce_k']}): success fired in {100 * e['false_success_rate']:.1f}% of failed "
-          f"episodes; early in {100 * e['early_fire_rate']:.1f}%, missed in {100 * e['missed_rate']:.1f}% "
-          "of successful ones")
+          f"episodes; of successful ones it fired early in {100 * e['early_fire_rate']:.1f}%, on an "
+          f"ambiguous frame just before success in {100 * e.get('ambiguous_fire_rate', float('nan')):.1f}%, "
+          f"never in {100 * e['missed_rate']:.1f}%")
     return 0 if ok else 1
 
 

@@ -28,12 +28,15 @@ def episode_metrics(clf: SuccessClassifier, refs, which: list[int], debounce_k: 
     """Run the debouncer over whole episodes, as the reward node would online.
 
     false_success_rate: failed episodes in which success fired at all.
-    early_fire_rate: successful episodes in which it fired before the labelled positive frames.
+    early_fire_rate: successful episodes in which it fired on a frame labelled negative (before
+        the ambiguous frames that precede success).
+    ambiguous_fire_rate: successful episodes in which it first fired on an ambiguous frame (a
+        step or two before the success frame).
     missed_rate: successful episodes in which it never fired.
     """
-    from robot_calql.reward.labels import POSITIVE, frame_labels
+    from robot_calql.reward.labels import IGNORED, POSITIVE, frame_labels
 
-    fail_fired = fail_n = succ_n = early = missed = 0
+    fail_fired = fail_n = succ_n = early = ambiguous = missed = 0
     labels_cfg = LabelConfig.from_json(clf.config.get("labels"))
     for i in which:
         r = refs[i]
@@ -43,12 +46,15 @@ def episode_metrics(clf: SuccessClassifier, refs, which: list[int], debounce_k: 
         fired = next((t for t, p in enumerate(probs) if deb.update(float(p))), None)
         if r.success:
             succ_n += 1
-            first_pos = int(np.argmax(frame_labels(ep, labels_cfg) == POSITIVE))
-            # the debouncer needs k frames, so firing k-1 frames into the positives is on time
+            lab = frame_labels(ep, labels_cfg)
             if fired is None:
                 missed += 1
-            elif fired < first_pos:
-                early += 1
+            elif fired < int(np.argmax(lab == POSITIVE)):
+                # the debouncer needs k frames, so firing k-1 frames into the positives is on time
+                if lab[fired] == IGNORED:
+                    ambiguous += 1
+                else:
+                    early += 1
         else:
             fail_n += 1
             fail_fired += fired is not None
@@ -58,7 +64,7 @@ def episode_metrics(clf: SuccessClassifier, refs, which: list[int], debounce_k: 
 
     return {"debounce_k": debounce_k, "failed_episodes": fail_n, "successful_episodes": succ_n,
             "false_success_rate": ratio(fail_fired, fail_n), "early_fire_rate": ratio(early, succ_n),
-            "missed_rate": ratio(missed, succ_n)}
+            "ambiguous_fire_rate": ratio(ambiguous, succ_n), "missed_rate": ratio(missed, succ_n)}
 
 
 def confusion_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -141,8 +147,9 @@ def main(cfg) -> int:
     e = report["episode_metrics"]
     print(f"threshold {report['threshold']:.4f}, {report['episodes']} episodes, {report['frames']} labelled frames\n")
     print(table)
-    print(f"\nepisodes (debounce k={e['debounce_k']}): false success in {e['false_success_rate']:.3f} of "
-          f"{e['failed_episodes']} failed, early in {e['early_fire_rate']:.3f} and missed in "
-          f"{e['missed_rate']:.3f} of {e['successful_episodes']} successful")
+    print(f"\nepisodes (debounce k={e['debounce_k']}): success fired in {e['false_success_rate']:.3f} of "
+          f"{e['failed_episodes']} failed ones; of {e['successful_episodes']} successful ones it fired early in "
+          f"{e['early_fire_rate']:.3f}, on an ambiguous frame just before success in {e['ambiguous_fire_rate']:.3f}, "
+          f"never in {e['missed_rate']:.3f}")
     print(f"\nwrote {out}/metrics.json, confusion.md, pr_curve.png")
     return 0
