@@ -60,3 +60,17 @@ def test_missing_backbone_is_a_clear_error(tmp_path):
 def test_unfreeze_more_blocks_than_exist(tiny_clip):
     with pytest.raises(RewardModelError, match="only 2 blocks"):
         build_classifier(str(tiny_clip), (16, 16, 3), ["x"], unfreeze_blocks=5)
+
+
+def test_cli_with_a_clip_folder(tiny_clip, small_dataset, tmp_path):
+    import json
+
+    from robot_calql.cli import main as cli
+
+    out = tmp_path / "model"
+    assert cli(["reward-train", f"dataset={small_dataset}", f"out={out}", f"backbone={tiny_clip}",
+                "train.steps=5", "train.batch_size=8", "labels.positive_last=3", "labels.ambiguous=4"]) == 0
+    cfg = json.loads((out / "reward_model.json").read_text())
+    assert cfg["backbone"] == str(tiny_clip) and cfg["local_files_only"] is True
+    assert cli(["reward-eval", f"model={out}", f"dataset={small_dataset}"]) == 0
+    assert (out / "eval" / "metrics.json").is_file()
