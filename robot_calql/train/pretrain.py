@@ -141,7 +141,7 @@ def main(cfg: DictConfig) -> int:
         return ckpt.save_checkpoint(out, step, agent.state_dict(), trainer, meta, keep=int(cfg.keep_checkpoints))
 
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=start if resuming else None)
-    log_every, save_every = max(1, int(cfg.log_every)), int(cfg.save_every)
+    log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     step = start
@@ -164,6 +164,10 @@ def main(cfg: DictConfig) -> int:
                     sums, count, t0 = {}, 0, time.perf_counter()
                 if save_every > 0 and step % save_every == 0 and step < steps:
                     save(step)
+                if eval_every > 0 and step % eval_every == 0 and step < steps:
+                    res = _eval_in_sim(agent, cfg, meta, spec, vocab)
+                    logger.log(step, "eval", res)
+                    bar.set_postfix(success=f"{res['success_rate']:.2f}")
                 if stop.requested:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -187,7 +191,7 @@ def main(cfg: DictConfig) -> int:
         "holdout_mc_mean": float(np.mean(mc)) if len(mc) else None,
         "holdout_q_below_mc": float(np.mean(q < mc)) if len(q) else None,
     }
-    if int(cfg.eval_every) > 0 or cfg.eval_task:
+    if eval_every > 0 or cfg.eval_task:
         summary["eval"] = _eval_in_sim(agent, cfg, meta, spec, vocab)
         logger.log(step, "eval", summary["eval"])
     logger.close()
