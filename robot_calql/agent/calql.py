@@ -267,10 +267,12 @@ class CalQL:
 
         with self._autocast():
             # Each state encoded once: s with gradients (the critic trains the encoder), s' without.
-            f_s = self.encoder(obs, augment).float()
+            obs = self.encoder.preprocess(obs, augment)
+            next_obs = self.encoder.preprocess(next_obs, augment)  # one shift of s' for both encoders
+            f_s = self.encoder(obs, preprocessed=True).float()
             with torch.no_grad():
-                f_next = self.encoder(next_obs, augment).float()
-                f_next_target = self.encoder_target(next_obs, augment).float()
+                f_next = self.encoder(next_obs, preprocessed=True).float()
+                f_next_target = self.encoder_target(next_obs, preprocessed=True).float()
 
             # One actor forward for pi(.|s) and pi(.|s'); the actor sees detached features.
             mean, log_std = self.actor.dist_params(torch.cat([f_s.detach(), f_next]))

@@ -30,7 +30,7 @@ class ObsSpecError(ValueError):
 
 def _conv_ln_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
     # GroupNorm with one group = LayerNorm over (C, H, W) with a per-channel affine transform.
-    return [nn.Conv2d(cin, cout, 3, stride=stride), nn.GroupNorm(1, cout), nn.ReLU()]
+    return [nn.Conv2d(cin, cout, 3, stride=stride), nn.GroupNorm(1, cout), nn.ReLU(inplace=True)]
 
 
 class RoboFuMEEncoder(nn.Module):
@@ -68,7 +68,7 @@ class _BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.n2(self.c2(F.relu(self.n1(self.c1(x))))) + self.skip(x))
+        return (self.n2(self.c2(self.n1(self.c1(x)).relu_())) + self.skip(x)).relu_()
 
 
 class SmallResNet(nn.Module):
@@ -78,7 +78,7 @@ class SmallResNet(nn.Module):
                  latent_dim: int = 64):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(image_shape[2], stages[0], 3, stride=2, padding=1, bias=False),
-                                  nn.GroupNorm(1, stages[0]), nn.ReLU())
+                                  nn.GroupNorm(1, stages[0]), nn.ReLU(inplace=True))
         blocks, cin = [], stages[0]
         for c in stages:
             blocks.append(_BasicBlock(cin, c, 2))
@@ -160,10 +160,21 @@ class ObsEncoder(nn.Module):
         x = images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
         return random_shift(x, self.aug_pad) if augment else x
 
-    def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+    def preprocess(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> dict[str, torch.Tensor]:
+        """uint8 (B, H, W, 3) image -> float (B, 3, H, W) in [0, 1], randomly shifted if `augment`.
+        Done once per batch, so the online and the target encoder see the same shifted s'."""
+        out = dict(obs)
+        if self.cnn is not None:
+            out["image"] = self.image_to_float(obs["image"], augment)
+        return out
+
+    def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
+                preprocessed: bool = False) -> torch.Tensor:
+        if not preprocessed:
+            obs = self.preprocess(obs, augment)
         parts = []
         if self.cnn is not None:
-            parts.append(self.cnn(self.image_to_float(obs["image"], augment)))
+            parts.append(self.cnn(obs["image"]))
         parts += [obs[k].float() for k in self.vector_keys]
         if self.instruction is not None:
             ids = obs.get("instruction")
