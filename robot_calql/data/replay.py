@@ -18,6 +18,7 @@ rows came from the online buffer).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -314,6 +315,41 @@ class OnlineReplay(_Buffer):
             last = t == T - 1
             self.add(obs_t, ep.action[t], float(ep.reward[t]), nxt_t, bool(ep.terminal[t]),
                      truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
+
+    # -- snapshots (resume)
+    _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs")
+    _COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The filled part of the buffer, its counters and its sampling RNG, as plain arrays
+        (np.savez-ready). `load_state_dict` on a buffer of the same spec and capacity continues
+        exactly: same contents, same next samples."""
+        n_steps, n_frames = min(self.steps_written, self.capacity), min(self.frames_written, self.num_frames)
+        out = {f"frames_{k}": v[:n_frames] for k, v in self.frames.items()}
+        out.update({k: getattr(self, k)[:n_steps] for k in self._ARRAYS})
+        out.update({k: np.asarray(getattr(self, k), dtype=np.int64) for k in self._COUNTERS})
+        out["ep_start"] = np.asarray(-1 if self._ep_start is None else self._ep_start, dtype=np.int64)
+        out["rng_state"] = np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), dtype=np.uint8)
+        return out
+
+    def load_state_dict(self, sd: Mapping[str, np.ndarray]) -> None:
+        for k, v in self.frames.items():
+            src = sd.get(f"frames_{k}")
+            if src is None:
+                raise ReplayError(f"replay snapshot lacks 'frames_{k}'")
+            if src.shape[1:] != v.shape[1:] or len(src) > len(v):
+                raise ReplayError(f"replay snapshot frames '{k}' have shape {src.shape}, this buffer holds {v.shape}")
+        for k in self._ARRAYS:
+            if k not in sd or len(sd[k]) > self.capacity:
+                raise ReplayError(f"replay snapshot lacks '{k}' or holds more than capacity {self.capacity}")
+        for k, v in self.frames.items():
+            v[: len(sd[f"frames_{k}"])] = sd[f"frames_{k}"]
+        for k in self._ARRAYS:
+            getattr(self, k)[: len(sd[k])] = sd[k]
+        for k in self._COUNTERS:
+            setattr(self, k, int(sd[k]))
+        self._ep_start = None if int(sd["ep_start"]) < 0 else int(sd["ep_start"])
+        self.rng.bit_generator.state = json.loads(bytes(np.asarray(sd["rng_state"])).decode())
 
     # -- reading
     def __len__(self) -> int:

@@ -157,3 +157,24 @@ def test_instruction_vocab_errors():
     buf = _online(vocab=v)
     with pytest.raises(ReplayError, match="unknown instruction"):
         buf.add({"state": np.zeros(2)}, np.zeros(2), 0.0, {"state": np.zeros(2)}, True, instruction="zzz")
+
+
+def test_online_snapshot_round_trip_continues_exactly(tmp_path):
+    buf = _online(capacity=16)
+    for e in range(4):
+        _run_episode(buf, 100 * e, 3, success=e % 2 == 0)
+    buf.add({"state": np.full(2, 900, np.float32)}, np.zeros(2), 0.0, {"state": np.full(2, 901, np.float32)}, False)
+    np.savez(tmp_path / "buf.npz", **buf.state_dict())
+    other = _online(capacity=16)
+    other.load_state_dict(dict(np.load(tmp_path / "buf.npz")))
+    assert len(other) == len(buf)
+    a, b = buf.sample(32), other.sample(32)
+    for k in ("action", "reward", "mc_return"):
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+    np.testing.assert_array_equal(a["obs"]["state"].numpy(), b["obs"]["state"].numpy())
+    # the open episode continues in the restored buffer
+    for x in (buf, other):
+        x.add({}, np.zeros(2), 1.0, {"state": np.full(2, 902, np.float32)}, terminal=True)
+    np.testing.assert_array_equal(buf.mc_return, other.mc_return)
+    with pytest.raises(ReplayError, match="frames 'state'"):
+        OnlineReplay({"state": (3,)}, 2, 16).load_state_dict(buf.state_dict())
