@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", type=int, default=150, help="--accuracy: demos per task (failures: 0.4x)")
     ap.add_argument("--steps", type=int, default=1500)
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # also for --accuracy: the machine is shared
     if args.accuracy:
         return accuracy(Path(args.work), args.demos, int(0.4 * args.demos), args.steps)
-    torch.set_num_threads(1)
 
     from robot_calql.reward import build_classifier, load_classifier
 

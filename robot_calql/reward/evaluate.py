@@ -130,9 +130,9 @@ def main(cfg) -> int:
     from robot_calql.config import resolve_path
 
     c = OmegaConf.to_container(cfg, resolve=True)
-    model, dataset = resolve_path(c.get("model")), c.get("dataset")
-    if model is None or not dataset:
+    if c.get("model") in (None, "", "???") or c.get("dataset") in (None, "", "???"):
         raise ValueError("reward-eval needs model=<classifier folder> and dataset=<dir>")
+    model, dataset = resolve_path(c["model"]), c["dataset"]
     clf = load_classifier(model, device=str(c.get("device", "cpu")))
     datasets = dataset if isinstance(dataset, list) else [dataset]
     report, curves = evaluate(clf, [resolve_path(d) for d in datasets],

@@ -196,6 +196,13 @@ class HFBackbone(nn.Module):
                 self._text_cache[s] = f
         return torch.stack([self._text_cache[s] for s in instructions])
 
+    def train(self, mode: bool = True) -> HFBackbone:
+        """A frozen backbone stays in eval mode (no dropout) while the head trains."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            self.model.eval()
+        return self
+
     def trainable_state_keys(self) -> list[str]:
         return [f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad]
 

@@ -194,7 +194,7 @@ def main(cfg) -> int:
     from robot_calql.config import resolve_path
 
     c = OmegaConf.to_container(cfg, resolve=True)
-    if not c.get("dataset"):
+    if c.get("dataset") in (None, "", "???"):
         raise ValueError("reward-train needs dataset=<dir> (a robot_calql dataset with images)")
     out = resolve_path(c.get("out"))
     if out is None:

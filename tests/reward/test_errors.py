@@ -64,3 +64,10 @@ def test_dataset_without_images(tmp_path):
     DatasetWriter(tmp_path / "noimg", meta)
     with pytest.raises(DatasetError, match="no images"):
         train_classifier(tmp_path / "noimg", progress=False)
+
+
+def test_cli_needs_its_arguments(tmp_path, capsys):
+    assert cli(["reward-train", f"out={tmp_path}"]) == 1
+    assert "needs dataset=" in capsys.readouterr().err
+    assert cli(["reward-eval", f"dataset={tmp_path}"]) == 1
+    assert "needs model=" in capsys.readouterr().err
