@@ -274,9 +274,10 @@ class CalQL:
                 f_next = self.encoder(next_obs, preprocessed=True).float()
                 f_next_target = self.encoder_target(next_obs, preprocessed=True).float()
 
-            # One actor forward for pi(.|s) and pi(.|s'); the actor sees detached features.
-            mean, log_std = self.actor.dist_params(torch.cat([f_s.detach(), f_next]))
-            mean, log_std = mean.float(), log_std.float()
+            # One actor forward for pi(.|s) and pi(.|s'); the actor sees detached features. The
+            # actor is small and always runs in fp32 (as in act()).
+            with torch.autocast(self.device.type, enabled=False):
+                mean, log_std = self.actor.dist_params(torch.cat([f_s.detach(), f_next]))
             mean_s, mean_n = mean[:B], mean[B:]
             log_std_s, log_std_n = log_std[:B], log_std[B:]
             a_new, logp_new = TanhGaussianActor.sample_from(mean_s, log_std_s, 1)  # actor loss sample
@@ -366,7 +367,7 @@ class CalQL:
             "cql_ood": cql_ood.mean(),
             "cql_diff": cql_diff.mean(),
             "td_target": td_target.mean(),
-            "mc_return": mc_return[torch.isfinite(mc_return)].mean() if cfg.enable_calql else mc_return.mean(),
+            "mc_return": _finite_mean(mc_return),  # online rows are -inf with calql_bound_online=False
             "calql_bound_rate": bound_rate,
         }
         return total, metrics
@@ -531,6 +532,11 @@ def entropy_temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, targ
     """SAC temperature loss -log_alpha * (log pi + target_entropy): alpha grows while the
     policy's entropy (-log pi) is below the target, shrinks while above."""
     return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
+def _finite_mean(x: torch.Tensor) -> torch.Tensor:
+    finite = torch.isfinite(x)
+    return torch.where(finite, x, 0.0).sum() / finite.sum().clamp(min=1)
 
 
 def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
