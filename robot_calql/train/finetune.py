@@ -229,6 +229,11 @@ def main(cfg: DictConfig) -> int:
     rk = replay_kwargs(acfg)
     offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1, **rk)
     capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
+    if resuming:  # the ring buffer's frame indices only make sense with the capacity they were written with
+        saved = int(state["trainer"]["loop"]["capacity"])
+        if cfg.online_capacity and int(cfg.online_capacity) != saved:
+            raise ConfigError(f"resume: online_capacity={cfg.online_capacity}, but the run was started with {saved}")
+        capacity = saved
     online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab,
                           bound_online=acfg.calql_bound_online, device=str(cfg.device), seed=int(cfg.seed) + 2, **rk)
     replay = MixedReplay(offline, online, float(cfg.mixing_ratio))
@@ -244,7 +249,7 @@ def main(cfg: DictConfig) -> int:
     eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T)
 
     # loop state (all of it goes into the checkpoint)
-    loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0,
+    loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
             "successes": {forward: 0, backward: 0}, "episodes_by_task": {forward: 0, backward: 0},
             "evals": []}
     obs, _ = env.reset(seed=int(cfg.seed))
