@@ -1,0 +1,63 @@
+"""The reset-free episode logic of the fine-tuning loop (_next_episode) on a recording fake env."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from robot_calql.train.finetune import _next_episode
+
+
+class FakeEnv:
+    def __init__(self):
+        self.calls = []
+        self.task = "fwd"
+
+    def set_task(self, name):
+        self.task = name
+        self.calls.append(("set_task", name))
+
+    def reset(self, seed=None, options=None):
+        full = True if options is None else options.get("full", True)
+        self.calls.append(("reset", "full" if full else "keep scene"))
+        return {"task": self.task}, {}
+
+
+def _loop():
+    return {"step": 0, "episodes": 0, "task": "fwd", "ep_return": 0.0, "ep_len": 0,
+            "successes": {"fwd": 0, "bwd": 0}, "episodes_by_task": {"fwd": 0, "bwd": 0}}
+
+
+def _cfg(**kw):
+    return OmegaConf.create({"reset_free": True, "backward": True, "full_reset_every": 0, **kw})
+
+
+def test_success_switches_direction_without_touching_the_scene():
+    env, loop = FakeEnv(), _loop()
+    obs = _next_episode(env, loop, True, "fwd", "bwd", _cfg(), None)
+    assert obs["task"] == "bwd" and loop["task"] == "bwd"
+    assert env.calls == [("set_task", "bwd"), ("reset", "keep scene")]
+    assert loop["successes"] == {"fwd": 1, "bwd": 0} and loop["episodes"] == 1
+    env.calls.clear()
+    _next_episode(env, loop, True, "fwd", "bwd", _cfg(), None)  # the backward task succeeded too
+    assert loop["task"] == "fwd" and env.calls == [("set_task", "fwd"), ("reset", "keep scene")]
+
+
+def test_time_limit_keeps_task_and_scene():
+    env, loop = FakeEnv(), _loop()
+    loop["task"] = "bwd"
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(), None)
+    assert loop["task"] == "bwd" and env.calls == [("reset", "keep scene")]
+    assert loop["episodes_by_task"] == {"fwd": 0, "bwd": 1} and loop["successes"]["bwd"] == 0
+
+
+def test_full_resets_when_asked():
+    env, loop = FakeEnv(), _loop()
+    _next_episode(env, loop, True, "fwd", "bwd", _cfg(reset_free=False), None)
+    assert loop["task"] == "fwd" and env.calls == [("set_task", "fwd"), ("reset", "full")]
+    env, loop = FakeEnv(), _loop()
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(full_reset_every=2), None)
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(full_reset_every=2), None)
+    assert env.calls == [("reset", "keep scene"), ("set_task", "fwd"), ("reset", "full")]
+    env, loop = FakeEnv(), _loop()
+    _next_episode(env, loop, True, "fwd", "bwd", _cfg(backward=False), None)  # no backward practice
+    assert loop["task"] == "fwd" and env.calls[-1] == ("reset", "full")
