@@ -60,22 +60,37 @@ def _success_rate(agent, starts):
     return wins / len(starts)
 
 
-def test_calql_pretraining_solves_the_line_task():
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    cfg = CalQLConfig(actor_hidden=(64, 64), critic_hidden=(64, 64), cql_alpha=1.0, discount=0.9,
-                      policy_lr=3e-4, critic_lr=1e-3)
+def _pretrain(enable_calql: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cfg = CalQLConfig(actor_hidden=(64, 64), critic_hidden=(64, 64), cql_alpha=5.0, discount=0.9,
+                      policy_lr=3e-4, critic_lr=1e-3, enable_calql=enable_calql)
     (s, a, r, d, s2, mc), demo_success = _offline_data(rng, cfg.discount)
-    assert 0.2 < demo_success < 0.9  # the demonstrator is genuinely noisy
     agent = CalQL({"state": (1,)}, 1, cfg)
-    starts = np.concatenate([np.linspace(-1, -0.5, 10), np.linspace(0.5, 1, 10)])
-    assert _success_rate(agent, starts) < 0.5  # untrained policy does not solve it
     t = {k: torch.as_tensor(v) for k, v in dict(s=s, a=a, r=r, d=d, s2=s2, mc=mc).items()}
     n = len(s)
+    untrained = _success_rate(agent, STARTS)
     for _ in range(1000):
         i = torch.randint(0, n, (128,))
         m = agent.update({"obs": {"state": t["s"][i, None]}, "next_obs": {"state": t["s2"][i, None]},
                           "action": t["a"][i, None], "reward": t["r"][i], "done": t["d"][i].float(),
                           "mc_return": t["mc"][i]})
     assert np.isfinite(list(m.values())).all()
-    assert _success_rate(agent, starts) >= 0.9
+    q = agent.q_values({"state": s[:, None]})  # Q(s, pi(s)) on the data's states
+    return {"demo_success": demo_success, "untrained": untrained, "success": _success_rate(agent, STARTS),
+            "frac_q_below_mc": float(np.mean(q < mc)), "mean_q": float(q.mean()), "mean_mc": float(mc.mean())}
+
+
+STARTS = np.concatenate([np.linspace(-1, -0.5, 10), np.linspace(0.5, 1, 10)])
+
+
+def test_calql_pretraining_solves_the_line_task_and_stays_calibrated():
+    calql = _pretrain(enable_calql=True)
+    assert 0.2 < calql["demo_success"] < 0.9  # the demonstrator is genuinely noisy
+    assert calql["untrained"] < 0.5  # an untrained policy does not solve it
+    assert calql["success"] >= 0.9
+    # Same data, same seed, bound off: CQL's strong push-down (alpha 5) leaves Q(s, pi(s))
+    # below the data's Monte-Carlo return far more often; Cal-QL's bound keeps it up.
+    cql = _pretrain(enable_calql=False)
+    assert calql["frac_q_below_mc"] < cql["frac_q_below_mc"] - 0.05, (calql, cql)
+    assert calql["mean_q"] > cql["mean_q"], (calql, cql)
