@@ -60,11 +60,11 @@ def _success_rate(agent, starts):
     return wins / len(starts)
 
 
-def _pretrain(enable_calql: bool, seed: int = 0):
+def _pretrain(enable_calql: bool, seed: int = 0, precision: str = "fp32"):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cfg = CalQLConfig(actor_hidden=(64, 64), critic_hidden=(64, 64), cql_alpha=5.0, discount=0.9,
-                      policy_lr=3e-4, critic_lr=1e-3, enable_calql=enable_calql)
+                      policy_lr=3e-4, critic_lr=1e-3, enable_calql=enable_calql, precision=precision)
     (s, a, r, d, s2, mc), demo_success = _offline_data(rng, cfg.discount)
     agent = CalQL({"state": (1,)}, 1, cfg)
     t = {k: torch.as_tensor(v) for k, v in dict(s=s, a=a, r=r, d=d, s2=s2, mc=mc).items()}
@@ -94,3 +94,7 @@ def test_calql_pretraining_solves_the_line_task_and_stays_calibrated():
     cql = _pretrain(enable_calql=False)
     assert calql["frac_q_below_mc"] < cql["frac_q_below_mc"] - 0.05, (calql, cql)
     assert calql["mean_q"] > cql["mean_q"], (calql, cql)
+
+
+def test_bf16_precision_learns_the_line_task_too():
+    assert _pretrain(enable_calql=True, precision="bf16")["success"] >= 0.9
