@@ -147,3 +147,16 @@ def test_update_moves_targets_by_tau_and_returns_named_floats():
     expected = before + agent.cfg.tau * (new_online - before)
     torch.testing.assert_close(agent.critic_target.out.weight, expected)
     assert not torch.equal(new_online, online_before)
+
+
+def test_lagrange_multiplier_grows_while_the_cql_gap_exceeds_its_target():
+    agent = _small_agent(cql_lagrange=True, cql_target_action_gap=0.5)
+    m = agent.update(_batch())
+    assert m["cql_diff"] > 0.5
+    assert agent.log_alpha_prime.item() > 1.0  # initial value 1.0, pushed up by the gap
+
+
+def test_redq_subset_ensemble_updates():
+    agent = _small_agent(num_critics=4, num_min_critics=2)
+    m = agent.update(_batch())
+    assert agent.critic.w_obs.shape[0] == 4 and np.isfinite(list(m.values())).all()

@@ -178,3 +178,13 @@ def test_online_snapshot_round_trip_continues_exactly(tmp_path):
     np.testing.assert_array_equal(buf.mc_return, other.mc_return)
     with pytest.raises(ReplayError, match="frames 'state'"):
         OnlineReplay({"state": (3,)}, 2, 16).load_state_dict(buf.state_dict())
+
+
+def test_text_embeddings_are_looked_up_by_instruction_id(tmp_path):
+    table = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], np.float32)
+    buf = OfflineReplay(_dataset(tmp_path), {"state": (2,), "text_embedding": (3,)}, text_embeddings=table)
+    b = buf.sample(32)
+    ids = b["obs"]["instruction"].numpy()
+    np.testing.assert_array_equal(b["obs"]["text_embedding"].numpy(), table[ids])
+    with pytest.raises(ReplayError, match="text_embeddings"):
+        OfflineReplay(_dataset(tmp_path / "x"), {"state": (2,), "text_embedding": (3,)})
