@@ -197,7 +197,6 @@ class CalQL:
         self.opt_alpha_prime = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)
         self._online = [*self.critic.parameters(), *self.encoder.parameters()]
         self._target = [*self.critic_target.parameters(), *self.encoder_target.parameters()]
-        self._metric_names: list[str] = []
 
     # ------------------------------------------------------------------ acting
     def _obs_to_tensors(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -316,6 +315,8 @@ class CalQL:
         # The one change from CQL: the Q-values of the POLICY samples (pi(s) and pi(s')) are
         # bounded below by the Monte-Carlo return of the data, before the log-pi correction.
         # Never applied to the uniform samples, the TD target or the actor loss.
+        #     q_cur = torch.maximum(q_cur, mc_return);  q_nxt = torch.maximum(q_nxt, mc_return)
+        # (calql_bound below does exactly this and counts how many values it raised.)
         if cfg.enable_calql:
             q_cur, q_nxt, bound_rate = calql_bound(q_cur, q_nxt, mc_return)
         else:
