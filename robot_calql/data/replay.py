@@ -93,6 +93,7 @@ class _Buffer:
 
     def __init__(self, obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
                  text_embeddings: np.ndarray | None, device: str | torch.device, seed: int | None):
+        obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}  # agent-spec extra
         self.frame_keys = [k for k in obs_spec if k in _FRAME_DTYPES]
         self.obs_spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
         unknown = set(self.obs_spec) - set(_FRAME_DTYPES) - {"text_embedding"}
@@ -160,6 +161,7 @@ class OfflineReplay(_Buffer):
         if len(dataset) == 0:
             raise ReplayError(f"{dataset.root}: dataset has no episodes")
         meta = dataset.meta
+        obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}
         for k in obs_spec:
             if k in _FRAME_DTYPES and meta.expected_shape(k, 0) is None:
                 raise ReplayError(f"{dataset.root}: the agent needs '{k}' observations but the dataset has none")
