@@ -38,6 +38,7 @@ class TrainConfig:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine (decay to 0 over the steps) or constant
     weight_decay: float = 1e-4
     balance: str = "sampler"  # sampler: equal draws per (instruction, label); loss_weight; none
     augment: bool = True  # random shifts of up to `shift` pixels (trainable image encoders only)
@@ -50,6 +51,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.balance not in BALANCE:
             raise ValueError(f"train.balance must be one of {BALANCE}, got {self.balance!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"train.lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"train.steps and train.batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
 
@@ -104,6 +107,7 @@ def fit(clf: SuccessClassifier, frames: Frames, cfg: TrainConfig, progress: bool
     clf.to(device).train()
     params = [p for p in clf.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps) if cfg.lr_schedule == "cosine" else None
     cached = None
     if clf.is_hf and not any(p.requires_grad for p in clf.backbone.parameters()):
         cached = _image_features(clf, frames.images)
@@ -129,6 +133,8 @@ def fit(clf: SuccessClassifier, frames: Frames, cfg: TrainConfig, progress: bool
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
     clf.eval()
     return losses
