@@ -71,3 +71,15 @@ def test_cli_needs_its_arguments(tmp_path, capsys):
     assert "needs dataset=" in capsys.readouterr().err
     assert cli(["reward-eval", f"dataset={tmp_path}"]) == 1
     assert "needs model=" in capsys.readouterr().err
+
+
+def test_importing_the_package_does_not_import_transformers():
+    """The ROS reward node and the finetune loop import robot_calql.reward; a CNN model must not
+    pay for importing transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, robot_calql.reward, robot_calql.reward.train, robot_calql.reward.evaluate; "
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
