@@ -174,7 +174,8 @@ def main(cfg: DictConfig) -> int:
     )
     from robot_calql.sim import get_task, make_env
     from robot_calql.train.evaluate import evaluate
-    from robot_calql.train.plots import plot_success
+    from robot_calql.train.plots import plot_calibration, plot_success
+    from robot_calql.train.pretrain import calibration_points
 
     if str(cfg.env) != "sim":
         raise ConfigError(f"env={cfg.env}: only env=sim (the MuJoCo stand-in) runs here; the real robot "
@@ -355,10 +356,18 @@ def main(cfg: DictConfig) -> int:
     evals = np.asarray(loop["evals"], dtype=np.float64).reshape(-1, 2)
     plot = plot_success(evals[:, 0], evals[:, 1], out / "plots" / "success.png",
                         title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} fine-tuning, {forward}")
+    # calibration after fine-tuning, on the episodes pre-training held out (when it is the same data)
+    holdout = meta.get("holdout_episodes") or []
+    calib = None
+    if holdout and str(data_dir) == str(meta.get("dataset")) and max(holdout) < len(dataset):
+        q, mc = calibration_points(agent, [dataset[i] for i in holdout], spec, vocab, acfg)
+        calib = plot_calibration(q, mc, out / "plots" / "calibration.png",
+                                 title=f"after {loop['step']} online steps (held-out offline episodes)")
     summary = {
         "steps": loop["step"],
         "checkpoint": str(path),
         "success_plot": str(plot),
+        "calibration_plot": str(calib) if calib else None,
         "success_before": float(evals[0, 1]) if len(evals) else None,
         "success_after": float(evals[-1, 1]) if len(evals) else None,
         "evals": loop["evals"],

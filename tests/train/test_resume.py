@@ -61,6 +61,9 @@ def test_finetune_ctrl_c_then_resume_is_exact_buffer_included(tmp_path, pretrain
     sa = json.loads((a / "summary.json").read_text())
     sb = json.loads((b / "summary.json").read_text())
     assert sa["evals"] == sb["evals"] and sa["online_episodes"] == sb["online_episodes"]
+    # plots: success vs online steps, and Q vs MC return on the episodes pre-training held out
+    for key in ("success_plot", "calibration_plot"):
+        assert open(sb[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 class _InterruptAfter:
