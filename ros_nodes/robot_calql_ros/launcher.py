@@ -84,15 +84,31 @@ class Monitor:
 
         self.ends: list[dict] = []
         self.learner: dict = {}
+        self.policy: dict = {}
         self.help: list[str] = []
+        self.t0 = time.monotonic()
         node.create_subscription(String, topics["episode_event"], self._on_event, COMMAND_QOS)
         node.create_subscription(String, topics["learner_status"], self._on_status, COMMAND_QOS)
         node.create_subscription(String, topics["human_help"], lambda m: self.help.append(m.data), COMMAND_QOS)
+        node.create_subscription(String, "/policy/status", self._on_policy, COMMAND_QOS)
 
     def _on_event(self, msg) -> None:
         ev = json.loads(msg.data)
         if ev["event"] == "end" and ev["reason"] in ("success", "timeout"):
-            self.ends.append(ev)
+            self.ends.append({**ev, "t_s": time.monotonic() - self.t0})
+
+    def _on_policy(self, msg) -> None:
+        self.policy = json.loads(msg.data)
+
+    def windows(self, window_s: float) -> list[dict]:
+        """Forward tries per `window_s` of session time: [{"t0_s", "tries", "successes"}, ...]."""
+        out: dict[int, list[bool]] = {}
+        for e in self.ends:
+            if e["direction"] == "forward":
+                out.setdefault(int(e["t_s"] // window_s), []).append(e["reason"] == "success")
+        n = max(out) + 1 if out else 0
+        return [{"t0_s": i * window_s, "tries": len(out.get(i, [])), "successes": sum(out.get(i, []))}
+                for i in range(n)]
 
     def _on_status(self, msg) -> None:
         self.learner = json.loads(msg.data)
@@ -115,13 +131,15 @@ class Monitor:
         return "\n".join(lines)
 
 
-def _spin_monitor(cfg, specs, until, procs=None) -> int:
+def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from tqdm import tqdm
 
     node = rclpy.create_node("launch_monitor")
     mon = Monitor(node, dict(cfg.robot.topics))
+    if report is not None:
+        report["monitor"] = mon
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     rc = 0
@@ -147,7 +165,7 @@ def _spin_monitor(cfg, specs, until, procs=None) -> int:
     return rc
 
 
-def run_processes(cfg: DictConfig, specs: list[NodeSpec]) -> int:
+def run_processes(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
     import rclpy
 
     from robot_calql_ros.nodeset import _abs
@@ -167,7 +185,7 @@ def run_processes(cfg: DictConfig, specs: list[NodeSpec]) -> int:
         rclpy.init()
         until = time.monotonic() + float(cfg.duration_s) if float(cfg.duration_s) > 0 else float("inf")
         try:
-            rc = _spin_monitor(cfg, specs, until, procs)
+            rc = _spin_monitor(cfg, specs, until, procs, report)
         except KeyboardInterrupt:
             rc = 0
         return rc
@@ -206,7 +224,7 @@ def build_nodes(specs: list[NodeSpec]) -> list:
     return nodes
 
 
-def run_threads(cfg: DictConfig, specs: list[NodeSpec]) -> int:
+def run_threads(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
     import threading
 
     import rclpy
@@ -223,7 +241,7 @@ def run_threads(cfg: DictConfig, specs: list[NodeSpec]) -> int:
     t.start()
     try:
         until = time.monotonic() + float(cfg.duration_s) if float(cfg.duration_s) > 0 else float("inf")
-        rc = _spin_monitor(cfg, specs, until)
+        rc = _spin_monitor(cfg, specs, until, report=report)
     except KeyboardInterrupt:
         rc = 0
     finally:
@@ -234,16 +252,112 @@ def run_threads(cfg: DictConfig, specs: list[NodeSpec]) -> int:
     return rc
 
 
-def main(cfg: DictConfig) -> int:
+def main(cfg: DictConfig, report: dict | None = None) -> int:
+    """Run the node set of `cfg` until cfg.duration_s (or Ctrl-C); `report["monitor"]` gets the
+    Monitor (episode ends with their times, last learner and policy status)."""
+    from robot_calql.config import ConfigError
+
+    if cfg.mode not in ("processes", "threads"):
+        raise ConfigError(f"mode must be 'processes' or 'threads', got '{cfg.mode}'")
     specs = node_set(cfg)
     log.info("node set: %s (%s)", ", ".join(s.name for s in specs), cfg.mode)
     if cfg.mode == "processes":
-        return run_processes(cfg, specs)
-    if cfg.mode == "threads":
-        return run_threads(cfg, specs)
-    from robot_calql.config import ConfigError
+        return run_processes(cfg, specs, report)
+    return run_threads(cfg, specs, report)
 
-    raise ConfigError(f"mode must be 'processes' or 'threads', got '{cfg.mode}'")
+
+def evaluate_policy(path: str | Path, task: str, episodes: int = 10, max_episode_steps: int = 80,
+                    action_scale: tuple[float, float] = (0.02, 0.15), seed: int = 10_000) -> float:
+    """Success rate of the deterministic policy of checkpoint/run `path` on stand-in `task`:
+    `episodes` full-reset episodes of at most `max_episode_steps` control steps, ground-truth
+    success, in this process (no ROS). The same measure as robot_calql.train.evaluate."""
+    from robot_calql.sim import make_env
+    from robot_calql_ros.agent_io import PolicyActor
+
+    actor = PolicyActor.from_checkpoint(path)
+    spec = actor.meta["obs_spec"]
+    size = int(spec["image"][0]) if "image" in spec else 0
+    env = make_env(task, image_size=size, max_episode_steps=int(max_episode_steps), action_scale=action_scale)
+    wins = 0
+    try:
+        for i in range(int(episodes)):
+            obs, _ = env.reset(seed=seed + i)
+            while True:
+                obs, _, terminated, truncated, info = env.step(actor.act(obs))
+                if terminated or truncated:
+                    wins += bool(info.get("success", terminated))
+                    break
+    finally:
+        env.close()
+    return wins / max(1, int(episodes))
+
+
+def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float = 300.0,
+                eval_episodes: int = 10, eval_max_steps: int = 80, window_s: float = 60.0) -> dict:
+    """One reset-free fine-tuning session of the ROS node set in the stand-in, measured.
+
+    `overrides`: hydra overrides of configs/launch_finetune.yaml (e.g. ["checkpoint=runs/pre",
+    "run_dir=/tmp/ft"]); `sim=true` is implied. The run_dir is started afresh (a previous
+    session there would be resumed otherwise). Before the session the checkpoint's deterministic
+    policy, and after it the learner's final checkpoint, are evaluated on the forward task
+    (`eval_episodes` full-reset episodes of `eval_max_steps` steps; no evaluation when 0 or
+    without a checkpoint). Returns a JSON-able dict:
+
+    - eval_success_before / eval_success_after: those two success rates (None when not measured)
+    - forward_tries, forward_successes, backward_tries, backward_successes: the session's
+      reset-free tries (ground-truth or classifier reward, as configured)
+    - forward_first_half / forward_second_half: success rate of the first / last half of the
+      forward tries; windows: [{"t0_s", "tries", "successes"}] per `window_s` of session time
+    - transitions_received, transitions_stored, updates, weights_published (learner status),
+      weights_received, policy_steps (policy status), human_help (times), duration_s, run_dir, rc
+    """
+    import shutil
+
+    from robot_calql.config import compose
+    from robot_calql.sim import task_pair
+    from robot_calql_ros.nodeset import _abs
+
+    cfg = compose("launch_finetune", ["sim=true", *overrides, f"duration_s={float(duration_s)}"])
+    run_dir = Path(_abs(str(cfg.run_dir)))
+    if (run_dir / "checkpoints").exists() or (run_dir / "transitions.log").exists():
+        shutil.rmtree(run_dir)
+    fwd, _ = task_pair(str(cfg.task))
+    scale = (float(cfg.robot.action_scale.translation_m), float(cfg.robot.action_scale.rotation_rad))
+    measure = bool(cfg.checkpoint) and eval_episodes > 0
+    before = (evaluate_policy(_abs(str(cfg.checkpoint)), fwd, eval_episodes, eval_max_steps, scale)
+              if measure else None)
+    report: dict = {}
+    rc = main(cfg, report)
+    after = (evaluate_policy(run_dir, fwd, eval_episodes, eval_max_steps, scale)
+             if measure and (run_dir / "checkpoints").is_dir() else None)
+    mon = report.get("monitor")
+    ends = mon.ends if mon is not None else []
+    fwd_ok = [e["reason"] == "success" for e in ends if e["direction"] == "forward"]
+    bwd_ok = [e["reason"] == "success" for e in ends if e["direction"] == "backward"]
+    half = len(fwd_ok) // 2
+
+    def rate(xs):
+        return sum(xs) / len(xs) if xs else None
+
+    learner = mon.learner if mon is not None else {}
+    policy = mon.policy if mon is not None else {}
+    out = {"eval_success_before": before, "eval_success_after": after,
+           "forward_tries": len(fwd_ok), "forward_successes": int(sum(fwd_ok)),
+           "backward_tries": len(bwd_ok), "backward_successes": int(sum(bwd_ok)),
+           "forward_first_half": rate(fwd_ok[:half]), "forward_second_half": rate(fwd_ok[half:]),
+           "windows": mon.windows(window_s) if mon is not None else [],
+           "transitions_received": int(learner.get("received", 0)),
+           "transitions_stored": int(learner.get("stored", 0)),
+           "updates": int(learner.get("updates", 0)),
+           "weights_published": int(learner.get("weights_published", 0)),
+           "weights_received": int(policy.get("weights_received", 0)),
+           "policy_steps": int(policy.get("steps", 0)),
+           "human_help": len(mon.help) if mon is not None else 0,
+           "duration_s": float(duration_s), "run_dir": str(run_dir), "rc": int(rc)}
+    if measure:
+        print(f"deterministic evaluation on {fwd} ({eval_episodes} full-reset episodes): "
+              f"before {before:.0%}, after {after if after is None else format(after, '.0%')}")
+    return out
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -122,7 +122,17 @@ class PolicyNode(Node):
             self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
         self.create_subscription(UInt8MultiArray, t["weights"], self._on_weights, LATCHED_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
+        # ~/status (/policy/status): steps, weights received, weights' update number (1 Hz, String JSON)
+        self.pub_status = self.create_publisher(String, "~/status", COMMAND_QOS)
+        self.create_timer(1.0, self._publish_status)
         self.get_logger().info(f"policy ({self.source}) at {1 / self.period:.1f} Hz, actor id {self.actor_id}")
+
+    def status(self) -> dict:
+        return {"steps": self.steps, "transitions_sent": self.seq, "weights_received": self.weights_received,
+                "weights_step": self.weights_step, "source": self.source}
+
+    def _publish_status(self) -> None:
+        self.pub_status.publish(String(data=json.dumps(self.status())))
 
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> None:
