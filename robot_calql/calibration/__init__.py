@@ -1,0 +1,104 @@
+"""Camera, workspace and crop calibration for one robot cell.
+
+A cell's calibration is data, not code: a folder `calibration/<cell>/` with
+
+- `camera_info.yaml`  ROS camera_info YAML (intrinsics, distortion), from `calibrate-camera`;
+- `workspace.yaml`    the end-effector box the safety node enforces, from `calibrate-workspace`;
+- `crop.yaml`         the policy camera's crop region in the raw image, from `calibrate-crop`.
+
+The robot config names the folder (`calibration: calibration/sim_standin`); `calibration_dir`
+resolves it. Loaders and the crop function are importable without ROS:
+
+    from robot_calql.calibration import calibration_dir
+    from robot_calql.calibration.crop import load_crop, crop_and_resize
+    from robot_calql.calibration.camera import load_camera_info
+    from robot_calql.calibration.workspace import load_workspace
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class CalibrationError(ValueError):
+    """Calibration input or output that cannot be used (no board found, bad file, empty bag...)."""
+
+
+def calibration_dir(robot_cfg: Any) -> Path:
+    """The calibration folder a robot config names (`calibration:` key).
+
+    A relative path is taken from the current directory if it exists there, else from the
+    repository root (so `calibration/sim_standin` works from anywhere in a source checkout).
+    """
+    value = robot_cfg.get("calibration") if hasattr(robot_cfg, "get") else robot_cfg
+    if not value:
+        raise CalibrationError("the robot config has no `calibration:` folder")
+    p = Path(os.path.expanduser(str(value)))
+    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
+        p = REPO_ROOT / p
+    return p.resolve()
+
+
+def resolve_out(path: str | os.PathLike, cell_dir: Path | None, default_name: str) -> Path:
+    """Where a calibration command writes: `path` if given, else `<cell_dir>/<default_name>`."""
+    if path is not None and str(path) not in ("", "None", "none", "null"):
+        return Path(os.path.expanduser(str(path))).resolve()
+    if cell_dir is None:
+        raise CalibrationError(f"no output path: give out=<file> (for {default_name})")
+    return cell_dir / default_name
+
+
+def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
+    """Write `data` as YAML to `path` atomically (temp file in the same folder, then rename),
+    so a reader (the safety node) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> dict:
+    """Read a YAML mapping; raise CalibrationError naming the file when it is missing or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CalibrationError(f"{what} file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def write_png_atomic(path: Path, image_bgr) -> Path:
+    """Write a BGR uint8 image as PNG atomically."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", image_bgr)
+    if not ok:
+        raise CalibrationError(f"could not encode PNG for {path}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, path)
+    return path
