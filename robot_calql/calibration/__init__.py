@@ -60,7 +60,10 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
     so a reader (the safety node) never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    # block style at the top level (one key a line), short lists inline: `min: [0.1, -0.2, 0.0]`
+    text = header + "".join(
+        yaml.safe_dump({k: v}, sort_keys=False, default_flow_style=None, width=120)
+        for k, v in data.items())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

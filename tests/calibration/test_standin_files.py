@@ -1,0 +1,26 @@
+"""The stand-in cell's shipped calibration files load and agree with its MJCF and robot config."""
+
+import math
+
+from robot_calql.calibration import calibration_dir
+from robot_calql.calibration.camera import load_camera_info
+from robot_calql.calibration.crop import load_crop
+from robot_calql.calibration.workspace import load_workspace
+from robot_calql.config import compose
+from robot_calql.sim.kinematics import load_model
+
+
+def test_standin_calibration_matches_the_model():
+    robot = compose("calibrate_crop").robot
+    cell = calibration_dir(robot)
+    info = load_camera_info(cell / "camera_info.yaml")
+    size = int(robot.image_size)
+    assert (info.width, info.height) == (size, size)
+    m = load_model()
+    fovy = float(m.cam_fovy[m.camera("front").id])
+    assert abs(info.K[1, 1] - (size / 2) / math.tan(math.radians(fovy) / 2)) < 1e-6
+    assert not info.D.any()
+    crop = load_crop(cell / "crop.yaml")
+    assert crop.x + crop.width <= info.width and crop.y + crop.height <= info.height
+    ws = load_workspace(cell / "workspace.yaml")
+    assert ws.frame == robot.frames.base
