@@ -62,7 +62,8 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # block style at the top level (one key a line), short lists inline: `min: [0.1, -0.2, 0.0]`
     text = header + "".join(
-        yaml.safe_dump({k: v}, sort_keys=False, default_flow_style=None, width=120)
+        yaml.safe_dump({k: v}, sort_keys=False, width=120,
+                       default_flow_style=None if isinstance(v, (dict, list)) else False)
         for k, v in data.items())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
