@@ -150,3 +150,18 @@ def test_parser_sees_continuations(tmp_path):
     f = tmp_path / "Dockerfile"
     f.write_text("FROM a:1\n# c\nRUN x \\\n    && y\nCMD [\"b\"]\n")
     assert parse_dockerfile(f) == [("FROM", "a:1"), ("RUN", "x && y"), ("CMD", '["b"]')]
+
+
+def test_compose_overrides_give_the_intended_node_sets():
+    """The `overrides:=` of each service compose (hydra) into the node set it should run."""
+    nodeset = pytest.importorskip("robot_calql_ros.nodeset")
+    from robot_calql.config import compose
+
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    got = {}
+    for name, svc in services.items():
+        args = dict(a.split(":=", 1) for a in svc["command"][4:])
+        overrides = [f"sim={args.get('sim', 'true')}"] + args.get("overrides", "").split()
+        got[name] = sorted(s.name for s in nodeset.node_set(compose("launch_finetune", overrides)))
+    assert got["learner"] == ["learner"]
+    assert "learner" not in got["robot"] and {"policy", "safety", "sim_robot"} <= set(got["robot"])
