@@ -373,6 +373,16 @@ class CalQL:
         }
         return total, metrics
 
+    def set_obs_normalization(self, stats: Mapping[str, tuple[Any, Any]]) -> None:
+        """Standardise vector observations (state / proprio) with stats[key] = (mean, std).
+
+        Call once before training, with statistics of the offline data (see
+        `OfflineReplay.obs_statistics`); the values live in the encoder's buffers, so every
+        checkpoint and the policy weights carry them."""
+        stats_t = {k: tuple(torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in v) for k, v in stats.items()}
+        for enc in (self.encoder, self.encoder_target):
+            enc.set_normalization({k: (m.to(self.device), s.to(self.device)) for k, (m, s) in stats_t.items()})
+
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One gradient step of actor, critics, alpha (and Lagrange multiplier); soft target update.
 

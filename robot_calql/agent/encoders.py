@@ -5,6 +5,13 @@ Two modes, chosen by the observation spec:
 - state: `{"state": (S,)}` -> [state, instruction embedding]
 - pixels: `{"image": (H, W, 3), "proprio": (P,)}` -> [CNN(image), proprio, instruction embedding]
 
+Vector inputs (state, proprio) are standardised inside the encoder with per-dimension mean and
+std buffers (`<key>_mean`, `<key>_std`, part of the state dict, so the policy node and every
+checkpoint carry them). Pre-training sets them from the offline data with `set_normalization`;
+until then they are 0 and 1. Without this, features that matter in a robot cell (the cube a few
+centimetres from the gripper) are tiny next to others, and the networks need orders of magnitude
+more updates to pick them up.
+
 Optionally `"text_embedding": (D,)` in the spec adds a pretrained instruction embedding (e.g.
 CLIP text features) given with every observation. The learned instruction embedding (one
 vector per instruction id) is used when there is more than one instruction.
@@ -148,6 +155,10 @@ class ObsEncoder(nn.Module):
             if len(spec[k]) != 1:
                 raise ObsSpecError(f"obs spec '{k}' must be a vector (D,), got {spec[k]}")
             dim += spec[k][0]
+        self.normalized_keys = [k for k in self.vector_keys if k != "text_embedding"]
+        for k in self.normalized_keys:
+            self.register_buffer(f"{k}_mean", torch.zeros(spec[k][0]))
+            self.register_buffer(f"{k}_std", torch.ones(spec[k][0]))
         self.num_instructions = int(num_instructions)
         if self.num_instructions < 1:
             raise ObsSpecError(f"num_instructions must be >= 1, got {num_instructions}")
@@ -155,6 +166,24 @@ class ObsEncoder(nn.Module):
         if self.instruction is not None:
             dim += instruction_dim
         self.out_dim = dim
+
+    def set_normalization(self, stats: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Set the standardisation of vector inputs: stats[key] = (mean, std), each (D,).
+
+        A std below 1e-3 (a dimension that never varied in the data) is taken as 1, so a value
+        that varies later online is not blown up."""
+        for k in self.normalized_keys:
+            if k not in stats:
+                raise ObsSpecError(f"normalisation statistics lack '{k}' (have {sorted(stats)})")
+            mean, std = (torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in stats[k])
+            want = getattr(self, f"{k}_mean").shape
+            if mean.shape != want or std.shape != want:
+                raise ObsSpecError(f"normalisation of '{k}': got {tuple(mean.shape)}/{tuple(std.shape)}, expected {tuple(want)}")
+            if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                raise ObsSpecError(f"normalisation of '{k}' has NaN or infinite values")
+            std = torch.where(std < 1e-3, torch.ones_like(std), std)
+            getattr(self, f"{k}_mean").copy_(mean)
+            getattr(self, f"{k}_std").copy_(std)
 
     def image_to_float(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
@@ -175,7 +204,11 @@ class ObsEncoder(nn.Module):
         parts = []
         if self.cnn is not None:
             parts.append(self.cnn(obs["image"]))
-        parts += [obs[k].float() for k in self.vector_keys]
+        for k in self.vector_keys:
+            x = obs[k].float()
+            if k in self.normalized_keys:
+                x = (x - getattr(self, f"{k}_mean")) / getattr(self, f"{k}_std")
+            parts.append(x)
         if self.instruction is not None:
             ids = obs.get("instruction")
             if ids is None:

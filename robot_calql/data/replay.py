@@ -194,12 +194,21 @@ class OfflineReplay(_Buffer):
             f += T + 1
             s += T
         self.size = n_steps
+        self.n_frames_used = f
 
     def __len__(self) -> int:
         return self.size
 
     def sample_numpy(self, n: int) -> dict[str, Any]:
         return self._gather(self.rng.integers(0, self.size, size=n))
+
+    def obs_statistics(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-dimension mean and std of the vector observations (state, proprio) over every
+        stored frame: what `CalQL.set_obs_normalization` takes."""
+        return {
+            k: (self.frames[k][: self.n_frames_used].mean(0), self.frames[k][: self.n_frames_used].std(0))
+            for k in self.frame_keys if k in ("state", "proprio")
+        }
 
     def sample(self, batch_size: int) -> dict[str, Any]:
         b = self.sample_numpy(batch_size)

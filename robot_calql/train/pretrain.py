@@ -112,6 +112,8 @@ def main(cfg: DictConfig) -> int:
     acfg = agent.cfg
     replay = OfflineReplay(DatasetSubset(dataset, train_idx), spec, vocab=vocab, device=str(cfg.device),
                            seed=int(cfg.seed), **replay_kwargs(acfg))
+    # standardise state/proprio inputs with the training data's statistics (kept in the checkpoint)
+    agent.set_obs_normalization(replay.obs_statistics())
 
     start = 0
     if resuming:
