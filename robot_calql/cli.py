@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-calql: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    for noisy in ("OpenGL", "matplotlib", "PIL", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     module_name, help_ = COMMANDS[name]
 
     # `launch` takes a node-set name first (launch finetune sim=true): its config is launch_<set>.
