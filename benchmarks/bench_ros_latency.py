@@ -10,12 +10,14 @@ sim=true`), with a probe node in this process, and prints:
 
 Target: p99 latency < 20 ms on the 2-core dev machine.
 
-    .venv/bin/python benchmarks/bench_ros_latency.py --duration 30 [--source agent|expert] [--no-learner]
+    .venv/bin/python benchmarks/bench_ros_latency.py --duration 30 [--source agent|expert] [--no-learner] \
+        [checkpoint=runs/pre learner.nice=0 ...]   # any configs/launch_finetune.yaml override
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +38,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of measurement")
     ap.add_argument("--source", default="agent", choices=["agent", "expert"], help="policy action source")
     ap.add_argument("--no-learner", action="store_true", help="leave the learner out (control path only)")
+    ap.add_argument("overrides", nargs="*", help="launch_finetune overrides, e.g. checkpoint=runs/pre learner.nice=0")
     args = ap.parse_args()
 
     import rclpy
@@ -43,14 +46,15 @@ def main() -> int:
     from robot_calql_ros.common import COMMAND_QOS, stamp_to_s
     from robot_calql_ros.launcher import child_env, node_command, stop_processes, write_params_file
     from robot_calql_ros.nodeset import node_set
-    from std_msgs.msg import Float64MultiArray
+    from std_msgs.msg import Float64MultiArray, String
 
     from robot_calql.config import compose
 
     nodes = ["sim_robot", "policy", "reward", "episode_controller", "safety"] + ([] if args.no_learner else ["learner"])
     run = Path(tempfile.mkdtemp(prefix="bench_ros_"))
     cfg = compose("launch_finetune", ["sim=true", f"policy.action_source={args.source}", f"run_dir={run}",
-                                      f"nodes=[{','.join(nodes)}]", "learner.batch_size=64"])
+                                      f"nodes=[{','.join(nodes)}]", "learner.batch_size=64",
+                                      *args.overrides])
     env = child_env(cfg)
     procs = {s.name: subprocess.Popen(node_command(s, write_params_file(s, run / "launch")), env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,6 +76,9 @@ def main() -> int:
     t = cfg.robot.topics
     probe.create_subscription(TwistStamped, t.sent_command, on_sent, COMMAND_QOS)
     probe.create_subscription(Float64MultiArray, t.policy_command, on_policy, COMMAND_QOS)
+    policy_status: dict = {}
+    probe.create_subscription(String, "/policy/status", lambda m: policy_status.update(json.loads(m.data)),
+                              COMMAND_QOS)
     try:
         t0 = time.monotonic()
         while not cmd_times and time.monotonic() - t0 < 120:  # warm-up: until commands flow
@@ -83,9 +90,11 @@ def main() -> int:
         time.sleep(2.0)
         cmd_times.clear()
         lat.clear()
+        load0 = os.getloadavg()
         t0 = time.monotonic()
         while time.monotonic() - t0 < args.duration:
             rclpy.spin_once(probe, timeout_sec=0.05)
+        load1 = os.getloadavg()
     finally:
         measuring[0] = False
         stop_processes(procs)
@@ -102,6 +111,12 @@ def main() -> int:
     if dt.size:
         print(f"control rate: {1e3 / dt.mean():.2f} Hz (target {cfg.robot.control_hz} Hz); interval jitter: "
               f"std {dt.std():.2f} ms, p99 |interval - {period:.0f} ms| {np.percentile(np.abs(dt - period), 99):.2f} ms")
+    if policy_status:
+        print("inside the policy (its last 200 steps): frame -> command published p50 "
+              f"{policy_status.get('latency_ms_p50')} ms, p99 {policy_status.get('latency_ms_p99')} ms; "
+              f"actor p50 {policy_status.get('act_ms_p50')} ms, p99 {policy_status.get('act_ms_p99')} ms")
+    print(f"load average (1 min) at start / end of the measurement: {load0[0]:.2f} / {load1[0]:.2f} "
+          f"on {os.cpu_count()} CPUs (the machine is shared; other jobs count)")
     return 0
 
 

@@ -15,6 +15,8 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
 - On start it resumes from `<run_dir>`'s newest checkpoint if there is one (else the pre-trained
   `checkpoint`, else a fresh agent) and replays `transitions.log` into the online buffer, so a
   crash loses nothing and training continues where it stopped.
+- The update thread runs at `learner.nice` (a lower CPU priority, Linux, per thread), so on
+  a shared computer the learner never delays the robot's control path.
 - Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): received, stored, duplicates,
   lost, updates, weights_published, resumed_from.
 """
@@ -162,6 +164,12 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ training
     def _train_loop(self) -> None:
         c = self.cfg
+        if int(c.get("nice", 0)) > 0:
+            import os
+
+            # Linux nice values are per thread: only this update thread yields the CPU to the
+            # control path (policy, safety, camera) when they compete for cores.
+            os.nice(int(c["nice"]))
         B = int(c["batch_size"])
         while not self._stop.is_set():
             owed = float(c["utd"]) * self.transitions_total - self.updates

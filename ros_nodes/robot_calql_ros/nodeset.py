@@ -73,7 +73,9 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         "sim_robot": {"robot": robot, "image_encoding": c["sim_robot"]["image_encoding"],
                       "sim": {"task": fwd, "seed": int(c["seed"]),
                               "publish_expert": c["policy"]["action_source"] == "expert",
-                              "expert_noise": float(c["sim_robot"]["expert_noise"])}},
+                              "expert_noise": float(c["sim_robot"]["expert_noise"]),
+                              "stand_in_human": bool(c["sim_robot"].get("stand_in_human", True)),
+                              "controller_pause_service": "/episode_controller/set_paused"}},
         "policy": {"robot": robot, "policy": {**c["policy"], "checkpoint": _abs(c["checkpoint"])}},
         "reward": {"robot": robot, "reward": {**c["reward"], "model": c["reward"]["model"]
                                               if c["reward"]["model"] == "ground_truth" else _abs(c["reward"]["model"])}},

@@ -108,12 +108,14 @@ class SafetyNode(LifecycleNode):
         self.pub_cmd = self.create_publisher(INTERFACES[self.interface], self.topics["command"], COMMAND_QOS)
         self.pub_sent = self.create_publisher(INTERFACES[self.interface], self.topics["sent_command"], COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, self.topics["gripper_command"], COMMAND_QOS)
+        # e-stop and sensors before the command: rclpy serves ready subscriptions in creation
+        # order, so a bad frame or joint state that is waiting is seen before a waiting command
         self._subs = [
-            self.create_subscription(Float64MultiArray, self.topics["policy_command"], self._on_policy_command, COMMAND_QOS),
+            self.create_subscription(Bool, self.topics["estop"], self._on_estop, COMMAND_QOS),
             self.create_subscription(Image, self.topics["image"], self._on_image, SENSOR_QOS),
             self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
             self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS),
-            self.create_subscription(Bool, self.topics["estop"], self._on_estop, COMMAND_QOS),
+            self.create_subscription(Float64MultiArray, self.topics["policy_command"], self._on_policy_command, COMMAND_QOS),
         ]
         self._timers = [self.create_timer(0.25 / self.control_hz, self._check_watchdog)]
         self.get_logger().info(

@@ -16,6 +16,13 @@ success of the current task on `topics.ground_truth_success` and, when `publish_
 the scripted demonstrator's action on `topics.expert_action` (used by tests and demos as the
 policy's action source). The service `~/set_camera` (std_srvs/SetBool) stops and restarts the
 camera, to exercise the safety watchdog.
+
+Stand-in human (`sim.stand_in_human`, on in the stand-in launch): what a person does in a real
+cell. When the episode controller asks for help (`topics.human_help`), or the cube is out of the
+arm's reach or off the table (`env.needs_reset()`), the scene is fully reset to the current
+task's start; after a call for help the controller is resumed through its `set_paused` service
+(`sim.controller_pause_service`). Without it a reset-free session stops at the first call for
+help.
 """
 
 from __future__ import annotations
@@ -96,6 +103,13 @@ class SimRobotNode(Node):
         self.create_subscription(Float64, self.topics["gripper_command"], self._on_gripper, COMMAND_QOS)
         self.create_subscription(String, self.topics["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_service(SetBool, "~/set_camera", self._on_set_camera)
+        self._reset_requested = threading.Event()
+        self._resume_pending = False
+        self.human_resets = 0
+        if sim.get("stand_in_human", False):
+            self.create_subscription(String, self.topics["human_help"], self._on_help, COMMAND_QOS)
+            self.resume_client = self.create_client(SetBool, sim["controller_pause_service"])
+            self.create_timer(0.5, self._resume_controller)
         self._thread = threading.Thread(target=self._physics_loop, name="sim_physics", daemon=True)
         self._thread.start()
         self._ready.wait(timeout=30.0)
@@ -161,6 +175,16 @@ class SimRobotNode(Node):
         self.get_logger().info(resp.message)
         return resp
 
+    def _on_help(self, msg: String) -> None:
+        self.get_logger().info("stand-in human: resetting the scene, then resuming the episode controller")
+        self._resume_pending = True
+        self._reset_requested.set()
+
+    def _resume_controller(self) -> None:
+        if self._resume_pending and not self._reset_requested.is_set() and self.resume_client.service_is_ready():
+            self._resume_pending = False
+            self.resume_client.call_async(SetBool.Request(data=False))
+
     # ------------------------------------------------------------------ physics + outputs
     def _physics_loop(self) -> None:
         """Step the cell at control_hz with the newest command (wall-clock paced)."""
@@ -180,7 +204,20 @@ class SimRobotNode(Node):
                     self.warn.warn("step", f"stand-in step failed: {e!r}")
         self.env.close()
 
+    def _full_reset(self, why: str) -> None:
+        self.obs, _ = self.env.reset()
+        self.human_resets += 1
+        self._cmd, self._cmd_fresh, self._gripper = None, False, -1.0
+        if self.expert is not None and hasattr(self.expert, "reset"):
+            self.expert.reset()
+        self.get_logger().info(f"stand-in human: full reset of the scene ({why}; {self.human_resets} so far)")
+
     def _step(self) -> None:
+        if self._reset_requested.is_set():
+            self._full_reset("the episode controller asked for help")
+            self._reset_requested.clear()
+        elif self.p["sim"].get("stand_in_human", False) and self.env.needs_reset():
+            self._full_reset("cube out of reach or off the table")
         cmd = self._cmd if self._cmd_fresh else None
         self._cmd_fresh = False
         if cmd is not None and cmd[2] is not None:

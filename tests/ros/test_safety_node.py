@@ -113,6 +113,14 @@ def test_bad_inputs_are_not_forwarded_and_named(ros, case, expect):
     time.sleep(0.5)
     rig.run(3, [0.0, 0.01, 0, 0, 0])  # healthy start: the node is moving
     wait_for(lambda: len(rig.motion()) >= 1, 5, "healthy commands forwarded")
+    bad_sensors = {"nan_joints": ("joint_states", {"q": (0.0, float("nan"), 0.3, 1.2, 0.0)}),
+                   "wrong_image_size": ("image_size", {"size": (48, 32)})}
+    if case in bad_sensors:
+        # the bad input has reached the node (a command already in flight may still pass)
+        key, kw = bad_sensors[case]
+        rig.sensors(**kw)
+        wait_for(lambda: key in rig.safety.warn.counts, 5, f"the safety node seeing {case}")
+        time.sleep(0.15)
     n0 = len(rig.sent)
     if case == "nan_joints":
         rig.run(5, [0.0, 0.01, 0, 0, 0], q=(0.0, float("nan"), 0.3, 1.2, 0.0))
