@@ -18,6 +18,7 @@ resolves it. Loaders and the crop function are importable without ROS:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ def resolve_out(path: str | os.PathLike, cell_dir: Path | None, default_name: st
 
 def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
     """Write `data` as YAML to `path` atomically (temp file in the same folder, then rename),
-    so a reader (the safety node) never sees a half-written file."""
+    so a reader (the safety node) never sees a half-written file.
+
+    A calibration that replaces a different earlier one keeps it beside the new file as
+    `<name>.previous.yaml`, so re-running a calibration never loses the last good one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # block style at the top level (one key a line), short lists inline: `min: [0.1, -0.2, 0.0]`
@@ -71,6 +75,8 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if path.is_file() and path.read_text() != text:
+            shutil.copy2(path, path.with_name(f"{path.stem}.previous{path.suffix}"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,3 +24,14 @@ def test_standin_calibration_matches_the_model():
     assert crop.x + crop.width <= info.width and crop.y + crop.height <= info.height
     ws = load_workspace(cell / "workspace.yaml")
     assert ws.frame == robot.frames.base
+
+
+def test_recalibration_keeps_the_previous_file(tmp_path):
+    from robot_calql.calibration import read_yaml, write_yaml_atomic
+
+    target = tmp_path / "workspace.yaml"
+    write_yaml_atomic(target, {"min": [0.0, 0.0, 0.0], "max": [1.0, 1.0, 1.0]})
+    assert not (tmp_path / "workspace.previous.yaml").exists()
+    write_yaml_atomic(target, {"min": [0.1, 0.0, 0.0], "max": [1.0, 1.0, 1.0]})
+    assert read_yaml(tmp_path / "workspace.previous.yaml", "previous")["min"] == [0.0, 0.0, 0.0]
+    assert read_yaml(target, "new")["min"] == [0.1, 0.0, 0.0]
