@@ -78,29 +78,18 @@ def decode_image(msg: Any, msgtype: str) -> np.ndarray:
 
 
 def crop_resize(img: np.ndarray, crop: tuple[int, int, int, int] | str, size: int) -> np.ndarray:
-    """Crop then resize to (size, size). crop: (x, y, width, height) in raw pixels, "center"
-    (largest centred square) or "none" (squash the whole frame)."""
+    """Crop then resize to (size, size) with the policy node's own function (identical pixels
+    online and offline). crop: (x, y, width, height) in raw pixels, "center" (largest centred
+    square) or "none" (squash the whole frame)."""
+    from robot_calql.calibration import CalibrationError
+    from robot_calql.calibration.crop import CropRegion, centered_square, crop_and_resize
+
     h, w = img.shape[:2]
-    if crop == "center":
-        s = min(h, w)
-        x, y, cw, ch = (w - s) // 2, (h - s) // 2, s, s
-    elif crop == "none":
-        x, y, cw, ch = 0, 0, w, h
-    else:
-        x, y, cw, ch = crop
-        if x < 0 or y < 0 or x + cw > w or y + ch > h:
-            raise UnsupportedEncoding(f"crop {crop} does not fit a {w}x{h} image")
-    region = img[y : y + ch, x : x + cw]
-    if region.shape[0] == size and region.shape[1] == size:
-        return np.ascontiguousarray(region)
-    if min(cw, ch) < size:
-        return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
-    if (cw % size or ch % size) and min(cw, ch) > 3 * size:
-        # area averaging by a non-integer factor is slow in OpenCV (1.3 ms for 480 -> 64 px);
-        # bilinear to 3x the size then an exact 3x3 area average is 6x faster and within ~1.5
-        # grey levels of it
-        region = cv2.resize(region, (3 * size, 3 * size), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+    region = (centered_square(w, h) if crop == "center" else None if crop == "none" else CropRegion(*crop))
+    try:
+        return crop_and_resize(img, region, size)
+    except CalibrationError as e:
+        raise UnsupportedEncoding(str(e)) from None
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:

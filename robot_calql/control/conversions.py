@@ -114,18 +114,17 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
 
 
 def crop_and_resize(rgb: np.ndarray, size: int, crop: dict | None = None) -> np.ndarray:
-    """Crop (x, y, width, height from calibration crop.yaml, or None) then resize to size x size."""
-    if crop is not None:
-        x, y, w, h = (int(crop[k]) for k in ("x", "y", "width", "height"))
-        H, W = rgb.shape[:2]
-        if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > W or y + h > H:
-            raise ImageFormatError(f"crop {x},{y} {w}x{h} does not fit in a {W}x{H} image")
-        rgb = rgb[y : y + h, x : x + w]
-    if rgb.shape[0] == size and rgb.shape[1] == size:
-        return np.ascontiguousarray(rgb)
-    import cv2
+    """Crop (x, y, width, height from calibration crop.yaml, or None) then resize to size x size,
+    with the same function bag ingestion uses for training frames."""
+    from robot_calql.calibration import CalibrationError
+    from robot_calql.calibration.crop import CropRegion
+    from robot_calql.calibration.crop import crop_and_resize as _crop_and_resize
 
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    region = None if crop is None else CropRegion(*(int(crop[k]) for k in ("x", "y", "width", "height")))
+    try:
+        return _crop_and_resize(rgb, region, size)
+    except CalibrationError as e:
+        raise ImageFormatError(str(e)) from None
 
 
 def action_to_delta(action: np.ndarray, translation_m: float, rotation_rad: float) -> np.ndarray:

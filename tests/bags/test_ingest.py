@@ -15,7 +15,8 @@ from robot_calql.bags.messages import BagRecorder
 from robot_calql.config import compose
 from robot_calql.data.dataset import Dataset
 
-NO_EE = ["robot.bag_topics.ee_pose=null"]
+# synthetic recordings are not from the stand-in camera: no calibration crop unless a test sets one
+NO_EE = ["robot.bag_topics.ee_pose=null", "robot.calibration=null"]
 
 
 def settings(*overrides: str):
@@ -271,7 +272,7 @@ def test_joint_and_pose_action_types(tmp_path, kind):
     over = [f"robot.bag_topics.action_type={kind}", "robot.bag_topics.action=/cmd",
             "robot.bag_topics.gripper_command=null", "robot.bag_topics.gripper_open=1.0",
             "robot.bag_topics.gripper_closed=0.0"]
-    s = settings_from(compose("ingest", ["bags=x", "out=y", *over]))  # with ee_pose: proprio has 10 values
+    s = settings_from(compose("ingest", ["bags=x", "out=y", "robot.calibration=null", *over]))  # with ee_pose: proprio has 10 values
     ingest([tmp_path / "b"], s, tmp_path / "ds", progress=False)
     ds = Dataset(tmp_path / "ds")
     ep = ds[0]
