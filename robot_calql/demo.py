@@ -3,7 +3,10 @@
 1. collect scripted demonstrations of a task pair (forward + backward) plus a few failures,
 2. pre-train Cal-QL offline on them (`robot-calql pretrain`),
 3. fine-tune online in the stand-in, reset-free (`robot-calql finetune`),
-4. print the success rate before and after fine-tuning and where the plots and checkpoints are.
+4. run the ROS 2 node set (sim_robot, policy, reward, episode_controller, safety, learner) from
+   the pre-trained checkpoint for `ros_session_s` seconds, reset-free, over real DDS (the graph
+   `ros2 launch robot_calql finetune.launch.py sim:=true` starts; skipped when 0 or without rclpy),
+5. print the success rate before and after fine-tuning and where the plots and checkpoints are.
 
 State mode by default, so it ends in about 10 minutes on 2 CPU cores. Every stage is the real
 command with its own config (configs/pretrain.yaml, configs/finetune.yaml); the demo only sets
@@ -67,13 +70,13 @@ def main(cfg: DictConfig) -> int:
               _override("progress", str(bool(cfg.progress)).lower()), _override("batch_size", cfg.batch_size),
               "overwrite=true"]
 
-    print(f"[demo 1/3] collecting {cfg.episodes} demos per direction ({forward}, {backward}) "
+    print(f"[demo 1/4] collecting {cfg.episodes} demos per direction ({forward}, {backward}) "
           f"and {cfg.failures} failures each -> {data}", flush=True)
     summary = collect(cfg, data)
     print(f"           {summary['episodes']} episodes, {summary['steps']} steps, "
           f"{summary['success_rate']:.0%} successful", flush=True)
 
-    print(f"[demo 2/3] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
+    print(f"[demo 2/4] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
           flush=True)
     agent_over = [_override(f"agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
     pre_cfg = compose("pretrain", [f"dataset={data}", f"out={pre_dir}", _override("steps", cfg.pretrain_steps),
@@ -82,7 +85,7 @@ def main(cfg: DictConfig) -> int:
     if rc:
         return rc
 
-    print(f"[demo 3/3] fine-tuning online, reset-free, for {cfg.finetune_steps} steps -> {ft_dir}", flush=True)
+    print(f"[demo 3/4] fine-tuning online, reset-free, for {cfg.finetune_steps} steps -> {ft_dir}", flush=True)
     ft_cfg = compose("finetune", [f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={forward}",
                                   _override("steps", cfg.finetune_steps), _override("eval_every", cfg.eval_every),
                                   _override("eval_episodes", cfg.eval_episodes),
@@ -92,6 +95,8 @@ def main(cfg: DictConfig) -> int:
     rc = finetune.main(ft_cfg)
     if rc:
         return rc
+
+    ros = ros_session(cfg, pre_dir, out / "ros_session") if float(cfg.ros_session_s) > 0 else None
 
     ft = json.loads((ft_dir / "summary.json").read_text())
     pre = json.loads((pre_dir / "summary.json").read_text())
@@ -107,15 +112,39 @@ def main(cfg: DictConfig) -> int:
         "plots": {"success": ft["success_plot"], "calibration": pre["calibration_plot"]},
         "checkpoints": {"pretrain": pre["checkpoint"], "finetune": ft["checkpoint"]},
         "tensorboard": f"tensorboard --logdir {out}",
+        "ros_session": ros,
     }
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + "=" * 72)
     print(f"robot_calql demo: '{forward}' in the MuJoCo stand-in ({cfg.obs} mode, {minutes:.1f} min)")
     print(f"  success before fine-tuning (offline Cal-QL): {ft['success_before']:.0%}")
     print(f"  success after {ft['steps']} online steps:         {ft['success_after']:.0%}")
-    print(f"  reset-free online episodes: {ft['online_episodes']}, successes {ft['online_successes']}")
+    wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
+        else ft["online_successes"]
+    print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}")
     print(f"  plots:       {ft['success_plot']}\n               {pre['calibration_plot']}")
     print(f"  checkpoints: {pre['checkpoint']}\n               {ft['checkpoint']}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
+    if ros:
+        print(f"  ROS 2 graph ({ros['duration_s']:.0f} s, reset-free, from the pre-trained checkpoint): "
+              f"{ros['forward_successes']}/{ros['forward_tries']} forward and {ros['backward_successes']}/"
+              f"{ros['backward_tries']} backward tries succeeded; {ros['transitions_stored']} transitions "
+              f"reached the learner, {ros['updates']} updates, {ros['weights_received']} weight sets reached "
+              "the policy")
     print("=" * 72)
     return 0
+
+
+def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> dict[str, Any] | None:
+    """Stage 4: the ROS 2 node set in the stand-in, from the pre-trained checkpoint.
+
+    Imported lazily: the core library never imports rclpy, and a machine without it skips this."""
+    try:
+        from robot_calql_ros.launcher import run_session
+    except ImportError as e:
+        print(f"[demo 4/4] skipped: the ROS 2 nodes need rclpy ({e})", flush=True)
+        return None
+    print(f"[demo 4/4] ROS 2 graph, reset-free, from {checkpoint} for {cfg.ros_session_s:.0f} s -> {run_dir}",
+          flush=True)
+    return run_session([f"checkpoint={checkpoint}", f"run_dir={run_dir}", _override("learner.batch_size", cfg.batch_size)],
+                       duration_s=float(cfg.ros_session_s), eval_episodes=0)

@@ -48,6 +48,9 @@ def test_demo_smoke(tmp_path):
         assert Path(p).is_file() and Path(p).suffix == ".png"
     for p in result["checkpoints"].values():
         assert (Path(p) / "model.safetensors").is_file()
+    ros = result["ros_session"]  # stage 4: the ROS 2 node set over real DDS from the pre-trained checkpoint
+    assert ros["transitions_stored"] > 0 and ros["transitions_stored"] == ros["transitions_received"]
+    assert ros["weights_received"] >= 1 and ros["policy_steps"] > 0
 
 
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
