@@ -46,12 +46,7 @@ def plot_success(
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_calibration(
@@ -71,6 +66,11 @@ def plot_calibration(
     ax.set_xlabel("Monte-Carlo return-to-go")
     ax.set_ylabel("learned Q(s, pi(s))")
     ax.grid(alpha=0.3)
+    return _save(plt, fig, out)
+
+
+def _save(plt, fig, out: str | os.PathLike) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
