@@ -69,3 +69,11 @@ def test_core_library_never_imports_rclpy():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_finetune_reward_group_selects_the_reward_source():
+    assert compose("finetune").reward_source == "sim"
+    cfg = compose("finetune", ["reward=classifier", "classifier.path=/tmp/clf"])
+    assert cfg.reward_source == "classifier" and cfg.classifier.path == "/tmp/clf"
+    with pytest.raises(ConfigError, match="reward"):
+        compose("finetune", ["reward=oracle"])
