@@ -45,7 +45,10 @@ METHODS = ("calql", "cql", "scratch")
 def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
     pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
     agent = [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
-             f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}"]
+             f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
+             # the demo's settings (docs/training.md: what learns at CPU budgets), the same for every method
+             f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}", "agent.reward_scale=10.0",
+             "agent.reward_bias=-5.0", "agent.failure_reward=-5.0"]
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
     steps = 0 if method == "scratch" else a.offline_steps
@@ -84,11 +87,14 @@ def main() -> int:
     p.add_argument("--online-steps", type=int, default=20000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--max-episode-steps", type=int, default=60)
+    p.add_argument("--max-episode-steps", type=int, default=80)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--cql-alpha", type=float, default=5.0)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bc-weight", type=float, default=20.0)
+    p.add_argument("--policy-lr", type=float, default=1e-3)
+    p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     a = p.parse_args()
@@ -103,10 +109,10 @@ def main() -> int:
         root = out / f"seed{seed}"
         data = root / "data"
         collect_episodes(a.task, a.episodes, image_size=0, seed=seed, out=data, overwrite=True,
-                         max_episode_steps=a.max_episode_steps)
+                         max_episode_steps=a.max_episode_steps, noise=a.noise)
         if a.failures:
             collect_episodes(a.task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
-                             out=data, max_episode_steps=a.max_episode_steps)
+                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
         for m in methods:
             s = run_method(m, data, root, a, seed)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], **figures(s["evals"])})
