@@ -482,7 +482,12 @@ class CalQL:
                        ("alpha_prime", self.opt_alpha_prime)):
             if k not in sd:
                 raise CheckpointError(f"optimizer state lacks '{k}'")
+            lrs = [g["lr"] for g in opt.param_groups]
             opt.load_state_dict(sd[k])
+            # Adam's state dict carries the learning rate it was saved with; the configured one wins,
+            # so `finetune +agent.policy_lr=...` really changes the online learning rate.
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr
 
 
 # ---------------------------------------------------------------------- loss pieces (pure)

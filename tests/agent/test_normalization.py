@@ -55,3 +55,12 @@ def test_pixel_agent_normalises_proprio_only():
     assert a.encoder.normalized_keys == ["proprio"]
     a.set_obs_normalization({"proprio": (np.ones(4), np.full(4, 2.0))})
     assert torch.equal(a.encoder.proprio_mean, torch.ones(4))
+
+
+def test_loaded_optimizer_state_keeps_the_configured_learning_rates():
+    """Adam's state dict stores its lr; fine-tuning with another lr must not be silently undone."""
+    a = CalQL({"state": (4,)}, 2, CalQLConfig(**SMALL, policy_lr=1e-3, critic_lr=3e-4))
+    b = CalQL({"state": (4,)}, 2, CalQLConfig(**SMALL, policy_lr=1e-4, critic_lr=1e-5))
+    b.load_optimizer_state_dict(a.optimizer_state_dict())
+    assert b.opt_actor.param_groups[0]["lr"] == 1e-4
+    assert b.opt_critic.param_groups[0]["lr"] == 1e-5
