@@ -58,7 +58,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         "reset_free=false", "backward=false", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
-        f"max_episode_steps={a.max_episode_steps}", "log_every=500", *common]))
+        f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
+        *common]))
     assert rc == 0, f"{method}: finetune failed"
     return json.loads((ft_dir / "summary.json").read_text())
 
@@ -93,7 +94,8 @@ def main() -> int:
     p.add_argument("--cql-alpha", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bc-weight", type=float, default=20.0)
-    p.add_argument("--policy-lr", type=float, default=1e-3)
+    p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
+    p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
