@@ -169,43 +169,15 @@ def load_workspace(path: str | os.PathLike):
 def record_live_joint_states(topic: str, joint_names: list[str], duration_s: float) -> np.ndarray:
     """Listen to sensor_msgs/JointState on `topic` for `duration_s` seconds; (N, J) positions.
 
-    The only function of robot_calql.calibration that touches ROS: rclpy is imported here,
-    lazily, so the library imports without ROS. Needs a sourced ROS 2 or the [ros] extra.
+    The ROS side lives in ros_nodes (robot_calql_ros.joint_recorder), loaded only when live=true,
+    so this library never imports rclpy. Needs a sourced ROS 2 or the [ros] extra.
     """
     try:
-        import rclpy
-        from sensor_msgs.msg import JointState
+        from robot_calql_ros.joint_recorder import record_joint_states
     except ImportError as e:
         raise CalibrationError(
-            f"live=true needs rclpy ({e}); source ROS 2 or record a bag and use bag=<path>") from None
-    import time
-
-    from tqdm import tqdm
-
-    rows: list[list[float]] = []
-
-    def on_msg(msg):
-        index = {n: i for i, n in enumerate(msg.name)}
-        if all(n in index for n in joint_names):
-            rows.append([msg.position[index[n]] for n in joint_names])
-
-    own_context = not rclpy.ok()
-    if own_context:
-        rclpy.init()
-    node = rclpy.create_node("calibrate_workspace_recorder")
-    try:
-        node.create_subscription(JointState, topic, on_msg, 100)
-        t_end = time.monotonic() + float(duration_s)
-        with tqdm(total=int(duration_s), desc=f"recording {topic}", unit="s") as bar:
-            while time.monotonic() < t_end:
-                rclpy.spin_once(node, timeout_sec=0.1)
-                bar.n = min(int(duration_s), int(duration_s - (t_end - time.monotonic())))
-                bar.set_postfix(samples=len(rows))
-                bar.refresh()
-    finally:
-        node.destroy_node()
-        if own_context:
-            rclpy.shutdown()
+            f"live=true needs rclpy and ros_nodes ({e}); source ROS 2 or record a bag and use bag=<path>") from None
+    rows = record_joint_states(topic, joint_names, duration_s)
     if not rows:
         raise CalibrationError(f"no JointState with joints {joint_names} on {topic} in {duration_s} s")
     return np.asarray(rows, dtype=np.float64)
