@@ -74,6 +74,8 @@ class LearnerNode(Node):
                     "instructions": list(c["instructions"]), "agent": json.loads(c["agent_json"]),
                     "dataset": ""}
         self.meta = {**meta, "phase": "finetune_ros"}
+        if float(c.get("policy_lr", 0) or 0) > 0:  # online actor lr (the pre-training one is often too high)
+            self.meta["agent"] = {**(self.meta.get("agent") or {}), "policy_lr": float(c["policy_lr"])}
         self.agent = build_agent(self.meta, self.device)
         if state is not None:
             self.agent.load_state_dict(state["agent_state"])
