@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -222,11 +221,6 @@ def main(cfg: DictConfig) -> int:
     if state["trainer"].get("optimizer"):
         agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
     acfg = agent.cfg
-    if cfg.get("reset_alpha", False) and not resuming:
-        # Offline, a BC-sharpened policy drives the entropy temperature up (alpha ~15 after 3k
-        # updates in the stand-in); online that makes the sampled actions near-random. Start the
-        # online phase from the configured initial temperature; automatic tuning carries on.
-        agent.log_alpha.data.fill_(math.log(acfg.alpha_init))
 
     data_dir = resolve_path(cfg.dataset) or resolve_path(meta.get("dataset"))
     if data_dir is None:
