@@ -92,6 +92,7 @@ def main(cfg: DictConfig) -> int:
                                   _override("max_episode_steps", cfg.max_episode_steps),
                                   _override("mixing_ratio", cfg.mixing_ratio),
                                   _override("full_reset_every", cfg.full_reset_every),
+                                  _override("explore_temperature", cfg.explore_temperature),
                                   _override("+agent.policy_lr", cfg.finetune_policy_lr), *common])
     rc = finetune.main(ft_cfg)
     if rc:

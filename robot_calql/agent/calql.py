@@ -225,15 +225,24 @@ class CalQL:
         return out, batched
 
     @torch.inference_mode()
-    def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
+    def act(self, obs: Mapping[str, Any], deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
         """Action(s) in [-1, 1]: (A,) for one observation, (B, A) for a batch.
 
         obs: dict of arrays with the spec's keys (images uint8 HxWx3) and `instruction` (int id)
         when the agent knows more than one instruction.
+        deterministic=False samples tanh(mean + temperature * std * eps): temperature 1 is the
+        policy itself (what SAC and the official Cal-QL explore with), 0 its mean; in between
+        explores closer to the mean (the `temperature` of jaxrl_m's sample_actions).
         """
+        if not temperature >= 0.0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         t, batched = self._obs_to_tensors(obs)
         f = self.encoder(t)
-        a = self.actor.deterministic(f) if deterministic else self.actor(f)[0][:, 0]
+        if deterministic or temperature == 0.0:
+            a = self.actor.deterministic(f)
+        else:
+            mean, log_std = self.actor.dist_params(f)
+            a = torch.tanh(mean + float(temperature) * log_std.exp() * torch.randn_like(mean))
         a = a.float().cpu().numpy()
         return a if batched else a[0]
 

@@ -186,6 +186,9 @@ def main(cfg: DictConfig) -> int:
     steps = int(cfg.steps)
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
+    if not float(cfg.explore_temperature) >= 0.0:
+        raise ConfigError(f"explore_temperature must be >= 0 (1: sample the policy, 0: its mean), "
+                          f"got {cfg.explore_temperature}")
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
@@ -290,6 +293,7 @@ def main(cfg: DictConfig) -> int:
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=loop["step"] if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
     utd, bs, starts = int(cfg.utd), int(cfg.batch_size), int(cfg.learning_starts)
+    explore_t = float(cfg.explore_temperature)
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     bar = tqdm(total=steps, initial=loop["step"], desc="finetune", unit="step", disable=not cfg.progress,
@@ -301,7 +305,7 @@ def main(cfg: DictConfig) -> int:
                 run_eval()
             while loop["step"] < steps:
                 instr = obs["instruction"]
-                action = agent.act(agent_obs(obs, spec, vocab), deterministic=False)
+                action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 gt = bool(info["success"])
                 if clf is not None:  # the classifier decides; the simulator's success is only logged

@@ -32,7 +32,9 @@ def build_agent(meta: dict, device: str = "cpu"):
 
 
 class PolicyActor:
-    """Deterministic actor + instruction vocabulary; `act(obs)` -> action (5,) or raises."""
+    """Actor + instruction vocabulary; `act(obs, temperature)` -> action (5,) or raises.
+
+    temperature 0 (the default) acts with the policy's mean; > 0 explores, see CalQL.act."""
 
     def __init__(self, agent, meta: dict, step: int):
         self.agent = agent
@@ -63,12 +65,12 @@ class PolicyActor:
         agent.load_policy_state_dict(sd)
         return cls(agent, meta, step)
 
-    def act(self, obs: dict[str, Any]) -> np.ndarray:
+    def act(self, obs: dict[str, Any], temperature: float = 0.0) -> np.ndarray:
         if obs["instruction"] not in self.vocab:
             raise ValueError(f"instruction '{obs['instruction']}' unknown to the policy (knows {list(self.vocab)})")
         x = {k: obs[k] for k in self.keys}
         x["instruction"] = np.int64(self.vocab[obs["instruction"]])
-        return np.asarray(self.agent.act(x, deterministic=True), np.float32)
+        return np.asarray(self.agent.act(x, deterministic=temperature == 0.0, temperature=temperature), np.float32)
 
 
 def _payload_metadata(payload) -> dict:

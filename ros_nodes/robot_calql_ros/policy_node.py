@@ -79,6 +79,9 @@ class PolicyNode(Node):
         self.expected_hw = (int(r["limits"]["camera_height"]), int(r["limits"]["camera_width"]))
         self.crop = p.get("crop") or None
         self.source = self.cfg["action_source"]
+        self.temperature = float(self.cfg.get("explore_temperature", 0.0))
+        if not self.temperature >= 0.0:
+            raise ValueError(f"policy.explore_temperature must be >= 0, got {self.temperature}")
         if self.source not in ("agent", "expert"):
             raise ValueError(f"policy.action_source must be 'agent' or 'expert', got '{self.source}'")
         self.warn = ThrottledWarner(self)
@@ -282,7 +285,7 @@ class PolicyNode(Node):
 
     def _act(self, obs: dict) -> np.ndarray | None:
         actor = self.actor
-        agent_action = actor.act(obs) if actor is not None else None
+        agent_action = actor.act(obs, self.temperature) if actor is not None else None
         if self.source == "expert":
             if self.expert_action is None or self.expert_action.shape != (5,):
                 self.warn.warn("expert", "policy not acting: no expert action from the stand-in yet")

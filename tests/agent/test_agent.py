@@ -39,6 +39,23 @@ def test_state_dict_round_trip_gives_identical_outputs():
     assert ma == mb
 
 
+def test_exploration_temperature_scales_the_policy_noise():
+    torch.manual_seed(0)
+    a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
+    obs = {"state": np.tile(np.random.default_rng(0).normal(size=(1, 6)).astype(np.float32), (4000, 1))}
+    mean = a.act(obs, deterministic=True)
+    np.testing.assert_array_equal(a.act(obs, deterministic=False, temperature=0.0), mean)
+    with torch.no_grad():
+        m, log_std = a.actor.dist_params(a.encoder(a._obs_to_tensors(obs)[0]))
+    u_std = log_std.exp()[0].numpy()
+    for t in (0.2, 1.0):
+        u = np.arctanh(np.clip(a.act(obs, deterministic=False, temperature=t), -1 + 1e-7, 1 - 1e-7))
+        np.testing.assert_allclose(u.mean(0), m[0].numpy(), atol=4 * t * u_std.max() / np.sqrt(4000))
+        np.testing.assert_allclose(u.std(0), t * u_std, rtol=0.06)  # pre-tanh spread = T * std
+    with pytest.raises(ValueError, match="temperature"):
+        a.act(obs, deterministic=False, temperature=-0.5)
+
+
 def test_policy_state_dict_round_trip_single_observation():
     torch.manual_seed(0)
     a = CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL), num_instructions=2)

@@ -55,6 +55,13 @@ def test_checkpoint_that_does_not_fit_names_the_tensor(tmp_path, pretrained, cap
     assert "tensor '" in err and "shape" in err
 
 
+def test_negative_exploration_temperature_is_refused(tmp_path, pretrained, capsys):
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={tmp_path / 'ft'}", "steps=2",
+                 "explore_temperature=-1", *QUIET]) == 1
+    assert "explore_temperature must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
+
+
 def test_pretrain_outputs(pretrained):
     summary = json.loads((pretrained / "summary.json").read_text())
     assert (pretrained / "plots" / "calibration.png").read_bytes()[:8] == PNG
