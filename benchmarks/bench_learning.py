@@ -59,6 +59,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         "reset_free=false", "backward=false", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
+        f"explore_temperature={a.explore_temperature}",
         *common]))
     assert rc == 0, f"{method}: finetune failed"
     return json.loads((ft_dir / "summary.json").read_text())
@@ -82,6 +83,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cube_in_bowl")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--episodes", type=int, default=50, help="scripted demos per seed")
     p.add_argument("--failures", type=int, default=10)
     p.add_argument("--offline-steps", type=int, default=20000)
@@ -96,6 +98,8 @@ def main() -> int:
     p.add_argument("--bc-weight", type=float, default=20.0)
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
+    p.add_argument("--explore-temperature", type=float, default=0.2,
+                   help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md)")
     p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
@@ -107,7 +111,7 @@ def main() -> int:
     methods = [m for m in a.methods.split(",") if m]
     results: dict = {"config": vars(a), "runs": {m: [] for m in methods}}
     t0 = time.time()
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         root = out / f"seed{seed}"
         data = root / "data"
         collect_episodes(a.task, a.episodes, image_size=0, seed=seed, out=data, overwrite=True,
