@@ -152,6 +152,39 @@ class StandInEnv(gym.Env):
                 r.close()
         self._renderer = self._big_renderer = None
 
+    # ------------------------------------------------------------------ snapshots
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue this env exactly (a resumed fine-tuning run): the MuJoCo
+        integration state, the commanded targets and counters, the task and the RNG. Plain
+        numpy / Python values; `set_state` restores it."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        phys = np.empty(mujoco.mj_stateSize(self.model, spec), dtype=np.float64)
+        mujoco.mj_getState(self.model, self.data, phys, spec)
+        return {
+            "physics": phys,
+            "task": self.task.name,
+            "elapsed": int(self._elapsed),
+            "target_pos": np.array(self._target_pos),
+            "target_yaw": float(self._target_yaw),
+            "q_cmd": np.array(self._q_cmd),
+            "needs_full_reset": bool(self._needs_full_reset),
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def set_state(self, s: dict[str, Any]) -> None:
+        """Restore a `get_state` snapshot (same model); the next step continues where it left."""
+        self.set_task(s["task"])
+        mujoco.mj_setState(self.model, self.data, np.asarray(s["physics"], dtype=np.float64),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)
+        self._elapsed = int(s["elapsed"])
+        self._target_pos = np.array(s["target_pos"])
+        self._target_yaw = float(s["target_yaw"])
+        self._q_cmd = np.array(s["q_cmd"])
+        self._needs_full_reset = bool(s["needs_full_reset"])
+        self._seed = None
+        self.np_random.bit_generator.state = s["np_random"]
+
     # ------------------------------------------------------------------ task / scene
     def set_task(self, name: str) -> None:
         """Switch task and instruction without touching the scene (reset-free)."""

@@ -43,43 +43,6 @@ from robot_calql.train.logger import Logger
 log = logging.getLogger("robot_calql.train.finetune")
 
 
-# ----------------------------------------------------------------------------- env snapshots
-def env_state(env: Any) -> dict[str, Any]:
-    """Everything needed to continue a stand-in env exactly: MuJoCo integration state, the
-    env's commanded targets and counters, its task and its RNG."""
-    import mujoco
-
-    spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    phys = np.empty(mujoco.mj_stateSize(env.model, spec), dtype=np.float64)
-    mujoco.mj_getState(env.model, env.data, phys, spec)
-    return {
-        "physics": phys,
-        "task": env.task.name,
-        "elapsed": int(env._elapsed),
-        "target_pos": np.array(env._target_pos),
-        "target_yaw": float(env._target_yaw),
-        "q_cmd": np.array(env._q_cmd),
-        "needs_full_reset": bool(env._needs_full_reset),
-        "np_random": env.np_random.bit_generator.state,
-    }
-
-
-def set_env_state(env: Any, s: dict[str, Any]) -> None:
-    import mujoco
-
-    env.set_task(s["task"])
-    mujoco.mj_setState(env.model, env.data, np.asarray(s["physics"], dtype=np.float64),
-                       mujoco.mjtState.mjSTATE_INTEGRATION)
-    mujoco.mj_forward(env.model, env.data)
-    env._elapsed = int(s["elapsed"])
-    env._target_pos = np.array(s["target_pos"])
-    env._target_yaw = float(s["target_yaw"])
-    env._q_cmd = np.array(s["q_cmd"])
-    env._needs_full_reset = bool(s["needs_full_reset"])
-    env._seed = None
-    env.np_random.bit_generator.state = s["np_random"]
-
-
 # ----------------------------------------------------------------------------- buffer snapshots
 _ONLINE_ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs")
 _ONLINE_COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
@@ -260,7 +223,7 @@ def main(cfg: DictConfig) -> int:
     if resuming:
         loop = state["trainer"]["loop"]
         ckpt.set_rng_state(state["trainer"]["rng"])
-        set_env_state(env, state["trainer"]["env"])
+        env.set_state(state["trainer"]["env"])
         obs = state["trainer"]["obs"]
         offline.rng.bit_generator.state = state["trainer"]["offline_rng"]
         if state["buffer"] is not None:
@@ -278,7 +241,7 @@ def main(cfg: DictConfig) -> int:
 
     def save() -> Path:
         trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(), "loop": loop,
-                   "env": env_state(env), "obs": obs, "offline_rng": offline.rng.bit_generator.state}
+                   "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state}
         if clf is not None:
             trainer["classifier"] = clf.state()
         return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
