@@ -83,6 +83,8 @@ class CalQLConfig:
     alpha_multiplier: float = 1.0
     target_entropy: float | None = None  # None: -|A|
     bc_weight: float = 0.0  # RoboFuME-style behaviour-cloning term: + bc_weight * -log pi(a_data|s)
+    bc_offline_only: bool = False  # BC on the offline (demonstration) rows of a mixed batch only, not on
+    # the online rows (the policy's own tries, failures included); see docs/training.md
     # rewards and returns (applied by robot_calql.data.replay, recorded here so a run has one config)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
@@ -350,7 +352,12 @@ class CalQL:
         bc_loss = torch.zeros((), device=self.device)
         if cfg.bc_weight > 0:
             u = torch.atanh(a_data.clamp(-1 + 1e-6, 1 - 1e-6))
-            bc_loss = -tanh_gaussian_log_prob(u, (u - mean_s) / log_std_s.exp(), log_std_s).mean()
+            bc_rows = -tanh_gaussian_log_prob(u, (u - mean_s) / log_std_s.exp(), log_std_s)
+            if cfg.bc_offline_only and "online" in batch:
+                offline = (~batch["online"].bool()).float()
+                bc_loss = (bc_rows * offline).sum() / offline.sum().clamp(min=1.0)
+            else:
+                bc_loss = bc_rows.mean()
             actor_loss = actor_loss + cfg.bc_weight * bc_loss
         if cfg.automatic_entropy_tuning:
             alpha_loss = entropy_temperature_loss(self.log_alpha, logp_new, self.target_entropy)

@@ -160,3 +160,19 @@ def test_redq_subset_ensemble_updates():
     agent = _small_agent(num_critics=4, num_min_critics=2)
     m = agent.update(_batch())
     assert agent.critic.w_obs.shape[0] == 4 and np.isfinite(list(m.values())).all()
+
+
+def test_bc_offline_only_ignores_the_online_rows():
+    batch = _batch(B=32)
+    online = torch.arange(32) >= 20  # rows 20.. are the policy's own (online) tries
+    batch["online"] = online
+    offline_rows = {k: ({kk: vv[:20] for kk, vv in v.items()} if isinstance(v, dict) else v[:20])
+                    for k, v in batch.items() if k != "online"}
+    every = _small_agent(bc_weight=1.0)._losses(batch)[1]["loss_bc"]
+    only = _small_agent(bc_weight=1.0, bc_offline_only=True)._losses(batch)[1]["loss_bc"]
+    want = _small_agent(bc_weight=1.0)._losses(offline_rows)[1]["loss_bc"]
+    torch.testing.assert_close(only, want)
+    assert abs(every.item() - want.item()) > 1e-4  # the online rows do count by default
+    # an all-online batch has no demonstration to clone: the term is zero, not NaN
+    batch["online"] = torch.ones(32, dtype=torch.bool)
+    assert _small_agent(bc_weight=1.0, bc_offline_only=True)._losses(batch)[1]["loss_bc"].item() == 0.0
