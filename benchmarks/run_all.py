@@ -1,8 +1,9 @@
 """Run the speed benchmarks one after another and print their figures (`make bench`).
 
 Each benchmark is its own script (run one alone for details and options). The learning
-benchmark takes hours on a CPU and runs only with --learning. Figures depend on how loaded the
-machine is: run on an otherwise idle machine and compare ratios measured in the same run.
+benchmark (hours on a CPU) and the ROS fine-tuning session (10 minutes) run only with
+--learning. Figures depend on how loaded the machine is: run on an otherwise idle machine and
+compare ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ FAST = [
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--learning", action="store_true", help="also run the (hours-long) learning benchmark")
+    ap.add_argument("--learning", action="store_true",
+                    help="also run the (hours-long) learning benchmark and the 10-minute ROS session benchmark")
     ap.add_argument("--only", nargs="*", default=None, help="script names to run, e.g. bench_env.py")
     args = ap.parse_args()
-    jobs = FAST + ([("learning: Cal-QL vs CQL vs no pre-training", ["bench_learning.py"])] if args.learning else [])
+    slow = [("learning: Cal-QL vs CQL vs no pre-training", ["bench_learning.py"]),
+            ("ROS fine-tuning session: success before and after", ["bench_ros_finetune.py"])]
+    jobs = FAST + (slow if args.learning else [])
     if args.only:
         jobs = [j for j in jobs if j[1][0] in args.only]
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
