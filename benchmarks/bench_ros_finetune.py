@@ -56,6 +56,7 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=40)
     p.add_argument("--window", type=float, default=100.0, help="seconds per window of reset-free tries")
     p.add_argument("--batch", type=int, default=128, help="learner batch size")
+    p.add_argument("--explore-temperature", type=float, default=0.2, help="policy.explore_temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_ros_finetune")
     a = p.parse_args()
@@ -65,7 +66,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ckpt = Path(a.checkpoint).resolve() if a.checkpoint else make_checkpoint(out, a)
-    r = run_session([f"checkpoint={ckpt}", f"run_dir={out / 'session'}", f"learner.batch_size={a.batch}"],
+    r = run_session([f"checkpoint={ckpt}", f"run_dir={out / 'session'}", f"learner.batch_size={a.batch}",
+                     f"policy.explore_temperature={a.explore_temperature}"],
                     duration_s=a.duration, eval_episodes=a.eval_episodes, window_s=a.window)
     r["checkpoint"] = str(ckpt)
     r["minutes"] = round((time.time() - t0) / 60, 1)

@@ -1,0 +1,46 @@
+"""The learner node started from a pre-trained checkpoint continues it the way `robot-calql
+finetune` does: weights, entropy temperature and Adam's moments from pre-training, with the
+learning rates of the launch configuration."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.ros
+
+
+def _pretrained(run_dir):
+    from robot_calql.agent import CalQL, CalQLConfig
+    from robot_calql.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "policy_lr": 1e-3}
+    agent = CalQL({"state": (6,)}, 5, CalQLConfig.from_dict(cfg), num_instructions=2)
+    for _ in range(3):
+        agent.update({"obs": {"state": torch.randn(8, 6), "instruction": torch.zeros(8, dtype=torch.long)},
+                      "next_obs": {"state": torch.randn(8, 6), "instruction": torch.zeros(8, dtype=torch.long)},
+                      "action": torch.rand(8, 5) * 2 - 1, "reward": torch.randn(8), "done": torch.zeros(8),
+                      "mc_return": torch.randn(8)})
+    meta = {"obs": "state", "obs_spec": {"state": [6]}, "action_dim": 5, "agent": cfg, "dataset": "",
+            "instructions": ["put the cube in the bowl", "take the cube out of the bowl and put it on the table"]}
+    save_checkpoint(run_dir, 3, agent.state_dict(), {"optimizer": agent.optimizer_state_dict()}, meta)
+    return agent
+
+
+def test_learner_continues_the_pretraining_optimizer(ros, tmp_path):
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    pre = _pretrained(tmp_path / "pre")
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[learner]", f"checkpoint={tmp_path / 'pre'}",
+                                      f"run_dir={tmp_path / 'run'}", "learner.policy_lr=1e-4"])
+    (learner,) = build_nodes(node_set(cfg))
+    ros.add(learner)
+    got, want = learner.agent.opt_critic.state_dict(), pre.opt_critic.state_dict()
+    assert got["state"], "Adam's moments were not loaded"
+    for k, s in want["state"].items():
+        torch.testing.assert_close(got["state"][k]["exp_avg_sq"], s["exp_avg_sq"])
+    assert learner.agent.opt_actor.param_groups[0]["lr"] == pytest.approx(1e-4)  # the configured online lr
+    torch.testing.assert_close(learner.agent.log_alpha, pre.log_alpha)
+    assert learner.updates == 0  # a new fine-tuning run, not a resume
