@@ -7,8 +7,8 @@ nodes of robot_calql_ros.nodeset, with the same parameters as launch/finetune.la
   --params-file <run_dir>/launch/<node>.params.yaml`), like ros2 launch: a node that blocks on
   the GIL (the learner's updates) cannot delay the control path, and a crashed node does not
   take the others down. If a node exits with an error, the launcher stops the others and fails.
-- `mode=threads`: every node in this process on one MultiThreadedExecutor (quick to start;
-  used by the tests).
+- `mode=threads`: every node in this process, each on a SingleThreadedExecutor in a thread of
+  its own (quick to start; used by the tests).
 
 A monitor node in the launcher follows the episode events and the learner's status, shows a
 progress bar, and at the end prints success rates of the forward task over the first and last
@@ -224,28 +224,49 @@ def build_nodes(specs: list[NodeSpec]) -> list:
     return nodes
 
 
-def run_threads(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
-    import threading
+class NodeSpinners:
+    """Each node on a SingleThreadedExecutor of its own, in its own thread: what `run.py` does per
+    process, here in one process. rclpy's MultiThreadedExecutor dispatches every callback through a
+    thread pool, which at the stand-in's sensor rates (50 Hz joint states and poses to two nodes,
+    the camera, commands) cost enough GIL time on a 2-core machine to leave the policy acting on
+    frames 0.3-0.8 s old. `stop()` shuts the executors down and joins their threads."""
 
+    def __init__(self, nodes) -> None:
+        import threading
+
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executors, self.threads = [], []
+        for n in nodes:
+            ex = SingleThreadedExecutor()
+            ex.add_node(n)
+            t = threading.Thread(target=ex.spin, name=f"spin_{n.get_name()}", daemon=True)
+            t.start()
+            self.executors.append(ex)
+            self.threads.append(t)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        for ex in self.executors:
+            ex.shutdown(timeout_sec=timeout_s)
+        for t in self.threads:
+            t.join(timeout=timeout_s)
+
+
+def run_threads(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     if cfg.get("domain_id") is not None:
         os.environ["ROS_DOMAIN_ID"] = str(cfg.domain_id)
     rclpy.init()
     nodes = build_nodes(specs)
-    ex = MultiThreadedExecutor(num_threads=4)
-    for n in nodes:
-        ex.add_node(n)
-    t = threading.Thread(target=ex.spin, daemon=True)
-    t.start()
+    spinners = NodeSpinners(nodes)
     try:
         until = time.monotonic() + float(cfg.duration_s) if float(cfg.duration_s) > 0 else float("inf")
         rc = _spin_monitor(cfg, specs, until, report=report)
     except KeyboardInterrupt:
         rc = 0
     finally:
-        ex.shutdown()
+        spinners.stop()
         for n in nodes:
             n.destroy_node()
         rclpy.shutdown()

@@ -1,5 +1,6 @@
 """The whole fine-tuning graph with real rclpy + DDS: sim_robot, policy, reward, episode_controller,
-safety and learner in one process (the launcher's threads mode), built from the shared node set.
+safety and learner in one process (the launcher's threads mode: a SingleThreadedExecutor per
+node), built from the shared node set.
 
 The policy's action source is the stand-in's scripted demonstrator (policy.action_source=expert),
 so successes happen within seconds; the Cal-QL agent still runs on every frame once the
@@ -32,7 +33,7 @@ def _cfg(tmp_path, *extra):
 def test_graph_runs_reset_free_with_learning_and_watchdog(ros, tmp_path):
     from geometry_msgs.msg import TwistStamped
     from robot_calql_ros.common import COMMAND_QOS
-    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.launcher import NodeSpinners, build_nodes
     from robot_calql_ros.nodeset import node_set
     from std_srvs.srv import SetBool
 
@@ -40,58 +41,64 @@ def test_graph_runs_reset_free_with_learning_and_watchdog(ros, tmp_path):
     specs = node_set(cfg)
     assert [s.name for s in specs] == ["sim_robot", "policy", "reward", "episode_controller", "safety", "learner"]
     nodes = dict(zip([s.name for s in specs], build_nodes(specs), strict=True))
-    ros.add(*nodes.values())
-    sent = []  # (receive time, twist)
-    probe = ros.add(__import__("rclpy").create_node("probe"))
-    probe.create_subscription(TwistStamped, cfg.robot.topics.sent_command,
-                              lambda m: sent.append((time.time(), m)), COMMAND_QOS)
-    ctl, policy, learner, safety, sim = (nodes[n] for n in
-                                         ("episode_controller", "policy", "learner", "safety", "sim_robot"))
-
-    def switched():
-        ends = [e for e in ctl.events if e["event"] == "end" and e["reason"] == "success"]
-        return {e["direction"] for e in ends} == {"forward", "backward"}
-
+    # each node on its own SingleThreadedExecutor, as the launcher's threads mode runs them
+    spinners = NodeSpinners(list(nodes.values()))
     try:
-        wait_for(switched, 90, "a forward success and then a backward success")
-    except AssertionError as e:  # say what the graph was doing, so a slow CI box can be told from a bug
-        raise AssertionError(
-            f"{e}; policy steps {policy.steps}, commands forwarded {safety.sent_count}, holds {safety.hold_count} "
-            f"(last reason: {safety.holding_reason or 'none'}), episodes {[x for x in ctl.events if x['event'] == 'end']}"
-        ) from None
-    # the schedule alternates: every success switches direction, the next episode is the other one
-    evs = [e for e in ctl.events if e["event"] in ("start", "end")]
-    for a, b in zip(evs, evs[1:], strict=False):
-        if a["event"] == "end" and a["reason"] == "success":
-            assert b["event"] == "start" and b["direction"] != a["direction"]
-    wait_for(lambda: policy.weights_received >= 1, 60, "learner weights reaching the policy")
-    assert learner.counts["stored"] >= 30 and learner.updates >= 1
-    assert learner.counts["lost"] == 0
-    moving = [m for _, m in sent if abs(m.twist.linear.x) + abs(m.twist.linear.y) + abs(m.twist.linear.z) > 0]
-    assert len(moving) > 30, "motion commands reach the arm"
+        sent = []  # (receive time, twist)
+        probe = ros.add(__import__("rclpy").create_node("probe"))
+        probe.create_subscription(TwistStamped, cfg.robot.topics.sent_command,
+                                  lambda m: sent.append((time.time(), m)), COMMAND_QOS)
+        ctl, policy, learner, safety, sim = (nodes[n] for n in
+                                             ("episode_controller", "policy", "learner", "safety", "sim_robot"))
 
-    # --- stop the camera: no motion command after the last frame + one control period, a hold is sent
-    cli = probe.create_client(SetBool, "/sim_robot/set_camera")
-    assert cli.wait_for_service(timeout_sec=10)
-    steps_before = policy.steps
-    fut = cli.call_async(SetBool.Request(data=False))
-    wait_for(fut.done, 10, "camera stop service")
-    t_off = time.time()
-    time.sleep(1.0)
-    period = 1.0 / cfg.robot.control_hz
-    late_motion = [t for t, m in sent if t > t_off + period and abs(m.twist.linear.x) + abs(m.twist.linear.y)
-                   + abs(m.twist.linear.z) + abs(m.twist.angular.z) > 0]
-    assert late_motion == [], "motion commands were sent after the camera stopped"
-    holds = [t for t, m in sent if t > t_off and m.twist.linear.x == m.twist.linear.y == m.twist.linear.z == 0]
-    assert holds, "safety sent a hold"
-    assert policy.steps - steps_before <= 2
-    q0 = sim.env.joint_positions()
-    time.sleep(0.3)
-    np.testing.assert_allclose(sim.env.joint_positions(), q0, atol=2e-3)  # the arm holds still
+        def switched():
+            ends = [e for e in ctl.events if e["event"] == "end" and e["reason"] == "success"]
+            return {e["direction"] for e in ends} == {"forward", "backward"}
 
-    # --- images return: the policy acts again
-    steps_before = policy.steps
-    fut = cli.call_async(SetBool.Request(data=True))
-    wait_for(lambda: policy.steps > steps_before + 5, 10, "the policy resuming after images return")
-    status = json.loads(json.dumps(learner.status()))
-    assert status["received"] >= status["stored"] - 0  # every stored transition was received live
+        try:
+            wait_for(switched, 90, "a forward success and then a backward success")
+        except AssertionError as e:  # say what the graph was doing, so a slow CI box can be told from a bug
+            raise AssertionError(
+                f"{e}; policy steps {policy.steps}, commands forwarded {safety.sent_count}, holds {safety.hold_count} "
+                f"(last reason: {safety.holding_reason or 'none'}), episodes {[x for x in ctl.events if x['event'] == 'end']}"
+            ) from None
+        # the schedule alternates: every success switches direction, the next episode is the other one
+        evs = [e for e in ctl.events if e["event"] in ("start", "end")]
+        for a, b in zip(evs, evs[1:], strict=False):
+            if a["event"] == "end" and a["reason"] == "success":
+                assert b["event"] == "start" and b["direction"] != a["direction"]
+        wait_for(lambda: policy.weights_received >= 1, 60, "learner weights reaching the policy")
+        assert learner.counts["stored"] >= 30 and learner.updates >= 1
+        assert learner.counts["lost"] == 0
+        moving = [m for _, m in sent if abs(m.twist.linear.x) + abs(m.twist.linear.y) + abs(m.twist.linear.z) > 0]
+        assert len(moving) > 30, "motion commands reach the arm"
+
+        # --- stop the camera: no motion command after the last frame + one control period, a hold is sent
+        cli = probe.create_client(SetBool, "/sim_robot/set_camera")
+        assert cli.wait_for_service(timeout_sec=10)
+        steps_before = policy.steps
+        fut = cli.call_async(SetBool.Request(data=False))
+        wait_for(fut.done, 10, "camera stop service")
+        t_off = time.time()
+        time.sleep(1.0)
+        period = 1.0 / cfg.robot.control_hz
+        late_motion = [t for t, m in sent if t > t_off + period and abs(m.twist.linear.x) + abs(m.twist.linear.y)
+                       + abs(m.twist.linear.z) + abs(m.twist.angular.z) > 0]
+        assert late_motion == [], "motion commands were sent after the camera stopped"
+        holds = [t for t, m in sent if t > t_off and m.twist.linear.x == m.twist.linear.y == m.twist.linear.z == 0]
+        assert holds, "safety sent a hold"
+        assert policy.steps - steps_before <= 2
+        q0 = sim.env.joint_positions()
+        time.sleep(0.3)
+        np.testing.assert_allclose(sim.env.joint_positions(), q0, atol=2e-3)  # the arm holds still
+
+        # --- images return: the policy acts again
+        steps_before = policy.steps
+        fut = cli.call_async(SetBool.Request(data=True))
+        wait_for(lambda: policy.steps > steps_before + 5, 10, "the policy resuming after images return")
+        status = json.loads(json.dumps(learner.status()))
+        assert status["received"] >= status["stored"] - 0  # every stored transition was received live
+    finally:
+        spinners.stop()
+        for n in nodes.values():
+            n.destroy_node()

@@ -130,7 +130,14 @@ def test_bad_inputs_are_not_forwarded_and_named(ros, case, expect):
         rig.run(5, [0.0, 0.01, 0, 0, 0], size=(48, 32))
     elif case == "outside_workspace":
         ws = rig.safety.workspace
-        rig.run(5, [0.0, 0.0, -0.03, 0, 0], ee=(0.25, 0.0, float(ws.min[2]) + 0.005))
+        low = (0.25, 0.0, float(ws.min[2]) + 0.005)
+        # the node must know the arm is low before the command comes (pose and command travel on
+        # different topics; a command checked against the previous, higher pose may go down 3 cm)
+        rig.sensors(ee=low)
+        wait_for(lambda: rig.safety.ee is not None and abs(float(rig.safety.ee[2]) - low[2]) < 1e-6, 5,
+                 "the safety node seeing the low pose")
+        n0 = len(rig.sent)
+        rig.run(5, [0.0, 0.0, -0.03, 0, 0], ee=low)
     else:
         for _ in range(5):
             rig.sensors()
