@@ -226,10 +226,10 @@ def build_nodes(specs: list[NodeSpec]) -> list:
 
 class NodeSpinners:
     """Each node on a SingleThreadedExecutor of its own, in its own thread: what `run.py` does per
-    process, here in one process. rclpy's MultiThreadedExecutor dispatches every callback through a
-    thread pool, which at the stand-in's sensor rates (50 Hz joint states and poses to two nodes,
-    the camera, commands) cost enough GIL time on a 2-core machine to leave the policy acting on
-    frames 0.3-0.8 s old. `stop()` shuts the executors down and joins their threads."""
+    process, here in one process. With one shared MultiThreadedExecutor every callback went through
+    one thread pool, so one node's slow callback (the learner storing a transition) could hold up
+    the others; a fresh-clone test run once saw the policy act at 2.9 Hz on frames 0.3-0.8 s old
+    that way (cause not pinned down). `stop()` shuts the executors down and joins their threads."""
 
     def __init__(self, nodes) -> None:
         import threading
