@@ -18,6 +18,9 @@ regret <= CQL's.
 
     .venv/bin/python benchmarks/bench_learning.py                      # full size (hours on 2 CPU cores)
     .venv/bin/python benchmarks/bench_learning.py --offline-steps 2000 --online-steps 3000 --seeds 1
+    # seeds in parallel processes, then one report
+    .venv/bin/python benchmarks/bench_learning.py --seeds 1 --first-seed 1 --out runs/bl/s1   # (and s0, s2)
+    .venv/bin/python benchmarks/bench_learning.py --merge runs/bl/s0 runs/bl/s1 runs/bl/s2 --out runs/bl
 
 Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
 """
@@ -79,6 +82,69 @@ def figures(evals: list[list[float]]) -> dict:
     }
 
 
+def report(results: dict, out: Path, task: str) -> None:
+    """Mean figures over the seeds in results["runs"], the targets, a JSON and a plot; prints a table."""
+    from robot_calql.train.plots import plot_success
+
+    summary, curves = {}, {}
+    methods = [m for m, runs in results["runs"].items() if runs]
+    seeds = sorted({r["seed"] for m in methods for r in results["runs"][m]})
+    for m in methods:
+        runs = results["runs"][m]
+        f = {k: [r[k] for r in runs] for k in ("offline_success", "final_success", "initial_dip", "regret")}
+        reach = [r["steps_to_90"] for r in runs]
+        summary[m] = {k: float(np.mean(v)) for k, v in f.items()}
+        summary[m]["steps_to_90"] = reach
+        summary[m]["seeds_reaching_90"] = sum(r is not None for r in reach)
+        e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
+        curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
+    if "calql" in summary:
+        c = summary["calql"]
+        summary["targets"] = {
+            "calql_90pct_within_20k": all(r is not None and r <= 20000 for r in c["steps_to_90"]),
+            "calql_no_dip_over_10pts": c["initial_dip"] <= 0.10,
+            "calql_regret_le_cql": (c["regret"] <= summary["cql"]["regret"]) if "cql" in summary else None,
+        }
+    results["summary"] = summary
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_success([], [], out / "bench_learning.png", title=f"{task}: mean success over {len(seeds)} seed(s)",
+                 curves=curves)
+    cfg = results["config"]
+    print(f"\nlearning benchmark ({task}, seeds {seeds}, {cfg['offline_steps']} offline + {cfg['online_steps']} "
+          f"online steps, {results.get('minutes', 0.0):.1f} min)")
+    print(f"{'method':<8} {'offline':>8} {'final':>7} {'dip':>7} {'regret':>7}  steps to 90%")
+    for m in methods:
+        s = summary[m]
+        print(f"{m:<8} {s['offline_success']:>8.2f} {s['final_success']:>7.2f} {s['initial_dip']:>7.2f} "
+              f"{s['regret']:>7.2f}  {s['steps_to_90']}")
+    if "targets" in summary:
+        print("targets:", summary["targets"])
+    print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
+
+
+def merge(paths: list[str], out: Path) -> int:
+    """Combine bench_learning.json files of runs made separately (e.g. one seed per process,
+    --first-seed) into one report; their settings must match."""
+    parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
+             for p in paths]
+    skip = {"seeds", "first_seed", "out", "merge", "threads"}
+    base = {k: v for k, v in parts[0]["config"].items() if k not in skip}
+    for p, part in zip(paths, parts, strict=True):
+        other = {k: v for k, v in part["config"].items() if k not in skip}
+        if other != base:
+            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            raise SystemExit(f"{p}: settings differ from {paths[0]} in {diff}; only like runs merge")
+    runs: dict = {}
+    for part in parts:
+        for m, rs in part["runs"].items():
+            runs.setdefault(m, []).extend(rs)
+    merged = {"config": parts[0]["config"], "runs": runs, "merged_from": [str(p) for p in paths],
+              "minutes": sum(part.get("minutes", 0.0) for part in parts)}
+    report(merged, out, base["task"])
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cube_in_bowl")
@@ -103,9 +169,12 @@ def main() -> int:
     p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
+                   help="only combine earlier runs' bench_learning.json (folders or files) into --out")
     a = p.parse_args()
+    if a.merge:
+        return merge(a.merge, Path(a.out).resolve())
     from robot_calql.sim.collect import collect_episodes
-    from robot_calql.train.plots import plot_success
 
     out = Path(a.out).resolve()
     methods = [m for m in a.methods.split(",") if m]
@@ -125,38 +194,8 @@ def main() -> int:
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    summary, curves = {}, {}
-    for m in methods:
-        runs = results["runs"][m]
-        f = {k: [r[k] for r in runs] for k in ("offline_success", "final_success", "initial_dip", "regret")}
-        reach = [r["steps_to_90"] for r in runs]
-        summary[m] = {k: float(np.mean(v)) for k, v in f.items()}
-        summary[m]["steps_to_90"] = reach
-        summary[m]["seeds_reaching_90"] = sum(r is not None for r in reach)
-        e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
-        curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
-    if "calql" in summary:
-        c = summary["calql"]
-        summary["targets"] = {
-            "calql_90pct_within_20k": all(r is not None and r <= 20000 for r in c["steps_to_90"]),
-            "calql_no_dip_over_10pts": c["initial_dip"] <= 0.10,
-            "calql_regret_le_cql": (c["regret"] <= summary["cql"]["regret"]) if "cql" in summary else None,
-        }
-    results["summary"] = summary
     results["minutes"] = (time.time() - t0) / 60
-    (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot_success([], [], out / "bench_learning.png", title=f"{a.task}: mean success over {a.seeds} seed(s)",
-                 curves=curves)
-    print(f"\nlearning benchmark ({a.task}, {a.seeds} seeds, {a.offline_steps} offline + {a.online_steps} "
-          f"online steps, {results['minutes']:.1f} min)")
-    print(f"{'method':<8} {'offline':>8} {'final':>7} {'dip':>7} {'regret':>7}  steps to 90%")
-    for m in methods:
-        s = summary[m]
-        print(f"{m:<8} {s['offline_success']:>8.2f} {s['final_success']:>7.2f} {s['initial_dip']:>7.2f} "
-              f"{s['regret']:>7.2f}  {s['steps_to_90']}")
-    if "targets" in summary:
-        print("targets:", summary["targets"])
-    print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
+    report(results, out, a.task)
     return 0
 
 
