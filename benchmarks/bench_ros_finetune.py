@@ -32,14 +32,13 @@ from robot_calql.config import compose  # noqa: E402
 
 
 def make_checkpoint(out: Path, a: argparse.Namespace) -> Path:
-    from robot_calql.demo import collect
+    from robot_calql.demo import agent_overrides, collect
     from robot_calql.train import pretrain
 
     demo = compose("demo", [f"out={out}", f"seed={a.seed}", "progress=false"])
     data, pre = out / "data", out / "pretrain"
     collect(demo, data)
-    agent = [f"agent.{k}={v}" for k, v in demo.agent.items() if not isinstance(v, (list, tuple))
-             and not hasattr(v, "keys") and k not in ("actor_hidden", "critic_hidden")]
+    agent = agent_overrides(demo)
     rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre}", f"steps={a.pretrain_steps}",
                                             f"batch_size={demo.batch_size}", f"seed={a.seed}", "threads=1",
                                             "progress=false", "overwrite=true", "tensorboard=false", *agent]))

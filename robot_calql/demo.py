@@ -36,6 +36,11 @@ def _override(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
+def agent_overrides(cfg: DictConfig) -> list[str]:
+    """The demo's `agent:` settings as pretrain overrides (`agent.<key>=<value>`)."""
+    return [_override(f"agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
+
+
 def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
     """Demos of both directions of the task pair plus failures, written to `data`."""
     from robot_calql.data.dataset import Dataset
@@ -78,7 +83,7 @@ def main(cfg: DictConfig) -> int:
 
     print(f"[demo 2/4] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
           flush=True)
-    agent_over = [_override(f"agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
+    agent_over = agent_overrides(cfg)
     pre_cfg = compose("pretrain", [f"dataset={data}", f"out={pre_dir}", _override("steps", cfg.pretrain_steps),
                                    _override("obs", cfg.obs), "holdout_fraction=0.1", *common, *agent_over])
     rc = pretrain.main(pre_cfg)
