@@ -106,6 +106,39 @@ def compare(mode: str, args) -> None:
               f"{c:10.3f} {ref_cpu / c:9.2f}")
 
 
+def ceiling(args) -> None:
+    """How fast the state-mode update could possibly run here: its matmul arithmetic (counted)
+    divided by this machine's batched-matmul rate at the update's own layer shape (measured now).
+    No implementation of the same update (same network, same 31 critic evaluations per state)
+    can beat this ceiling on this CPU; the issue's 3x target is compared against it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = CalQLConfig()
+    batch = make_batch(STATE_SPEC, 7, args.batch, "cpu")
+    agent = CalQL(STATE_SPEC, 7, cfg)
+    agent.update(batch)
+    with FlopCounterMode(display=False) as fc:
+        agent.update(batch)
+    gflop = fc.get_total_flops() / 1e9
+    E, H, rows = cfg.num_critics, cfg.critic_hidden[0], args.batch * (1 + 3 * cfg.cql_n_actions)
+
+    def bmm_rate(dtype: torch.dtype, n: int = 30) -> float:
+        x, w = torch.randn(E, rows, H).to(dtype), torch.randn(E, H, H).to(dtype)
+        for _ in range(3):
+            torch.bmm(x, w)
+        t = time.perf_counter()
+        for _ in range(n):
+            torch.bmm(x, w)
+        return 2 * E * rows * H * H * n / (time.perf_counter() - t) / 1e9
+
+    print(f"\nceiling (state mode, {torch.get_num_threads()} threads, load {_load()}): {gflop:.2f} GFLOP of matmuls "
+          f"per update; batched matmul ({E} x {rows}x{H} @ {H}x{H}) runs here at")
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rate = max(bmm_rate(dtype) for _ in range(3))
+        print(f"  {name}: {rate:7.1f} GFLOP/s -> at most {rate / gflop:5.1f} updates/s "
+              f"(a rate of {args.target:.0f}/s would need {100 * args.target * gflop / rate:.0f}% of it)")
+
+
 def gpu(args) -> None:
     if not torch.cuda.is_available():
         print("\nGPU: CUDA not available, no GPU figure")
@@ -129,12 +162,14 @@ def main() -> None:
     p.add_argument("--pixel-updates", type=int, default=3)
     p.add_argument("--ref-pixel-updates", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--target", type=float, default=27.0, help="state-mode updates/s target (issue 3: 3x ~9/s)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.mode in ("state", "all"):
         compare("state", args)
+        ceiling(args)
     if args.mode in ("pixel", "all"):
         compare("pixel", args)
     gpu(args)

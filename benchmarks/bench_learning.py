@@ -51,7 +51,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
              # the demo's settings (docs/training.md: what learns at CPU budgets), the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}", "agent.reward_scale=10.0",
-             "agent.reward_bias=-5.0", "agent.failure_reward=-5.0"]
+             "agent.reward_bias=-5.0", "agent.failure_reward=-5.0",
+             f"+agent.bc_success_only={str(a.bc_success_only).lower()}", f"+agent.bc_z_clip={a.bc_z_clip}"]
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
     steps = 0 if method == "scratch" else a.offline_steps
@@ -162,6 +163,10 @@ def main() -> int:
     p.add_argument("--cql-alpha", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bc-weight", type=float, default=20.0)
+    p.add_argument("--bc-success-only", action="store_true",
+                   help="BC only on rows of successful episodes (demos and the policy's own successes)")
+    p.add_argument("--bc-z-clip", type=float, default=float("inf"),
+                   help="Huber-clip BC z-scores beyond this many std (inf: plain -log pi)")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--explore-temperature", type=float, default=0.2,

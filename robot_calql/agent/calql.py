@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from robot_calql.agent.encoders import ObsEncoder, ObsSpecError
-from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, tanh_gaussian_log_prob
+from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
 
 
 class CheckpointError(ValueError):
@@ -85,6 +85,10 @@ class CalQLConfig:
     bc_weight: float = 0.0  # RoboFuME-style behaviour-cloning term: + bc_weight * -log pi(a_data|s)
     bc_offline_only: bool = False  # BC on the offline (demonstration) rows of a mixed batch only, not on
     # the online rows (the policy's own tries, failures included); see docs/training.md
+    bc_z_clip: float = math.inf  # Huber-clip the BC z-scores beyond this many std (inf: plain -log pi);
+    # bounds the pull of demo actions clipped to exactly +-1 under a narrow policy (docs/training.md)
+    bc_success_only: bool = False  # BC only on rows whose episode reached success (filtered BC, as in
+    # self-imitation): the policy clones demos and its own online successes, never failures
     # rewards and returns (applied by robot_calql.data.replay, recorded here so a run has one config)
     reward_scale: float = 1.0
     reward_bias: float = 0.0
@@ -142,6 +146,8 @@ class CalQLConfig:
             )
         if self.cql_n_actions < 1:
             raise ConfigError(f"agent config: cql_n_actions must be >= 1, got {self.cql_n_actions}")
+        if not self.bc_z_clip > 0:
+            raise ConfigError(f"agent config: bc_z_clip must be > 0 (inf: no clipping), got {self.bc_z_clip}")
 
 
 def _spec_dims(obs_spec: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], int | None]:
@@ -352,12 +358,15 @@ class CalQL:
         bc_loss = torch.zeros((), device=self.device)
         if cfg.bc_weight > 0:
             u = torch.atanh(a_data.clamp(-1 + 1e-6, 1 - 1e-6))
-            bc_rows = -tanh_gaussian_log_prob(u, (u - mean_s) / log_std_s.exp(), log_std_s)
+            bc_rows = behaviour_nll(u, mean_s, log_std_s, cfg.bc_z_clip)
+            keep = torch.ones_like(bc_rows)
             if cfg.bc_offline_only and "online" in batch:
-                offline = (~batch["online"].bool()).float()
-                bc_loss = (bc_rows * offline).sum() / offline.sum().clamp(min=1.0)
-            else:
-                bc_loss = bc_rows.mean()
+                keep = keep * (~batch["online"].bool()).float()
+            if cfg.bc_success_only:
+                if "success" not in batch:
+                    raise ValueError("bc_success_only needs the batch's 'success' flags (robot_calql.data.replay adds them)")
+                keep = keep * batch["success"].bool().float()
+            bc_loss = (bc_rows * keep).sum() / keep.sum().clamp(min=1.0)
             actor_loss = actor_loss + cfg.bc_weight * bc_loss
         if cfg.automatic_entropy_tuning:
             alpha_loss = entropy_temperature_loss(self.log_alpha, logp_new, self.target_entropy)

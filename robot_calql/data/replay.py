@@ -113,11 +113,12 @@ class _Buffer:
         self.done = np.zeros(num_steps, dtype=np.bool_)
         self.mc_return = np.zeros(num_steps, dtype=np.float32)
         self.instruction = np.zeros(num_steps, dtype=np.int64)
+        self.success = np.zeros(num_steps, dtype=np.bool_)  # the step's episode reached success
 
     @staticmethod
     def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int) -> int:
         frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in obs_spec.items() if k in _FRAME_DTYPES)
-        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8
+        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1
         return num_frames * frame + num_steps * step
 
     def _gather(self, steps: np.ndarray) -> dict[str, Any]:
@@ -132,7 +133,7 @@ class _Buffer:
         if self.text_embeddings is not None and "text_embedding" in self.obs_spec:
             obs["text_embedding"] = nxt["text_embedding"] = self.text_embeddings[ins]
         return {"obs": obs, "next_obs": nxt, "action": self.action[steps], "reward": self.reward[steps],
-                "done": self.done[steps], "mc_return": self.mc_return[steps]}
+                "done": self.done[steps], "mc_return": self.mc_return[steps], "success": self.success[steps]}
 
 
 def _to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -191,6 +192,7 @@ class OfflineReplay(_Buffer):
             self.done[steps] = ep.terminal
             self.mc_return[steps] = mc_return_to_go(r, ep.terminal, discount, truncated_value, failure_reward)
             self.instruction[steps] = self.vocab.id(ep.instruction)
+            self.success[steps] = bool(ep.success) or bool(ep.terminal.any())
             f += T + 1
             s += T
         self.size = n_steps
@@ -296,6 +298,7 @@ class OnlineReplay(_Buffer):
         self.done[i] = bool(terminal)
         self.mc_return[i] = np.nan
         self.instruction[i] = ins
+        self.success[i] = False  # set for the whole episode when it ends
         self.steps_written += 1
         self.first_valid = max(self.first_valid, self.steps_written - self.capacity)
         self._cur_frame = nxt
@@ -310,6 +313,8 @@ class OnlineReplay(_Buffer):
                                                   self.truncated_value, self.failure_reward)
         else:
             self.mc_return[idx] = -np.inf
+        # terminal = the task really ended, which in this project means it succeeded
+        self.success[idx] = bool(self.done[idx].any())
         self.complete = self.steps_written
         self._ep_start = None
 
@@ -328,7 +333,8 @@ class OnlineReplay(_Buffer):
                      truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
 
     # -- snapshots (resume)
-    _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs")
+    _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs", "success")
+    _OPTIONAL = {"success"}  # absent from snapshots written before it existed: left False
     _COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -351,12 +357,15 @@ class OnlineReplay(_Buffer):
             if src.shape[1:] != v.shape[1:] or len(src) > len(v):
                 raise ReplayError(f"replay snapshot frames '{k}' have shape {src.shape}, this buffer holds {v.shape}")
         for k in self._ARRAYS:
+            if k in self._OPTIONAL and k not in sd:
+                continue
             if k not in sd or len(sd[k]) > self.capacity:
                 raise ReplayError(f"replay snapshot lacks '{k}' or holds more than capacity {self.capacity}")
         for k, v in self.frames.items():
             v[: len(sd[f"frames_{k}"])] = sd[f"frames_{k}"]
         for k in self._ARRAYS:
-            getattr(self, k)[: len(sd[k])] = sd[k]
+            if k in sd:
+                getattr(self, k)[: len(sd[k])] = sd[k]
         for k in self._COUNTERS:
             setattr(self, k, int(sd[k]))
         self._ep_start = None if int(sd["ep_start"]) < 0 else int(sd["ep_start"])

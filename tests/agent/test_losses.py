@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from robot_calql.agent import CalQL, CalQLConfig
@@ -176,3 +177,24 @@ def test_bc_offline_only_ignores_the_online_rows():
     # an all-online batch has no demonstration to clone: the term is zero, not NaN
     batch["online"] = torch.ones(32, dtype=torch.bool)
     assert _small_agent(bc_weight=1.0, bc_offline_only=True)._losses(batch)[1]["loss_bc"].item() == 0.0
+
+
+def test_bc_success_only_clones_successful_episodes_only():
+    batch = _batch(B=32)
+    success = torch.arange(32) % 3 == 0
+    batch["success"] = success
+    good_rows = {k: ({kk: vv[success] for kk, vv in v.items()} if isinstance(v, dict) else v[success])
+                 for k, v in batch.items() if k != "success"}
+    only = _small_agent(bc_weight=1.0, bc_success_only=True)._losses(batch)[1]["loss_bc"]
+    want = _small_agent(bc_weight=1.0)._losses(good_rows)[1]["loss_bc"]
+    torch.testing.assert_close(only, want)
+    # with bc_offline_only as well, a row must be both offline and successful
+    batch["online"] = torch.arange(32) >= 16
+    both = _small_agent(bc_weight=1.0, bc_success_only=True, bc_offline_only=True)._losses(batch)[1]["loss_bc"]
+    keep = success & (torch.arange(32) < 16)
+    rows = {k: ({kk: vv[keep] for kk, vv in v.items()} if isinstance(v, dict) else v[keep])
+            for k, v in batch.items() if k not in ("success", "online")}
+    torch.testing.assert_close(both, _small_agent(bc_weight=1.0)._losses(rows)[1]["loss_bc"])
+    del batch["success"]
+    with pytest.raises(ValueError, match="'success' flags"):
+        _small_agent(bc_weight=1.0, bc_success_only=True)._losses(batch)

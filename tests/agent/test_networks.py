@@ -1,10 +1,12 @@
 """The batched critic ensemble equals per-critic networks; actor log-probs are consistent."""
 
+import math
+
 import pytest
 import torch
 
 from robot_calql.agent.encoders import ObsEncoder, random_shift
-from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor
+from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll, tanh_gaussian_log_prob
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])
@@ -87,3 +89,25 @@ def test_bf16_autocast_keeps_q_in_fp32_close_to_fp32():
         q16 = critic(obs, actions)
     assert q16.dtype == torch.float32
     torch.testing.assert_close(q16, q32, rtol=0.05, atol=0.02)
+
+
+def test_behaviour_nll_is_minus_log_prob_and_its_huber_form_bounds_outliers():
+    g = torch.Generator().manual_seed(0)
+    mean, log_std = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g) * 0.5 - 1.0
+    u = mean + log_std.exp() * torch.randn(8, 3, generator=g)
+    plain = behaviour_nll(u, mean, log_std)
+    torch.testing.assert_close(plain, -tanh_gaussian_log_prob(u, (u - mean) / log_std.exp(), log_std))
+    # rows within 3 sigma on every dimension are unchanged by the clip
+    inside = ((u - mean) / log_std.exp()).abs().amax(-1) <= 3.0
+    assert inside.any()
+    torch.testing.assert_close(behaviour_nll(u, mean, log_std, 3.0)[inside], plain[inside])
+    # a demo action clipped to +1 under a narrow policy: 350 sigma away
+    u_far = torch.full((1, 1), math.atanh(1 - 1e-6))
+    m = torch.zeros(1, 1, requires_grad=True)
+    ls = torch.full((1, 1), math.log(0.02))
+    for clip, lo, hi in ((math.inf, 5e4, 1e6), (3.0, 100.0, 2000.0)):
+        m.grad = None
+        nll = behaviour_nll(u_far, m, ls, clip)
+        nll.sum().backward()
+        assert lo < nll.item() < hi, (clip, nll.item())
+    assert m.grad.abs().item() == pytest.approx(3.0 / 0.02)  # Huber: the pull is capped at z_clip / std

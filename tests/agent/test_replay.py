@@ -188,3 +188,22 @@ def test_text_embeddings_are_looked_up_by_instruction_id(tmp_path):
     np.testing.assert_array_equal(b["obs"]["text_embedding"].numpy(), table[ids])
     with pytest.raises(ReplayError, match="text_embeddings"):
         OfflineReplay(_dataset(tmp_path / "x"), {"state": (2,), "text_embedding": (3,)})
+
+
+def test_success_flags_mark_every_step_of_a_successful_episode(tmp_path):
+    off = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, seed=0)
+    np.testing.assert_array_equal(off.success, [True] * 3 + [False] * 4)
+    b = off.sample(64)
+    np.testing.assert_array_equal(b["success"].numpy(), b["obs"]["state"][:, 0].numpy() < 100)
+    on = _online()
+    _run_episode(on, 0, 3, success=False)
+    _run_episode(on, 10, 2, success=True)
+    on.add({"state": np.zeros(2, np.float32)}, np.zeros(2), 0.0, {"state": np.ones(2, np.float32)}, terminal=False)
+    # the open episode is not flagged yet (its outcome is unknown)
+    np.testing.assert_array_equal(on.success[:6], [False, False, False, True, True, False])
+    restored = _online()
+    restored.load_state_dict(on.state_dict())
+    np.testing.assert_array_equal(restored.success[:6], on.success[:6])
+    # a snapshot written before the flag existed still loads; its rows are simply not flagged
+    old = {k: v for k, v in on.state_dict().items() if k != "success"}
+    _online().load_state_dict(old)
