@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from robot_calql.agent.encoders import ObsEncoder, random_shift
-from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll, tanh_gaussian_log_prob
+from robot_calql.agent.networks import (
+    EnsembleCritic,
+    TanhGaussianActor,
+    behaviour_nll,
+    tanh_gaussian_log_prob,
+)
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])
