@@ -129,7 +129,7 @@ def merge(paths: list[str], out: Path) -> int:
     --first-seed) into one report; their settings must match."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
-    skip = {"seeds", "first_seed", "out", "merge", "threads"}
+    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
     base = {k: v for k, v in parts[0]["config"].items() if k not in skip}
     for p, part in zip(paths, parts, strict=True):
         other = {k: v for k, v in part["config"].items() if k not in skip}

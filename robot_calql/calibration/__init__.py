@@ -84,17 +84,19 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
     return path
 
 
-def read_yaml(path: str | os.PathLike, what: str) -> dict:
-    """Read a YAML mapping; raise CalibrationError naming the file when it is missing or bad."""
+def read_yaml(path: str | os.PathLike, what: str, error: type[Exception] | None = None, hint: str = "") -> dict:
+    """Read a YAML mapping; raise `error` (CalibrationError by default) naming the file when it
+    is missing (with `hint` appended), not YAML, or not a mapping."""
+    err = error or CalibrationError
     path = Path(path)
     if not path.is_file():
-        raise CalibrationError(f"{what} file not found: {path}")
+        raise err(f"{what} file not found: {path}{hint}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CalibrationError(f"{what} file {path} is not valid YAML: {e}") from None
+        raise err(f"{what} file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise CalibrationError(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+        raise err(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
     return data
 
 

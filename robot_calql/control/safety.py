@@ -57,16 +57,10 @@ class Workspace:
 
 def load_workspace(path: str | Path) -> Workspace:
     """Read calibration/<cell>/workspace.yaml; raise SafetyError naming what is wrong."""
-    import yaml
+    from robot_calql.calibration import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise SafetyError(f"workspace file {path} not found (write it with robot-calql calibrate-workspace)")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SafetyError(f"workspace file {path} is not valid YAML: {e}") from None
-    if not isinstance(d, dict) or "min" not in d or "max" not in d:
+    d = read_yaml(path, "workspace", SafetyError, " (write it with robot-calql calibrate-workspace)")
+    if "min" not in d or "max" not in d:
         raise SafetyError(f"workspace file {path} needs keys 'min' and 'max' ([x, y, z] in metres)")
     try:
         return Workspace(np.asarray(d["min"], float), np.asarray(d["max"], float),
