@@ -52,7 +52,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
              # the demo's settings (docs/training.md: what learns at CPU budgets), the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}", "agent.reward_scale=10.0",
              "agent.reward_bias=-5.0", "agent.failure_reward=-5.0",
-             f"+agent.bc_success_only={str(a.bc_success_only).lower()}", f"+agent.bc_z_clip={a.bc_z_clip}"]
+             f"+agent.bc_success_only={str(a.bc_success_only).lower()}", f"+agent.bc_z_clip={a.bc_z_clip}",
+             *(f"+agent.{kv}" for kv in a.agent)]
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
     steps = 0 if method == "scratch" else a.offline_steps
@@ -130,9 +131,14 @@ def merge(paths: list[str], out: Path) -> int:
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
     skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
-    base = {k: v for k, v in parts[0]["config"].items() if k not in skip}
+    defaults = vars(parser().parse_args([]))  # settings added since a run was made: their defaults
+
+    def settings(cfg: dict) -> dict:
+        return {k: v for k, v in {**defaults, **cfg}.items() if k not in skip}
+
+    base = settings(parts[0]["config"])
     for p, part in zip(paths, parts, strict=True):
-        other = {k: v for k, v in part["config"].items() if k not in skip}
+        other = settings(part["config"])
         if other != base:
             diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
             raise SystemExit(f"{p}: settings differ from {paths[0]} in {diff}; only like runs merge")
@@ -146,7 +152,7 @@ def merge(paths: list[str], out: Path) -> int:
     return 0
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cube_in_bowl")
     p.add_argument("--seeds", type=int, default=3)
@@ -167,6 +173,8 @@ def main() -> int:
                    help="BC only on rows of successful episodes (demos and the policy's own successes)")
     p.add_argument("--bc-z-clip", type=float, default=float("inf"),
                    help="Huber-clip BC z-scores beyond this many std (inf: plain -log pi)")
+    p.add_argument("--agent", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further CalQLConfig settings for every method, e.g. --agent tau=0.02 discount=0.98")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--explore-temperature", type=float, default=0.2,
@@ -176,7 +184,11 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
                    help="only combine earlier runs' bench_learning.json (folders or files) into --out")
-    a = p.parse_args()
+    return p
+
+
+def main() -> int:
+    a = parser().parse_args()
     if a.merge:
         return merge(a.merge, Path(a.out).resolve())
     from robot_calql.sim.collect import collect_episodes
