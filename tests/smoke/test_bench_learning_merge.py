@@ -1,0 +1,47 @@
+"""benchmarks/bench_learning.py --merge: like runs combine into one report, unlike runs are refused."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(path: Path, seed: int, calql: list[float], **settings) -> Path:
+    cfg = {**vars(_bench().parser().parse_args([])), "seeds": 1, "first_seed": seed, **settings}
+    cfg.pop("agent")  # a run made before --agent existed: the merge fills its default
+    evals = [[500 * i, s] for i, s in enumerate(calql)]
+    run = {"seed": seed, "evals": evals}
+    path.mkdir(parents=True)
+    (path / "bench_learning.json").write_text(json.dumps({"config": cfg, "runs": {"calql": [run], "cql": [run]}}))
+    return path
+
+
+def test_merge_combines_seeds_and_refuses_other_settings(tmp_path, capsys):
+    bench = _bench()
+    a = _run(tmp_path / "s0", 0, [0.5, 0.6, 0.9, 1.0])
+    b = _run(tmp_path / "s1", 1, [0.3, 0.2, 0.4, 0.5])
+    for r in (a, b):  # per-seed figures, as main() writes them
+        d = json.loads((r / "bench_learning.json").read_text())
+        for m in d["runs"]:
+            d["runs"][m] = [{**x, **bench.figures(x["evals"])} for x in d["runs"][m]]
+        (r / "bench_learning.json").write_text(json.dumps(d))
+    assert bench.merge([str(a), str(b)], tmp_path / "out") == 0
+    out = json.loads((tmp_path / "out" / "bench_learning.json").read_text())
+    s = out["summary"]["calql"]
+    assert s["offline_success"] == pytest.approx(0.4)
+    assert s["steps_to_90"] == [1000.0, None] and s["seeds_reaching_90"] == 1
+    assert out["summary"]["targets"]["calql_90pct_within_20k"] is False  # one seed never got there
+    assert (tmp_path / "out" / "bench_learning.png").stat().st_size > 0
+    c = _run(tmp_path / "s2", 2, [0.5, 0.5], bc_success_only=True)
+    with pytest.raises(SystemExit, match="bc_success_only"):
+        bench.merge([str(a), str(c)], tmp_path / "out2")
