@@ -101,6 +101,7 @@ class CalQLConfig:
     aug_pad: int = 4  # random-shift augmentation in pixels (0: off)
     instruction_dim: int = 16
     # speed
+    obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +147,8 @@ class CalQLConfig:
             )
         if self.cql_n_actions < 1:
             raise ConfigError(f"agent config: cql_n_actions must be >= 1, got {self.cql_n_actions}")
+        if not self.obs_clip > 0:
+            raise ConfigError(f"agent config: obs_clip must be > 0 (inf: no clipping), got {self.obs_clip}")
         if not self.bc_z_clip > 0:
             raise ConfigError(f"agent config: bc_z_clip must be > 0 (inf: no clipping), got {self.bc_z_clip}")
 
@@ -184,7 +187,7 @@ class CalQL:
         self.device = torch.device(device)
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
-            cfg.conv_strides, cfg.aug_pad,
+            cfg.conv_strides, cfg.aug_pad, cfg.obs_clip,
         ).to(self.device)
         D = self.encoder.out_dim
         self.actor = TanhGaussianActor(D, A, cfg.actor_hidden).to(self.device)

@@ -64,3 +64,21 @@ def test_loaded_optimizer_state_keeps_the_configured_learning_rates():
     b.load_optimizer_state_dict(a.optimizer_state_dict())
     assert b.opt_actor.param_groups[0]["lr"] == 1e-4
     assert b.opt_critic.param_groups[0]["lr"] == 1e-5
+
+
+def test_standardised_inputs_are_clipped_so_an_unseen_state_cannot_blow_up_the_critic():
+    """A dimension that hardly varied in the data (std 0.002) changes online by 0.8: 400 sigma.
+    With obs_clip 10 the features, and so Q, see at most 10 sigma; inf turns the clip off."""
+    mean, std = np.zeros(4, np.float32), np.array([1.0, 1.0, 1.0, 0.002], np.float32)
+    obs = {"state": np.array([[0.5, -0.5, 0.2, 0.8]], np.float32)}
+    feats = {}
+    for clip in (10.0, float("inf")):
+        torch.manual_seed(0)
+        agent = CalQL({"state": (4,)}, 2, CalQLConfig(**SMALL, obs_clip=clip))
+        agent.set_obs_normalization({"state": (mean, std)})
+        with torch.no_grad():
+            feats[clip] = agent.encoder({"state": torch.as_tensor(obs["state"])})[0].numpy()
+    np.testing.assert_allclose(feats[10.0], [0.5, -0.5, 0.2, 10.0])
+    np.testing.assert_allclose(feats[float("inf")], [0.5, -0.5, 0.2, 400.0], rtol=1e-5)
+    with pytest.raises(Exception, match="obs_clip must be > 0"):
+        CalQLConfig(**SMALL, obs_clip=0.0).validate()
