@@ -37,8 +37,9 @@ def _override(key: str, value: Any) -> str:
 
 
 def agent_overrides(cfg: DictConfig) -> list[str]:
-    """The demo's `agent:` settings as pretrain overrides (`agent.<key>=<value>`)."""
-    return [_override(f"agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
+    """The demo's `agent:` settings as pretrain overrides (`++agent.<key>=<value>`: any CalQLConfig
+    field, listed in configs/pretrain.yaml or not; an unknown one is still a ConfigError)."""
+    return [_override(f"++agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
 
 
 def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:

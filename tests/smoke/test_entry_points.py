@@ -60,3 +60,15 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["pretrain", "obs=rgb", f"dataset={tmp_path}", f"out={tmp_path / 'r'}", *QUIET]) == 1
     assert "obs=" in capsys.readouterr().err
+
+
+def test_demo_agent_settings_reach_pretrain_even_when_pretrain_yaml_does_not_list_them():
+    from robot_calql.config import ConfigError, compose
+    from robot_calql.demo import agent_overrides
+    from robot_calql.train.common import agent_config
+
+    demo = compose("demo", ["+agent.bc_success_only=true", "+agent.bc_z_clip=3.0"])
+    acfg = agent_config(compose("pretrain", agent_overrides(demo)))
+    assert acfg.bc_success_only is True and acfg.bc_z_clip == 3.0 and acfg.bc_weight == demo.agent.bc_weight
+    with pytest.raises(ConfigError, match="bogus"):
+        agent_config(compose("pretrain", agent_overrides(compose("demo", ["+agent.bogus=1"]))))
