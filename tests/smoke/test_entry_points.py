@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from robot_calql.cli import main
 from robot_calql.data.dataset import Dataset
 from robot_calql.train.logger import read_metrics
