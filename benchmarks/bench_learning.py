@@ -43,6 +43,8 @@ from robot_calql.config import compose  # noqa: E402
 from robot_calql.train import finetune, pretrain  # noqa: E402
 
 METHODS = ("calql", "cql", "scratch")
+# what runs made before a flag existed did, for --merge (not the flag's current default)
+BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": []}
 
 
 def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
@@ -131,10 +133,9 @@ def merge(paths: list[str], out: Path) -> int:
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
     skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
-    defaults = vars(parser().parse_args([]))  # settings added since a run was made: their defaults
 
-    def settings(cfg: dict) -> dict:
-        return {k: v for k, v in {**defaults, **cfg}.items() if k not in skip}
+    def settings(cfg: dict) -> dict:  # a setting added after a run was made: what that run did
+        return {k: v for k, v in {**BEFORE_FLAG, **cfg}.items() if k not in skip}
 
     base = settings(parts[0]["config"])
     for p, part in zip(paths, parts, strict=True):
@@ -169,9 +170,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cql-alpha", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bc-weight", type=float, default=20.0)
-    p.add_argument("--bc-success-only", action="store_true",
+    p.add_argument("--bc-success-only", action=argparse.BooleanOptionalAction, default=True,
                    help="BC only on rows of successful episodes (demos and the policy's own successes)")
-    p.add_argument("--bc-z-clip", type=float, default=float("inf"),
+    p.add_argument("--bc-z-clip", type=float, default=3.0,
                    help="Huber-clip BC z-scores beyond this many std (inf: plain -log pi)")
     p.add_argument("--agent", nargs="*", default=[], metavar="KEY=VALUE",
                    help="further CalQLConfig settings for every method, e.g. --agent tau=0.02 discount=0.98")

@@ -17,8 +17,9 @@ def _bench():
 
 
 def _run(path: Path, seed: int, calql: list[float], **settings) -> Path:
-    cfg = {**vars(_bench().parser().parse_args([])), "seeds": 1, "first_seed": seed, **settings}
-    cfg.pop("agent")  # a run made before --agent existed: the merge fills its default
+    cfg = {**vars(_bench().parser().parse_args(["--no-bc-success-only", "--bc-z-clip", "inf"])), "seeds": 1,
+           "first_seed": seed, **settings}
+    cfg.pop("agent")  # a run made before --agent existed: the merge takes it as [] (BEFORE_FLAG)
     evals = [[500 * i, s] for i, s in enumerate(calql)]
     run = {"seed": seed, "evals": evals}
     path.mkdir(parents=True)
