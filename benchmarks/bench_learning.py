@@ -51,7 +51,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
     pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
     agent = [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
-             # the demo's settings (docs/training.md: what learns at CPU budgets), the same for every method
+             # the demo's settings plus success-filtered, z-clipped BC (docs/training.md: what learns at
+             # CPU budgets), the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}", "agent.reward_scale=10.0",
              "agent.reward_bias=-5.0", "agent.failure_reward=-5.0",
              f"+agent.bc_success_only={str(a.bc_success_only).lower()}", f"+agent.bc_z_clip={a.bc_z_clip}",
@@ -129,7 +130,8 @@ def report(results: dict, out: Path, task: str) -> None:
 
 def merge(paths: list[str], out: Path) -> int:
     """Combine bench_learning.json files of runs made separately (e.g. one seed per process,
-    --first-seed) into one report; their settings must match."""
+    --first-seed) into one report; their settings must match. Settings are compared, the code
+    that ran is not: merge runs of one version."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
     skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
