@@ -8,12 +8,12 @@ Two modes, chosen by the observation spec:
 Vector inputs (state, proprio) are standardised inside the encoder with per-dimension mean and
 std buffers (`<key>_mean`, `<key>_std`, part of the state dict, so the policy node and every
 checkpoint carry them). Pre-training sets them from the offline data with `set_normalization`;
-until then they are 0 and 1. Standardised values are clipped to +-obs_clip (10): a dimension
-that hardly varied in the data (the cube's tilt in upright demos, std 0.002) otherwise reaches
-400 sigma when the cube tips over online, and the critic's TD error exploded (mean squared
-error 9000 in the first 500 online steps). Without standardisation, features that matter in a robot cell (the cube a few
-centimetres from the gripper) are tiny next to others, and the networks need orders of magnitude
-more updates to pick them up.
+until then they are 0 and 1. Without standardisation, features that matter in a robot cell (the
+cube a few centimetres from the gripper) are tiny next to others, and the networks need orders
+of magnitude more updates to pick them up. Standardised values are clipped to +-obs_clip (10): a
+dimension that hardly varied in the data (the cube's tilt in upright demos, std 0.002) otherwise
+reaches 400 sigma when the cube tips over online, and the critic's TD error exploded (mean
+squared error 9000 in the first 500 online steps).
 
 Optionally `"text_embedding": (D,)` in the spec adds a pretrained instruction embedding (e.g.
 CLIP text features) given with every observation. The learned instruction embedding (one

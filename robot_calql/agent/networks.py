@@ -243,8 +243,12 @@ def tanh_gaussian_log_prob(u: torch.Tensor, eps: torch.Tensor, log_std: torch.Te
     """log N(u; mu, sigma) - sum log(1 - tanh(u)^2), the latter in the stable form
     2 * (log 2 - u - softplus(-2u))."""
     gauss = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
-    correction = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return gauss - correction
+    return gauss - _log_tanh_jacobian(u)
+
+
+def _log_tanh_jacobian(u: torch.Tensor) -> torch.Tensor:
+    """sum over the last dim of log(1 - tanh(u)^2), as 2 * (log 2 - u - softplus(-2u))."""
+    return (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
 
 
 def behaviour_nll(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, z_clip: float = math.inf) -> torch.Tensor:
@@ -260,5 +264,4 @@ def behaviour_nll(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, z_
         quad = torch.where(a <= z_clip, 0.5 * z.pow(2), z_clip * a - 0.5 * z_clip**2)
     else:
         quad = 0.5 * z.pow(2)
-    correction = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return (quad + log_std + _HALF_LOG_2PI).sum(-1) + correction
+    return (quad + log_std + _HALF_LOG_2PI).sum(-1) + _log_tanh_jacobian(u)
