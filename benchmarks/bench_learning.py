@@ -47,16 +47,22 @@ METHODS = ("calql", "cql", "scratch")
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": []}
 
 
-def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
-    pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
-    agent = [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
+def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
+    """The pretrain `agent.` overrides of one method (fine-tuning inherits them from the checkpoint)."""
+    return [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
              # the demo's settings plus success-filtered, z-clipped BC (docs/training.md: what learns at
              # CPU budgets), the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}", "agent.reward_scale=10.0",
              "agent.reward_bias=-5.0", "agent.failure_reward=-5.0",
-             f"+agent.bc_success_only={str(a.bc_success_only).lower()}", f"+agent.bc_z_clip={a.bc_z_clip}",
-             *(f"+agent.{kv}" for kv in a.agent)]
+             f"++agent.bc_success_only={str(a.bc_success_only).lower()}", f"++agent.bc_z_clip={a.bc_z_clip}",
+             # ++: add the key, or override it where configs/pretrain.yaml lists it (discount, tau, ...)
+             *(f"++agent.{kv}" for kv in a.agent)]
+
+
+def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
+    pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
+    agent = agent_overrides(method, a)
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
     steps = 0 if method == "scratch" else a.offline_steps

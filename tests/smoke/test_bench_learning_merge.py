@@ -46,3 +46,15 @@ def test_merge_combines_seeds_and_refuses_other_settings(tmp_path, capsys):
     c = _run(tmp_path / "s2", 2, [0.5, 0.5], bc_success_only=True)
     with pytest.raises(SystemExit, match="bc_success_only"):
         bench.merge([str(a), str(c)], tmp_path / "out2")
+
+
+def test_agent_settings_reach_the_agent_config_whether_pretrain_yaml_lists_them_or_not():
+    from robot_calql.config import compose
+    from robot_calql.train.common import agent_config
+
+    bench = _bench()
+    a = bench.parser().parse_args(["--agent", "discount=0.98", "tau=0.02"])  # listed / not listed in pretrain.yaml
+    for method, calql in (("calql", True), ("cql", False)):
+        acfg = agent_config(compose("pretrain", bench.agent_overrides(method, a)))
+        assert (acfg.discount, acfg.tau, acfg.enable_calql) == (0.98, 0.02, calql)
+        assert acfg.bc_success_only is True and acfg.bc_z_clip == 3.0
