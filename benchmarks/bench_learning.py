@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,16 @@ from robot_calql.train import finetune, pretrain  # noqa: E402
 METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": []}
+
+
+def code_version() -> str:
+    """The commit the benchmark runs (`git describe --always --dirty`), or "unknown" outside a clone."""
+    try:
+        r = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
 
 
 def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
@@ -123,7 +134,7 @@ def report(results: dict, out: Path, task: str) -> None:
                  curves=curves)
     cfg = results["config"]
     print(f"\nlearning benchmark ({task}, seeds {seeds}, {cfg['offline_steps']} offline + {cfg['online_steps']} "
-          f"online steps, {results.get('minutes', 0.0):.1f} min)")
+          f"online steps, {results.get('minutes', 0.0):.1f} min, code {results.get('code', 'unknown')})")
     print(f"{'method':<8} {'offline':>8} {'final':>7} {'dip':>7} {'regret':>7}  steps to 90%")
     for m in methods:
         s = summary[m]
@@ -136,8 +147,9 @@ def report(results: dict, out: Path, task: str) -> None:
 
 def merge(paths: list[str], out: Path) -> int:
     """Combine bench_learning.json files of runs made separately (e.g. one seed per process,
-    --first-seed) into one report; their settings must match. Settings are compared, the code
-    that ran is not: merge runs of one version."""
+    --first-seed) into one report. Their settings must match, and so must the code that ran where
+    the runs recorded it (a run made before the record existed, or outside a git clone, counts as
+    "unknown" and is merged with a warning; a "-dirty" version cannot vouch for its working tree)."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
     skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
@@ -151,11 +163,19 @@ def merge(paths: list[str], out: Path) -> int:
         if other != base:
             diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
             raise SystemExit(f"{p}: settings differ from {paths[0]} in {diff}; only like runs merge")
+    codes = [part.get("code", "unknown") for part in parts]
+    known = sorted({c for c in codes if c != "unknown"})
+    if len(known) > 1:
+        raise SystemExit("the runs were made by different code (" + ", ".join(
+            f"{p}: {c}" for p, c in zip(paths, codes, strict=True)) + "); only runs of one version merge")
+    if "unknown" in codes or any(c.endswith("-dirty") for c in codes):
+        print(f"warning: cannot tell that the merged runs ran the same code ({sorted(set(codes))})", file=sys.stderr)
     runs: dict = {}
     for part in parts:
         for m, rs in part["runs"].items():
             runs.setdefault(m, []).extend(rs)
-    merged = {"config": parts[0]["config"], "runs": runs, "merged_from": [str(p) for p in paths],
+    merged = {"config": parts[0]["config"], "code": known[0] if known else "unknown", "runs": runs,
+              "merged_from": [str(p) for p in paths],
               "minutes": sum(part.get("minutes", 0.0) for part in parts)}
     report(merged, out, base["task"])
     return 0
@@ -204,7 +224,7 @@ def main() -> int:
 
     out = Path(a.out).resolve()
     methods = [m for m in a.methods.split(",") if m]
-    results: dict = {"config": vars(a), "runs": {m: [] for m in methods}}
+    results: dict = {"config": vars(a), "code": code_version(), "runs": {m: [] for m in methods}}
     t0 = time.time()
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         root = out / f"seed{seed}"

@@ -16,14 +16,15 @@ def _bench():
     return mod
 
 
-def _run(path: Path, seed: int, calql: list[float], **settings) -> Path:
+def _run(path: Path, seed: int, calql: list[float], code: str | None = None, **settings) -> Path:
     cfg = {**vars(_bench().parser().parse_args(["--no-bc-success-only", "--bc-z-clip", "inf"])), "seeds": 1,
            "first_seed": seed, **settings}
     cfg.pop("agent")  # a run made before --agent existed: the merge takes it as [] (BEFORE_FLAG)
     evals = [[500 * i, s] for i, s in enumerate(calql)]
-    run = {"seed": seed, "evals": evals}
+    run = {"seed": seed, "evals": evals, **_bench().figures(evals)}  # per-seed figures, as main() writes them
     path.mkdir(parents=True)
-    (path / "bench_learning.json").write_text(json.dumps({"config": cfg, "runs": {"calql": [run], "cql": [run]}}))
+    rec = {"config": cfg, "runs": {"calql": [run], "cql": [run]}, **({"code": code} if code else {})}
+    (path / "bench_learning.json").write_text(json.dumps(rec))
     return path
 
 
@@ -31,11 +32,6 @@ def test_merge_combines_seeds_and_refuses_other_settings(tmp_path, capsys):
     bench = _bench()
     a = _run(tmp_path / "s0", 0, [0.5, 0.6, 0.9, 1.0])
     b = _run(tmp_path / "s1", 1, [0.3, 0.2, 0.4, 0.5])
-    for r in (a, b):  # per-seed figures, as main() writes them
-        d = json.loads((r / "bench_learning.json").read_text())
-        for m in d["runs"]:
-            d["runs"][m] = [{**x, **bench.figures(x["evals"])} for x in d["runs"][m]]
-        (r / "bench_learning.json").write_text(json.dumps(d))
     assert bench.merge([str(a), str(b)], tmp_path / "out") == 0
     out = json.loads((tmp_path / "out" / "bench_learning.json").read_text())
     s = out["summary"]["calql"]
@@ -58,3 +54,16 @@ def test_agent_settings_reach_the_agent_config_whether_pretrain_yaml_lists_them_
         acfg = agent_config(compose("pretrain", bench.agent_overrides(method, a)))
         assert (acfg.discount, acfg.tau, acfg.enable_calql) == (0.98, 0.02, calql)
         assert acfg.bc_success_only is True and acfg.bc_z_clip == 3.0
+
+
+def test_merge_refuses_runs_of_different_code_and_warns_when_it_cannot_tell(tmp_path, capsys):
+    bench = _bench()
+    assert bench.code_version() not in ("", None)  # this checkout's commit (or "unknown" outside git)
+    a = _run(tmp_path / "a", 0, [0.5, 0.6], code="1111111")
+    b = _run(tmp_path / "b", 1, [0.5, 0.7], code="2222222")
+    with pytest.raises(SystemExit, match="different code"):
+        bench.merge([str(a), str(b)], tmp_path / "out")
+    old = _run(tmp_path / "old", 2, [0.4, 0.4])  # made before runs recorded their code
+    assert bench.merge([str(a), str(old)], tmp_path / "out") == 0
+    assert "cannot tell" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "bench_learning.json").read_text())["code"] == "1111111"
