@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("robot_calql.sim.collect", "record scripted demonstrations in the stand-in: task=<name> episodes=<N> out=<dir>"),
     "pretrain": ("robot_calql.train.pretrain", "offline Cal-QL pre-training: dataset=<dir> out=<run> steps=<N>"),
     "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim checkpoint=<run> steps=<N>"),
+    "evaluate": ("robot_calql.train.evaluate", "success rate and failure breakdown of a saved policy: checkpoint=<run>"),
     "ingest": ("robot_calql.bags.ingest", "rosbag2 (sqlite3/mcap) to dataset: bags=<path or glob> robot=<config> out=<dir>"),
     "sim-to-bag": ("robot_calql.bags.sim_to_bag", "record stand-in episodes as a real rosbag2: task=<name> episodes=<N> out=<dir>"),
     "reward-train": ("robot_calql.reward.train", "train the success classifier: dataset=<dir> out=<dir> backbone=<name or path>"),

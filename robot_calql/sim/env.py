@@ -345,11 +345,13 @@ def make_env(
     max_episode_steps: int = 60,
     render_mode: str | None = None,
     action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
+    render_size: int = 256,
 ) -> StandInEnv:
     """Build the stand-in env (unwrapped, so the joint-level methods are at hand).
 
     task: a task name (see robot_calql.sim.TASKS); image_size: 0 (no rendering), 64, 100 or 128;
-    seed: used by the first reset; max_episode_steps: truncation limit at 10 Hz.
+    seed: used by the first reset; max_episode_steps: truncation limit at 10 Hz; render_mode
+    "rgb_array": env.render() gives render_size px third-person frames.
     """
     return StandInEnv(task=task, image_size=image_size, seed=seed, max_episode_steps=max_episode_steps,
-                      render_mode=render_mode, action_scale=action_scale)
+                      render_mode=render_mode, action_scale=action_scale, render_size=render_size)

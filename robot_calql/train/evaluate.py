@@ -3,15 +3,79 @@
 Evaluation uses its own environment instance, so it never disturbs the scene of a reset-free
 training run, and seeds every episode (`seed + i`), so two evaluations of the same policy see the
 same object placements.
+
+Every episode also gets an *outcome*, from the simulator's ground truth, so a success rate that
+stalls says why (these are logged next to it during training, `<outcome>_rate`):
+
+| outcome              | meaning                                                                 |
+| -------------------- | ----------------------------------------------------------------------- |
+| `success`            | the task's success check passed                                         |
+| `never_grasped`      | the cube never rose `LIFT_M` above where it started                     |
+| `held_at_timeout`    | time ran out with the cube lifted and the gripper closed on it (too slow, or it never let go) |
+| `released_elsewhere` | the cube was lifted, then let go (or dropped) where the task does not count it |
+
+`robot-calql evaluate checkpoint=<run>` runs this on a saved policy and prints the breakdown; with
+`out=<dir>` it also writes the per-episode JSON and a picture of one episode of each failure kind.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robot_calql.train.common import agent_obs
+
+log = logging.getLogger("robot_calql.train")
+
+LIFT_M = 0.015  # the cube counts as lifted once it is this far above its start height
+FAILURES = ("never_grasped", "held_at_timeout", "released_elsewhere")
+OUTCOMES = ("success", *FAILURES)
+
+
+def episode_outcome(success: bool, lifted: bool, holding_at_end: bool) -> str:
+    """The outcome (OUTCOMES) of one episode from three ground-truth facts about it."""
+    if success:
+        return "success"
+    if not lifted:
+        return "never_grasped"
+    return "held_at_timeout" if holding_at_end else "released_elsewhere"
+
+
+def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: Any, seed: int,
+                temperature: float = 0.0, frames: list | None = None) -> dict[str, Any]:
+    """One full-reset episode (seeded) with the policy's mean action (temperature 0) or
+    tanh(mean + T * std * eps). With `frames`, each env.render() frame is appended to it.
+
+    Returns {"seed", "success", "outcome", "length", "return"}.
+    """
+    from robot_calql.sim.tasks import RELEASED
+
+    obs, _ = env.reset(seed=seed)
+    start_z = float(env.scene().cube_pos[2])
+    done, ret, n, success, lifted = False, 0.0, 0, False, False
+    if frames is not None:
+        frames.append(env.render())
+    while not done:
+        if temperature > 0:
+            action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=temperature)
+        else:
+            action = agent.act(agent_obs(obs, spec, vocab), deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
+        ret += float(reward)
+        n += 1
+        success = success or bool(info.get("success", terminated))
+        done = terminated or truncated
+        scene = env.scene()
+        lifted = lifted or float(scene.cube_pos[2]) > start_z + LIFT_M
+        if frames is not None:
+            frames.append(env.render())
+    holding = float(scene.cube_pos[2]) > start_z + LIFT_M and scene.gripper_open <= RELEASED
+    return {"seed": int(seed), "success": bool(success), "outcome": episode_outcome(success, lifted, holding),
+            "length": n, "return": ret}
 
 
 def evaluate(
@@ -22,28 +86,128 @@ def evaluate(
     spec: dict[str, tuple[int, ...]],
     vocab: Any,
     seed: int = 10_000,
+    temperature: float = 0.0,
+    details: list | None = None,
 ) -> dict[str, float]:
-    """Run `episodes` full-reset episodes of `task` with the deterministic policy.
+    """Run `episodes` full-reset episodes of `task` with the deterministic policy (seeds seed + i).
 
-    Returns {"success_rate", "mean_return", "mean_length"}.
+    Returns {"success_rate", "mean_return", "mean_length", "<failure>_rate" for each of FAILURES};
+    with `details`, each episode's run_episode() record is appended to it.
     """
-    successes, returns, lengths = [], [], []
     env.set_task(task)
-    for i in range(int(episodes)):
-        obs, _ = env.reset(seed=seed + i)
-        done, ret, n, success = False, 0.0, 0, False
-        while not done:
-            action = agent.act(agent_obs(obs, spec, vocab), deterministic=True)
-            obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
-            ret += float(reward)
-            n += 1
-            success = success or bool(info.get("success", terminated))
-            done = terminated or truncated
-        successes.append(success)
-        returns.append(ret)
-        lengths.append(n)
-    return {
-        "success_rate": float(np.mean(successes)) if successes else 0.0,
-        "mean_return": float(np.mean(returns)) if returns else 0.0,
-        "mean_length": float(np.mean(lengths)) if lengths else 0.0,
+    eps = [run_episode(agent, env, spec, vocab, seed + i, temperature) for i in range(int(episodes))]
+    if details is not None:
+        details.extend(eps)
+    res = {
+        "success_rate": float(np.mean([e["success"] for e in eps])) if eps else 0.0,
+        "mean_return": float(np.mean([e["return"] for e in eps])) if eps else 0.0,
+        "mean_length": float(np.mean([e["length"] for e in eps])) if eps else 0.0,
     }
+    for f in FAILURES:
+        res[f"{f}_rate"] = float(np.mean([e["outcome"] == f for e in eps])) if eps else 0.0
+    return res
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate k/n (honest at 0/n and n/n, unlike k/n +- 2 se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def failure_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path, columns: int = 8) -> Path:
+    """One row of `columns` evenly spaced frames per (label, episode frames); labelled, as a PNG."""
+    import cv2
+
+    tiles = []
+    for label, frames in rows:
+        idx = np.linspace(0, len(frames) - 1, columns).round().astype(int)
+        row = np.concatenate([frames[i] for i in idx], axis=1).copy()
+        for c, i in enumerate(idx):  # the step number on every frame
+            cv2.putText(row, f"t={i}", (c * frames[0].shape[1] + 4, frames[0].shape[0] - 6),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        band = np.full((22, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles += [band, row]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, axis=0), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def main(cfg: Any) -> int:
+    """`robot-calql evaluate checkpoint=<run>`: success rate and failure breakdown of a saved policy."""
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from robot_calql.config import ConfigError, resolve_path
+    from robot_calql.data.replay import InstructionVocab
+    from robot_calql.sim import get_task, make_env
+    from robot_calql.train import checkpoint as ckpt
+    from robot_calql.train.common import build_agent, set_threads
+
+    set_threads(int(cfg.threads))
+    src = resolve_path(cfg.checkpoint)
+    if src is None:
+        raise ConfigError("evaluate needs checkpoint=<run or checkpoint folder>")
+    episodes, T, temp = int(cfg.episodes), int(cfg.max_episode_steps), float(cfg.temperature)
+    if episodes < 1 or T < 1:
+        raise ConfigError(f"episodes and max_episode_steps must be >= 1, got {episodes} and {T}")
+    if not temp >= 0.0:
+        raise ConfigError(f"temperature must be >= 0 (0: the policy's mean action), got {cfg.temperature}")
+    state = ckpt.load_checkpoint(src)
+    meta = state["meta"]
+    task = cfg.eval_task or meta.get("forward_task") or (meta.get("tasks") or [None])[0]
+    if task is None:
+        raise ConfigError("the checkpoint names no task: set eval_task=<stand-in task>")
+    task = get_task(str(task)).name
+    spec = {k: tuple(v) for k, v in meta["obs_spec"].items()}
+    vocab = InstructionVocab(meta["instructions"])
+    vocab.id(get_task(task).instruction)  # the policy must know the task's instruction
+    agent = build_agent(spec, int(meta["action_dim"]), len(vocab), OmegaConf.create({"agent": {}, "device": cfg.device}),
+                        base=meta.get("agent"))  # the checkpoint's own agent settings
+    agent.load_state_dict(state["agent_state"])
+
+    image_size = 0 if meta["obs"] == "state" else int(meta.get("image_size", 0))
+    out = resolve_path(cfg.out)
+    env = make_env(task, image_size=image_size, max_episode_steps=T, render_mode="rgb_array" if out else None,
+                   render_size=int(cfg.frame_size))
+    env.set_task(task)
+    eps: list[dict[str, Any]] = []
+    try:
+        for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not cfg.progress):
+            eps.append(run_episode(agent, env, spec, vocab, int(cfg.seed) + i, temp))
+        wins = sum(e["success"] for e in eps)
+        lo, hi = wilson_interval(wins, episodes)
+        counts = {o: sum(e["outcome"] == o for e in eps) for o in OUTCOMES}
+        lengths = np.asarray([e["length"] for e in eps if e["success"]])
+        print(f"{task}: {wins}/{episodes} succeeded ({wins / episodes:.0%}, 95% interval {lo:.0%}-{hi:.0%}); "
+              f"{T}-step limit, {'mean action' if temp == 0 else f'temperature {temp}'}, seeds {cfg.seed}.."
+              f"{int(cfg.seed) + episodes - 1}, checkpoint {state['dir']} (step {meta.get('step', '?')})")
+        if len(lengths):
+            print(f"  successes took {lengths.mean():.0f} steps on average (p90 {np.percentile(lengths, 90):.0f}, "
+                  f"longest {lengths.max()})")
+        print("  failures: " + (", ".join(f"{o} {counts[o]}" for o in FAILURES if counts[o]) or "none"))
+        if out is not None:
+            report = {"task": task, "checkpoint": str(state["dir"]), "step": meta.get("step"), "episodes": episodes,
+                      "max_episode_steps": T, "temperature": temp, "success_rate": wins / episodes,
+                      "interval95": [lo, hi], "outcomes": counts, "per_episode": eps}
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+            rows = []
+            for o in FAILURES:  # replay the first episode of each failure kind with rendering
+                first = next((e for e in eps if e["outcome"] == o), None)
+                if first is not None:
+                    frames: list[np.ndarray] = []
+                    again = run_episode(agent, env, spec, vocab, first["seed"], temp, frames=frames)
+                    rows.append((f"{o}: seed {first['seed']}" + ("" if again["outcome"] == o else
+                                 f" (replayed as {again['outcome']}: sampled actions differ)"), frames))
+            print(f"  per-episode results: {out / 'evaluation.json'}")
+            if rows:
+                print(f"  one episode of each failure kind: {failure_sheet(rows, out / 'failures.png')}")
+    finally:
+        env.close()
+    return 0
