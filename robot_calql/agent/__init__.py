@@ -1,6 +1,6 @@
 """Cal-QL agent: CQL with the Cal-QL switch (calql.py), networks and observation encoders."""
 
-from robot_calql.agent.calql import CalQL, CalQLConfig, CheckpointError
+from robot_calql.agent.calql import CalQL, CalQLConfig, CheckpointError, exploration_temperature
 from robot_calql.agent.encoders import ObsSpecError
 
-__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "ObsSpecError"]
+__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "ObsSpecError", "exploration_temperature"]

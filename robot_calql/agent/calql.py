@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,24 +236,26 @@ class CalQL:
         return out, batched
 
     @torch.inference_mode()
-    def act(self, obs: Mapping[str, Any], deterministic: bool = True, temperature: float = 1.0) -> np.ndarray:
+    def act(self, obs: Mapping[str, Any], deterministic: bool = True,
+            temperature: float | Sequence[float] = 1.0) -> np.ndarray:
         """Action(s) in [-1, 1]: (A,) for one observation, (B, A) for a batch.
 
         obs: dict of arrays with the spec's keys (images uint8 HxWx3) and `instruction` (int id)
         when the agent knows more than one instruction.
         deterministic=False samples tanh(mean + temperature * std * eps): temperature 1 is the
         policy itself (what SAC and the official Cal-QL explore with), 0 its mean; in between
-        explores closer to the mean (the `temperature` of jaxrl_m's sample_actions).
+        explores closer to the mean (the `temperature` of jaxrl_m's sample_actions). One number,
+        or one per action dimension (exploration_temperature()).
         """
-        if not temperature >= 0.0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        temp = exploration_temperature(temperature, self.action_dim)
         t, batched = self._obs_to_tensors(obs)
         f = self.encoder(t)
-        if deterministic or temperature == 0.0:
+        if deterministic or not temp.any():
             a = self.actor.deterministic(f)
         else:
             mean, log_std = self.actor.dist_params(f)
-            a = torch.tanh(mean + float(temperature) * log_std.exp() * torch.randn_like(mean))
+            scale = torch.as_tensor(temp, device=mean.device, dtype=mean.dtype)
+            a = torch.tanh(mean + scale * log_std.exp() * torch.randn_like(mean))
         a = a.float().cpu().numpy()
         return a if batched else a[0]
 
@@ -519,6 +521,30 @@ class CalQL:
 
 
 # ---------------------------------------------------------------------- loss pieces (pure)
+def exploration_temperature(value: float | Sequence[float], action_dim: int | None) -> np.ndarray:
+    """Per-dimension exploration temperatures (A,) from one number or one per action dimension
+    (action_dim None: only check the values, e.g. before the policy's action size is known).
+
+    A list lets each axis explore differently, e.g. [0.2, 0.2, 0.2, 0.2, 1.0] keeps the arm's
+    moves near the policy's mean while the gripper samples freely: opening and closing is cheap to
+    try, a wide swing of the arm is not. Raises ValueError naming the problem (wrong length,
+    negative, NaN, not a number).
+    """
+    try:
+        t = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"explore temperature must be a number or a list of {action_dim} numbers, "
+                         f"got {value!r}") from None
+    if t.ndim == 0 and action_dim is not None:
+        t = np.full(action_dim, float(t))
+    if t.ndim > 1 or (action_dim is not None and t.shape != (action_dim,)):
+        raise ValueError(f"explore temperature: one number or one per action dimension ({action_dim or 'A'}), "
+                         f"got {len(t.ravel())} values {t.ravel().tolist()}")
+    if not np.all(t >= 0.0):  # also catches NaN
+        raise ValueError(f"explore temperature must be >= 0 (1: sample the policy, 0: its mean), got {t.tolist()}")
+    return t
+
+
 def calql_bound(
     q_cur: torch.Tensor, q_nxt: torch.Tensor, mc_return: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

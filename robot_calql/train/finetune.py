@@ -124,6 +124,16 @@ class ClassifierReward:
 
 
 # ----------------------------------------------------------------------------- main loop
+def _explore_temperature(value: Any, action_dim: int | None) -> np.ndarray:
+    from robot_calql.agent import exploration_temperature
+
+    v = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    try:
+        return exploration_temperature(v, action_dim)
+    except ValueError as e:
+        raise ConfigError(f"explore_temperature={v}: {e}") from None
+
+
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
@@ -149,9 +159,7 @@ def main(cfg: DictConfig) -> int:
     steps = int(cfg.steps)
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
-    if not float(cfg.explore_temperature) >= 0.0:
-        raise ConfigError(f"explore_temperature must be >= 0 (1: sample the policy, 0: its mean), "
-                          f"got {cfg.explore_temperature}")
+    explore_t = _explore_temperature(cfg.explore_temperature, None)  # values now, the length once A is known
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
@@ -256,7 +264,7 @@ def main(cfg: DictConfig) -> int:
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=loop["step"] if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
     utd, bs, starts = int(cfg.utd), int(cfg.batch_size), int(cfg.learning_starts)
-    explore_t = float(cfg.explore_temperature)
+    explore_t = _explore_temperature(cfg.explore_temperature, int(meta["action_dim"]))
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     bar = tqdm(total=steps, initial=loop["step"], desc="finetune", unit="step", disable=not cfg.progress,

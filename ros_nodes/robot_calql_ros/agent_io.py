@@ -65,12 +65,12 @@ class PolicyActor:
         agent.load_policy_state_dict(sd)
         return cls(agent, meta, step)
 
-    def act(self, obs: dict[str, Any], temperature: float = 0.0) -> np.ndarray:
+    def act(self, obs: dict[str, Any], temperature: Any = 0.0) -> np.ndarray:
         if obs["instruction"] not in self.vocab:
             raise ValueError(f"instruction '{obs['instruction']}' unknown to the policy (knows {list(self.vocab)})")
         x = {k: obs[k] for k in self.keys}
         x["instruction"] = np.int64(self.vocab[obs["instruction"]])
-        return np.asarray(self.agent.act(x, deterministic=temperature == 0.0, temperature=temperature), np.float32)
+        return np.asarray(self.agent.act(x, deterministic=False, temperature=temperature), np.float32)  # 0: the mean
 
 
 def _payload_metadata(payload) -> dict:

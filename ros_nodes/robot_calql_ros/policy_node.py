@@ -79,9 +79,12 @@ class PolicyNode(Node):
         self.expected_hw = (int(r["limits"]["camera_height"]), int(r["limits"]["camera_width"]))
         self.crop = p.get("crop") or None
         self.source = self.cfg["action_source"]
-        self.temperature = float(self.cfg.get("explore_temperature", 0.0))
-        if not self.temperature >= 0.0:
-            raise ValueError(f"policy.explore_temperature must be >= 0, got {self.temperature}")
+        from robot_calql.agent import exploration_temperature
+
+        try:  # one number, or one per action dimension (checked against the policy's when it acts)
+            self.temperature = exploration_temperature(self.cfg.get("explore_temperature", 0.0), None)
+        except ValueError as e:
+            raise ValueError(f"policy.explore_temperature: {e}") from None
         if self.source not in ("agent", "expert"):
             raise ValueError(f"policy.action_source must be 'agent' or 'expert', got '{self.source}'")
         self.warn = ThrottledWarner(self)

@@ -54,6 +54,12 @@ def test_exploration_temperature_scales_the_policy_noise():
         np.testing.assert_allclose(u.std(0), t * u_std, rtol=0.06)  # pre-tanh spread = T * std
     with pytest.raises(ValueError, match="temperature"):
         a.act(obs, deterministic=False, temperature=-0.5)
+    # one temperature per action dimension: the first axis at its mean, the others sampled
+    u = np.arctanh(np.clip(a.act(obs, deterministic=False, temperature=[0.0, 0.5, 1.0]), -1 + 1e-7, 1 - 1e-7))
+    np.testing.assert_allclose(u.std(0), [0.0, 0.5, 1.0] * u_std, rtol=0.06, atol=1e-4)  # float32 atanh: ~3e-6
+    for bad in ([0.2, 0.2], [0.2, float("nan"), 1.0], "warm"):
+        with pytest.raises(ValueError, match="temperature"):
+            a.act(obs, deterministic=False, temperature=bad)
 
 
 def test_policy_state_dict_round_trip_single_observation():

@@ -58,8 +58,12 @@ def test_checkpoint_that_does_not_fit_names_the_tensor(tmp_path, pretrained, cap
 def test_negative_exploration_temperature_is_refused(tmp_path, pretrained, capsys):
     assert main(["finetune", f"checkpoint={pretrained}", f"out={tmp_path / 'ft'}", "steps=2",
                  "explore_temperature=-1", *QUIET]) == 1
-    assert "explore_temperature must be >= 0" in capsys.readouterr().err
+    assert "explore_temperature=-1" in (err := capsys.readouterr().err) and "must be >= 0" in err
     assert not (tmp_path / "ft").exists()
+    # one temperature per action dimension: the stand-in's actions have 5, so 3 values are refused
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={tmp_path / 'ft'}", "steps=2",
+                 "explore_temperature=[0.2,0.2,1.0]", *QUIET]) == 1
+    assert "one per action dimension (5)" in capsys.readouterr().err
 
 
 def test_pretrain_outputs(pretrained):
