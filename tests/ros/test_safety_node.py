@@ -189,3 +189,26 @@ def test_joint_position_interface_respects_limits(ros):
         t = np.array(m.data[:5])
         assert np.all(np.abs(t - np.array(q)) <= lim.max_joint_step_rad + 1e-9)
         assert np.all(t >= lim.joint_lower) and np.all(t <= lim.joint_upper)
+
+
+def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(ros):
+    """policy.explore_temperature travels as a ROS parameter: a list explores per axis (here only
+    the gripper), a negative entry stops the node at start with the key named."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    def policy(temp):
+        cfg = compose("launch_finetune", ["sim=false", "nodes=[policy]", f"policy.explore_temperature={temp}"])
+        (spec,) = node_set(cfg)
+        spec.params["autostart"] = False
+        return build_nodes([spec])[0]
+
+    node = policy("[0.0,0.0,0.0,0.0,1.0]")
+    try:
+        np.testing.assert_array_equal(node.temperature, [0.0, 0.0, 0.0, 0.0, 1.0])
+    finally:
+        node.destroy_node()
+    with pytest.raises(ValueError, match="policy.explore_temperature"):
+        policy("[0.2,-1.0]")
