@@ -84,7 +84,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         "reset_free=false", "backward=false", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
-        f"explore_temperature={a.explore_temperature}",
+        f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         *common]))
     assert rc == 0, f"{method}: finetune failed"
     return json.loads((ft_dir / "summary.json").read_text())
@@ -181,6 +181,15 @@ def merge(paths: list[str], out: Path) -> int:
     return 0
 
 
+def temperatures(text: str) -> float | list[float]:
+    """--explore-temperature: one number, or comma-separated numbers (one per action axis)."""
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or a comma-separated list of numbers: {text!r}") from None
+    return v[0] if len(v) == 1 else v
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cube_in_bowl")
@@ -206,8 +215,9 @@ def parser() -> argparse.ArgumentParser:
                    help="further CalQLConfig settings for every method, e.g. --agent tau=0.02 discount=0.98")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
-    p.add_argument("--explore-temperature", type=float, default=0.2,
-                   help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md)")
+    p.add_argument("--explore-temperature", type=temperatures, default=0.2,
+                   help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md); "
+                        "or one per action axis, e.g. 0.2,0.2,0.2,0.2,1 (dx,dy,dz,dyaw,gripper)")
     p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
