@@ -146,7 +146,7 @@ def main(cfg: DictConfig) -> int:
         replay_kwargs,
     )
     from robot_calql.sim import get_task, make_env
-    from robot_calql.train.evaluate import evaluate
+    from robot_calql.train.evaluate import FAILURES, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
     from robot_calql.train.pretrain import calibration_points
 
@@ -255,8 +255,11 @@ def main(cfg: DictConfig) -> int:
         return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
                                     buffer=online_state(online), keep=int(cfg.keep_checkpoints))
 
+    last_eval: dict[str, float] = {}
+
     def run_eval() -> float:
         res = evaluate(agent, eval_env, forward, int(cfg.eval_episodes), spec, vocab)
+        last_eval.update(res)
         loop["evals"].append([loop["step"], res["success_rate"]])
         logger.log(loop["step"], "eval", res)
         return res["success_rate"]
@@ -346,6 +349,7 @@ def main(cfg: DictConfig) -> int:
         "success_before": float(evals[0, 1]) if len(evals) else None,
         "success_after": float(evals[-1, 1]) if len(evals) else None,
         "evals": loop["evals"],
+        "last_eval": dict(last_eval),  # success and failure-kind rates of the final evaluation (this process)
         "online_episodes": loop["episodes"],
         "online_successes": loop["successes"],
     }
@@ -354,6 +358,10 @@ def main(cfg: DictConfig) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if len(evals):
         print(f"success ({forward}): {evals[0, 1]:.0%} before fine-tuning -> {evals[-1, 1]:.0%} after {loop['step']} online steps")
+    failed = {f: last_eval.get(f"{f}_rate", 0.0) for f in FAILURES}
+    if any(failed.values()):
+        print("failures at the last evaluation: " + ", ".join(f"{f} {r:.0%}" for f, r in failed.items() if r)
+              + f" (robot-calql evaluate checkpoint={path} out=<dir> shows them)")
     print(f"checkpoint: {path}\nplot: {plot}")
     return 0
 

@@ -28,6 +28,9 @@ def test_collect_pretrain_finetune_state(tmp_path):
                  "max_episode_steps=5", "log_every=4", *QUIET]) == 0
     summary = json.loads((ft / "summary.json").read_text())
     assert [e[0] for e in summary["evals"]] == [0, 6, 12]
+    last = summary["last_eval"]  # how the final evaluation's episodes ended, as fractions that sum to 1
+    assert last["success_rate"] + sum(last[f"{f}_rate"] for f in ("never_grasped", "held_at_timeout",
+                                                                   "released_elsewhere")) == pytest.approx(1.0)
     assert summary["online_episodes"] >= 2  # 12 steps of 5-step episodes, reset-free
     assert (ft / "plots" / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
