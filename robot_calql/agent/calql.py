@@ -153,6 +153,31 @@ class CalQLConfig:
             raise ConfigError(f"agent config: bc_z_clip must be > 0 (inf: no clipping), got {self.bc_z_clip}")
 
 
+def exploration_temperature(value: float | Sequence[float], action_dim: int | None) -> np.ndarray:
+    """Per-dimension exploration temperatures (A,) from one number or one per action dimension
+    (action_dim None: only check the values, e.g. before the policy's action size is known).
+
+    A list lets each axis explore differently: e.g. 0 on an axis that must not wander on a real
+    arm, or [0.2, 0.2, 0.2, 0.2, 1.0] to sample the gripper freely while the arm stays near the
+    policy's mean (in the stand-in that also opened the gripper while carrying, and did not help:
+    docs/training.md). Raises ValueError naming the problem (wrong length, negative, NaN, not a
+    number).
+    """
+    try:
+        t = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"explore temperature must be a number or a list of {action_dim} numbers, "
+                         f"got {value!r}") from None
+    if t.ndim == 0 and action_dim is not None:
+        t = np.full(action_dim, float(t))
+    if t.ndim > 1 or (action_dim is not None and t.shape != (action_dim,)):
+        raise ValueError(f"explore temperature: one number or one per action dimension ({action_dim or 'A'}), "
+                         f"got {len(t.ravel())} values {t.ravel().tolist()}")
+    if not np.all(t >= 0.0):  # also catches NaN
+        raise ValueError(f"explore temperature must be >= 0 (1: sample the policy, 0: its mean), got {t.tolist()}")
+    return t
+
+
 def _spec_dims(obs_spec: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], int | None]:
     spec, num = {}, None
     for k, v in obs_spec.items():
@@ -521,30 +546,6 @@ class CalQL:
 
 
 # ---------------------------------------------------------------------- loss pieces (pure)
-def exploration_temperature(value: float | Sequence[float], action_dim: int | None) -> np.ndarray:
-    """Per-dimension exploration temperatures (A,) from one number or one per action dimension
-    (action_dim None: only check the values, e.g. before the policy's action size is known).
-
-    A list lets each axis explore differently, e.g. [0.2, 0.2, 0.2, 0.2, 1.0] keeps the arm's
-    moves near the policy's mean while the gripper samples freely: opening and closing is cheap to
-    try, a wide swing of the arm is not. Raises ValueError naming the problem (wrong length,
-    negative, NaN, not a number).
-    """
-    try:
-        t = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"explore temperature must be a number or a list of {action_dim} numbers, "
-                         f"got {value!r}") from None
-    if t.ndim == 0 and action_dim is not None:
-        t = np.full(action_dim, float(t))
-    if t.ndim > 1 or (action_dim is not None and t.shape != (action_dim,)):
-        raise ValueError(f"explore temperature: one number or one per action dimension ({action_dim or 'A'}), "
-                         f"got {len(t.ravel())} values {t.ravel().tolist()}")
-    if not np.all(t >= 0.0):  # also catches NaN
-        raise ValueError(f"explore temperature must be >= 0 (1: sample the policy, 0: its mean), got {t.tolist()}")
-    return t
-
-
 def calql_bound(
     q_cur: torch.Tensor, q_nxt: torch.Tensor, mc_return: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

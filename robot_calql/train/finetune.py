@@ -159,7 +159,7 @@ def main(cfg: DictConfig) -> int:
     steps = int(cfg.steps)
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
-    explore_t = _explore_temperature(cfg.explore_temperature, None)  # values now, the length once A is known
+    _explore_temperature(cfg.explore_temperature, None)  # the values now, their number once A is known
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
