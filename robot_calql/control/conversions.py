@@ -26,6 +26,7 @@ __all__ = [
     "CommandFormatError",
     "SUPPORTED_ENCODINGS",
     "POLICY_COMMAND_LAYOUT",
+    "ACTION_AXES",
     "image_to_rgb",
     "rgb_to_image",
     "crop_and_resize",
@@ -58,6 +59,7 @@ _ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 # The internal policy -> safety command (std_msgs/Float64MultiArray), one value per label.
+ACTION_AXES = ("dx", "dy", "dz", "dyaw", "gripper")  # the policy's normalised action, in this order
 POLICY_COMMAND_LAYOUT = ("dx_m", "dy_m", "dz_m", "dyaw_rad", "gripper", "image_stamp_s")
 
 

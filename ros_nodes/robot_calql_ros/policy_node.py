@@ -39,6 +39,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, String, UInt8MultiArray
 
 from robot_calql.control.conversions import (
+    ACTION_AXES,
     CommandFormatError,
     ImageFormatError,
     action_to_delta,
@@ -81,8 +82,8 @@ class PolicyNode(Node):
         self.source = self.cfg["action_source"]
         from robot_calql.agent import exploration_temperature
 
-        try:  # one number, or one per action dimension (checked against the policy's when it acts)
-            self.temperature = exploration_temperature(self.cfg.get("explore_temperature", 0.0), None)
+        try:  # one number, or one per action axis (dx, dy, dz, dyaw, gripper)
+            self.temperature = exploration_temperature(self.cfg.get("explore_temperature", 0.0), len(ACTION_AXES))
         except ValueError as e:
             raise ValueError(f"policy.explore_temperature: {e}") from None
         if self.source not in ("agent", "expert"):

@@ -193,7 +193,7 @@ def test_joint_position_interface_respects_limits(ros):
 
 def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(ros):
     """policy.explore_temperature travels as a ROS parameter: a list explores per axis (here only
-    the gripper), a negative entry stops the node at start with the key named."""
+    the gripper); a negative entry or a list of the wrong length stops the node at start, named."""
     from robot_calql_ros.launcher import build_nodes
     from robot_calql_ros.nodeset import node_set
 
@@ -210,5 +210,6 @@ def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(r
         np.testing.assert_array_equal(node.temperature, [0.0, 0.0, 0.0, 0.0, 1.0])
     finally:
         node.destroy_node()
-    with pytest.raises(ValueError, match="policy.explore_temperature"):
-        policy("[0.2,-1.0]")
+    for bad, why in (("[0.2,0.2,0.2,0.2,-1.0]", ">= 0"), ("[0.2,0.2]", "one per action dimension")):
+        with pytest.raises(ValueError, match=f"policy.explore_temperature: .*{why}"):
+            policy(bad)
