@@ -205,7 +205,7 @@ def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(r
         spec.params["autostart"] = False
         return build_nodes([spec])[0]
 
-    node = policy("[0.0,0.0,0.0,0.0,1.0]")
+    node = policy("[0,0,0,0.0,1]")  # ints and floats mixed, as a user types it
     try:
         np.testing.assert_array_equal(node.temperature, [0.0, 0.0, 0.0, 0.0, 1.0])
     finally:
