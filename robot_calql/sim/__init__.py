@@ -6,7 +6,16 @@
 See docs/sim.md. Registered with gymnasium as "RobotCalQL/StandIn-v0" (kwargs as make_env).
 """
 
-import gymnasium as gym
+import os
+
+# MuJoCo chooses its OpenGL backend when it is first imported, so this must come before any
+# `import mujoco`: with no display (a robot PC over ssh, CI, a container), render headless with
+# EGL unless the user chose a backend (MUJOCO_GL=egl / osmesa / glfw). Setting it later fails at
+# the first rendered frame with "an OpenGL platform library has not been loaded".
+if "MUJOCO_GL" not in os.environ and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import gymnasium as gym  # noqa: E402
 
 from robot_calql.sim.env import ActionError, StandInEnv, make_env
 from robot_calql.sim.tasks import INSTRUCTIONS, PAIRS, TASKS, UnknownTaskError, get_task, task_pair

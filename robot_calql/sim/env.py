@@ -12,7 +12,6 @@ into the current task's start condition and puts the arm at home.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -301,8 +300,7 @@ class StandInEnv(gym.Env):
         self._target_pos, self._target_yaw = self.ee_pose()
         self._needs_full_reset = False
 
-    def _make_renderer(self, size: int) -> mujoco.Renderer:
-        os.environ.setdefault("MUJOCO_GL", "egl")
+    def _make_renderer(self, size: int) -> mujoco.Renderer:  # the GL backend: robot_calql/sim/__init__.py
         r = mujoco.Renderer(self.model, size, size)
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                      mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_FOG, mujoco.mjtRndFlag.mjRND_HAZE):

@@ -243,3 +243,18 @@ def test_passes_gymnasium_env_checker():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unbounded proprio/state Boxes are intended
         check_env(make_env("cube_out_of_bowl", image_size=64), skip_render_check=True)
+
+
+def test_renders_headless_when_the_user_set_no_gl_backend():
+    """A shell with no MUJOCO_GL and no display (ssh to the robot PC, CI) still renders: the
+    backend must be chosen before mujoco is imported, which `import robot_calql.sim` does."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    code = ("from robot_calql.sim import make_env; e = make_env('cube_in_bowl', image_size=64, seed=0); "
+            "o, _ = e.reset(seed=0); print(o['image'].shape, int(o['image'].std() > 5))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["(64,", "64,", "3)", "1"]  # a real picture, not a blank frame
