@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-calql {name}: {e}", file=sys.stderr)
         return 2
     if show_cfg:
-        print(OmegaConf.to_yaml(cfg))
+        try:
+            print(OmegaConf.to_yaml(cfg))
+        except BrokenPipeError:  # `robot-calql x --cfg | head`
+            sys.stderr.close()
         return 0
     try:
         module = importlib.import_module(module_name)
@@ -89,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-calql {name}: cannot import {module_name} ({e}). "
               "Is the matching extra installed (pip install -e '.[vlm,ros]')?", file=sys.stderr)
         return 2
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
         rc = module.main(cfg)
+    except MissingMandatoryValue as e:  # a `???` key in configs/<command>.yaml left unset
+        print(f"robot-calql {name}: error: {e.full_key}=<value> is required ({e.full_key}: ??? in "
+              f"configs/{config_name}.yaml)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nrobot-calql {name}: interrupted", file=sys.stderr)
         return 130

@@ -37,6 +37,11 @@ def test_unknown_config_key_is_named(capsys):
     assert "known keys" in err
 
 
+def test_a_required_key_left_unset_is_named(capsys):
+    assert cli.main(["evaluate"]) == 2  # configs/evaluate.yaml: checkpoint: ???
+    assert "checkpoint=<value> is required" in capsys.readouterr().err
+
+
 def test_override_reaches_the_config():
     cfg = compose("collect", ["episodes=7", "seed=3"])
     assert cfg.episodes == 7 and cfg.seed == 3
