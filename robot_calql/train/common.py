@@ -95,6 +95,19 @@ def build_agent(spec: dict[str, tuple[int, ...]], action_dim: int, num_instructi
                  num_instructions=int(num_instructions))
 
 
+def temperature_setting(cfg: DictConfig, key: str, action_dim: int | None) -> np.ndarray:
+    """cfg[key] as per-axis exploration temperatures (one number or one per action axis);
+    a ConfigError names the key and the problem (action_dim None: check the values only)."""
+    from robot_calql.agent import exploration_temperature
+
+    value = cfg[key]
+    v = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    try:
+        return exploration_temperature(v, action_dim)
+    except ValueError as e:
+        raise ConfigError(f"{key}={v}: {e}") from None
+
+
 def set_seed(seed: int) -> np.random.Generator:
     import random
 

@@ -46,9 +46,10 @@ def episode_outcome(success: bool, lifted: bool, holding_at_end: bool) -> str:
 
 
 def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: Any, seed: int,
-                temperature: float = 0.0, frames: list | None = None) -> dict[str, Any]:
+                temperature: Any = 0.0, frames: list | None = None) -> dict[str, Any]:
     """One full-reset episode (seeded) with the policy's mean action (temperature 0) or
-    tanh(mean + T * std * eps). With `frames`, each env.render() frame is appended to it.
+    tanh(mean + T * std * eps) (T: one number or one per action axis). With `frames`, each
+    env.render() frame is appended to it.
 
     Returns {"seed", "success", "outcome", "length", "return"}.
     """
@@ -60,7 +61,7 @@ def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: A
     if frames is not None:
         frames.append(env.render())
     while not done:
-        if temperature > 0:
+        if np.any(np.asarray(temperature) > 0):
             action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=temperature)
         else:
             action = agent.act(agent_obs(obs, spec, vocab), deterministic=True)
@@ -86,7 +87,7 @@ def evaluate(
     spec: dict[str, tuple[int, ...]],
     vocab: Any,
     seed: int = 10_000,
-    temperature: float = 0.0,
+    temperature: Any = 0.0,
     details: list | None = None,
 ) -> dict[str, float]:
     """Run `episodes` full-reset episodes of `task` with the deterministic policy (seeds seed + i).
@@ -147,17 +148,16 @@ def main(cfg: Any) -> int:
     from robot_calql.data.replay import InstructionVocab
     from robot_calql.sim import get_task, make_env
     from robot_calql.train import checkpoint as ckpt
-    from robot_calql.train.common import build_agent, set_threads
+    from robot_calql.train.common import build_agent, set_threads, temperature_setting
 
     set_threads(int(cfg.threads))
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("evaluate needs checkpoint=<run or checkpoint folder>")
-    episodes, T, temp = int(cfg.episodes), int(cfg.max_episode_steps), float(cfg.temperature)
+    episodes, T = int(cfg.episodes), int(cfg.max_episode_steps)
     if episodes < 1 or T < 1:
         raise ConfigError(f"episodes and max_episode_steps must be >= 1, got {episodes} and {T}")
-    if not temp >= 0.0:
-        raise ConfigError(f"temperature must be >= 0 (0: the policy's mean action), got {cfg.temperature}")
+    temperature_setting(cfg, "temperature", None)  # the values now, their number once A is known
     state = ckpt.load_checkpoint(src)
     meta = state["meta"]
     task = cfg.eval_task or meta.get("forward_task") or (meta.get("tasks") or [None])[0]
@@ -170,6 +170,8 @@ def main(cfg: Any) -> int:
     agent = build_agent(spec, int(meta["action_dim"]), len(vocab), OmegaConf.create({"agent": {}, "device": cfg.device}),
                         base=meta.get("agent"))  # the checkpoint's own agent settings
     agent.load_state_dict(state["agent_state"])
+    temps = temperature_setting(cfg, "temperature", int(meta["action_dim"]))
+    temp: Any = temps if temps.any() else 0.0
 
     image_size = 0 if meta["obs"] == "state" else int(meta.get("image_size", 0))
     out = resolve_path(cfg.out)
@@ -185,7 +187,7 @@ def main(cfg: Any) -> int:
         counts = {o: sum(e["outcome"] == o for e in eps) for o in OUTCOMES}
         lengths = np.asarray([e["length"] for e in eps if e["success"]])
         print(f"{task}: {wins}/{episodes} succeeded ({wins / episodes:.0%}, 95% interval {lo:.0%}-{hi:.0%}); "
-              f"{T}-step limit, {'mean action' if temp == 0 else f'temperature {temp}'}, seeds {cfg.seed}.."
+              f"{T}-step limit, {'mean action' if not temps.any() else f'temperature {temps.tolist()}'}, seeds {cfg.seed}.."
               f"{int(cfg.seed) + episodes - 1}, checkpoint {state['dir']} (step {meta.get('step', '?')})")
         if len(lengths):
             print(f"  successes took {lengths.mean():.0f} steps on average (p90 {np.percentile(lengths, 90):.0f}, "
@@ -193,7 +195,7 @@ def main(cfg: Any) -> int:
         print("  failures: " + (", ".join(f"{o} {counts[o]}" for o in FAILURES if counts[o]) or "none"))
         if out is not None:
             report = {"task": task, "checkpoint": str(state["dir"]), "step": meta.get("step"), "episodes": episodes,
-                      "max_episode_steps": T, "temperature": temp, "success_rate": wins / episodes,
+                      "max_episode_steps": T, "temperature": temps.tolist(), "success_rate": wins / episodes,
                       "interval95": [lo, hi], "outcomes": counts, "per_episode": eps}
             out.mkdir(parents=True, exist_ok=True)
             (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -37,7 +37,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import ConfigError, resolve_path
 from robot_calql.train import checkpoint as ckpt
-from robot_calql.train.common import GracefulStop, agent_obs, build_agent, set_seed, set_threads
+from robot_calql.train.common import (
+    GracefulStop,
+    agent_obs,
+    build_agent,
+    set_seed,
+    set_threads,
+    temperature_setting,
+)
 from robot_calql.train.logger import Logger
 
 log = logging.getLogger("robot_calql.train.finetune")
@@ -124,16 +131,6 @@ class ClassifierReward:
 
 
 # ----------------------------------------------------------------------------- main loop
-def _explore_temperature(value: Any, action_dim: int | None) -> np.ndarray:
-    from robot_calql.agent import exploration_temperature
-
-    v = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    try:
-        return exploration_temperature(v, action_dim)
-    except ValueError as e:
-        raise ConfigError(f"explore_temperature={v}: {e}") from None
-
-
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
@@ -159,7 +156,7 @@ def main(cfg: DictConfig) -> int:
     steps = int(cfg.steps)
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
-    _explore_temperature(cfg.explore_temperature, None)  # the values now, their number once A is known
+    temperature_setting(cfg, "explore_temperature", None)  # the values now, their number once A is known
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
@@ -267,7 +264,7 @@ def main(cfg: DictConfig) -> int:
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=loop["step"] if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
     utd, bs, starts = int(cfg.utd), int(cfg.batch_size), int(cfg.learning_starts)
-    explore_t = _explore_temperature(cfg.explore_temperature, int(meta["action_dim"]))
+    explore_t = temperature_setting(cfg, "explore_temperature", int(meta["action_dim"]))
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     bar = tqdm(total=steps, initial=loop["step"], desc="finetune", unit="step", disable=not cfg.progress,

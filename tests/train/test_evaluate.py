@@ -103,3 +103,5 @@ def test_evaluate_command_reports_a_checkpoint(tmp_path, capsys):
     assert (out / "failures.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture shows how it failed
     assert main(["evaluate", f"checkpoint={pre}", "eval_task=cube_sideways"]) == 1
     assert "cube_sideways" in capsys.readouterr().err
+    assert main(["evaluate", f"checkpoint={pre}", "temperature=[0.2,0.2]"]) == 1  # 5 action axes
+    assert "temperature=[0.2, 0.2]" in (err := capsys.readouterr().err) and "one per action dimension (5)" in err
