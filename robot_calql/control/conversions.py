@@ -135,8 +135,8 @@ def action_to_delta(action: np.ndarray, translation_m: float, rotation_rad: floa
     Translation and yaw are clipped to [-1, 1] then scaled; the gripper stays normalised.
     """
     a = np.asarray(action, dtype=np.float64)
-    if a.shape != (5,):
-        raise CommandFormatError(f"action must have shape (5,) (dx, dy, dz, dyaw, gripper), got {a.shape}")
+    if a.shape != (len(ACTION_AXES),):
+        raise CommandFormatError(f"action must have shape ({len(ACTION_AXES)},) ({', '.join(ACTION_AXES)}), got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise CommandFormatError(f"action has non-finite values: {a.tolist()}")
     a = np.clip(a, -1.0, 1.0)
@@ -169,8 +169,8 @@ def twist_to_delta(linear, angular, control_hz: float) -> np.ndarray:
 def pack_policy_command(delta: np.ndarray, image_stamp_s: float) -> list[float]:
     """Physical delta (dx, dy, dz, dyaw, gripper) + frame stamp -> Float64MultiArray data."""
     d = np.asarray(delta, dtype=np.float64)
-    if d.shape != (5,):
-        raise CommandFormatError(f"delta must have shape (5,), got {d.shape}")
+    if d.shape != (len(ACTION_AXES),):
+        raise CommandFormatError(f"delta must have shape ({len(ACTION_AXES)},), got {d.shape}")
     return [float(v) for v in d] + [float(image_stamp_s)]
 
 

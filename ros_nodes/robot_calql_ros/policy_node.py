@@ -291,7 +291,7 @@ class PolicyNode(Node):
         actor = self.actor
         agent_action = actor.act(obs, self.temperature) if actor is not None else None
         if self.source == "expert":
-            if self.expert_action is None or self.expert_action.shape != (5,):
+            if self.expert_action is None or self.expert_action.shape != (len(ACTION_AXES),):
                 self.warn.warn("expert", "policy not acting: no expert action from the stand-in yet")
                 return None
             return self.expert_action.astype(np.float32)
