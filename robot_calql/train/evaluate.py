@@ -171,7 +171,6 @@ def main(cfg: Any) -> int:
                         base=meta.get("agent"))  # the checkpoint's own agent settings
     agent.load_state_dict(state["agent_state"])
     temps = temperature_setting(cfg, "temperature", int(meta["action_dim"]))
-    temp: Any = temps if temps.any() else 0.0
 
     image_size = 0 if meta["obs"] == "state" else int(meta.get("image_size", 0))
     out = resolve_path(cfg.out)
@@ -181,7 +180,7 @@ def main(cfg: Any) -> int:
     eps: list[dict[str, Any]] = []
     try:
         for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not cfg.progress):
-            eps.append(run_episode(agent, env, spec, vocab, int(cfg.seed) + i, temp))
+            eps.append(run_episode(agent, env, spec, vocab, int(cfg.seed) + i, temps))
         wins = sum(e["success"] for e in eps)
         lo, hi = wilson_interval(wins, episodes)
         counts = {o: sum(e["outcome"] == o for e in eps) for o in OUTCOMES}
@@ -204,7 +203,7 @@ def main(cfg: Any) -> int:
                 first = next((e for e in eps if e["outcome"] == o), None)
                 if first is not None:
                     frames: list[np.ndarray] = []
-                    again = run_episode(agent, env, spec, vocab, first["seed"], temp, frames=frames)
+                    again = run_episode(agent, env, spec, vocab, first["seed"], temps, frames=frames)
                     rows.append((f"{o}: seed {first['seed']}" + ("" if again["outcome"] == o else
                                  f" (replayed as {again['outcome']}: sampled actions differ)"), frames))
             print(f"  per-episode results: {out / 'evaluation.json'}")
