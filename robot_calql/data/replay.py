@@ -158,7 +158,7 @@ class OfflineReplay(_Buffer):
                  reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
                  truncated_value: float = 0.0, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None):
+                 seed: int | None = None, progress: bool = True):
         if len(dataset) == 0:
             raise ReplayError(f"{dataset.root}: dataset has no episodes")
         meta = dataset.meta
@@ -178,7 +178,8 @@ class OfflineReplay(_Buffer):
               flush=True)
         super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed)
         f = s = 0
-        for i, ep in enumerate(tqdm(dataset, total=len(dataset), desc="loading offline data", leave=False)):
+        for i, ep in enumerate(tqdm(dataset, total=len(dataset), desc="loading offline data", leave=False,
+                                     disable=not progress)):
             ep.validate(meta, where=str(dataset.episode_dirs[i]))
             T = len(ep)
             for k in self.frame_keys:

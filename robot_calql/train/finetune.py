@@ -199,7 +199,8 @@ def main(cfg: DictConfig) -> int:
     dataset = Dataset(data_dir)
     dataset.verify()
     rk = replay_kwargs(acfg)
-    offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1, **rk)
+    offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1,
+                            progress=bool(cfg.progress), **rk)
     capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
     if resuming:  # the ring buffer's frame indices only make sense with the capacity they were written with
         saved = int(state["trainer"]["loop"]["capacity"])

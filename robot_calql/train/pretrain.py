@@ -111,7 +111,7 @@ def main(cfg: DictConfig) -> int:
     agent = build_agent(spec, int(dataset.meta.action_dim), len(vocab), cfg)
     acfg = agent.cfg
     replay = OfflineReplay(DatasetSubset(dataset, train_idx), spec, vocab=vocab, device=str(cfg.device),
-                           seed=int(cfg.seed), **replay_kwargs(acfg))
+                           seed=int(cfg.seed), progress=bool(cfg.progress), **replay_kwargs(acfg))
     # standardise state/proprio inputs with the training data's statistics (kept in the checkpoint)
     agent.set_obs_normalization(replay.obs_statistics())
 

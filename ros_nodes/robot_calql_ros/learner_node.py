@@ -99,7 +99,7 @@ class LearnerNode(Node):
             from robot_calql.data.replay import MixedReplay, OfflineReplay
 
             offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device,
-                                    seed=int(c["seed"]), **rk)
+                                    seed=int(c["seed"]), progress=False, **rk)  # no bar in a node log
             self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]))
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}")
 

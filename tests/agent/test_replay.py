@@ -53,6 +53,13 @@ def test_offline_mc_returns_and_shared_frames(tmp_path, capsys):
     assert buf.frames["state"].shape[0] == 9  # 7 steps + 2 episodes: each frame stored once
 
 
+def test_offline_loading_bar_follows_progress(tmp_path, capsys):
+    OfflineReplay(_dataset(tmp_path), {"state": (2,)})
+    assert "loading offline data" in capsys.readouterr().err
+    OfflineReplay(Dataset(tmp_path / "ds"), {"state": (2,)}, progress=False)  # progress=false runs, the ROS learner
+    assert "loading offline data" not in capsys.readouterr().err
+
+
 def test_offline_reward_scale_and_bias_go_into_mc_returns(tmp_path):
     buf = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, discount=0.5, reward_scale=10, reward_bias=-5,
                         failure_reward=-5.0)
