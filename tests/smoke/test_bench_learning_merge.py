@@ -67,3 +67,24 @@ def test_merge_refuses_runs_of_different_code_and_warns_when_it_cannot_tell(tmp_
     assert bench.merge([str(a), str(old)], tmp_path / "out") == 0
     assert "cannot tell" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "bench_learning.json").read_text())["code"] == "1111111"
+
+
+def test_sustained_90_needs_three_evaluations_in_a_row_on_average():
+    f = _bench().figures
+    lucky = [[0, 0.7], [500, 0.8], [1000, 0.9], [1500, 0.75], [2000, 0.8], [2500, 0.8]]  # one 18/20 among 80s
+    r = f(lucky)
+    assert r["steps_to_90"] == 1000.0 and r["steps_to_90_sustained"] is None
+    assert r["final_success"] == 0.8 and r["final_success_mean"] == pytest.approx(0.7833, abs=1e-3)
+    held = [[0, 0.7], [500, 0.8], [1000, 0.9], [1500, 0.95], [2000, 0.85], [2500, 0.95]]
+    assert f(held)["steps_to_90_sustained"] == 1000.0  # mean of 0.9, 0.95, 0.85 is exactly 0.9
+
+
+def test_benchmark_shares_the_demo_reward_shaping():
+    from robot_calql.config import compose
+    from robot_calql.train.common import agent_config
+
+    bench = _bench()
+    acfg = agent_config(compose("pretrain", bench.agent_overrides("calql", bench.parser().parse_args([]))))
+    demo = compose("demo", []).agent
+    assert (acfg.reward_scale, acfg.reward_bias, acfg.failure_reward) == (
+        demo.reward_scale, demo.reward_bias, demo.failure_reward) != (1.0, 0.0, 0.0)
