@@ -19,7 +19,6 @@ receive times are the header stamps plus `latency_s`. Episodes follow each other
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 
@@ -83,8 +82,6 @@ def write_episodes(rec: BagRecorder, episodes, topics: dict, joints: list[str], 
 
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
-
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose otherwise
 
     from robot_calql.sim.collect import iter_episodes
     from robot_calql.sim.tasks import resolve_tasks
