@@ -387,6 +387,12 @@ class OnlineReplay(_Buffer):
         steps = self.rng.integers(self.first_valid, self.complete, size=n) % self.capacity
         return self._gather(steps)
 
+    def recent_numpy(self, n: int) -> dict[str, Any]:
+        """The last min(n, len(self)) finished steps, oldest first (e.g. calibration of the policy's
+        own recent episodes); empty arrays when no episode has finished."""
+        start = max(self.first_valid, self.complete - int(n))
+        return self._gather(np.arange(start, self.complete) % self.capacity)
+
     def sample(self, batch_size: int) -> dict[str, Any]:
         b = self.sample_numpy(batch_size)
         b["online"] = np.ones(batch_size, dtype=np.bool_)

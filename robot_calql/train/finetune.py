@@ -332,18 +332,25 @@ def main(cfg: DictConfig) -> int:
     evals = np.asarray(loop["evals"], dtype=np.float64).reshape(-1, 2)
     plot = plot_success(evals[:, 0], evals[:, 1], out / "plots" / "success.png",
                         title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} fine-tuning, {forward}")
-    # calibration after fine-tuning, on the episodes pre-training held out (when it is the same data)
+    # calibration after fine-tuning: the episodes pre-training held out (when it is the same data)
+    # and the policy's own most recent online episodes, where an over-estimating critic shows first
     holdout = meta.get("holdout_episodes") or []
-    calib = None
+    q, mc = np.zeros(0), np.zeros(0)
     if holdout and str(data_dir) == str(meta.get("dataset")) and max(holdout) < len(dataset):
         q, mc = calibration_points(agent, [dataset[i] for i in holdout], spec, vocab, acfg)
-        calib = plot_calibration(q, mc, out / "plots" / "calibration.png",
-                                 title=f"after {loop['step']} online steps (held-out offline episodes)")
+    q_on, mc_on = online_calibration(agent, online)
+    calib = None
+    if len(q) or len(q_on):
+        calib = plot_calibration(q, mc, out / "plots" / "calibration.png", title=f"after {loop['step']} online steps",
+                                 label="held-out offline episodes", extra={"recent online episodes": (q_on, mc_on)})
     summary = {
         "steps": loop["step"],
         "checkpoint": str(path),
         "success_plot": str(plot),
         "calibration_plot": str(calib) if calib else None,
+        # Q(s, pi(s)) against the MC return of the recent online episodes (the policy's own, explored)
+        "online_calibration": {"states": len(q_on), "mean_q": float(q_on.mean()) if len(q_on) else None,
+                               "mean_mc_return": float(mc_on.mean()) if len(q_on) else None},
         "success_before": float(evals[0, 1]) if len(evals) else None,
         "success_after": float(evals[-1, 1]) if len(evals) else None,
         "evals": loop["evals"],
@@ -360,8 +367,22 @@ def main(cfg: DictConfig) -> int:
     if any(failed.values()):
         print("failures at the last evaluation: " + ", ".join(f"{f} {r:.0%}" for f, r in failed.items() if r)
               + f" (robot-calql evaluate checkpoint={path} out=<dir> shows them)")
+    if len(q_on):
+        print(f"critic on the last {len(q_on)} online steps: mean Q(s, pi(s)) {q_on.mean():.1f} against mean MC "
+              f"return {mc_on.mean():.1f} (calibration plot: {calib})")
     print(f"checkpoint: {path}\nplot: {plot}")
     return 0
+
+
+def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(Q(s, pi(s)), MC return) over the last `n` finished online steps (bound_online=False
+    buffers hold no MC returns: empty)."""
+    b = online.recent_numpy(n)
+    keep = np.isfinite(b["mc_return"])
+    if not keep.any():
+        return np.zeros(0), np.zeros(0)
+    obs = {k: np.ascontiguousarray(v[keep]) for k, v in b["obs"].items()}
+    return np.asarray(agent.q_values(obs), dtype=np.float64), b["mc_return"][keep].astype(np.float64)
 
 
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,

@@ -53,19 +53,27 @@ def plot_success(
 
 
 def plot_calibration(
-    q: np.ndarray, mc_return: np.ndarray, out: str | os.PathLike, title: str = "critic calibration (held-out data)"
+    q: np.ndarray, mc_return: np.ndarray, out: str | os.PathLike, title: str = "critic calibration (held-out data)",
+    label: str = "held-out data", extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
-    """Scatter of learned Q(s, pi(s)) against MC return-to-go, with y = x."""
+    """Scatter of learned Q(s, pi(s)) against MC return-to-go, with y = x. `extra` adds named
+    (q, mc_return) series in other colours (fine-tuning: the policy's own recent episodes)."""
     plt = _plt()
-    q, mc = np.asarray(q, dtype=np.float64), np.asarray(mc_return, dtype=np.float64)
+    series = {label: (q, mc_return), **(extra or {})}
+    series = {k: (np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)) for k, (a, b) in series.items()}
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(mc, q, s=6, alpha=0.5)
-    if len(q):
-        lo = float(min(q.min(), mc.min()))
-        hi = float(max(q.max(), mc.max()))
+    lines = []
+    for name, (qs, mcs) in series.items():
+        if len(qs):
+            ax.scatter(mcs, qs, s=6, alpha=0.5, label=name)
+            lines.append(f"{name}: mean Q {qs.mean():.2f}, mean MC {mcs.mean():.2f}")
+    every = [v for pair in series.values() for v in pair if len(v)]
+    if every:
+        lo = float(min(v.min() for v in every))
+        hi = float(max(v.max() for v in every))
         ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="Q = MC return")
         ax.legend(loc="upper left", fontsize=8)
-        ax.set_title(f"{title}\nmean Q {q.mean():.2f}, mean MC {mc.mean():.2f}", fontsize=10)
+        ax.set_title("\n".join([title, *lines]), fontsize=9)
     ax.set_xlabel("Monte-Carlo return-to-go")
     ax.set_ylabel("learned Q(s, pi(s))")
     ax.grid(alpha=0.3)

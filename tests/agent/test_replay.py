@@ -142,6 +142,19 @@ def test_online_ring_wrap_keeps_obs_and_next_obs_consistent():
     assert (s[:, 0] >= 700).all()  # only recent episodes survive
 
 
+def test_recent_steps_are_the_newest_finished_ones_in_order():
+    buf = _online(capacity=8)
+    assert len(buf.recent_numpy(5)["mc_return"]) == 0  # nothing finished yet
+    for e in range(10):
+        _run_episode(buf, 100 * e, 3, success=e % 2 == 0)
+    buf.add({"state": np.full(2, 5000, np.float32)}, np.zeros(2), 0.0, {"state": np.full(2, 5001, np.float32)},
+            terminal=False)  # an open episode: not finished, never in the recent steps
+    r = buf.recent_numpy(4)
+    np.testing.assert_array_equal(r["obs"]["state"][:, 0], [802, 900, 901, 902])  # across the ring wrap
+    np.testing.assert_allclose(r["mc_return"][1:], buf.mc_return[[(27 + i) % 8 for i in range(3)]])
+    assert len(buf.recent_numpy(100)["mc_return"]) == len(buf) < 8
+
+
 def test_exact_mixing_counts(tmp_path):
     off = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, seed=0)
     on = _online(vocab=off.vocab)

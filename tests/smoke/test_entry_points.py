@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from robot_calql.cli import main
@@ -32,6 +33,8 @@ def test_collect_pretrain_finetune_state(tmp_path):
     assert last["success_rate"] + sum(last[f"{f}_rate"] for f in ("never_grasped", "held_at_timeout",
                                                                    "released_elsewhere")) == pytest.approx(1.0)
     assert summary["online_episodes"] >= 2  # 12 steps of 5-step episodes, reset-free
+    cal = summary["online_calibration"]  # Q against MC return on the policy's own finished online steps
+    assert 5 <= cal["states"] <= 12 and np.isfinite([cal["mean_q"], cal["mean_mc_return"]]).all()
     assert (ft / "plots" / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
