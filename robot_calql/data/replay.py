@@ -225,8 +225,9 @@ class OnlineReplay(_Buffer):
     Call `add(obs, action, reward, next_obs, terminal, truncated, instruction)` every step (an
     episode starts at the first call and after every terminal/truncated step), or
     `add_episode(Episode)`. When an episode ends its steps get their MC returns and become
-    sampleable; with `bound_online=False` (CORL's variant) online steps get mc_return = -inf,
-    which switches the Cal-QL bound off for them.
+    sampleable; with `bound_online=False` (CORL's variant) sampled online steps carry
+    mc_return = -inf, which switches the Cal-QL bound off for them (the true returns are kept
+    for `recent_numpy`).
 
     Frames live in their own ring of `capacity + capacity // 4 + 2` entries (an episode of T
     steps uses T + 1 frames); a step whose frames were overwritten is never sampled.
@@ -309,11 +310,8 @@ class OnlineReplay(_Buffer):
     def _end_episode(self) -> None:
         assert self._ep_start is not None
         idx = np.arange(self._ep_start, self.steps_written) % self.capacity
-        if self.bound_online:
-            self.mc_return[idx] = mc_return_to_go(self.reward[idx], self.done[idx], self.discount,
-                                                  self.truncated_value, self.failure_reward)
-        else:
-            self.mc_return[idx] = -np.inf
+        self.mc_return[idx] = mc_return_to_go(self.reward[idx], self.done[idx], self.discount,
+                                              self.truncated_value, self.failure_reward)
         # terminal = the task really ended, which in this project means it succeeded
         self.success[idx] = bool(self.done[idx].any())
         self.complete = self.steps_written
@@ -387,11 +385,18 @@ class OnlineReplay(_Buffer):
         steps = self.rng.integers(self.first_valid, self.complete, size=n) % self.capacity
         return self._gather(steps)
 
+    def _gather(self, steps: np.ndarray) -> dict[str, Any]:
+        b = super()._gather(steps)
+        if not self.bound_online:  # CORL's variant: the bound never acts on online rows
+            b["mc_return"] = np.full_like(b["mc_return"], -np.inf)
+        return b
+
     def recent_numpy(self, n: int) -> dict[str, Any]:
-        """The last min(n, len(self)) finished steps, oldest first (e.g. calibration of the policy's
-        own recent episodes); empty arrays when no episode has finished."""
+        """The last min(n, len(self)) finished steps, oldest first, with their true MC returns
+        whatever `bound_online` says (calibration of the policy's own recent episodes); empty
+        arrays when no episode has finished."""
         start = max(self.first_valid, self.complete - int(n))
-        return self._gather(np.arange(start, self.complete) % self.capacity)
+        return super()._gather(np.arange(start, self.complete) % self.capacity)
 
     def sample(self, batch_size: int) -> dict[str, Any]:
         b = self.sample_numpy(batch_size)

@@ -375,8 +375,7 @@ def main(cfg: DictConfig) -> int:
 
 
 def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(Q(s, pi(s)), MC return) over the last `n` finished online steps (bound_online=False
-    buffers hold no MC returns: empty)."""
+    """(Q(s, pi(s)), MC return) over the last `n` finished online steps."""
     b = online.recent_numpy(n)
     keep = np.isfinite(b["mc_return"])
     if not keep.any():

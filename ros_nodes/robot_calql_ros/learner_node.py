@@ -91,7 +91,8 @@ class LearnerNode(Node):
         vocab = InstructionVocab(self.meta["instructions"])
         rk = replay_kwargs(self.agent.cfg)
         self.online = OnlineReplay(self.spec, int(self.meta["action_dim"]), int(c["online_capacity"]),
-                                   vocab=vocab, device=self.device, seed=int(c["seed"]), **rk)
+                                   bound_online=self.agent.cfg.calql_bound_online, vocab=vocab,
+                                   device=self.device, seed=int(c["seed"]), **rk)
         self.replay = self.online
         dataset = self.meta.get("dataset") or ""
         if dataset and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0:

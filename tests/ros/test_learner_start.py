@@ -8,12 +8,12 @@ import torch
 pytestmark = pytest.mark.ros
 
 
-def _pretrained(run_dir):
+def _pretrained(run_dir, **agent_settings):
     from robot_calql.agent import CalQL, CalQLConfig
     from robot_calql.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    cfg = {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "policy_lr": 1e-3}
+    cfg = {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "policy_lr": 1e-3, **agent_settings}
     agent = CalQL({"state": (6,)}, 5, CalQLConfig.from_dict(cfg), num_instructions=2)
     for _ in range(3):
         agent.update({"obs": {"state": torch.randn(8, 6), "instruction": torch.zeros(8, dtype=torch.long)},
@@ -44,3 +44,20 @@ def test_learner_continues_the_pretraining_optimizer(ros, tmp_path):
     assert learner.agent.opt_actor.param_groups[0]["lr"] == pytest.approx(1e-4)  # the configured online lr
     torch.testing.assert_close(learner.agent.log_alpha, pre.log_alpha)
     assert learner.updates == 0  # a new fine-tuning run, not a resume
+
+
+@pytest.mark.parametrize("bound_online", [True, False])
+def test_learner_buffer_follows_the_checkpoints_calql_bound_online(ros, tmp_path, bound_online):
+    """CORL's variant (`calql_bound_online=false`) must reach the learner's online buffer, as it
+    reaches finetune's: sampled online rows then carry mc_return = -inf."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    _pretrained(tmp_path / "pre", calql_bound_online=bound_online)
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[learner]", f"checkpoint={tmp_path / 'pre'}",
+                                      f"run_dir={tmp_path / 'run'}"])
+    (learner,) = build_nodes(node_set(cfg))
+    ros.add(learner)
+    assert learner.online.bound_online is bound_online
