@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from robot_calql.train.common import (
     set_threads,
     temperature_setting,
 )
-from robot_calql.train.logger import Logger
+from robot_calql.train.logger import Logger, UpdateMeans
 
 log = logging.getLogger("robot_calql.train.finetune")
 
@@ -266,8 +265,7 @@ def main(cfg: DictConfig) -> int:
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
     utd, bs, starts = int(cfg.utd), int(cfg.batch_size), int(cfg.learning_starts)
     explore_t = temperature_setting(cfg, "explore_temperature", int(meta["action_dim"]))
-    sums: dict[str, float] = {}
-    count, t0 = 0, time.perf_counter()
+    means = UpdateMeans()
     bar = tqdm(total=steps, initial=loop["step"], desc="finetune", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
     stop = GracefulStop()
@@ -293,16 +291,11 @@ def main(cfg: DictConfig) -> int:
                     obs = _next_episode(env, loop, bool(terminated), forward, backward, cfg, clf)
                 if loop["step"] > starts:
                     for _ in range(utd):
-                        m = agent.update(replay.sample(bs))
-                        for k, v in m.items():
-                            sums[k] = sums.get(k, 0.0) + v
-                        count += 1
+                        means.add(agent.update(replay.sample(bs)))
                 bar.update(1)
                 step = loop["step"]
                 if step % log_every == 0 or step == steps:
-                    avg = {k: v / max(count, 1) for k, v in sums.items()}
-                    avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
-                    logger.log(step, "finetune", avg)
+                    logger.log(step, "finetune", means.pop())
                     online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online)}
                     for t in (forward, backward):
                         online_stats[f"successes_{t}"] = loop["successes"][t]
@@ -310,7 +303,6 @@ def main(cfg: DictConfig) -> int:
                     if clf is not None:
                         online_stats.update(clf.stats())
                     logger.log(step, "online", online_stats)
-                    sums, count, t0 = {}, 0, time.perf_counter()
                 if eval_every > 0 and step % eval_every == 0:
                     sr = run_eval()
                     bar.set_postfix(success=f"{sr:.2f}")

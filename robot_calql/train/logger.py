@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,30 @@ class Logger:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class UpdateMeans:
+    """Running means of `agent.update` metrics between two logged points, and the update rate."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means since the last pop (plus `updates_per_s`), and start again."""
+        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        out["updates_per_s"] = self.count / max(time.perf_counter() - self.t0, 1e-9)
+        self.reset()
+        return out
 
 
 def _is_number(v: Any) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from robot_calql.train.common import (
     set_seed,
     set_threads,
 )
-from robot_calql.train.logger import Logger
+from robot_calql.train.logger import Logger, UpdateMeans
 
 log = logging.getLogger("robot_calql.train.pretrain")
 
@@ -144,8 +143,7 @@ def main(cfg: DictConfig) -> int:
 
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=start if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
-    sums: dict[str, float] = {}
-    count, t0 = 0, time.perf_counter()
+    means = UpdateMeans()
     step = start
     bar = tqdm(total=steps, initial=start, desc="pretrain", unit="upd", disable=not cfg.progress, dynamic_ncols=True)
     stop = GracefulStop()
@@ -155,15 +153,11 @@ def main(cfg: DictConfig) -> int:
                 metrics = agent.update(replay.sample(int(cfg.batch_size)))
                 step += 1
                 bar.update(1)
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
+                means.add(metrics)
                 if step % log_every == 0 or step == steps:
-                    avg = {k: v / count for k, v in sums.items()}
-                    avg["updates_per_s"] = count / max(time.perf_counter() - t0, 1e-9)
+                    avg = means.pop()
                     logger.log(step, "pretrain", avg)
                     bar.set_postfix(q=f"{avg.get('q_data', 0):.2f}", cql=f"{avg.get('loss_cql', 0):.2f}")
-                    sums, count, t0 = {}, 0, time.perf_counter()
                 if save_every > 0 and step % save_every == 0 and step < steps:
                     save(step)
                 if eval_every > 0 and step % eval_every == 0 and step < steps:

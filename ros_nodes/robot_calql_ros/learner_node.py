@@ -19,6 +19,10 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
   a shared computer the learner never delays the robot's control path.
 - Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): received, stored, duplicates,
   lost, updates, weights_published, resumed_from.
+- Metrics as `robot-calql finetune` writes them: `<run_dir>/metrics.jsonl` and TensorBoard
+  (`<run_dir>/tb`), tag `learner/*` (means of every update metric over `log_every` updates) and
+  `online/*` (episodes, successes, buffer size); on exit `<run_dir>/plots/calibration.png`
+  (learned Q against the MC returns of the recent online episodes).
 """
 
 from __future__ import annotations
@@ -104,6 +108,15 @@ class LearnerNode(Node):
             self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]))
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}")
 
+        from robot_calql.train.logger import Logger, UpdateMeans
+
+        # metrics.jsonl + TensorBoard in run_dir, as `robot-calql finetune` writes them: `learner/*`
+        # (update means, every log_every updates) and `online/*` (episodes, successes, buffer)
+        resumed_run = (self.run_dir / ckpt.CKPT_DIR).is_dir() and state is not None  # this run, restarted
+        self.logger = Logger(self.run_dir, tensorboard=bool(c.get("tensorboard", True)),
+                             resume_step=self.updates if resumed_run else None)
+        self.means = UpdateMeans()
+        self.episodes = {"episodes": 0, "successes": 0}
         self.lock = threading.Lock()
         self.last_seq: dict[str, int] = {}
         self.counts = {"received": 0, "stored": 0, "duplicates": 0, "lost": 0, "rejected": 0,
@@ -159,6 +172,9 @@ class LearnerNode(Node):
             try:
                 self.online.add(obs, arrays["action"], float(meta["reward"]), nxt, bool(meta["done"]),
                                 bool(meta["truncated"]), meta["instruction"])
+                if meta["done"] or meta["truncated"]:
+                    self.episodes["episodes"] += 1
+                    self.episodes["successes"] += int(bool(meta["done"]))
             except ValueError as e:
                 self.counts["rejected"] += 1
                 self.get_logger().warning(f"transition not used for training: {e}")
@@ -186,8 +202,12 @@ class LearnerNode(Node):
                 continue
             with self.lock:
                 batch = self.replay.sample(B)
-            self.agent.update(batch)
+            self.means.add(self.agent.update(batch))
             self.updates += 1
+            if self.updates % int(c.get("log_every", 100)) == 0:
+                self.logger.log(self.updates, "learner", self.means.pop())
+                self.logger.log(self.updates, "online", {**self.episodes, "buffer_steps": len(self.online),
+                                                         "transitions": self.transitions_total})
             if self.updates % int(c["publish_every"]) == 0:
                 self._publish_weights()
             if self.updates % int(c["checkpoint_every"]) == 0:
@@ -218,9 +238,29 @@ class LearnerNode(Node):
             self._thread.join(timeout=30.0)
         try:
             self.save()
+            self._calibration()
         finally:
             self.log.close()
+            self.logger.close()
         return super().destroy_node()
+
+    def _calibration(self) -> None:
+        """<run_dir>/plots/calibration.png: Q(s, pi(s)) against the MC returns of the last online
+        episodes, the picture `robot-calql finetune` draws (docs/training.md). A failure here is
+        logged, never raised: the checkpoint is already saved."""
+        from robot_calql.train.finetune import online_calibration
+        from robot_calql.train.plots import plot_calibration
+
+        try:
+            with self.lock:
+                q, mc = online_calibration(self.agent, self.online)
+            if len(q):
+                png = plot_calibration(q, mc, self.run_dir / "plots" / "calibration.png", label="recent online episodes",
+                                       title=f"learner, after {self.updates} updates")
+                self.get_logger().info(f"critic on the last {len(q)} online steps: mean Q {q.mean():.1f} against "
+                                       f"mean MC return {mc.mean():.1f} ({png})")
+        except Exception as e:  # noqa: BLE001 - a plot must not stop a clean shutdown
+            self.get_logger().warning(f"calibration plot skipped: {e}")
 
 
 def main(args=None):

@@ -40,7 +40,8 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     cfg = compose("launch_finetune", [
         "sim=true", "nodes=[learner]", f"run_dir={tmp_path / 'run'}", "learner.min_online=5",
         "learner.batch_size=4", "learner.utd=0.25", "learner.checkpoint_every=2", "learner.publish_every=1000",
-        "learner.online_capacity=500", "agent.encoder_latent_dim=16", "policy.transition_history=200"])
+        "learner.online_capacity=500", "learner.log_every=2", "learner.tensorboard=false",
+        "agent.encoder_latent_dim=16", "policy.transition_history=200"])
     (spec,) = node_set(cfg)
     pf = write_params_file(spec, tmp_path / "launch")
     env = child_env(cfg)
@@ -89,3 +90,16 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     seqs = [unpack_transition(p)[0]["seq"] for p in log.read()]
     log.close()
     assert seqs == list(range(60)), "every transition on disk exactly once, in order"
+    # metrics as finetune writes them: the restart cut the rows logged after its checkpoint, so no
+    # step is there twice; episodes are counted again from the replayed log
+    from robot_calql.train.logger import read_metrics
+
+    rows = read_metrics(tmp_path / "run", "learner")
+    steps = [r["step"] for r in rows]
+    assert steps and steps == sorted(set(steps)) and all(s % 2 == 0 for s in steps)
+    assert {"loss_td", "loss_cql", "q_data", "calql_bound_rate", "updates_per_s"} <= set(rows[-1])
+    online = read_metrics(tmp_path / "run", "online")
+    # (the last row is logged at the last even update, owed once 56 or more transitions were in)
+    assert online[-1]["episodes"] == online[-1]["successes"] >= 5 and online[-1]["transitions"] >= 50
+    # a clean stop draws the calibration of the online episodes
+    assert (tmp_path / "run" / "plots" / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
