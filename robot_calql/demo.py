@@ -117,7 +117,8 @@ def main(cfg: DictConfig) -> int:
         "online_successes": ft["online_successes"],
         "online_episodes": ft["online_episodes"],
         "minutes": round(minutes, 2),
-        "plots": {"success": ft["success_plot"], "calibration": pre["calibration_plot"]},
+        "plots": {"success": ft["success_plot"], "calibration": pre["calibration_plot"],
+                  "calibration_after_finetuning": ft["calibration_plot"]},  # + the online episodes
         "checkpoints": {"pretrain": pre["checkpoint"], "finetune": ft["checkpoint"]},
         "tensorboard": f"tensorboard --logdir {out}",
         "ros_session": ros,
@@ -130,7 +131,7 @@ def main(cfg: DictConfig) -> int:
     wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
         else ft["online_successes"]
     print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}")
-    print(f"  plots:       {ft['success_plot']}\n               {pre['calibration_plot']}")
+    print("  plots:       " + "\n               ".join(str(x) for x in result["plots"].values() if x))
     print(f"  checkpoints: {pre['checkpoint']}\n               {ft['checkpoint']}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
     if ros:
