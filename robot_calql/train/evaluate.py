@@ -51,22 +51,32 @@ def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: A
     tanh(mean + T * std * eps) (T: one number or one per action axis). With `frames`, each
     env.render() frame is appended to it.
 
-    Returns {"seed", "success", "outcome", "length", "return"}.
+    Returns {"seed", "success", "outcome", "length", "return"}, plus, for an agent with a critic
+    (`q_values` and a `cfg` with the reward shaping), "q_mean" and "mc_return_mean": the critic's
+    Q(s_t, pi(s_t)) and the episode's discounted return-to-go (rewards shaped and failures filled as
+    in training) averaged over its steps. Q far above the return is an over-estimating critic.
     """
     from robot_calql.sim.tasks import RELEASED
 
     obs, _ = env.reset(seed=seed)
     start_z = float(env.scene().cube_pos[2])
     done, ret, n, success, lifted = False, 0.0, 0, False, False
+    critic = hasattr(agent, "q_values") and hasattr(agent, "cfg")
+    seen: list[dict[str, Any]] = []
+    rewards: list[float] = []
     if frames is not None:
         frames.append(env.render())
     while not done:
+        o = agent_obs(obs, spec, vocab)
+        if critic:
+            seen.append(o)
         if np.any(np.asarray(temperature) > 0):
-            action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=temperature)
+            action = agent.act(o, deterministic=False, temperature=temperature)
         else:
-            action = agent.act(agent_obs(obs, spec, vocab), deterministic=True)
+            action = agent.act(o, deterministic=True)
         obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
         ret += float(reward)
+        rewards.append(float(reward))
         n += 1
         success = success or bool(info.get("success", terminated))
         done = terminated or truncated
@@ -75,8 +85,24 @@ def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: A
         if frames is not None:
             frames.append(env.render())
     holding = float(scene.cube_pos[2]) > start_z + LIFT_M and scene.gripper_open <= RELEASED
-    return {"seed": int(seed), "success": bool(success), "outcome": episode_outcome(success, lifted, holding),
-            "length": n, "return": ret}
+    res = {"seed": int(seed), "success": bool(success), "outcome": episode_outcome(success, lifted, holding),
+           "length": n, "return": ret}
+    if critic and seen:
+        res.update(_calibration(agent, seen, rewards, bool(terminated)))
+    return res
+
+
+def _calibration(agent: Any, seen: list[dict[str, Any]], rewards: list[float], terminated: bool) -> dict[str, float]:
+    """Mean Q(s_t, pi(s_t)) and mean discounted return-to-go over one episode's steps."""
+    from robot_calql.data.returns import mc_return_to_go
+
+    c = agent.cfg
+    r = np.asarray(rewards, dtype=np.float32) * c.reward_scale + c.reward_bias
+    terminal = np.zeros(len(r), dtype=bool)
+    terminal[-1] = terminated
+    mc = mc_return_to_go(r, terminal, c.discount, failure_reward=c.failure_reward)
+    q = agent.q_values({k: np.stack([o[k] for o in seen]) for k in seen[0]})
+    return {"q_mean": float(np.mean(q)), "mc_return_mean": float(np.mean(mc))}
 
 
 def evaluate(
@@ -106,6 +132,10 @@ def evaluate(
     }
     for f in FAILURES:
         res[f"{f}_rate"] = float(np.mean([e["outcome"] == f for e in eps])) if eps else 0.0
+    if eps and "q_mean" in eps[0]:  # the critic against what the policy really got (run_episode)
+        res["q_mean"] = float(np.mean([e["q_mean"] for e in eps]))
+        res["mc_return_mean"] = float(np.mean([e["mc_return_mean"] for e in eps]))
+        res["q_gap"] = res["q_mean"] - res["mc_return_mean"]
     return res
 
 
@@ -192,6 +222,12 @@ def main(cfg: Any) -> int:
             print(f"  successes took {lengths.mean():.0f} steps on average (p90 {np.percentile(lengths, 90):.0f}, "
                   f"longest {lengths.max()})")
         print("  failures: " + (", ".join(f"{o} {counts[o]}" for o in FAILURES if counts[o]) or "none"))
+        if "q_mean" in eps[0]:  # failed episodes get training's failure fill, so the successes are the exact test
+            for name, sel in (("these episodes", eps), ("the successes", [e for e in eps if e["success"]])):
+                if sel:
+                    q, g = np.mean([e["q_mean"] for e in sel]), np.mean([e["mc_return_mean"] for e in sel])
+                    print(f"  critic along {name}: mean Q(s, pi(s)) {q:.1f} against the discounted return {g:.1f} "
+                          f"({'over' if q > g else 'under'}-estimates by {abs(q - g):.1f}; training's reward shaping)")
         if out is not None:
             report = {"task": task, "checkpoint": str(state["dir"]), "step": meta.get("step"), "episodes": episodes,
                       "max_episode_steps": T, "temperature": temps.tolist(), "success_rate": wins / episodes,

@@ -73,6 +73,33 @@ def test_failures_are_told_apart_from_ground_truth(env):
     assert dropped["released_elsewhere_rate"] > 0 and dropped["success_rate"] < 1.0
 
 
+class _CriticAgent(_ScriptedAgent):
+    """The demonstrator with a critic that says Q = -7 everywhere, and training's reward shaping."""
+
+    class cfg:  # noqa: N801 - stands in for CalQLConfig
+        reward_scale, reward_bias, failure_reward, discount = 10.0, -5.0, -5.0, 0.9
+
+    def q_values(self, obs):
+        return np.full(len(obs["state"]), -7.0)
+
+
+def test_evaluate_sets_the_critic_against_the_returns_it_really_got(env):
+    spec, vocab = _spec_vocab(env)
+    details = []
+    res = evaluate(_CriticAgent(env, "cube_in_bowl"), env, "cube_in_bowl", 2, spec, vocab, details=details)
+    assert res["success_rate"] == 1.0 and res["q_mean"] == -7.0
+    want = []
+    for e in details:  # success at the last step: r = -5 ... -5, +5; return-to-go by hand
+        r = [-5.0] * (e["length"] - 1) + [5.0]
+        want.append(np.mean([sum(0.9 ** (k - t) * r[k] for k in range(t, len(r))) for t in range(len(r))]))
+        assert e["mc_return_mean"] == pytest.approx(want[-1], rel=1e-5)
+    assert res["mc_return_mean"] == pytest.approx(np.mean(want), rel=1e-5)
+    assert res["q_gap"] == pytest.approx(-7.0 - np.mean(want), rel=1e-5)
+    held = evaluate(_CriticAgent(env, "cube_in_bowl", hold=True), env, "cube_in_bowl", 1, spec, vocab)
+    assert held["success_rate"] == 0.0 and held["mc_return_mean"] == pytest.approx(-50.0)  # failure fill -5 / 0.1
+    assert "q_mean" not in evaluate(_ScriptedAgent(env, "cube_in_bowl"), env, "cube_in_bowl", 1, spec, vocab)
+
+
 def test_outcome_rules_and_interval():
     assert episode_outcome(True, False, False) == "success"  # e.g. pushed there: success wins
     assert episode_outcome(False, False, True) == "never_grasped"
@@ -97,7 +124,9 @@ def test_evaluate_command_reports_a_checkpoint(tmp_path, capsys):
                  "frame_size=64", "progress=false"]) == 0
     printed = capsys.readouterr().out
     assert "cube_in_bowl:" in printed and "/2 succeeded" in printed and "6-step limit" in printed
+    assert "critic along these episodes: mean Q(s, pi(s))" in printed
     report = json.loads((out / "evaluation.json").read_text())
+    assert all(np.isfinite([e["q_mean"], e["mc_return_mean"]]).all() for e in report["per_episode"])
     assert len(report["per_episode"]) == 2 and sum(report["outcomes"].values()) == 2
     assert report["outcomes"]["success"] == 0  # 6 steps is too short to put the cube in the bowl
     assert (out / "failures.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture shows how it failed
