@@ -178,12 +178,13 @@ class LearnerNode(Node):
             except ValueError as e:
                 self.counts["rejected"] += 1
                 self.get_logger().warning(f"transition not used for training: {e}")
+            if store:  # under the lock, so a logged row's counts agree with each other
+                self.transitions_total += 1
         return True
 
     def _on_transition(self, msg: UInt8MultiArray) -> None:
         self.counts["received"] += 1
-        if self._add(msg.data, store=True):
-            self.transitions_total += 1
+        self._add(msg.data, store=True)
 
     # ------------------------------------------------------------------ training
     def _train_loop(self) -> None:
@@ -206,8 +207,9 @@ class LearnerNode(Node):
             self.updates += 1
             if self.updates % int(c.get("log_every", 100)) == 0:
                 self.logger.log(self.updates, "learner", self.means.pop())
-                self.logger.log(self.updates, "online", {**self.episodes, "buffer_steps": len(self.online),
-                                                         "transitions": self.transitions_total})
+                with self.lock:
+                    online = {**self.episodes, "buffer_steps": len(self.online), "transitions": self.transitions_total}
+                self.logger.log(self.updates, "online", online)
             if self.updates % int(c["publish_every"]) == 0:
                 self._publish_weights()
             if self.updates % int(c["checkpoint_every"]) == 0:

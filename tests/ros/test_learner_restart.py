@@ -78,6 +78,7 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
         assert status["duplicates"] >= 1  # the history replays what it already had; dropped by seq
         wait_for(lambda: status.get("updates", 0) > updates_at_crash, 60, "training continuing")
         assert status["updates"] >= ckpt_step
+        wait_for(lambda: status.get("updates", 0) >= 15, 60, "all 15 updates owed (utd 0.25 x 60 transitions)")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -99,7 +100,9 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     assert steps and steps == sorted(set(steps)) and all(s % 2 == 0 for s in steps)
     assert {"loss_td", "loss_cql", "q_data", "calql_bound_rate", "updates_per_s"} <= set(rows[-1])
     online = read_metrics(tmp_path / "run", "online")
-    # (the last row is logged at the last even update, owed once 56 or more transitions were in)
-    assert online[-1]["episodes"] == online[-1]["successes"] >= 5 and online[-1]["transitions"] >= 50
+    # (the last row is logged at the last even update, owed once 56 or more transitions were in;
+    # every 10th transition ends an episode with a success)
+    last = online[-1]
+    assert last["transitions"] >= 56 and last["episodes"] == last["successes"] == last["transitions"] // 10
     # a clean stop draws the calibration of the online episodes
     assert (tmp_path / "run" / "plots" / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
