@@ -12,7 +12,10 @@ Figures per method (mean over seeds):
 - online steps to 90% success (first evaluation >= 0.9; null if never),
 - initial dip: offline success minus the mean of the first 5 online evaluations (targets: <= 0.10),
 - cumulative regret: mean over online evaluations of (1 - success) (CORL's definition),
-- final success.
+- final success,
+- the critic against the returns it got: Q(s, pi(s)) minus the discounted return along the
+  evaluation's successful episodes, at the first and the last evaluation (Cal-QL's claim is that
+  its Q stays at the scale of the returns where CQL's sinks below them).
 Targets (issue 3): Cal-QL reaches 90% within 20k online steps; no dip > 10 points; Cal-QL's
 regret <= CQL's.
 
@@ -94,7 +97,17 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         *common]))
     assert rc == 0, f"{method}: finetune failed"
-    return json.loads((ft_dir / "summary.json").read_text())
+    summary = json.loads((ft_dir / "summary.json").read_text())
+    summary["q_gap_success"] = critic_gaps(ft_dir)
+    return summary
+
+
+def critic_gaps(run: Path) -> list[list[float]]:
+    """[[online step, Q(s, pi(s)) minus the real return along the evaluation's successes], ...]
+    from a fine-tuning run's evaluations (robot_calql.train.evaluate; steps with no success left out)."""
+    from robot_calql.train.logger import read_metrics
+
+    return [[r["step"], r["q_gap_success"]] for r in read_metrics(run, "eval") if "q_gap_success" in r]
 
 
 def figures(evals: list[list[float]], window: int = 3) -> dict:
@@ -140,6 +153,10 @@ def report(results: dict, out: Path, task: str) -> None:
         for k in ("steps_to_90", "steps_to_90_sustained"):
             summary[m][k] = [r[k] for r in runs]
         summary[m]["seeds_reaching_90"] = sum(r is not None for r in summary[m]["steps_to_90"])
+        gaps = [r["q_gap_success"] for r in runs if r.get("q_gap_success")]  # runs made before it: none
+        if gaps:  # the critic against the returns it got, at the first and the last evaluation
+            summary[m]["q_gap_success_start"] = float(np.mean([g[0][1] for g in gaps]))
+            summary[m]["q_gap_success_end"] = float(np.mean([g[-1][1] for g in gaps]))
         summary[m]["seeds_holding_90"] = sum(r is not None for r in summary[m]["steps_to_90_sustained"])
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
         curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
@@ -165,6 +182,10 @@ def report(results: dict, out: Path, task: str) -> None:
         s = summary[m]
         print(f"{m:<8} {s['offline_success']:>8.2f} {s['final_success']:>7.2f} {s['final_success_mean']:>7.2f} "
               f"{s['initial_dip']:>7.2f} {s['regret']:>7.2f}  {s['steps_to_90']} / {s['steps_to_90_sustained']}")
+    for m in methods:
+        if "q_gap_success_start" in summary[m]:
+            print(f"{m}: Q(s, pi(s)) minus the real return along evaluation successes: "
+                  f"{summary[m]['q_gap_success_start']:+.1f} offline -> {summary[m]['q_gap_success_end']:+.1f} at the end")
     if "targets" in summary:
         print("targets:", summary["targets"])
     print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
@@ -271,7 +292,8 @@ def main() -> int:
                              out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
         for m in methods:
             s = run_method(m, data, root, a, seed)
-            results["runs"][m].append({"seed": seed, "evals": s["evals"], **figures(s["evals"])})
+            results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
+                                       **figures(s["evals"])})
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -136,6 +136,9 @@ def evaluate(
         res["q_mean"] = float(np.mean([e["q_mean"] for e in eps]))
         res["mc_return_mean"] = float(np.mean([e["mc_return_mean"] for e in eps]))
         res["q_gap"] = res["q_mean"] - res["mc_return_mean"]
+        wins = [e for e in eps if e["success"]]  # where the return is exact (no failure fill)
+        if wins:
+            res["q_gap_success"] = float(np.mean([e["q_mean"] - e["mc_return_mean"] for e in wins]))
     return res
 
 

@@ -16,12 +16,14 @@ def _bench():
     return mod
 
 
-def _run(path: Path, seed: int, calql: list[float], code: str | None = None, **settings) -> Path:
+def _run(path: Path, seed: int, calql: list[float], code: str | None = None, gaps=None, **settings) -> Path:
     cfg = {**vars(_bench().parser().parse_args(["--no-bc-success-only", "--bc-z-clip", "inf"])), "seeds": 1,
            "first_seed": seed, **settings}
     cfg.pop("agent")  # a run made before --agent existed: the merge takes it as [] (BEFORE_FLAG)
     evals = [[500 * i, s] for i, s in enumerate(calql)]
     run = {"seed": seed, "evals": evals, **_bench().figures(evals)}  # per-seed figures, as main() writes them
+    if gaps is not None:
+        run["q_gap_success"] = gaps
     path.mkdir(parents=True)
     rec = {"config": cfg, "runs": {"calql": [run], "cql": [run]}, **({"code": code} if code else {})}
     (path / "bench_learning.json").write_text(json.dumps(rec))
@@ -88,3 +90,14 @@ def test_benchmark_shares_the_demo_reward_shaping():
     demo = compose("demo", []).agent
     assert (acfg.reward_scale, acfg.reward_bias, acfg.failure_reward) == (
         demo.reward_scale, demo.reward_bias, demo.failure_reward) != (1.0, 0.0, 0.0)
+
+
+def test_critic_gap_is_averaged_over_the_seeds_that_recorded_it(tmp_path, capsys):
+    bench = _bench()
+    a = _run(tmp_path / "a", 0, [0.5, 0.6], gaps=[[0, -10.0], [500, 20.0]])
+    b = _run(tmp_path / "b", 1, [0.5, 0.7], gaps=[[0, -30.0], [500, 40.0]])
+    old = _run(tmp_path / "c", 2, [0.5, 0.7])  # made before the gap was recorded
+    assert bench.merge([str(a), str(b), str(old)], tmp_path / "out") == 0
+    s = json.loads((tmp_path / "out" / "bench_learning.json").read_text())["summary"]["calql"]
+    assert (s["q_gap_success_start"], s["q_gap_success_end"]) == (-20.0, 30.0)
+    assert "-20.0 offline -> +30.0 at the end" in capsys.readouterr().out

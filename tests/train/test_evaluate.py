@@ -94,9 +94,10 @@ def test_evaluate_sets_the_critic_against_the_returns_it_really_got(env):
         want.append(np.mean([sum(0.9 ** (k - t) * r[k] for k in range(t, len(r))) for t in range(len(r))]))
         assert e["mc_return_mean"] == pytest.approx(want[-1], rel=1e-5)
     assert res["mc_return_mean"] == pytest.approx(np.mean(want), rel=1e-5)
-    assert res["q_gap"] == pytest.approx(-7.0 - np.mean(want), rel=1e-5)
+    assert res["q_gap"] == pytest.approx(-7.0 - np.mean(want), rel=1e-5) == res["q_gap_success"]
     held = evaluate(_CriticAgent(env, "cube_in_bowl", hold=True), env, "cube_in_bowl", 1, spec, vocab)
     assert held["success_rate"] == 0.0 and held["mc_return_mean"] == pytest.approx(-50.0)  # failure fill -5 / 0.1
+    assert "q_gap_success" not in held  # no success, no exact return to hold the critic to
     assert "q_mean" not in evaluate(_ScriptedAgent(env, "cube_in_bowl"), env, "cube_in_bowl", 1, spec, vocab)
 
 
