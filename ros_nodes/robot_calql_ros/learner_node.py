@@ -28,6 +28,7 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -259,10 +260,18 @@ class LearnerNode(Node):
             if len(q):
                 png = plot_calibration(q, mc, self.run_dir / "plots" / "calibration.png", label="recent online episodes",
                                        title=f"learner, after {self.updates} updates")
-                self.get_logger().info(f"critic on the last {len(q)} online steps: mean Q {q.mean():.1f} against "
-                                       f"mean MC return {mc.mean():.1f} ({png})")
+                self._say(f"critic on the last {len(q)} online steps: mean Q {q.mean():.1f} against "
+                          f"mean MC return {mc.mean():.1f} ({png})")
         except Exception as e:  # noqa: BLE001 - a plot must not stop a clean shutdown
-            self.get_logger().warning(f"calibration plot skipped: {e}")
+            self._say(f"calibration plot skipped: {e}")
+
+    def _say(self, msg: str) -> None:
+        """Log through ROS while the context is up. After Ctrl-C rclpy has shut it down before
+        destroy_node runs, and a log call then also complains that rosout is gone: print instead."""
+        if self.context.ok():
+            self.get_logger().info(msg)
+        else:
+            print(f"[{self.get_name()}] {msg}", file=sys.stderr, flush=True)
 
 
 def main(args=None):
