@@ -75,6 +75,17 @@ class DatasetSubset:
             yield self[i]
 
 
+def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(Q(s, pi(s)), MC return) over the last `n` finished steps of an OnlineReplay: the policy's
+    own recent episodes (finetune's and the ROS learner's calibration picture)."""
+    b = online.recent_numpy(n)
+    keep = np.isfinite(b["mc_return"])
+    if not keep.any():
+        return np.zeros(0), np.zeros(0)
+    obs = {k: np.ascontiguousarray(v[keep]) for k, v in b["obs"].items()}
+    return np.asarray(agent.q_values(obs), dtype=np.float64), b["mc_return"][keep].astype(np.float64)
+
+
 def agent_config(cfg: DictConfig, base: dict[str, Any] | None = None) -> Any:
     """CalQLConfig from `base` (e.g. a checkpoint's agent settings) updated with `cfg.agent`.
 

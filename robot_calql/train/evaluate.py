@@ -132,14 +132,23 @@ def evaluate(
     }
     for f in FAILURES:
         res[f"{f}_rate"] = float(np.mean([e["outcome"] == f for e in eps])) if eps else 0.0
-    if eps and "q_mean" in eps[0]:  # the critic against what the policy really got (run_episode)
-        res["q_mean"] = float(np.mean([e["q_mean"] for e in eps]))
-        res["mc_return_mean"] = float(np.mean([e["mc_return_mean"] for e in eps]))
-        res["q_gap"] = res["q_mean"] - res["mc_return_mean"]
-        wins = [e for e in eps if e["success"]]  # where the return is exact (no failure fill)
-        if wins:
-            res["q_gap_success"] = float(np.mean([e["q_mean"] - e["mc_return_mean"] for e in wins]))
+    res.update(critic_summary(eps))
     return res
+
+
+def critic_summary(eps: list[dict[str, Any]]) -> dict[str, float]:
+    """The critic against what the policy really got, over run_episode() records: "q_mean",
+    "mc_return_mean", "q_gap" (their difference) over all episodes, and the same three with a
+    "_success" suffix over the successes alone, where the return is exact (no failure fill).
+    Empty for an agent without a critic; no "_success" keys without a success."""
+    out: dict[str, float] = {}
+    if not eps or "q_mean" not in eps[0]:
+        return out
+    for suffix, sel in (("", eps), ("_success", [e for e in eps if e["success"]])):
+        if sel:
+            q, g = float(np.mean([e["q_mean"] for e in sel])), float(np.mean([e["mc_return_mean"] for e in sel]))
+            out.update({f"q_mean{suffix}": q, f"mc_return_mean{suffix}": g, f"q_gap{suffix}": q - g})
+    return out
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -225,12 +234,12 @@ def main(cfg: Any) -> int:
             print(f"  successes took {lengths.mean():.0f} steps on average (p90 {np.percentile(lengths, 90):.0f}, "
                   f"longest {lengths.max()})")
         print("  failures: " + (", ".join(f"{o} {counts[o]}" for o in FAILURES if counts[o]) or "none"))
-        if "q_mean" in eps[0]:  # failed episodes get training's failure fill, so the successes are the exact test
-            for name, sel in (("these episodes", eps), ("the successes", [e for e in eps if e["success"]])):
-                if sel:
-                    q, g = np.mean([e["q_mean"] for e in sel]), np.mean([e["mc_return_mean"] for e in sel])
-                    print(f"  critic along {name}: mean Q(s, pi(s)) {q:.1f} against the discounted return {g:.1f} "
-                          f"({'over' if q > g else 'under'}-estimates by {abs(q - g):.1f}; training's reward shaping)")
+        critic = critic_summary(eps)  # failed episodes get training's failure fill: the successes are exact
+        for name, suffix in (("these episodes", ""), ("the successes", "_success")):
+            if f"q_gap{suffix}" in critic:
+                q, g, d = (critic[f"{k}{suffix}"] for k in ("q_mean", "mc_return_mean", "q_gap"))
+                print(f"  critic along {name}: mean Q(s, pi(s)) {q:.1f} against the discounted return {g:.1f} "
+                      f"({'over' if d > 0 else 'under'}-estimates by {abs(d):.1f}; training's reward shaping)")
         if out is not None:
             report = {"task": task, "checkpoint": str(state["dir"]), "step": meta.get("step"), "episodes": episodes,
                       "max_episode_steps": T, "temperature": temps.tolist(), "success_rate": wins / episodes,

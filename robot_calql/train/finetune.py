@@ -40,6 +40,7 @@ from robot_calql.train.common import (
     GracefulStop,
     agent_obs,
     build_agent,
+    online_calibration,
     set_seed,
     set_threads,
     temperature_setting,
@@ -365,15 +366,6 @@ def main(cfg: DictConfig) -> int:
     print(f"checkpoint: {path}\nplot: {plot}")
     return 0
 
-
-def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(Q(s, pi(s)), MC return) over the last `n` finished online steps."""
-    b = online.recent_numpy(n)
-    keep = np.isfinite(b["mc_return"])
-    if not keep.any():
-        return np.zeros(0), np.zeros(0)
-    obs = {k: np.ascontiguousarray(v[keep]) for k, v in b["obs"].items()}
-    return np.asarray(agent.q_values(obs), dtype=np.float64), b["mc_return"][keep].astype(np.float64)
 
 
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,

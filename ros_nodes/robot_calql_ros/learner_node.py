@@ -251,7 +251,7 @@ class LearnerNode(Node):
         """<run_dir>/plots/calibration.png: Q(s, pi(s)) against the MC returns of the last online
         episodes, the picture `robot-calql finetune` draws (docs/training.md). A failure here is
         logged, never raised: the checkpoint is already saved."""
-        from robot_calql.train.finetune import online_calibration
+        from robot_calql.train.common import online_calibration
         from robot_calql.train.plots import plot_calibration
 
         try:
