@@ -70,12 +70,13 @@ def demo_agent() -> dict:
 
 def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
     """The pretrain `agent.` overrides of one method (fine-tuning inherits them from the checkpoint)."""
+    demo = demo_agent()
     return [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
              # the demo's reward shaping (configs/demo.yaml) plus success-filtered, z-clipped BC
              # (docs/training.md: what learns at CPU budgets), the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}",
-             *(f"agent.{k}={demo_agent()[k]}" for k in ("reward_scale", "reward_bias", "failure_reward")),
+             *(f"agent.{k}={demo[k]}" for k in ("reward_scale", "reward_bias", "failure_reward")),
              f"++agent.bc_success_only={str(a.bc_success_only).lower()}", f"++agent.bc_z_clip={a.bc_z_clip}",
              # ++: add the key, or override it where configs/pretrain.yaml lists it (discount, tau, ...)
              *(f"++agent.{kv}" for kv in a.agent)]

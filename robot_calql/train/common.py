@@ -75,6 +75,16 @@ class DatasetSubset:
             yield self[i]
 
 
+def shaped_returns(rewards: Any, terminals: Any, cfg_agent: Any) -> np.ndarray:
+    """Discounted return-to-go of one episode's raw rewards as training sees them: shaped with the
+    agent's reward_scale / reward_bias, never-successful episodes filled (failure_reward)."""
+    from robot_calql.data.returns import mc_return_to_go
+
+    r = np.asarray(rewards, dtype=np.float32) * cfg_agent.reward_scale + cfg_agent.reward_bias
+    return mc_return_to_go(r, np.asarray(terminals, dtype=bool), cfg_agent.discount,
+                           failure_reward=cfg_agent.failure_reward)
+
+
 def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(Q(s, pi(s)), MC return) over the last `n` finished steps of an OnlineReplay: the policy's
     own recent episodes (finetune's and the ROS learner's calibration picture)."""

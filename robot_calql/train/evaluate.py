@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_calql.train.common import agent_obs
+from robot_calql.train.common import agent_obs, shaped_returns
 
 log = logging.getLogger("robot_calql.train")
 
@@ -94,13 +94,9 @@ def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: A
 
 def _calibration(agent: Any, seen: list[dict[str, Any]], rewards: list[float], terminated: bool) -> dict[str, float]:
     """Mean Q(s_t, pi(s_t)) and mean discounted return-to-go over one episode's steps."""
-    from robot_calql.data.returns import mc_return_to_go
-
-    c = agent.cfg
-    r = np.asarray(rewards, dtype=np.float32) * c.reward_scale + c.reward_bias
-    terminal = np.zeros(len(r), dtype=bool)
+    terminal = np.zeros(len(rewards), dtype=bool)
     terminal[-1] = terminated
-    mc = mc_return_to_go(r, terminal, c.discount, failure_reward=c.failure_reward)
+    mc = shaped_returns(rewards, terminal, agent.cfg)
     q = agent.q_values({k: np.stack([o[k] for o in seen]) for k in seen[0]})
     return {"q_mean": float(np.mean(q)), "mc_return_mean": float(np.mean(mc))}
 

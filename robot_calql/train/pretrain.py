@@ -34,6 +34,7 @@ from robot_calql.train.common import (
     obs_spec_from_meta,
     set_seed,
     set_threads,
+    shaped_returns,
 )
 from robot_calql.train.logger import Logger, UpdateMeans
 
@@ -53,12 +54,9 @@ def split_episodes(n: int, holdout_fraction: float, seed: int) -> tuple[list[int
 def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, cfg_agent: Any,
                        max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(Q(s, pi(s)), MC return-to-go) for every state of the given episodes (subsampled)."""
-    from robot_calql.data.returns import mc_return_to_go
-
     qs, mcs = [], []
     for ep in episodes:
-        r = np.asarray(ep.reward, dtype=np.float32) * cfg_agent.reward_scale + cfg_agent.reward_bias
-        mc = mc_return_to_go(r, np.asarray(ep.terminal), cfg_agent.discount, failure_reward=cfg_agent.failure_reward)
+        mc = shaped_returns(ep.reward, ep.terminal, cfg_agent)
         T = len(ep)
         obs = {k: np.array(getattr(ep, k)[:T]) for k in spec}  # a writable copy of the memory map
         obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
