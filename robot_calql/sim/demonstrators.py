@@ -32,12 +32,6 @@ from robot_calql.sim.kinematics import wrap_angle
 from robot_calql.sim.tasks import BOWL_OUTER_HALF, get_task
 
 CARRY_Z = 0.085  # ee height while moving above the scene (cube bottom clears the bowl rim)
-# ee height at which the fingers open over the bowl, drawn per episode: an operator lets go
-# anywhere from just above the rim down to a centimetre over the floor. A single fixed height
-# left the learned policy, which lowers a little further than the demos, holding the cube over
-# the bowl in states where no demonstration ever opened (docs/training.md, "Why the last 20-30%").
-BOWL_RELEASE_Z = (0.05, 0.075)
-TABLE_RELEASE_Z = 0.04  # let go just above the table
 GRASP_Z = 0.022  # ee height when closing the fingers around the cube (its centre is at 0.02)
 FAILURES = ("miss_grasp", "drop_early", "wander")
 
@@ -85,7 +79,6 @@ class ScriptedDemonstrator:
         self.place_xy: np.ndarray | None = None
         self.place_jitter = r.normal(0.0, 0.008, size=2)
         self.drop_after = int(r.integers(1, 5))
-        self.release_z = r.uniform(*BOWL_RELEASE_Z) if self.task.name == "cube_in_bowl" else TABLE_RELEASE_Z
 
     # -- where the cube has to go
     def _place_target(self, state: np.ndarray) -> tuple[np.ndarray, float]:
@@ -104,7 +97,8 @@ class ScriptedDemonstrator:
             else:  # pragma: no cover - every task has a branch
                 raise ValueError(f"no demonstrator for task '{name}'")
             self.place_xy = xy + self.place_jitter
-        return self.place_xy, self.release_z
+        z = 0.075 if self.task.name == "cube_in_bowl" else 0.04  # let go a little above the surface
+        return self.place_xy, z
 
     def act(self, state: np.ndarray) -> np.ndarray:
         """Normalised action (5,) float32 for the privileged state observation."""
