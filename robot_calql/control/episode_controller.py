@@ -10,6 +10,13 @@ RoboFuME practises a task and its reset task in turn, so nobody has to put the s
   controller asks for a human (event `help`), and pauses until `resume()`.
 - `pause()` / `resume()` on request: a paused controller ends the running phase (reason
   `paused`) and starts a fresh phase of the same direction on resume.
+- Arm homing (`home`): "after_failure" sends the arm home after a try that timed out, "always"
+  after every try, "never" keeps the arm where the try left it. The objects stay where they
+  are (still reset-free); only the arm starts the next try from its home pose. Without it a
+  deterministic policy that ends a try somewhere the data never went (pinned at the workspace
+  edge, say) starts every retry from there and fails them all the same way. The controller
+  emits a `home` event and starts the next try only when `homed(now)` reports the arm there; a
+  failed homing, or none within `home_timeout_s`, pauses it and asks for a human.
 
 The node calls `update(now, success)` at its rate and publishes what `update` returns:
 a list of `Event`s (episode start / end, help). Times are seconds on any clock.
@@ -19,7 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ControllerConfig", "Event", "ResetFreeController"]
+__all__ = ["HOME_MODES", "ControllerConfig", "Event", "ResetFreeController"]
+
+HOME_MODES = ("never", "after_failure", "always")
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,14 @@ class ControllerConfig:
     phase_time_limit_s: float = 30.0
     max_failures: int = 3          # consecutive failed tries before asking for a human
     min_phase_s: float = 0.5       # ignore a success flag earlier than this in a phase (stale flag)
+    home: str = "never"            # send the arm home between tries: never, after_failure, always
+    home_timeout_s: float = 30.0   # homing must be reported done within this, or a human is asked
 
     def __post_init__(self):
+        if self.home not in HOME_MODES:
+            raise ValueError(f"home must be one of {HOME_MODES}, got '{self.home}'")
+        if self.home_timeout_s <= 0:
+            raise ValueError(f"home_timeout_s must be positive, got {self.home_timeout_s}")
         if self.phase_time_limit_s <= 0:
             raise ValueError(f"phase_time_limit_s must be positive, got {self.phase_time_limit_s}")
         if self.max_failures < 1:
@@ -41,7 +56,8 @@ class ControllerConfig:
 
 @dataclass
 class Event:
-    """What the node publishes: kind is 'start', 'end' or 'help'."""
+    """What the node publishes: kind is 'start', 'end', 'home' (send the arm home, then call
+    `homed`) or 'help'."""
 
     kind: str
     episode: int
@@ -65,6 +81,8 @@ class ResetFreeController:
         self.direction = "forward"
         self.episode = -1
         self.phase_start: float | None = None
+        self.homing_since: float | None = None   # waiting for the arm to reach home
+        self.homes = 0
         self.paused = False
         self.waiting_for_human = False
         self.consecutive_failures = 0
@@ -84,6 +102,10 @@ class ResetFreeController:
     def running(self) -> bool:
         return self.phase_start is not None
 
+    @property
+    def homing(self) -> bool:
+        return self.homing_since is not None
+
     def _event(self, kind: str, reason: str = "") -> Event:
         return Event(kind, self.episode, self.direction, self.task, self.instruction, reason,
                      {k: dict(v) for k, v in self.stats.items()} if kind != "start" else {})
@@ -102,9 +124,28 @@ class ResetFreeController:
         self.phase_start = None
         return ev
 
+    def _next(self, now: float, failed: bool) -> list[Event]:
+        """After a try: send the arm home (and wait for `homed`) or start the next try now."""
+        if self.cfg.home == "always" or (failed and self.cfg.home == "after_failure"):
+            self.homing_since = now
+            self.homes += 1
+            return [self._event("home")]
+        return [self._start(now)]
+
+    def _ask_human(self, msg: str) -> list[Event]:
+        self.paused = True
+        self.waiting_for_human = True
+        self.homing_since = None
+        return [self._event("help", msg)]
+
     def update(self, now: float, success: bool) -> list[Event]:
         """Advance the schedule; returns the events to publish (possibly none)."""
         if self.paused:
+            return []
+        if self.homing:
+            if now - self.homing_since > self.cfg.home_timeout_s:
+                return self._ask_human(f"the arm did not report home within {self.cfg.home_timeout_s:g} s: "
+                                       "please check the arm, then resume the episode controller")
             return []
         if not self.running:
             return [self._start(now)]
@@ -113,25 +154,34 @@ class ResetFreeController:
             events = [self._end("success")]
             self.consecutive_failures = 0
             self.direction = "backward" if self.direction == "forward" else "forward"
-            return events + [self._start(now)]
+            return events + self._next(now, failed=False)
         if elapsed >= self.cfg.phase_time_limit_s:
             events = [self._end("timeout")]
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.cfg.max_failures:
-                self.paused = True
-                self.waiting_for_human = True
-                msg = (f"{self.consecutive_failures} failed tries in a row "
-                       f"(last: {self.direction} '{self.instruction}'): please check the scene, "
-                       "then resume the episode controller")
-                return events + [self._event("help", msg)]
-            return events + [self._start(now)]
+                return events + self._ask_human(
+                    f"{self.consecutive_failures} failed tries in a row (last: {self.direction} "
+                    f"'{self.instruction}'): please check the scene, then resume the episode controller")
+            return events + self._next(now, failed=True)
         return []
+
+    def homed(self, now: float, ok: bool = True, message: str = "") -> list[Event]:
+        """The arm reached home (ok) or could not get there (asks for a human). Ignored unless
+        the controller is waiting for it (a late answer after a pause or a timeout)."""
+        if not self.homing or self.paused:
+            return []
+        if not ok:
+            return self._ask_human(f"homing the arm failed ({message or 'no reason given'}): "
+                                   "please check the arm, then resume the episode controller")
+        self.homing_since = None
+        return [self._start(now)]
 
     def pause(self) -> list[Event]:
         """Stop practising (ends the running phase); `resume` starts a fresh phase."""
         if self.paused:
             return []
         self.paused = True
+        self.homing_since = None
         return [self._end("paused")] if self.running else []
 
     def resume(self, now: float) -> list[Event]:

@@ -6,7 +6,7 @@ IK turns them into joint position targets that the simulated servos track for on
 period (10 Hz, 20 physics substeps of 5 ms).
 
 Reset-free use: `reset(options={"full": False})` starts a new episode where the last one ended
-(the scene is kept); `reset()` / `reset(seed=...)` is a full reset that re-randomises the objects
+(the scene is kept; with `"home": True` the arm goes home first, objects kept); `reset()` / `reset(seed=...)` is a full reset that re-randomises the objects
 into the current task's start condition and puts the arm at home.
 """
 
@@ -83,6 +83,7 @@ class StandInEnv(gym.Env):
         self.joint_names: tuple[str, ...] = kin.ARM_JOINTS
         self._q_adr = self.kin.qpos_adr
         self._finger_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in kin.FINGER_JOINTS])
+        self._finger_dof = np.array([m.jnt_dofadr[m.joint(n).id] for n in kin.FINGER_JOINTS])
         self._arm_act = np.array([m.actuator(n).id for n in kin.ARM_JOINTS])
         self._finger_act = np.array([m.actuator(n).id for n in kin.FINGER_JOINTS])
         self._cube_adr = m.jnt_qposadr[m.joint("cube").id]
@@ -120,6 +121,8 @@ class StandInEnv(gym.Env):
             self.set_task(options["task"])
         if full or self._needs_full_reset or seed is not None:
             self._full_reset()
+        elif (options or {}).get("home", False):
+            self.home_arm()
         self._elapsed = 0
         return self._obs(), self._info()
 
@@ -285,10 +288,24 @@ class StandInEnv(gym.Env):
         info = self._info(success)
         return self._obs(), float(success), terminated, truncated, info
 
-    def _full_reset(self) -> None:
-        m, d = self.model, self.data
-        mujoco.mj_resetData(m, d)
-        cube, bowl, yaw = sample_placement(self.task, self.np_random)
+    def home_arm(self, settle_steps: int = 5) -> None:
+        """Open the fingers and put the arm at home (2 cm of noise); the cube and the bowl stay.
+
+        The stand-in's version of a real arm's homing move between reset-free tries (the episode
+        controller's `home` setting). A cube that was held falls where it was let go: physics then
+        runs `settle_steps` control periods with the arm still, so it lands before the next try.
+        """
+        self._put_arm_home()
+        self.data.qvel[self.kin.dof_adr] = 0.0
+        self.data.qvel[self._finger_dof] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+        if settle_steps > 0:
+            mujoco.mj_step(self.model, self.data, nstep=self.n_substeps * int(settle_steps))
+            mujoco.mj_kinematics(self.model, self.data)
+        self._target_pos, self._target_yaw = self.ee_pose()
+
+    def _put_arm_home(self) -> None:
+        d = self.data
         home = HOME_EE + self.np_random.uniform(-0.02, 0.02, size=3)
         q = self.kin.ik(home, 0.0, HOME_Q, iters=30)
         d.qpos[self._q_adr] = q
@@ -296,6 +313,11 @@ class StandInEnv(gym.Env):
         d.ctrl[self._arm_act] = q
         d.ctrl[self._finger_act] = kin.FINGER_OPEN_M
         self._q_cmd = q
+
+    def _full_reset(self) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        cube, bowl, yaw = sample_placement(self.task, self.np_random)
+        self._put_arm_home()
         self.set_scene(cube, bowl, yaw)
         self._target_pos, self._target_yaw = self.ee_pose()
         self._needs_full_reset = False

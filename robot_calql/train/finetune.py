@@ -8,7 +8,9 @@ The loop, one environment step at a time (UTD `utd`, default 1):
 
 Reset-free by default, as RoboFuME runs on the real robot: when the forward task succeeds the
 instruction switches to the backward task (`env.set_task`) and a new episode starts where the
-scene is; on the time limit a new episode starts without touching the scene. `reset_free=false`
+scene is; on the time limit a new episode starts without touching the objects, the arm first sent
+home (`home=after_failure`, the default; `always` also after successes, `never` leaves it where
+the try ended: the ROS episode controller's `controller.home`). `reset_free=false`
 makes every episode start from a full reset of the forward task (the standard fine-tuning setup,
 used by the learning benchmark). `full_reset_every=N` adds a full reset every N episodes.
 
@@ -35,6 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import ConfigError, resolve_path
+from robot_calql.control.episode_controller import HOME_MODES
 from robot_calql.train import checkpoint as ckpt
 from robot_calql.train.common import (
     GracefulStop,
@@ -152,6 +155,8 @@ def main(cfg: DictConfig) -> int:
                           "fine-tunes through the ROS nodes (robot-calql launch finetune)")
     if str(cfg.reward_source) not in ("sim", "classifier"):
         raise ConfigError(f"reward_source={cfg.reward_source}: must be sim or classifier")
+    if str(cfg.home) not in HOME_MODES:
+        raise ConfigError(f"home={cfg.home}: must be one of {', '.join(HOME_MODES)}")
     set_threads(int(cfg.threads))
     steps = int(cfg.steps)
     if steps < 0:
@@ -224,7 +229,7 @@ def main(cfg: DictConfig) -> int:
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
             "successes": {forward: 0, backward: 0}, "episodes_by_task": {forward: 0, backward: 0},
-            "evals": []}
+            "homes": 0, "evals": []}
     obs, _ = env.reset(seed=int(cfg.seed))
     if resuming:
         loop = state["trainer"]["loop"]
@@ -350,6 +355,7 @@ def main(cfg: DictConfig) -> int:
         "last_eval": dict(last_eval),  # success and failure-kind rates of the final evaluation (this process)
         "online_episodes": loop["episodes"],
         "online_successes": loop["successes"],
+        "arm_homes": loop.get("homes", 0),
     }
     if clf is not None:
         summary.update(clf.stats())
@@ -387,5 +393,7 @@ def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: s
     if success:  # the other direction undoes this one: practise it instead of resetting by hand
         loop["task"] = backward if task == forward else forward
         env.set_task(loop["task"])
-    obs, _ = env.reset(options={"full": False})
+    home = cfg.home == "always" or (cfg.home == "after_failure" and not success)
+    obs, _ = env.reset(options={"full": False, "home": home})
+    loop["homes"] = loop.get("homes", 0) + int(home)  # .get: checkpoints from before homing
     return obs

@@ -6,6 +6,13 @@ episode boundaries (`topics.episode_event`, std_msgs/String JSON: event start/en
 direction, task, instruction, reason, stats) and calls for a human (`topics.human_help`,
 std_msgs/String, plus an error in the log). Service `~/set_paused` (std_srvs/SetBool): true
 pauses, false resumes (also after a call for help).
+
+Homing (`controller.home`: after_failure / always / never; nodeset resolves `auto`): on the
+core controller's `home` event the node calls `controller.home_service` (std_srvs/Trigger, the
+robot's `robot.home_service`: a driver routine that moves the arm to its home pose) and starts
+the next try when it answers success. No service, a failed answer or none within
+`home_timeout_s` pauses the controller and asks for a human. The policy does not act between an
+episode's end and the next start, so nothing else commands the arm while it homes.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
 from robot_calql.control.episode_controller import ControllerConfig, ResetFreeController
 from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, wall_s
@@ -30,7 +37,14 @@ class EpisodeControllerNode(Node):
             forward_task=c["forward_task"], backward_task=c["backward_task"],
             forward_instruction=c["forward_instruction"], backward_instruction=c["backward_instruction"],
             phase_time_limit_s=float(c["phase_time_limit_s"]), max_failures=int(c["max_failures"]),
-            min_phase_s=float(c["min_phase_s"])))
+            min_phase_s=float(c["min_phase_s"]), home=str(c.get("home", "never")),
+            home_timeout_s=float(c.get("home_timeout_s", 30.0))))
+        self.home_client = None
+        if self.ctl.cfg.home != "never":
+            if not c.get("home_service"):
+                raise ValueError(f"controller.home={self.ctl.cfg.home} needs controller.home_service "
+                                 "(a std_srvs/Trigger service that moves the arm home)")
+            self.home_client = self.create_client(Trigger, str(c["home_service"]))
         self.success = False
         self.events: list[dict] = []  # every published event (tests and the launcher's summary)
         self.pub_instr = self.create_publisher(String, topics["instruction"], LATCHED_QOS)
@@ -40,7 +54,9 @@ class EpisodeControllerNode(Node):
         self.create_service(SetBool, "~/set_paused", self._on_set_paused)
         self.create_timer(1.0 / float(c["rate_hz"]), self._tick)
         self.get_logger().info(f"reset-free schedule: '{c['forward_instruction']}' <-> "
-                               f"'{c['backward_instruction']}', {c['phase_time_limit_s']} s per try")
+                               f"'{c['backward_instruction']}', {c['phase_time_limit_s']} s per try, arm home "
+                               + ("never" if self.home_client is None else
+                                  f"{self.ctl.cfg.home.replace('_', ' ')} via {c['home_service']}"))
 
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
@@ -58,10 +74,29 @@ class EpisodeControllerNode(Node):
                 self.get_logger().info(f"episode {ev.episode}: {ev.direction} '{ev.instruction}'")
             elif ev.kind == "end":
                 self.get_logger().info(f"episode {ev.episode} ended: {ev.reason}")
+            elif ev.kind == "home":
+                self._call_home()
             elif ev.kind == "help":
                 self.get_logger().error(f"HUMAN HELP NEEDED: {ev.reason}")
                 self.pub_help.publish(String(data=ev.reason))
             self.pub_event.publish(String(data=json.dumps(d)))
+
+    def _call_home(self) -> None:
+        client = self.home_client
+        if client is None or not client.service_is_ready():
+            name = client.srv_name if client is not None else "(none)"
+            self._publish(self.ctl.homed(wall_s(), ok=False, message=f"home service {name} is not available"))
+            return
+        self.get_logger().info("sending the arm home before the next try")
+        client.call_async(Trigger.Request()).add_done_callback(self._on_homed)
+
+    def _on_homed(self, future) -> None:
+        try:
+            r = future.result()
+            ok, msg = bool(r.success), str(r.message)
+        except Exception as e:  # the service died mid-call
+            ok, msg = False, repr(e)
+        self._publish(self.ctl.homed(wall_s(), ok=ok, message=msg))
 
     def _on_set_paused(self, req, resp):
         self._publish(self.ctl.pause() if req.data else self.ctl.resume(wall_s()))

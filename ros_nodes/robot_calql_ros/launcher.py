@@ -85,20 +85,27 @@ class Monitor:
         self.ends: list[dict] = []
         self.learner: dict = {}
         self.policy: dict = {}
+        self.sim: dict = {}
+        self.homes = 0
         self.help: list[str] = []
         self.t0 = time.monotonic()
         node.create_subscription(String, topics["episode_event"], self._on_event, COMMAND_QOS)
         node.create_subscription(String, topics["learner_status"], self._on_status, COMMAND_QOS)
         node.create_subscription(String, topics["human_help"], lambda m: self.help.append(m.data), COMMAND_QOS)
         node.create_subscription(String, "/policy/status", self._on_policy, COMMAND_QOS)
+        node.create_subscription(String, "/sim_robot/status", self._on_sim, COMMAND_QOS)
 
     def _on_event(self, msg) -> None:
         ev = json.loads(msg.data)
+        self.homes += ev["event"] == "home"
         if ev["event"] == "end" and ev["reason"] in ("success", "timeout"):
             self.ends.append({**ev, "t_s": time.monotonic() - self.t0})
 
     def _on_policy(self, msg) -> None:
         self.policy = json.loads(msg.data)
+
+    def _on_sim(self, msg) -> None:
+        self.sim = json.loads(msg.data)
 
     def windows(self, window_s: float) -> list[dict]:
         """Forward tries per `window_s` of session time: [{"t0_s", "tries", "successes"}, ...]."""
@@ -126,6 +133,8 @@ class Monitor:
         if self.learner:
             lines.append("learner: " + ", ".join(f"{k}={v}" for k, v in self.learner.items()
                                                  if k in ("received", "stored", "updates", "weights_published")))
+        if self.homes:
+            lines.append(f"arm sent home {self.homes} time(s) between tries")
         if self.help:
             lines.append(f"asked for a human {len(self.help)} time(s): {self.help[-1]}")
         return "\n".join(lines)
@@ -330,7 +339,13 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     - forward_first_half / forward_second_half: success rate of the first / last half of the
       forward tries; windows: [{"t0_s", "tries", "successes"}] per `window_s` of session time
     - transitions_received, transitions_stored, updates, weights_published (learner status),
-      weights_received, policy_steps (policy status), human_help (times), duration_s, run_dir, rc
+      weights_received, policy_steps (policy status), human_help (times), arm_homes (the arm sent
+      home between tries), duration_s, run_dir, rc
+    - sim_steps, commands_applied, ticks_missed, commands_replaced (the stand-in's status): physics
+      steps, and how many of them used a fresh command, held the arm because none had arrived in
+      time, or saw a command overwritten before it was used; missed_rate = (ticks_missed +
+      commands_replaced) / commands_received, the share of the policy's actions that did not reach
+      the arm one per control period
     """
     import shutil
 
@@ -362,6 +377,8 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
 
     learner = mon.learner if mon is not None else {}
     policy = mon.policy if mon is not None else {}
+    sim = mon.sim if mon is not None else {}
+    received = int(sim.get("commands_received", 0))
     out = {"eval_success_before": before, "eval_success_after": after,
            "forward_tries": len(fwd_ok), "forward_successes": int(sum(fwd_ok)),
            "backward_tries": len(bwd_ok), "backward_successes": int(sum(bwd_ok)),
@@ -373,7 +390,12 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
            "weights_published": int(learner.get("weights_published", 0)),
            "weights_received": int(policy.get("weights_received", 0)),
            "policy_steps": int(policy.get("steps", 0)),
+           "sim_steps": int(sim.get("steps", 0)), "commands_applied": int(sim.get("commands_applied", 0)),
+           "ticks_missed": int(sim.get("ticks_missed", 0)), "commands_replaced": int(sim.get("commands_replaced", 0)),
+           "missed_rate": ((int(sim.get("ticks_missed", 0)) + int(sim.get("commands_replaced", 0))) / received
+                           if received else None),
            "human_help": len(mon.help) if mon is not None else 0,
+           "arm_homes": mon.homes if mon is not None else 0,
            "duration_s": float(duration_s), "run_dir": str(run_dir), "rc": int(rc)}
     if measure:
         print(f"deterministic evaluation on {fwd} ({eval_episodes} full-reset episodes): "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import REPO_ROOT, ConfigError
+from robot_calql.control.episode_controller import HOME_MODES
 
 NODES = {  # name -> (module, class)
     "sim_robot": ("robot_calql_ros.sim_robot_node", "SimRobotNode"),
@@ -66,6 +67,15 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         fwd, bwd = task_pair(str(c["task"]))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    home_service = str(robot.get("home_service") or "")
+    home = str(c["controller"].get("home", "auto"))
+    if home == "auto":  # home the arm after a failed try wherever the robot offers a way to
+        home = "after_failure" if home_service else "never"
+    elif home not in HOME_MODES:
+        raise ConfigError(f"controller.home must be auto or one of {', '.join(HOME_MODES)}, got '{home}'")
+    elif home != "never" and not home_service:
+        raise ConfigError(f"controller.home={home} needs robot.home_service: a std_srvs/Trigger service that moves "
+                          "the arm to its home pose (or set controller.home=never)")
     unknown = [n for n in c["nodes"] if n not in NODES]
     if unknown:
         raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
@@ -80,7 +90,7 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         "reward": {"robot": robot, "reward": {**c["reward"], "model": c["reward"]["model"]
                                               if c["reward"]["model"] == "ground_truth" else _abs(c["reward"]["model"])}},
         "episode_controller": {"robot": robot, "controller": {
-            **c["controller"], "forward_task": fwd, "backward_task": bwd,
+            **c["controller"], "home": home, "home_service": home_service, "forward_task": fwd, "backward_task": bwd,
             "forward_instruction": TASKS[fwd].instruction, "backward_instruction": TASKS[bwd].instruction}},
         "safety": {"robot": robot, "workspace_file": _abs(c["workspace_file"]),
                    "kinematics": c["kinematics"], "autostart": bool(c["sim"])},

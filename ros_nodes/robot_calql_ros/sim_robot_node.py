@@ -23,10 +23,15 @@ arm's reach or off the table (`env.needs_reset()`), the scene is fully reset to 
 task's start; after a call for help the controller is resumed through its `set_paused` service
 (`sim.controller_pause_service`). Without it a reset-free session stops at the first call for
 help.
+
+Homing: the service `~/home` (std_srvs/Trigger; the stand-in's `robot.home_service`) opens the
+fingers and puts the arm at home, the objects left where they are (a held cube falls), and
+answers when that is done. The episode controller calls it between tries (`controller.home`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -35,7 +40,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_calql.control.conversions import delta_to_action, rgb_to_image, twist_to_delta
@@ -84,6 +89,11 @@ class SimRobotNode(Node):
         self._cmd = None          # ("delta", delta(4), gripper) or ("joints", q, gripper)
         self._cmd_fresh = False
         self._gripper = -1.0      # open
+        # command timing as the cell saw it: a tick inside a running command stream without a
+        # fresh command holds the arm (missed), a command overwritten before any tick used it is
+        # lost (replaced). Both mean the policy's actions did not reach the arm one per period.
+        self._last_cmd_t = -1e9
+        self.cmd_received = self.cmd_applied = self.ticks_missed = self.cmd_replaced = 0
         self.expert = None
         if sim.get("publish_expert", False):
             self.expert = self._make_expert()
@@ -103,6 +113,10 @@ class SimRobotNode(Node):
         self.create_subscription(Float64, self.topics["gripper_command"], self._on_gripper, COMMAND_QOS)
         self.create_subscription(String, self.topics["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_service(SetBool, "~/set_camera", self._on_set_camera)
+        self.create_service(Trigger, "~/home", self._on_home)
+        self._home_requested = threading.Event()
+        self._home_done = threading.Event()
+        self.homes = 0
         self._reset_requested = threading.Event()
         self._resume_pending = False
         self.human_resets = 0
@@ -115,6 +129,8 @@ class SimRobotNode(Node):
         self._ready.wait(timeout=30.0)
         self.create_timer(1.0 / float(r["camera_hz"]), self._publish_image)
         self.create_timer(1.0 / float(r["joint_state_hz"]), self._publish_joints)
+        self.pub_status = self.create_publisher(String, "~/status", COMMAND_QOS)
+        self.create_timer(1.0, self._publish_status)
         self.get_logger().info(
             f"stand-in cell: task {self.env.task.name}, {self.interface} on {self.topics['command']}, "
             f"camera {r['image_size']} px @ {r['camera_hz']} Hz, control {self.control_hz} Hz")
@@ -151,7 +167,11 @@ class SimRobotNode(Node):
                 if not np.all(np.isfinite(q)):
                     raise ValueError("joint trajectory has non-finite positions")
                 self._cmd = ("joints", q, pos.get(self.gripper_joint))
+            if self._cmd_fresh:
+                self.cmd_replaced += 1
             self._cmd_fresh = True
+            self.cmd_received += 1
+            self._last_cmd_t = time.monotonic()
         except ValueError as e:
             self.warn.warn("command", f"stand-in ignores a command: {e}")
 
@@ -173,6 +193,14 @@ class SimRobotNode(Node):
         resp.success = True
         resp.message = f"camera {'on' if self.camera_enabled else 'off'}"
         self.get_logger().info(resp.message)
+        return resp
+
+    def _on_home(self, req, resp):
+        """Home the arm in the physics thread (it owns the env) and answer once it is there."""
+        self._home_done.clear()
+        self._home_requested.set()
+        resp.success = self._home_done.wait(timeout=max(1.0, 5.0 / self.control_hz))
+        resp.message = "arm at home" if resp.success else "the stand-in did not step (physics thread stalled?)"
         return resp
 
     def _on_help(self, msg: String) -> None:
@@ -218,8 +246,18 @@ class SimRobotNode(Node):
             self._reset_requested.clear()
         elif self.p["sim"].get("stand_in_human", False) and self.env.needs_reset():
             self._full_reset("cube out of reach or off the table")
+        if self._home_requested.is_set():
+            self._home_requested.clear()
+            self.env.home_arm()
+            self._cmd, self._cmd_fresh, self._gripper = None, False, -1.0
+            self.homes += 1
+            self._home_done.set()
         cmd = self._cmd if self._cmd_fresh else None
         self._cmd_fresh = False
+        if cmd is not None:
+            self.cmd_applied += 1
+        elif time.monotonic() - self._last_cmd_t < 2.5 / self.control_hz:
+            self.ticks_missed += 1
         if cmd is not None and cmd[2] is not None:
             self._gripper = float(np.clip(cmd[2], -1.0, 1.0))
         if cmd is not None and cmd[0] == "joints":
@@ -234,6 +272,15 @@ class SimRobotNode(Node):
         if self.expert is not None:
             a = np.asarray(self.expert.act(self.obs), float)
             self.pub_expert.publish(Float64MultiArray(data=[float(x) for x in a]))
+
+    def status(self) -> dict:
+        """Physics steps and how the commands reached them (published on ~/status at 1 Hz)."""
+        return {"steps": self.steps, "commands_received": self.cmd_received, "commands_applied": self.cmd_applied,
+                "ticks_missed": self.ticks_missed, "commands_replaced": self.cmd_replaced,
+                "human_resets": self.human_resets, "homes": self.homes}
+
+    def _publish_status(self) -> None:
+        self.pub_status.publish(String(data=json.dumps(self.status())))
 
     def _publish_image(self) -> None:
         if not self.camera_enabled or self.obs is None or "image" not in self.obs:

@@ -1,5 +1,7 @@
 """Reset-free forward/backward schedule."""
 
+import dataclasses
+
 import pytest
 
 from robot_calql.control.episode_controller import ControllerConfig, ResetFreeController
@@ -62,3 +64,39 @@ def test_pause_and_resume_on_request():
 def test_bad_config():
     with pytest.raises(ValueError, match="max_failures"):
         ControllerConfig("a", "b", "x", "y", max_failures=0)
+
+
+def test_home_after_failure_waits_for_the_arm_then_retries():
+    c = ResetFreeController(dataclasses.replace(CFG, max_failures=3, home="after_failure"))
+    c.update(0.0, False)
+    ev = c.update(10.0, False)  # timeout: home first, no new try yet
+    assert kinds(ev) == [("end", "forward", "timeout"), ("home", "forward", "")]
+    assert c.homing and not c.running and c.homes == 1
+    assert c.update(12.0, True) == []  # nothing starts (and no stale success ends anything) while homing
+    assert kinds(c.homed(13.0)) == [("start", "forward", "")]
+    assert c.homed(13.5) == []  # a second answer is ignored
+    ev = c.update(14.0, True)  # a success switches direction without homing in this mode
+    assert kinds(ev) == [("end", "forward", "success"), ("start", "backward", "")]
+
+
+def test_home_always_and_failed_or_late_homing_asks_for_a_human():
+    c = ResetFreeController(dataclasses.replace(CFG, home="always", home_timeout_s=5.0))
+    c.update(0.0, False)
+    assert kinds(c.update(1.0, True)) == [("end", "forward", "success"), ("home", "backward", "")]
+    ev = c.homed(2.0, ok=False, message="trajectory aborted")
+    assert ev[0].kind == "help" and "trajectory aborted" in ev[0].reason
+    assert c.paused and c.waiting_for_human and not c.homing
+    assert kinds(c.resume(3.0)) == [("start", "backward", "")]
+    c.update(13.0, False)  # timeout -> home
+    assert c.homing
+    assert c.update(18.0, False) == []
+    ev = c.update(18.1, False)  # no answer within 5 s
+    assert ev[0].kind == "help" and "did not report home within 5 s" in ev[0].reason
+    assert c.homed(19.0) == []  # the late answer does not restart a paused controller
+
+
+def test_home_setting_is_checked():
+    with pytest.raises(ValueError, match="home must be one of"):
+        dataclasses.replace(CFG, home="sometimes")
+    with pytest.raises(ValueError, match="home_timeout_s"):
+        dataclasses.replace(CFG, home_timeout_s=0)

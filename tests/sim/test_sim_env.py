@@ -187,6 +187,31 @@ def test_reset_free_keeps_scene_and_full_reset_randomises():
     assert not np.allclose(obs["state"][S_CUBE], cube, atol=1e-3)
 
 
+def test_homing_the_arm_keeps_the_scene_and_lets_go_of_a_held_cube():
+    from robot_calql.sim.demonstrators import ScriptedDemonstrator
+    from robot_calql.sim.env import HOME_EE
+
+    env = make_env("cube_in_bowl", image_size=0, seed=3)
+    obs, _ = env.reset()
+    demo = ScriptedDemonstrator("cube_in_bowl", noise=0.0, rng=np.random.default_rng(0))
+    for _ in range(60):  # carry the cube up in the air
+        obs, *_ = env.step(demo.act(obs["state"]))
+        if demo.phase == "carry":
+            break
+    cube, bowl = env.cube_pos(), env.bowl_pos()
+    assert cube[2] > CUBE_HALF + 0.03 and env.gripper_opening() < 0.8, "the cube should be held up"
+    obs, info = env.reset(options={"full": False, "home": True})
+    ee, _ = env.ee_pose()
+    assert np.linalg.norm(ee - HOME_EE) < 0.04 and env.gripper_opening() > 0.9
+    assert env.cube_pos()[2] < CUBE_HALF + 0.005, "the released cube lands on the table"
+    assert np.linalg.norm(env.cube_pos()[:2] - cube[:2]) < 0.03  # where it was let go
+    np.testing.assert_array_equal(env.bowl_pos(), bowl)
+    assert info["elapsed_steps"] == 0 and np.allclose(obs["state"][S_CUBE], env.cube_pos())
+    resting = env.cube_pos()
+    env.home_arm()  # a cube on the table stays put
+    np.testing.assert_allclose(env.cube_pos(), resting, atol=1e-3)
+
+
 def test_workspace_box_limits_the_end_effector():
     env = make_env("cube_left", image_size=0, seed=0)
     env.reset()

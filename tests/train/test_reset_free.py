@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from omegaconf import OmegaConf
 
+from robot_calql.config import ConfigError, compose
+from robot_calql.train import finetune
 from robot_calql.train.finetune import _next_episode
 
 
@@ -18,7 +21,7 @@ class FakeEnv:
 
     def reset(self, seed=None, options=None):
         full = True if options is None else options.get("full", True)
-        self.calls.append(("reset", "full" if full else "keep scene"))
+        self.calls.append(("reset", "full" if full else "arm home" if options.get("home") else "keep scene"))
         return {"task": self.task}, {}
 
 
@@ -28,7 +31,7 @@ def _loop():
 
 
 def _cfg(**kw):
-    return OmegaConf.create({"reset_free": True, "backward": True, "full_reset_every": 0, **kw})
+    return OmegaConf.create({"reset_free": True, "backward": True, "full_reset_every": 0, "home": "after_failure", **kw})
 
 
 def test_success_switches_direction_without_touching_the_scene():
@@ -42,12 +45,21 @@ def test_success_switches_direction_without_touching_the_scene():
     assert loop["task"] == "fwd" and env.calls == [("set_task", "fwd"), ("reset", "keep scene")]
 
 
-def test_time_limit_keeps_task_and_scene():
+def test_time_limit_keeps_task_and_objects_and_sends_the_arm_home():
     env, loop = FakeEnv(), _loop()
     loop["task"] = "bwd"
     _next_episode(env, loop, False, "fwd", "bwd", _cfg(), None)
-    assert loop["task"] == "bwd" and env.calls == [("reset", "keep scene")]
+    assert loop["task"] == "bwd" and env.calls == [("reset", "arm home")]
     assert loop["episodes_by_task"] == {"fwd": 0, "bwd": 1} and loop["successes"]["bwd"] == 0
+    assert loop["homes"] == 1
+
+
+def test_home_never_and_always():
+    env, loop = FakeEnv(), _loop()
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(home="never"), None)
+    _next_episode(env, loop, True, "fwd", "bwd", _cfg(home="always"), None)
+    assert env.calls == [("reset", "keep scene"), ("set_task", "bwd"), ("reset", "arm home")]
+    assert loop["homes"] == 1
 
 
 def test_full_resets_when_asked():
@@ -57,7 +69,12 @@ def test_full_resets_when_asked():
     env, loop = FakeEnv(), _loop()
     _next_episode(env, loop, False, "fwd", "bwd", _cfg(full_reset_every=2), None)
     _next_episode(env, loop, False, "fwd", "bwd", _cfg(full_reset_every=2), None)
-    assert env.calls == [("reset", "keep scene"), ("set_task", "fwd"), ("reset", "full")]
+    assert env.calls == [("reset", "arm home"), ("set_task", "fwd"), ("reset", "full")]
     env, loop = FakeEnv(), _loop()
     _next_episode(env, loop, True, "fwd", "bwd", _cfg(backward=False), None)  # no backward practice
     assert loop["task"] == "fwd" and env.calls[-1] == ("reset", "full")
+
+
+def test_unknown_home_setting_is_a_config_error():
+    with pytest.raises(ConfigError, match="home=sometimes: must be one of never, after_failure, always"):
+        finetune.main(compose("finetune", ["home=sometimes"]))
