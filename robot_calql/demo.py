@@ -130,7 +130,8 @@ def main(cfg: DictConfig) -> int:
     print(f"  success after {ft['steps']} online steps:         {ft['success_after']:.0%}")
     wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
         else ft["online_successes"]
-    print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}")
+    print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}; the arm went home "
+          f"{ft.get('arm_homes', 0)} time(s) after a failed try")
     print("  plots:       " + "\n               ".join(str(x) for x in result["plots"].values() if x))
     print(f"  checkpoints: {pre['checkpoint']}\n               {ft['checkpoint']}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
@@ -139,7 +140,8 @@ def main(cfg: DictConfig) -> int:
               f"{ros['forward_successes']}/{ros['forward_tries']} forward and {ros['backward_successes']}/"
               f"{ros['backward_tries']} backward tries succeeded; {ros['transitions_stored']} transitions "
               f"reached the learner, {ros['updates']} updates, {ros['weights_received']} weight sets reached "
-              "the policy")
+              f"the policy; the arm went home {ros.get('arm_homes', 0)} time(s) after a failed try, a human was "
+              f"called {ros.get('human_help', 0)} time(s)")
     print("=" * 72)
     return 0
 

@@ -13,6 +13,10 @@ robot_calql.control.safety before anything reaches `topics.command`:
   or the current joint positions), checked at 4x the control rate, so within one period;
 - an e-stop (`topics.estop`, std_msgs/Bool): true holds the arm and latches until the node is
   deactivated and activated again (`ros2 lifecycle set /safety deactivate` then `activate`).
+- while the arm is homing (episode event `home` until the next `start` or `help`, at most
+  `home_timeout_s`) the robot's own home routine owns the arm: the node sends no holds (a hold
+  at the current joints would cancel a homing trajectory) and refuses policy commands. An e-stop
+  still holds at once.
 
 Everything actually sent (commands and holds) is echoed on `topics.sent_command` (same type).
 Problems are logged as throttled warnings that name them.
@@ -20,11 +24,13 @@ Problems are logged as throttled warnings that name them.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_calql.control.conversions import (
@@ -65,6 +71,7 @@ class SafetyNode(LifecycleNode):
         self.holding_reason = ""
         self.sent_count = 0
         self.hold_count = 0
+        self.homing_until = 0.0   # wall time: the arm's home routine owns it until then
         self.warn = ThrottledWarner(self)
         self._subs, self._pubs, self._timers = [], [], []
 
@@ -112,6 +119,7 @@ class SafetyNode(LifecycleNode):
         # order, so a bad frame or joint state that is waiting is seen before a waiting command
         self._subs = [
             self.create_subscription(Bool, self.topics["estop"], self._on_estop, COMMAND_QOS),
+            self.create_subscription(String, self.topics["episode_event"], self._on_episode_event, COMMAND_QOS),
             self.create_subscription(Image, self.topics["image"], self._on_image, SENSOR_QOS),
             self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
             self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS),
@@ -199,11 +207,30 @@ class SafetyNode(LifecycleNode):
                                     "deactivated and activated again")
             self._hold("e-stop")
 
+    def _on_episode_event(self, msg: String) -> None:
+        try:
+            kind = json.loads(msg.data).get("event")
+        except (ValueError, AttributeError):
+            return
+        if kind == "home":
+            self.homing_until = wall_s() + float(node_params(self).get("home_timeout_s", 30.0))
+            self.get_logger().info("arm homing: no holds, policy commands refused until the next episode starts")
+        elif kind in ("start", "help") and self.homing_until:
+            self.homing_until = 0.0
+            self.watchdog.invalidate("command")  # the first command after homing starts afresh
+
+    @property
+    def homing(self) -> bool:
+        return wall_s() < self.homing_until
+
     # ------------------------------------------------------------------ commands
     def _on_policy_command(self, msg: Float64MultiArray) -> None:
         now = wall_s()
         if not self.active or self.estopped:
             self.warn.warn("inactive", "command ignored: " + ("e-stop latched" if self.estopped else "safety node not active"))
+            return
+        if self.homing:
+            self.warn.warn("homing", "command refused: the arm is homing (episode event 'home', no 'start' yet)")
             return
         try:
             delta, stamp = unpack_policy_command(msg.data)
@@ -299,6 +326,8 @@ class SafetyNode(LifecycleNode):
         stale = self.watchdog.stale(wall_s())
         if self.estopped:
             self._hold("e-stop")
+        elif self.homing:
+            return  # the home routine moves the arm; a hold would fight it
         elif stale and "command" in self.watchdog.last:
             # was moving (a command got through before) and an input went stale
             self._hold("stale " + ", ".join(stale))

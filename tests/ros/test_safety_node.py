@@ -175,6 +175,44 @@ def test_estop_latches_until_reactivated(ros):
     wait_for(lambda: len(rig.motion()) > n0, 5, "motion after re-activation")
 
 
+def test_homing_owns_the_arm_no_holds_and_no_policy_commands_until_the_next_start(ros):
+    import json
+
+    from robot_calql_ros.common import COMMAND_QOS
+    from std_msgs.msg import String
+
+    rig = Rig(ros, "joint_position_array")  # holds are the current joints here: they would cancel a homing move
+    pub_ev = rig.node.create_publisher(String, rig.cfg.robot.topics.episode_event, COMMAND_QOS)
+    rig.safety.trigger_configure()
+    rig.safety.trigger_activate()
+    time.sleep(0.5)
+    q = (0.0, 0.0, 0.3, 1.2, 0.0)
+    rig.run(3, [0.01, 0.0, 0.0, 0.0, 1.0], q=q)
+    holds = lambda: [m for m in rig.sent if len(m.data) == 5]  # noqa: E731  (arm joints only)
+    moves = lambda: [m for m in rig.sent if len(m.data) == 6]  # noqa: E731
+    assert moves(), "commands forwarded before homing"
+    for _ in range(6):  # the episode ended: commands stop, sensors go on -> the watchdog holds the arm
+        rig.sensors(q=q)
+        time.sleep(0.1)
+    assert holds(), "a stale command stream is held"
+    pub_ev.publish(String(data=json.dumps({"event": "home", "episode": 0})))
+    wait_for(lambda: rig.safety.homing, 5, "the safety node seeing the home event")
+    time.sleep(0.15)
+    rig.sent.clear()
+    rig.run(6, [0.01, 0.0, 0.0, 0.0, 1.0], q=q)  # sensors fresh, the policy (wrongly) still commanding
+    assert rig.sent == [], "while homing nothing but the home routine may move the arm"
+    pub_ev.publish(String(data=json.dumps({"event": "start", "episode": 1})))
+    wait_for(lambda: not rig.safety.homing, 5, "the next episode's start")
+    rig.run(3, [0.01, 0.0, 0.0, 0.0, 1.0], q=q)
+    wait_for(lambda: len(moves()) >= 2, 5, "commands forwarded again after homing")
+    # an e-stop during homing still holds at once
+    pub_ev.publish(String(data=json.dumps({"event": "home", "episode": 1})))
+    wait_for(lambda: rig.safety.homing, 5, "homing again")
+    rig.sent.clear()
+    rig.pub_estop.publish(rig.Bool(data=True))
+    wait_for(lambda: len(holds()) >= 1, 5, "a hold on e-stop while homing")
+
+
 def test_joint_position_interface_respects_limits(ros):
     rig = Rig(ros, "joint_position_array")
     rig.safety.trigger_configure()
