@@ -84,7 +84,11 @@ def main() -> int:
     print("  per window: " + ", ".join(f"{w['t0_s']:.0f}s {w['successes']}/{w['tries']}" for w in r["windows"]))
     print(f"  transitions received {r['transitions_received']}, stored {r['transitions_stored']}; "
           f"updates {r['updates']}; weights published {r['weights_published']}, received "
-          f"{r['weights_received']}; calls for help {r['human_help']}")
+          f"{r['weights_received']}; calls for help {r['human_help']}; arm sent home {r['arm_homes']} times")
+    if r["missed_rate"] is not None:
+        print(f"  commands at the arm: {r['commands_applied']} applied of {r['commands_received']} received, "
+              f"{r['ticks_missed']} physics ticks without a fresh one, {r['commands_replaced']} overwritten unused "
+              f"({r['missed_rate']:.1%} of the policy's actions did not land one per period)")
     print(f"  {r['minutes']} min; {out / 'bench_ros_finetune.json'}")
     return int(r["rc"])
 

@@ -341,7 +341,7 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     - transitions_received, transitions_stored, updates, weights_published (learner status),
       weights_received, policy_steps (policy status), human_help (times), arm_homes (the arm sent
       home between tries), duration_s, run_dir, rc
-    - sim_steps, commands_applied, ticks_missed, commands_replaced (the stand-in's status): physics
+    - sim_steps, commands_received, commands_applied, ticks_missed, commands_replaced (the stand-in's status): physics
       steps, and how many of them used a fresh command, held the arm because none had arrived in
       time, or saw a command overwritten before it was used; missed_rate = (ticks_missed +
       commands_replaced) / commands_received, the share of the policy's actions that did not reach
@@ -390,7 +390,8 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
            "weights_published": int(learner.get("weights_published", 0)),
            "weights_received": int(policy.get("weights_received", 0)),
            "policy_steps": int(policy.get("steps", 0)),
-           "sim_steps": int(sim.get("steps", 0)), "commands_applied": int(sim.get("commands_applied", 0)),
+           "sim_steps": int(sim.get("steps", 0)), "commands_received": received,
+           "commands_applied": int(sim.get("commands_applied", 0)),
            "ticks_missed": int(sim.get("ticks_missed", 0)), "commands_replaced": int(sim.get("commands_replaced", 0)),
            "missed_rate": ((int(sim.get("ticks_missed", 0)) + int(sim.get("commands_replaced", 0))) / received
                            if received else None),
