@@ -97,6 +97,7 @@ class SafetyNode(LifecycleNode):
             lim = r["limits"]
             self.limits = SafetyLimits.from_config(lim)
             self.image_size = (int(lim["camera_height"]), int(lim["camera_width"]))
+            self.home_timeout_s = float(p.get("home_timeout_s", 30.0))
             self.workspace = load_workspace(p["workspace_file"])
             self.kin = None
             if self.interface != "delta_ee_twist":
@@ -213,7 +214,7 @@ class SafetyNode(LifecycleNode):
         except (ValueError, AttributeError):
             return
         if kind == "home":
-            self.homing_until = wall_s() + float(node_params(self).get("home_timeout_s", 30.0))
+            self.homing_until = wall_s() + self.home_timeout_s
             self.get_logger().info("arm homing: no holds, policy commands refused until the next episode starts")
         elif kind in ("start", "help") and self.homing_until:
             self.homing_until = 0.0
