@@ -130,8 +130,8 @@ def main(cfg: DictConfig) -> int:
     print(f"  success after {ft['steps']} online steps:         {ft['success_after']:.0%}")
     wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
         else ft["online_successes"]
-    print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}; the arm went home "
-          f"{ft.get('arm_homes', 0)} time(s) after a failed try")
+    homes = f"; the arm went home {ft['arm_homes']} time(s) after a failed try" if ft.get("arm_homes") else ""
+    print(f"  reset-free online episodes: {ft['online_episodes']}; successes: {wins}{homes}")
     print("  plots:       " + "\n               ".join(str(x) for x in result["plots"].values() if x))
     print(f"  checkpoints: {pre['checkpoint']}\n               {ft['checkpoint']}")
     print(f"  TensorBoard: tensorboard --logdir {out}")

@@ -8,9 +8,9 @@ The loop, one environment step at a time (UTD `utd`, default 1):
 
 Reset-free by default, as RoboFuME runs on the real robot: when the forward task succeeds the
 instruction switches to the backward task (`env.set_task`) and a new episode starts where the
-scene is; on the time limit a new episode starts without touching the objects, the arm first sent
-home (`home=after_failure`, the default; `always` also after successes, `never` leaves it where
-the try ended: the ROS episode controller's `controller.home`). `reset_free=false`
+scene is; on the time limit a new episode starts without touching the scene (`home=after_failure`
+first sends the arm home, objects kept, and `always` also after successes, as the ROS episode
+controller's `controller.home`; the default `never` leaves the arm where the try ended). `reset_free=false`
 makes every episode start from a full reset of the forward task (the standard fine-tuning setup,
 used by the learning benchmark). `full_reset_every=N` adds a full reset every N episodes.
 
