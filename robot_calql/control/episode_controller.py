@@ -26,9 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["HOME_MODES", "ControllerConfig", "Event", "ResetFreeController"]
+__all__ = ["HOME_MODES", "ControllerConfig", "Event", "ResetFreeController", "homes_after"]
 
 HOME_MODES = ("never", "after_failure", "always")
+
+
+def homes_after(mode: str, success: bool) -> bool:
+    """Whether a try that ended (`success` or not) sends the arm home under `mode` (HOME_MODES)."""
+    return mode == "always" or (mode == "after_failure" and not success)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,6 @@ class ResetFreeController:
         self.episode = -1
         self.phase_start: float | None = None
         self.homing_since: float | None = None   # waiting for the arm to reach home
-        self.homes = 0
         self.paused = False
         self.waiting_for_human = False
         self.consecutive_failures = 0
@@ -126,9 +130,8 @@ class ResetFreeController:
 
     def _next(self, now: float, failed: bool) -> list[Event]:
         """After a try: send the arm home (and wait for `homed`) or start the next try now."""
-        if self.cfg.home == "always" or (failed and self.cfg.home == "after_failure"):
+        if homes_after(self.cfg.home, success=not failed):
             self.homing_since = now
-            self.homes += 1
             return [self._event("home")]
         return [self._start(now)]
 

@@ -37,7 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import ConfigError, resolve_path
-from robot_calql.control.episode_controller import HOME_MODES
+from robot_calql.control.episode_controller import HOME_MODES, homes_after
 from robot_calql.train import checkpoint as ckpt
 from robot_calql.train.common import (
     GracefulStop,
@@ -393,7 +393,7 @@ def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: s
     if success:  # the other direction undoes this one: practise it instead of resetting by hand
         loop["task"] = backward if task == forward else forward
         env.set_task(loop["task"])
-    home = cfg.home == "always" or (cfg.home == "after_failure" and not success)
+    home = homes_after(str(cfg.home), success)
     obs, _ = env.reset(options={"full": False, "home": home})
     loop["homes"] = loop.get("homes", 0) + int(home)  # .get: checkpoints from before homing
     return obs
