@@ -6,6 +6,10 @@ For every seed: collect scripted demos (+ failures) of one forward task, then
 - scratch: no pre-training (the same online algorithm and offline data mix from random weights).
 Fine-tuning uses full resets of the forward task (the standard benchmark setting), UTD 1 and a
 50/50 offline/online batch; the deterministic policy is evaluated every --eval-every steps.
+With --reset-free it runs RoboFuME's setting instead (what `make demo` and the ROS graph do): demos
+and failures of both directions of the task's pair, and online practice that alternates the
+forward and the backward task without resets (a full reset every --full-reset-every episodes);
+success is still measured on the forward task, from full resets.
 
 Figures per method (mean over seeds):
 - offline success (eval at online step 0),
@@ -48,7 +52,8 @@ from robot_calql.train import finetune, pretrain  # noqa: E402
 
 METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
-BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": []}
+BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
+               "full_reset_every": 10}
 
 
 def code_version() -> str:
@@ -93,7 +98,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
     assert rc == 0, f"{method}: pretrain failed"
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
-        "reset_free=false", "backward=false", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
+        f"reset_free={str(a.reset_free).lower()}", f"backward={str(a.reset_free).lower()}",
+        f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         *common]))
@@ -266,6 +272,11 @@ def parser() -> argparse.ArgumentParser:
                    help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md); "
                         "or one per action axis, e.g. 0.2,0.2,0.2,0.2,1 (dx,dy,dz,dyaw,gripper)")
     p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
+    p.add_argument("--reset-free", action="store_true",
+                   help="RoboFuME's setting: demos of both directions of the task's pair, online practice "
+                        "alternating forward and backward without resets (evaluations: forward, full resets)")
+    p.add_argument("--full-reset-every", type=int, default=10,
+                   help="with --reset-free: a full reset every N online episodes (the demo's setting)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
@@ -277,6 +288,7 @@ def main() -> int:
     a = parser().parse_args()
     if a.merge:
         return merge(a.merge, Path(a.out).resolve())
+    from robot_calql.sim import task_pair
     from robot_calql.sim.collect import collect_episodes
 
     out = Path(a.out).resolve()
@@ -286,11 +298,12 @@ def main() -> int:
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         root = out / f"seed{seed}"
         data = root / "data"
-        collect_episodes(a.task, a.episodes, image_size=0, seed=seed, out=data, overwrite=True,
-                         max_episode_steps=a.max_episode_steps, noise=a.noise)
-        if a.failures:
-            collect_episodes(a.task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
-                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
+        for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
+            collect_episodes(task, a.episodes, image_size=0, seed=seed, out=data, overwrite=i == 0,
+                             max_episode_steps=a.max_episode_steps, noise=a.noise)
+            if a.failures:
+                collect_episodes(task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
+                                 out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
         for m in methods:
             s = run_method(m, data, root, a, seed)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
