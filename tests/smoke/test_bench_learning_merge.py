@@ -101,3 +101,26 @@ def test_critic_gap_is_averaged_over_the_seeds_that_recorded_it(tmp_path, capsys
     s = json.loads((tmp_path / "out" / "bench_learning.json").read_text())["summary"]["calql"]
     assert (s["q_gap_success_start"], s["q_gap_success_end"]) == (-20.0, 30.0)
     assert "-20.0 offline -> +30.0 at the end" in capsys.readouterr().out
+
+
+def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path, monkeypatch):
+    """--reset-free (RoboFuME's setting): demos of both tasks of the pair; online tries of both."""
+    from robot_calql.data.dataset import Dataset
+
+    bench = _bench()
+    out = tmp_path / "rf"
+    monkeypatch.setattr("sys.argv", ["bench_learning.py", "--reset-free", "--seeds", "1", "--episodes", "2",
+                                     "--failures", "1", "--offline-steps", "5", "--online-steps", "120",
+                                     "--eval-every", "120", "--eval-episodes", "1", "--batch", "16",
+                                     "--max-episode-steps", "30", "--methods", "calql", "--out", str(out)])
+    assert bench.main() == 0
+    tasks = {ep.task for ep in Dataset(out / "seed0" / "data")}
+    assert tasks == {"cube_in_bowl", "cube_out_of_bowl"}
+    ft = json.loads((out / "seed0" / "calql_ft" / "summary.json").read_text())
+    assert set(ft["online_successes"]) == {"cube_in_bowl", "cube_out_of_bowl"}
+    assert ft["online_episodes"] >= 4  # 120 steps of 30-step tries, forward and backward in turn
+    rec = json.loads((out / "bench_learning.json").read_text())
+    assert rec["config"]["reset_free"] is True
+    full = _run(tmp_path / "full", 1, [0.5, 0.5])  # a full-reset run does not merge with it
+    with pytest.raises(SystemExit, match="reset_free"):
+        bench.merge([str(out), str(full)], tmp_path / "out3")
