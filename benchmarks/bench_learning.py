@@ -28,6 +28,9 @@ regret <= CQL's.
     # seeds in parallel processes, then one report
     .venv/bin/python benchmarks/bench_learning.py --seeds 1 --first-seed 1 --out runs/bl/s1   # (and s0, s2)
     .venv/bin/python benchmarks/bench_learning.py --merge runs/bl/s0 runs/bl/s1 runs/bl/s2 --out runs/bl
+    # RoboFuME's reset-free setting (docs/training.md has both settings' figures)
+    .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
+        --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --out runs/bl_rf
 
 Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
 """
