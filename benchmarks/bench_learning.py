@@ -56,7 +56,7 @@ from robot_calql.train import finetune, pretrain  # noqa: E402
 METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
-               "full_reset_every": 10}
+               "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None}
 
 
 def code_version() -> str:
@@ -90,26 +90,66 @@ def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
              *(f"++agent.{kv}" for kv in a.agent)]
 
 
-def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int) -> dict:
-    pre_dir, ft_dir = root / f"{method}_pre", root / f"{method}_ft"
-    agent = agent_overrides(method, a)
+def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int,
+               pre_dir: Path | None = None) -> dict:
+    """Pre-train (unless `pre_dir` holds an earlier run's pre-training of this method and seed), then fine-tune."""
+    ft_dir = root / f"{method}_ft"
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
-    steps = 0 if method == "scratch" else a.offline_steps
-    rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
-                                            "log_every=500", *agent, *common]))
-    assert rc == 0, f"{method}: pretrain failed"
+    if pre_dir is None:
+        pre_dir = root / f"{method}_pre"
+        steps = 0 if method == "scratch" else a.offline_steps
+        rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
+                                                "log_every=500", *agent_overrides(method, a), *common]))
+        assert rc == 0, f"{method}: pretrain failed"
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         f"reset_free={str(a.reset_free).lower()}", f"backward={str(a.reset_free).lower()}",
         f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
-        *common]))
+        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}", *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
     summary["q_gap_success"] = critic_gaps(ft_dir)
     return summary
+
+
+# the settings that shape a seed's data and pre-training (what --pretrained must match)
+PRETRAIN_SETTINGS = ("task", "episodes", "failures", "offline_steps", "max_episode_steps", "hidden", "batch",
+                     "cql_alpha", "bc_weight", "bc_success_only", "bc_z_clip", "agent", "policy_lr", "noise",
+                     "reset_free")
+
+
+def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """The folders of earlier benchmark runs whose pre-training --pretrained reuses, and their code
+    versions. Each must have been made with this run's data and pre-training settings; SystemExit
+    names the first setting that differs."""
+    runs, codes = [], []
+    for p in paths:
+        run = Path(p).resolve()
+        f = run / "bench_learning.json"
+        if not f.is_file():
+            raise SystemExit(f"--pretrained {p}: no bench_learning.json there")
+        part = json.loads(f.read_text())
+        theirs = {**BEFORE_FLAG, **part["config"]}
+        ours = vars(a)
+        diff = [k for k in PRETRAIN_SETTINGS if theirs.get(k) != ours.get(k)]
+        if diff:
+            raise SystemExit(f"--pretrained {p}: its data or pre-training differ from this run's in "
+                             + ", ".join(f"{k} ({theirs.get(k)!r} vs {ours.get(k)!r})" for k in diff))
+        runs.append(run)
+        codes.append(part.get("code", "unknown"))
+    return runs, codes
+
+
+def find_pretrained(runs: list[Path], seed: int, method: str) -> Path:
+    """seed<seed>/<method>_pre in the first of `runs` that has it (SystemExit if none has)."""
+    for run in runs:
+        d = run / f"seed{seed}" / f"{method}_pre"
+        if (d / "checkpoints").is_dir():
+            return d
+    raise SystemExit(f"--pretrained: no seed{seed}/{method}_pre in {', '.join(map(str, runs))}")
 
 
 def critic_gaps(run: Path) -> list[list[float]]:
@@ -208,7 +248,7 @@ def merge(paths: list[str], out: Path) -> int:
     "unknown" and is merged with a warning; a "-dirty" version cannot vouch for its working tree)."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
-    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods"}  # like runs of other methods merge too
+    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods", "pretrained"}  # like runs of other methods merge too
 
     def settings(cfg: dict) -> dict:  # a setting added after a run was made: what that run did
         return {k: v for k, v in {**BEFORE_FLAG, **cfg}.items() if k not in skip}
@@ -280,6 +320,13 @@ def parser() -> argparse.ArgumentParser:
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
     p.add_argument("--full-reset-every", type=int, default=10,
                    help="with --reset-free: a full reset every N online episodes (the demo's setting)")
+    p.add_argument("--gripper-flip", type=float, default=0.0,
+                   help="online: probability per step of commanding the gripper against the policy (finetune's "
+                        "explore_gripper_flip)")
+    p.add_argument("--gripper-hold", type=int, default=3, help="steps each gripper flip lasts")
+    p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
+                   help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "
+                        "their data and pre-training settings must match) and only fine-tune")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
@@ -287,28 +334,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
+    """One seed's scripted demos and failures: of the task, or of both tasks of its pair (--reset-free)."""
+    from robot_calql.sim import task_pair
+    from robot_calql.sim.collect import collect_episodes
+
+    for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
+        collect_episodes(task, a.episodes, image_size=0, seed=seed, out=data, overwrite=i == 0,
+                         max_episode_steps=a.max_episode_steps, noise=a.noise)
+        if a.failures:
+            collect_episodes(task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
+                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
+
+
 def main() -> int:
     a = parser().parse_args()
     if a.merge:
         return merge(a.merge, Path(a.out).resolve())
-    from robot_calql.sim import task_pair
-    from robot_calql.sim.collect import collect_episodes
-
     out = Path(a.out).resolve()
     methods = [m for m in a.methods.split(",") if m]
     results: dict = {"config": vars(a), "code": code_version(), "runs": {m: [] for m in methods}}
+    reuse: list[Path] = []
+    if a.pretrained:
+        reuse, codes = pretrained_runs(a.pretrained, a)
+        results["pretrained_code"] = codes
     t0 = time.time()
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         root = out / f"seed{seed}"
         data = root / "data"
-        for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
-            collect_episodes(task, a.episodes, image_size=0, seed=seed, out=data, overwrite=i == 0,
-                             max_episode_steps=a.max_episode_steps, noise=a.noise)
-            if a.failures:
-                collect_episodes(task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
-                                 out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
+        if not reuse:  # (reused pre-training fine-tunes on the data it was trained on)
+            collect(a, seed, data)
         for m in methods:
-            s = run_method(m, data, root, a, seed)
+            s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
                                        **figures(s["evals"])})
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from robot_calql.agent.exploration import GripperFlips
 from robot_calql.config import ConfigError, resolve_path
 from robot_calql.control.episode_controller import HOME_MODES, homes_after
 from robot_calql.train import checkpoint as ckpt
@@ -162,6 +163,7 @@ def main(cfg: DictConfig) -> int:
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
     temperature_setting(cfg, "explore_temperature", None)  # the values now, their number once A is known
+    flips = gripper_flips(cfg)
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
@@ -237,6 +239,8 @@ def main(cfg: DictConfig) -> int:
         env.set_state(state["trainer"]["env"])
         obs = state["trainer"]["obs"]
         offline.rng.bit_generator.state = state["trainer"]["offline_rng"]
+        if "gripper_flips" in state["trainer"]:  # runs saved before flips existed had none
+            flips.load(state["trainer"]["gripper_flips"])
         if state["buffer"] is not None:
             load_online_state(online, state["buffer"])
         if clf is not None and "classifier" in state["trainer"]:
@@ -252,7 +256,8 @@ def main(cfg: DictConfig) -> int:
 
     def save() -> Path:
         trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(), "loop": loop,
-                   "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state}
+                   "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state,
+                   "gripper_flips": flips.state()}
         if clf is not None:
             trainer["classifier"] = clf.state()
         return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
@@ -281,7 +286,7 @@ def main(cfg: DictConfig) -> int:
                 run_eval()
             while loop["step"] < steps:
                 instr = obs["instruction"]
-                action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
+                action = flips(agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t))
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 gt = bool(info["success"])
                 if clf is not None:  # the classifier decides; the simulator's success is only logged
@@ -295,6 +300,7 @@ def main(cfg: DictConfig) -> int:
                 obs = next_obs
                 if terminated or truncated:
                     obs = _next_episode(env, loop, bool(terminated), forward, backward, cfg, clf)
+                    flips.reset()
                 if loop["step"] > starts:
                     for _ in range(utd):
                         means.add(agent.update(replay.sample(bs)))
@@ -302,7 +308,8 @@ def main(cfg: DictConfig) -> int:
                 step = loop["step"]
                 if step % log_every == 0 or step == steps:
                     logger.log(step, "finetune", means.pop())
-                    online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online)}
+                    online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online),
+                                    "gripper_flips": flips.flips}
                     for t in (forward, backward):
                         online_stats[f"successes_{t}"] = loop["successes"][t]
                         online_stats[f"episodes_{t}"] = loop["episodes_by_task"][t]
@@ -356,6 +363,7 @@ def main(cfg: DictConfig) -> int:
         "online_episodes": loop["episodes"],
         "online_successes": loop["successes"],
         "arm_homes": loop.get("homes", 0),
+        "gripper_flips": flips.flips,
     }
     if clf is not None:
         summary.update(clf.stats())
@@ -372,6 +380,15 @@ def main(cfg: DictConfig) -> int:
     print(f"checkpoint: {path}\nplot: {plot}")
     return 0
 
+
+
+def gripper_flips(cfg: DictConfig) -> GripperFlips:
+    """The online gripper exploration of cfg.explore_gripper_flip / explore_gripper_hold
+    (robot_calql.agent.exploration); a ConfigError names a bad value."""
+    try:
+        return GripperFlips(float(cfg.explore_gripper_flip), int(cfg.explore_gripper_hold), seed=int(cfg.seed) + 3)
+    except ValueError as e:
+        raise ConfigError(f"explore_gripper_flip / explore_gripper_hold: {e}") from None
 
 
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,
