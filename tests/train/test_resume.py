@@ -46,13 +46,14 @@ def test_pretrain_resume_is_exact(tmp_path, tiny_dataset):
 
 def test_finetune_ctrl_c_then_resume_is_exact_buffer_included(tmp_path, pretrained, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={a}", "steps=20", *FT]) == 0
+    ft = [*FT, "explore_gripper_flip=0.3", "explore_gripper_hold=4"]  # a flip may be under way at the stop
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={a}", "steps=20", *ft]) == 0
     _InterruptAfter(monkeypatch, 11, sigint=True)  # a real Ctrl-C (SIGINT) during update 11
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", *FT]) == 130
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", *ft]) == 130
     monkeypatch.undo()
     buf = ckpt.load_checkpoint(b)["buffer"]
     assert int(buf["steps_written"]) == 11  # the online buffer (and the open episode) is in the checkpoint
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", "resume=true", *FT]) == 0
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", "resume=true", *ft]) == 0
     _assert_same(_weights(a), _weights(b))
     ba, bb = ckpt.load_checkpoint(a)["buffer"], ckpt.load_checkpoint(b)["buffer"]
     assert set(ba) == set(bb)
