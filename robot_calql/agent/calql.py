@@ -76,6 +76,8 @@ class CalQLConfig:
     cql_clip_diff_max: float = math.inf
     # backup
     max_target_backup: bool = True
+    td_target_max: float = math.inf  # clip the TD target to the largest return the rewards allow (inf: off):
+    # with sparse rewards where success ends the episode, the success reward after scale and bias
     backup_entropy: bool = False
     # SAC actor
     automatic_entropy_tuning: bool = True
@@ -344,7 +346,7 @@ class CalQL:
                 if cfg.num_min_critics is not None and cfg.num_min_critics < cfg.num_critics:
                     subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
                 td_target = td_backup(q_tgt, logp_tgt, reward, not_done, cfg.discount, alpha,
-                                      cfg.backup_entropy, subset)
+                                      cfg.backup_entropy, subset).clamp(max=cfg.td_target_max)
 
             # ONE critic forward for every (s, a) pair: data action + 3 x n sampled actions.
             actions = torch.cat([a_data[:, None], a_rand, a_cur, a_nxt], dim=1)  # (B, 1+3n, A)
