@@ -56,7 +56,7 @@ from robot_calql.train import finetune, pretrain  # noqa: E402
 METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
-               "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None}
+               "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": []}
 
 
 def code_version() -> str:
@@ -108,7 +108,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
-        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}", *common]))
+        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}",
+        *(f"++agent.{kv}" for kv in a.finetune_agent), *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
     summary["q_gap_success"] = critic_gaps(ft_dir)
@@ -309,6 +310,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Huber-clip BC z-scores beyond this many std (inf: plain -log pi)")
     p.add_argument("--agent", nargs="*", default=[], metavar="KEY=VALUE",
                    help="further CalQLConfig settings for every method, e.g. --agent tau=0.02 discount=0.98")
+    p.add_argument("--finetune-agent", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="agent settings changed for fine-tuning only, e.g. max_target_backup=false")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--explore-temperature", type=temperatures, default=0.2,
