@@ -56,6 +56,20 @@ def test_td_backup_max_target_min_over_critics_and_done_masking():
     assert t[0].item() == 1.0 + 0.5 * 5.0
 
 
+def test_td_target_max_clips_only_the_td_target():
+    out = {}
+    for bound in (math.inf, 1e6, -1e3):
+        agent = _small_agent(td_target_max=bound)
+        torch.manual_seed(1)  # same samples every time
+        out[bound] = {k: v.item() for k, v in agent._losses(_batch())[1].items()}
+    free = out[math.inf]
+    assert out[1e6] == free  # a bound above every target changes nothing
+    assert out[-1e3]["td_target"] == pytest.approx(-1e3)  # below every target: all of them clipped
+    for k in ("q_data", "q_rand", "q_cql_current", "q_cql_next", "loss_actor"):  # nothing else moves
+        assert out[-1e3][k] == free[k], k
+    assert out[-1e3]["loss_td"] > free["loss_td"]
+
+
 def test_entropy_temperature_loss_sign_and_value():
     log_alpha = torch.tensor(0.3, requires_grad=True)
     log_pi = torch.tensor([1.0, 3.0])  # entropy -2 on average, below a target of -1
