@@ -55,36 +55,14 @@ log = logging.getLogger("robot_calql.train.finetune")
 
 
 # ----------------------------------------------------------------------------- buffer snapshots
-_ONLINE_ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs")
-_ONLINE_COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
-
-
-def online_state(buf: Any) -> dict[str, np.ndarray]:
-    """The online replay as plain arrays (only the filled part) for buffer.npz."""
-    n_steps = min(buf.steps_written, buf.capacity)
-    n_frames = min(buf.frames_written, buf.num_frames)
-    out = {f"frames_{k}": v[:n_frames] for k, v in buf.frames.items()}
-    out.update({k: getattr(buf, k)[:n_steps] for k in _ONLINE_ARRAYS})
-    out.update({k: np.asarray(getattr(buf, k), dtype=np.int64) for k in _ONLINE_COUNTERS})
-    out["ep_start"] = np.asarray(-1 if buf._ep_start is None else buf._ep_start, dtype=np.int64)
-    out["rng_state"] = np.frombuffer(json.dumps(buf.rng.bit_generator.state).encode(), dtype=np.uint8)
-    return out
-
-
 def load_online_state(buf: Any, s: dict[str, np.ndarray]) -> None:
-    for k, v in buf.frames.items():
-        src = s[f"frames_{k}"]
-        if src.shape[1:] != v.shape[1:]:
-            raise ckpt.CheckpointError(f"buffer.npz: frames '{k}' have shape {src.shape[1:]}, this run needs {v.shape[1:]}")
-        if len(src) > len(v):
-            raise ckpt.CheckpointError(f"buffer.npz holds {len(src)} frames, more than online_capacity allows ({len(v)})")
-        v[: len(src)] = src
-    for k in _ONLINE_ARRAYS:
-        getattr(buf, k)[: len(s[k])] = s[k]
-    for k in _ONLINE_COUNTERS:
-        setattr(buf, k, int(s[k]))
-    buf._ep_start = None if int(s["ep_start"]) < 0 else int(s["ep_start"])
-    buf.rng.bit_generator.state = json.loads(bytes(s["rng_state"]).decode())
+    """Refill the online replay from a checkpoint's buffer.npz (OnlineReplay.state_dict)."""
+    from robot_calql.data.replay import ReplayError
+
+    try:
+        buf.load_state_dict(s)
+    except ReplayError as e:
+        raise ckpt.CheckpointError(f"buffer.npz: {e}") from None
 
 
 # ----------------------------------------------------------------------------- classifier reward
@@ -261,7 +239,7 @@ def main(cfg: DictConfig) -> int:
         if clf is not None:
             trainer["classifier"] = clf.state()
         return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
-                                    buffer=online_state(online), keep=int(cfg.keep_checkpoints))
+                                    buffer=online.state_dict(), keep=int(cfg.keep_checkpoints))
 
     last_eval: dict[str, float] = {}
 
