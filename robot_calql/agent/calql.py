@@ -15,7 +15,9 @@ Semantics follow the official implementation (nakamotoo/Cal-QL, JaxCQL/conservat
   the actor loss.
 - TD target: r + gamma * (1 - done) * Q_target(s', a'), with max-target backup (10 actions
   from pi(s'), min over the target critics, max over the samples) or one action; optional
-  entropy backup (off by default).
+  entropy backup (off by default); optionally n-step (`n_step`: the replay sums the rewards of
+  up to n steps and the target bootstraps from the state after them with gamma^m) and clipped
+  from above (`td_target_max`).
 - SAC actor (tanh-Gaussian) with automatic entropy tuning (target entropy -|A|), optional
   behaviour-cloning term (RoboFuME), soft target updates (tau 5e-3).
 
@@ -76,6 +78,7 @@ class CalQLConfig:
     cql_clip_diff_max: float = math.inf
     # backup
     max_target_backup: bool = True
+    n_step: int = 1  # n-step TD targets from the replay's reward windows (1: the official one-step target)
     td_target_max: float = math.inf  # clip the TD target to the largest return the rewards allow (inf: off):
     # with sparse rewards where success ends the episode, the success reward after scale and bias
     backup_entropy: bool = False
@@ -147,6 +150,8 @@ class CalQLConfig:
             raise ConfigError(
                 f"agent config: num_min_critics must be in [1, num_critics={self.num_critics}], got {self.num_min_critics}"
             )
+        if self.n_step < 1:
+            raise ConfigError(f"agent config: n_step must be >= 1, got {self.n_step}")
         if self.cql_n_actions < 1:
             raise ConfigError(f"agent config: cql_n_actions must be >= 1, got {self.cql_n_actions}")
         if not self.obs_clip > 0:
@@ -309,6 +314,8 @@ class CalQL:
         a_data = batch["action"].float()
         reward = batch["reward"].float()
         not_done = 1.0 - batch["done"].float()
+        # n-step rows (replay with n_step > 1) carry gamma^m of their window; one-step rows gamma
+        discount = batch["discount"].float() if "discount" in batch else cfg.discount
         mc_return = batch["mc_return"].float()
         B, A, n = a_data.shape[0], self.action_dim, cfg.cql_n_actions
         augment = self.encoder.pixels and cfg.aug_pad > 0
@@ -345,7 +352,7 @@ class CalQL:
                 subset = None
                 if cfg.num_min_critics is not None and cfg.num_min_critics < cfg.num_critics:
                     subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
-                td_target = td_backup(q_tgt, logp_tgt, reward, not_done, cfg.discount, alpha,
+                td_target = td_backup(q_tgt, logp_tgt, reward, not_done, discount, alpha,
                                       cfg.backup_entropy, subset).clamp(max=cfg.td_target_max)
 
             # ONE critic forward for every (s, a) pair: data action + 3 x n sampled actions.
@@ -583,10 +590,11 @@ def cql_logsumexp(
 
 def td_backup(
     q_target: torch.Tensor, logp: torch.Tensor, reward: torch.Tensor, not_done: torch.Tensor,
-    discount: float, alpha: torch.Tensor | float = 0.0, backup_entropy: bool = False,
+    discount: torch.Tensor | float, alpha: torch.Tensor | float = 0.0, backup_entropy: bool = False,
     subset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """TD target r + gamma * (1 - done) * V(s'), (B,).
+    """TD target r + gamma * (1 - done) * V(s'), (B,); `discount` is one number or one per row
+    (n-step rows: gamma^m, with r their window's discounted reward sum and s' the state after it).
 
     q_target: (E, B, k) target-critic Q of k actions from pi(s'); logp: (B, k). V(s') = max over
     the k samples of the min over critics (k = 1: plain SAC backup; k = 10: max-target backup),

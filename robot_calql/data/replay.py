@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from robot_calql.data.dataset import Dataset, Episode
-from robot_calql.data.returns import mc_return_to_go
+from robot_calql.data.returns import mc_return_to_go, n_step_returns
 
 
 class ReplayError(ValueError):
@@ -42,6 +42,7 @@ def replay_kwargs(cfg: Any) -> dict[str, Any]:
         "reward_scale": float(get("reward_scale", 1.0)),
         "reward_bias": float(get("reward_bias", 0.0)),
         "failure_reward": get("failure_reward", None),
+        "n_step": int(get("n_step", 1)),
     }
 
 
@@ -92,7 +93,11 @@ class _Buffer:
     """Frame + step storage and batch assembly shared by the offline and online buffers."""
 
     def __init__(self, obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
-                 text_embeddings: np.ndarray | None, device: str | torch.device, seed: int | None):
+                 text_embeddings: np.ndarray | None, device: str | torch.device, seed: int | None,
+                 discount: float = 0.99, n_step: int = 1):
+        if int(n_step) < 1:
+            raise ReplayError(f"n_step must be >= 1, got {n_step}")
+        self.discount, self.n_step = float(discount), int(n_step)
         obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}  # agent-spec extra
         self.frame_keys = [k for k in obs_spec if k in _FRAME_DTYPES]
         self.obs_spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
@@ -114,17 +119,34 @@ class _Buffer:
         self.mc_return = np.zeros(num_steps, dtype=np.float32)
         self.instruction = np.zeros(num_steps, dtype=np.int64)
         self.success = np.zeros(num_steps, dtype=np.bool_)  # the step's episode reached success
+        # n-step TD (n_step > 1): reward sum over the window, the frame after it, its terminal, gamma^m
+        self.n_reward = np.zeros(num_steps, dtype=np.float32)
+        self.n_next_idx = np.zeros(num_steps, dtype=np.int64)
+        self.n_done = np.zeros(num_steps, dtype=np.bool_)
+        self.n_discount = np.zeros(num_steps, dtype=np.float32)
 
     @staticmethod
     def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int) -> int:
         frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in obs_spec.items() if k in _FRAME_DTYPES)
-        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1
+        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1 + (4 + 8 + 1 + 4)
         return num_frames * frame + num_steps * step
 
+    def _fill_n_step(self, idx: np.ndarray) -> None:
+        """The n-step fields of one finished episode's steps (buffer positions `idx`, in order)."""
+        sums, m = n_step_returns(self.reward[idx], self.done[idx], self.n_step, self.discount)
+        last = idx[np.arange(len(idx)) + m - 1]
+        self.n_reward[idx] = sums
+        self.n_next_idx[idx] = self.next_idx[last]
+        self.n_done[idx] = self.done[last]
+        self.n_discount[idx] = self.discount ** m
+
     def _gather(self, steps: np.ndarray) -> dict[str, Any]:
+        """Rows `steps` as a batch; with n_step > 1 the reward, next_obs and done are the n-step
+        window's and a per-row `discount` (gamma^m) comes with them."""
         obs: dict[str, np.ndarray] = {}
         nxt: dict[str, np.ndarray] = {}
-        oi, ni = self.obs_idx[steps], self.next_idx[steps]
+        n = self.n_step > 1
+        oi, ni = self.obs_idx[steps], (self.n_next_idx if n else self.next_idx)[steps]
         for k in self.frame_keys:
             obs[k] = self.frames[k][oi]
             nxt[k] = self.frames[k][ni]
@@ -132,8 +154,12 @@ class _Buffer:
         obs["instruction"] = nxt["instruction"] = ins
         if self.text_embeddings is not None and "text_embedding" in self.obs_spec:
             obs["text_embedding"] = nxt["text_embedding"] = self.text_embeddings[ins]
-        return {"obs": obs, "next_obs": nxt, "action": self.action[steps], "reward": self.reward[steps],
-                "done": self.done[steps], "mc_return": self.mc_return[steps], "success": self.success[steps]}
+        b = {"obs": obs, "next_obs": nxt, "action": self.action[steps],
+             "reward": (self.n_reward if n else self.reward)[steps], "done": (self.n_done if n else self.done)[steps],
+             "mc_return": self.mc_return[steps], "success": self.success[steps]}
+        if n:
+            b["discount"] = self.n_discount[steps]
+        return b
 
 
 def _to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -158,7 +184,7 @@ class OfflineReplay(_Buffer):
                  reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
                  truncated_value: float = 0.0, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None, progress: bool = True):
+                 seed: int | None = None, progress: bool = True, n_step: int = 1):
         if len(dataset) == 0:
             raise ReplayError(f"{dataset.root}: dataset has no episodes")
         meta = dataset.meta
@@ -176,7 +202,7 @@ class OfflineReplay(_Buffer):
         need = self.nbytes(obs_spec, meta.action_dim, n_frames, n_steps)
         print(f"offline replay: {len(dataset)} episodes, {n_steps} steps, {n_frames} frames -> {_mib(need)} in memory",
               flush=True)
-        super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed)
+        super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed, discount, n_step)
         f = s = 0
         for i, ep in enumerate(tqdm(dataset, total=len(dataset), desc="loading offline data", leave=False,
                                      disable=not progress)):
@@ -194,6 +220,7 @@ class OfflineReplay(_Buffer):
             self.mc_return[steps] = mc_return_to_go(r, ep.terminal, discount, truncated_value, failure_reward)
             self.instruction[steps] = self.vocab.id(ep.instruction)
             self.success[steps] = bool(ep.success) or bool(ep.terminal.any())
+            self._fill_n_step(np.arange(s, s + T))
             f += T + 1
             s += T
         self.size = n_steps
@@ -238,7 +265,7 @@ class OnlineReplay(_Buffer):
                  failure_reward: float | None = None, truncated_value: float = 0.0,
                  bound_online: bool = True, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None):
+                 seed: int | None = None, n_step: int = 1):
         if capacity < 1:
             raise ReplayError(f"online replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -246,8 +273,9 @@ class OnlineReplay(_Buffer):
         need = self.nbytes(obs_spec, action_dim, self.num_frames, self.capacity)
         print(f"online replay: capacity {self.capacity} steps, {self.num_frames} frames -> {_mib(need)} when full",
               flush=True)
-        super().__init__(obs_spec, action_dim, self.num_frames, self.capacity, text_embeddings, device, seed)
-        self.discount, self.reward_scale, self.reward_bias = discount, reward_scale, reward_bias
+        super().__init__(obs_spec, action_dim, self.num_frames, self.capacity, text_embeddings, device, seed,
+                         discount, n_step)
+        self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self.failure_reward, self.truncated_value, self.bound_online = failure_reward, truncated_value, bound_online
         self.vocab = vocab or InstructionVocab()
         self.obs_abs = np.zeros(self.capacity, dtype=np.int64)  # absolute frame number of each step's obs
@@ -314,6 +342,7 @@ class OnlineReplay(_Buffer):
                                               self.truncated_value, self.failure_reward)
         # terminal = the task really ended, which in this project means it succeeded
         self.success[idx] = bool(self.done[idx].any())
+        self._fill_n_step(idx)
         self.complete = self.steps_written
         self._ep_start = None
 
@@ -332,8 +361,10 @@ class OnlineReplay(_Buffer):
                      truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
 
     # -- snapshots (resume)
-    _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs", "success")
+    _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs", "success",
+               "n_reward", "n_next_idx", "n_done", "n_discount")
     _OPTIONAL = {"success"}  # absent from snapshots written before it existed: left False
+    _N_STEP = {"n_reward", "n_next_idx", "n_done", "n_discount"}  # ditto; needed only with n_step > 1
     _COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -356,7 +387,10 @@ class OnlineReplay(_Buffer):
             if src.shape[1:] != v.shape[1:] or len(src) > len(v):
                 raise ReplayError(f"replay snapshot frames '{k}' have shape {src.shape}, this buffer holds {v.shape}")
         for k in self._ARRAYS:
-            if k in self._OPTIONAL and k not in sd:
+            if k in self._N_STEP and k not in sd and self.n_step > 1:
+                raise ReplayError(f"replay snapshot lacks '{k}' (written before n-step replay existed); "
+                                  "resume it with n_step=1")
+            if k in self._OPTIONAL | self._N_STEP and k not in sd:
                 continue
             if k not in sd or len(sd[k]) > self.capacity:
                 raise ReplayError(f"replay snapshot lacks '{k}' or holds more than capacity {self.capacity}")

@@ -57,3 +57,29 @@ def mc_return_to_go(
         g = r[t] + discount * g * (1.0 - d[t])
         out[t] = g
     return out.astype(np.float32)
+
+
+def n_step_returns(rewards: np.ndarray, terminals: np.ndarray, n: int, discount: float) -> tuple[np.ndarray, np.ndarray]:
+    """n-step TD pieces of one episode: (sum_{i<m} gamma^i r_{t+i} as float32 (T,), m as int64 (T,)).
+
+    m_t = min(n, steps left in the episode, steps up to and including the next terminal): the
+    window never runs past the episode's end or a terminal. The TD target of step t is then
+    sum + gamma^m * (1 - terminal_{t+m-1}) * V(s_{t+m}). n = 1 gives (r_t, 1).
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    d = np.asarray(terminals, dtype=bool)
+    if r.ndim != 1 or d.shape != r.shape:
+        raise ReturnsError(f"rewards and terminals must both be (T,), got {r.shape} and {d.shape}")
+    if int(n) < 1:
+        raise ReturnsError(f"n-step must be >= 1, got {n}")
+    T = r.shape[0]
+    sums, m = np.zeros(T, dtype=np.float64), np.zeros(T, dtype=np.int64)
+    for t in range(T):
+        g, k = 0.0, 0
+        while k < n and t + k < T:
+            g += discount**k * r[t + k]
+            k += 1
+            if d[t + k - 1]:
+                break
+        sums[t], m[t] = g, k
+    return sums.astype(np.float32), m

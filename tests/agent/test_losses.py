@@ -70,6 +70,21 @@ def test_td_target_max_clips_only_the_td_target():
     assert out[-1e3]["loss_td"] > free["loss_td"]
 
 
+def test_n_step_rows_bootstrap_with_their_own_discount():
+    agent = _small_agent()
+    b = _batch()
+    b["discount"] = torch.zeros(32)  # gamma^m = 0: the target is the window's reward sum alone
+    _, m = agent._losses(b)
+    assert m["td_target"].item() == pytest.approx(b["reward"].mean().item(), abs=1e-6)
+    torch.manual_seed(1)
+    b["discount"] = torch.full((32,), agent.cfg.discount)  # gamma^1 on every row: the one-step target
+    _, m1 = agent._losses(b)
+    del b["discount"]
+    torch.manual_seed(1)
+    _, m2 = agent._losses(b)
+    assert m1["td_target"].item() == pytest.approx(m2["td_target"].item(), rel=1e-6)
+
+
 def test_entropy_temperature_loss_sign_and_value():
     log_alpha = torch.tensor(0.3, requires_grad=True)
     log_pi = torch.tensor([1.0, 3.0])  # entropy -2 on average, below a target of -1

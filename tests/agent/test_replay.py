@@ -228,3 +228,45 @@ def test_success_flags_mark_every_step_of_a_successful_episode(tmp_path):
     # a snapshot written before the flag existed still loads; its rows are simply not flagged
     old = {k: v for k, v in on.state_dict().items() if k != "success"}
     _online().load_state_dict(old)
+
+
+def test_n_step_rows_sum_the_window_and_bootstrap_from_the_state_after_it(tmp_path):
+    """state[t] = start + t, so a row's obs and next_obs say which window it covers."""
+    off = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, discount=0.5, n_step=3, seed=0)
+    on = _online(n_step=3)
+    _run_episode(on, 0, 3, success=True)
+    _run_episode(on, 100, 4, success=False)
+    for buf, lengths in ((off, {0: 3, 100: 4}), (on, {0: 3, 100: 4})):
+        g = buf.discount
+        b = buf.sample(256)
+        s, s2 = b["obs"]["state"][:, 0].numpy(), b["next_obs"]["state"][:, 0].numpy()
+        start = np.where(s >= 100, 100, 0)
+        t, T = s - start, np.where(start == 100, lengths[100], lengths[0])
+        m = np.minimum(3, T - t)
+        np.testing.assert_array_equal(s2, s + m)  # the state after the window
+        np.testing.assert_allclose(b["discount"].numpy(), g ** m, rtol=1e-6)
+        # only the successful episode (start 0) has a reward, 1 at its last step, terminal
+        reaches_end = t + m == T
+        want_r = np.where((start == 0) & reaches_end, g ** (m - 1), 0.0)
+        np.testing.assert_allclose(b["reward"].numpy(), want_r, rtol=1e-6)
+        np.testing.assert_array_equal(b["done"].numpy(), (start == 0) & reaches_end)
+    one = _online()  # a one-step buffer keeps the one-step batch: no per-row discount
+    _run_episode(one, 0, 3, success=True)
+    b = one.sample(64)
+    assert "discount" not in b
+    np.testing.assert_array_equal(b["next_obs"]["state"].numpy(), b["obs"]["state"].numpy() + 1)
+
+
+def test_n_step_snapshot_round_trip_and_old_snapshots(tmp_path):
+    buf = _online(n_step=3)
+    _run_episode(buf, 0, 5, success=True)
+    other = _online(n_step=3)
+    other.load_state_dict(buf.state_dict())
+    a, b = buf.sample(32), other.sample(32)
+    for k in ("reward", "done", "discount"):
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+    np.testing.assert_array_equal(a["next_obs"]["state"].numpy(), b["next_obs"]["state"].numpy())
+    old = {k: v for k, v in buf.state_dict().items() if not k.startswith("n_")}
+    _online().load_state_dict(old)  # a one-step buffer does not need the n-step fields
+    with pytest.raises(ReplayError, match="resume it with n_step=1"):
+        _online(n_step=3).load_state_dict(old)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robot_calql.data.returns import ReturnsError, mc_return_to_go
+from robot_calql.data.returns import ReturnsError, mc_return_to_go, n_step_returns
 
 
 def test_terminal_episode_hand_computed():
@@ -48,3 +48,20 @@ def test_zero_reward_failure_fill_is_zero_and_nan_is_rejected():
         mc_return_to_go(np.array([0.0, np.nan]), np.zeros(2, bool), 0.99)
     with pytest.raises(ReturnsError, match="discount"):
         mc_return_to_go(np.zeros(2), np.zeros(2, bool), 1.0)
+
+
+def test_n_step_windows_stop_at_the_episode_end_and_at_terminals():
+    r = np.array([1.0, 2.0, 3.0, 4.0])
+    sums, m = n_step_returns(r, np.array([0, 0, 0, 1], bool), 2, 0.5)
+    np.testing.assert_allclose(sums, [1 + 0.5 * 2, 2 + 0.5 * 3, 3 + 0.5 * 4, 4])
+    np.testing.assert_array_equal(m, [2, 2, 2, 1])
+    # a terminal inside the window ends it (step 1 is terminal: step 0 sums 2 rewards, not 3)
+    sums, m = n_step_returns(r, np.array([0, 1, 0, 0], bool), 3, 0.5)
+    np.testing.assert_allclose(sums, [1 + 0.5 * 2, 2, 3 + 0.5 * 4, 4])
+    np.testing.assert_array_equal(m, [2, 1, 2, 1])
+    # n = 1 is the one-step target
+    sums, m = n_step_returns(r, np.zeros(4, bool), 1, 0.9)
+    np.testing.assert_allclose(sums, r)
+    np.testing.assert_array_equal(m, 1)
+    with pytest.raises(ReturnsError, match="n-step must be >= 1"):
+        n_step_returns(r, np.zeros(4, bool), 0, 0.9)
