@@ -81,6 +81,8 @@ class LearnerNode(Node):
         self.meta = {**meta, "phase": "finetune_ros"}
         if float(c.get("policy_lr", 0) or 0) > 0:  # online actor lr (the pre-training one is often too high)
             self.meta["agent"] = {**(self.meta.get("agent") or {}), "policy_lr": float(c["policy_lr"])}
+        # learner.agent: other settings for fine-tuning, e.g. n_step (unknown keys: a ConfigError naming them)
+        self.meta["agent"] = {**(self.meta.get("agent") or {}), **json.loads(c.get("agent_overrides_json") or "{}")}
         self.agent = build_agent(self.meta, self.device)
         if state is not None:
             self.agent.load_state_dict(state["agent_state"])

@@ -95,7 +95,10 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         "safety": {"robot": robot, "workspace_file": _abs(c["workspace_file"]),
                    "kinematics": c["kinematics"], "autostart": bool(c["sim"]),
                    "home_timeout_s": float(c["controller"].get("home_timeout_s", 30.0))},
-        "learner": {"robot": robot, "learner": {**c["learner"], "run_dir": _abs(c["run_dir"]),
+        "learner": {"robot": robot, "learner": {**{k: v for k, v in c["learner"].items() if k != "agent"},
+                                                "run_dir": _abs(c["run_dir"]),
+                                                # agent settings changed for fine-tuning (ROS params are flat)
+                                                "agent_overrides_json": json.dumps(c["learner"].get("agent") or {}),
                                                 "checkpoint": _abs(c["checkpoint"]),
                                                 "transition_history": int(c["policy"]["transition_history"]),
                                                 "seed": int(c["seed"]),

@@ -61,3 +61,24 @@ def test_learner_buffer_follows_the_checkpoints_calql_bound_online(ros, tmp_path
     (learner,) = build_nodes(node_set(cfg))
     ros.add(learner)
     assert learner.online.bound_online is bound_online
+
+
+def test_learner_agent_settings_change_fine_tuning_only_and_unknown_ones_are_named(ros, tmp_path):
+    """`learner.agent` (like finetune's `agent`) changes agent settings for the online phase, e.g.
+    the one-action backup and n-step targets; the online buffer gets the n-step windows too."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import ConfigError, compose
+
+    _pretrained(tmp_path / "pre")
+    base = ["sim=true", "nodes=[learner]", f"checkpoint={tmp_path / 'pre'}", f"run_dir={tmp_path / 'run'}"]
+    cfg = compose("launch_finetune", [*base, "+learner.agent.max_target_backup=false", "+learner.agent.n_step=4"])
+    (learner,) = build_nodes(node_set(cfg))
+    ros.add(learner)
+    assert learner.agent.cfg.max_target_backup is False and learner.agent.cfg.n_step == 4
+    assert learner.online.n_step == 4
+    assert learner.agent.cfg.actor_hidden == (32, 32)  # the rest still comes from the checkpoint
+    bad = compose("launch_finetune", [*base, f"run_dir={tmp_path / 'run2'}", "+learner.agent.n_stpe=4"])
+    with pytest.raises(ConfigError, match="n_stpe"):
+        build_nodes(node_set(bad))
