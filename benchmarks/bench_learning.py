@@ -31,6 +31,10 @@ regret <= CQL's.
     # RoboFuME's reset-free setting (docs/training.md has both settings' figures)
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --out runs/bl_rf
+    # fine-tuning variants on that run's data and pre-training (e.g. the one-action backup)
+    .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
+        --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --pretrained runs/bl_rf \
+        --finetune-agent max_target_backup=false --out runs/bl_rf_onebackup
 
 Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
 """
