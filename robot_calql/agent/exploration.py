@@ -3,12 +3,15 @@
 The Gaussian policy explores every axis with the same kind of small noise around its mean. The
 gripper is different: it acts like a switch (the fingers close on the object or open away from
 it), and after pre-training on demos whose gripper command is always -1 or +1 the policy's mean
-sits deep in tanh's flat tail (0.9 and above), where a sample almost never crosses zero. So a
-policy that carries the object to the goal and then hovers, still closed, never tries letting go
-there, the critic never sees that letting go succeeds, and online practice cannot fix the hover
-(docs/training.md, "Gripper flips"). HIL-SERL's answer is a discrete gripper action explored
-epsilon-greedily; this is the same exploration for the continuous gripper axis: with probability
-`prob` per step, command the gripper the opposite way to the policy for the next `hold` steps.
+sits deep in tanh's flat tail (0.9 and above), where a sample almost never crosses zero, so a
+policy that hovers over the goal still closed rarely tries letting go there. HIL-SERL's answer is
+a discrete gripper action explored epsilon-greedily; this is the same exploration for the
+continuous gripper axis: with probability `prob` per step, command the gripper the opposite way
+to the policy for the next `hold` steps.
+
+Measured in the stand-in (docs/training.md, "The hover, looked at closely"): at 0.05 per step the
+flips mostly dropped the cube while carrying and wrecked online practice, and the hover was not a
+lack of such data (the policy's own opens over the bowl were in the buffer); it is off by default.
 
 The flipped action is the one executed, so it is the one stored in the replay: the transitions
 stay true to what the robot did. Evaluation never flips.
