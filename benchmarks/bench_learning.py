@@ -35,6 +35,8 @@ regret <= CQL's.
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --pretrained runs/bl_rf \
         --finetune-agent max_target_backup=false --out runs/bl_rf_onebackup
+    # more online steps for a finished run: the same command, a larger --online-steps, --extend
+    .venv/bin/python benchmarks/bench_learning.py ... --online-steps 20000 --extend --out runs/bl_rf_onebackup
 
 Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
 """
@@ -96,16 +98,20 @@ def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
 
 def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int,
                pre_dir: Path | None = None) -> dict:
-    """Pre-train (unless `pre_dir` holds an earlier run's pre-training of this method and seed), then fine-tune."""
+    """Pre-train (unless `pre_dir` holds an earlier run's pre-training of this method and seed, or
+    --extend), then fine-tune (with --extend: continue the fine-tuning run already there)."""
     ft_dir = root / f"{method}_ft"
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
+    if a.extend and not (ft_dir / "checkpoints").is_dir():
+        raise SystemExit(f"--extend: {ft_dir} holds no fine-tuning checkpoint to continue")
     if pre_dir is None:
         pre_dir = root / f"{method}_pre"
-        steps = 0 if method == "scratch" else a.offline_steps
-        rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
-                                                "log_every=500", *agent_overrides(method, a), *common]))
-        assert rc == 0, f"{method}: pretrain failed"
+        if not a.extend:  # (extending: the run's pre-training is there already)
+            steps = 0 if method == "scratch" else a.offline_steps
+            rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
+                                                    "log_every=500", *agent_overrides(method, a), *common]))
+            assert rc == 0, f"{method}: pretrain failed"
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         f"reset_free={str(a.reset_free).lower()}", f"backward={str(a.reset_free).lower()}",
@@ -113,7 +119,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}",
-        *(f"++agent.{kv}" for kv in a.finetune_agent), *common]))
+        *(f"++agent.{kv}" for kv in a.finetune_agent), f"resume={str(a.extend).lower()}", *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
     summary["q_gap_success"] = critic_gaps(ft_dir)
@@ -246,6 +252,30 @@ def report(results: dict, out: Path, task: str) -> None:
     print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
 
 
+def settings(cfg: dict, skip: set[str]) -> dict:
+    """A run's benchmark settings less `skip`; a setting added after the run was made reads as what
+    that run did (BEFORE_FLAG)."""
+    return {k: v for k, v in {**BEFORE_FLAG, **cfg}.items() if k not in skip}
+
+
+def extended_run(out: Path, a: argparse.Namespace) -> dict:
+    """The bench_learning.json in `out` that --extend continues. SystemExit unless it was made with
+    this command's settings (--online-steps aside, which must not be smaller)."""
+    f = out / "bench_learning.json"
+    if not f.is_file():
+        raise SystemExit(f"--extend: no bench_learning.json in {out} (--out names the run to continue)")
+    prev = json.loads(f.read_text())
+    skip = {"online_steps", "out", "merge", "threads", "extend"}
+    theirs, ours = settings(prev["config"], skip), settings(vars(a), skip)
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        raise SystemExit(f"--extend: {f} was made with other settings: "
+                         + ", ".join(f"{k} ({theirs.get(k)!r} vs {ours.get(k)!r})" for k in diff))
+    if a.online_steps < prev["config"]["online_steps"]:
+        raise SystemExit(f"--extend: --online-steps {a.online_steps} is fewer than the run's {prev['config']['online_steps']}")
+    return prev
+
+
 def merge(paths: list[str], out: Path) -> int:
     """Combine bench_learning.json files of runs made separately (e.g. one seed per process,
     --first-seed) into one report. Their settings must match, and so must the code that ran where
@@ -253,14 +283,10 @@ def merge(paths: list[str], out: Path) -> int:
     "unknown" and is merged with a warning; a "-dirty" version cannot vouch for its working tree)."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
-    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods", "pretrained"}  # like runs of other methods merge too
-
-    def settings(cfg: dict) -> dict:  # a setting added after a run was made: what that run did
-        return {k: v for k, v in {**BEFORE_FLAG, **cfg}.items() if k not in skip}
-
-    base = settings(parts[0]["config"])
+    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods", "pretrained", "extend"}  # like runs of other methods merge too
+    base = settings(parts[0]["config"], skip)
     for p, part in zip(paths, parts, strict=True):
-        other = settings(part["config"])
+        other = settings(part["config"], skip)
         if other != base:
             diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
             raise SystemExit(f"{p}: settings differ from {paths[0]} in {diff}; only like runs merge")
@@ -334,6 +360,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
                    help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "
                         "their data and pre-training settings must match) and only fine-tune")
+    p.add_argument("--extend", action="store_true",
+                   help="continue the fine-tuning of the run in --out (made by this same command with fewer "
+                        "--online-steps) from its last checkpoints to --online-steps; resume is exact and the "
+                        "online buffer grows, so the result is the run --online-steps would have made")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
@@ -365,11 +395,17 @@ def main() -> int:
     if a.pretrained:
         reuse, codes = pretrained_runs(a.pretrained, a)
         results["pretrained_code"] = codes
+    before = 0.0
+    if a.extend:  # the first part's code and time stay on record
+        prev = extended_run(out, a)
+        results["extended_from"] = {k: prev.get(k) for k in ("code", "minutes", "pretrained_code")}
+        results["extended_from"]["online_steps"] = prev["config"]["online_steps"]
+        before = prev.get("minutes", 0.0)
     t0 = time.time()
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         root = out / f"seed{seed}"
         data = root / "data"
-        if not reuse:  # (reused pre-training fine-tunes on the data it was trained on)
+        if not (reuse or a.extend):  # (reused pre-training fine-tunes on the data it was trained on)
             collect(a, seed, data)
         for m in methods:
             s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None)
@@ -378,7 +414,7 @@ def main() -> int:
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    results["minutes"] = (time.time() - t0) / 60
+    results["minutes"] = before + (time.time() - t0) / 60
     report(results, out, a.task)
     return 0
 

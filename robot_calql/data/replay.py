@@ -370,7 +370,8 @@ class OnlineReplay(_Buffer):
     def state_dict(self) -> dict[str, np.ndarray]:
         """The filled part of the buffer, its counters and its sampling RNG, as plain arrays
         (np.savez-ready). `load_state_dict` on a buffer of the same spec and capacity continues
-        exactly: same contents, same next samples."""
+        exactly: same contents, same next samples. So does one of a larger capacity while the
+        snapshot's rings have not wrapped (`snapshot_wrapped`): a run extended to more steps."""
         n_steps, n_frames = min(self.steps_written, self.capacity), min(self.frames_written, self.num_frames)
         out = {f"frames_{k}": v[:n_frames] for k, v in self.frames.items()}
         out.update({k: getattr(self, k)[:n_steps] for k in self._ARRAYS})
@@ -378,6 +379,14 @@ class OnlineReplay(_Buffer):
         out["ep_start"] = np.asarray(-1 if self._ep_start is None else self._ep_start, dtype=np.int64)
         out["rng_state"] = np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), dtype=np.uint8)
         return out
+
+    @staticmethod
+    def snapshot_wrapped(sd: Mapping[str, np.ndarray]) -> bool:
+        """Whether the buffer that wrote `sd` had begun to overwrite its oldest steps or frames.
+        Until then every stored index is absolute, so the snapshot fits any buffer large enough to
+        hold it; after, its indices are modulo the writer's capacity and fit only that capacity."""
+        frames = next(v for k, v in sd.items() if k.startswith("frames_"))
+        return int(sd["steps_written"]) > len(sd["obs_idx"]) or int(sd["frames_written"]) > len(frames)
 
     def load_state_dict(self, sd: Mapping[str, np.ndarray]) -> None:
         for k, v in self.frames.items():
@@ -394,6 +403,12 @@ class OnlineReplay(_Buffer):
                 continue
             if k not in sd or len(sd[k]) > self.capacity:
                 raise ReplayError(f"replay snapshot lacks '{k}' or holds more than capacity {self.capacity}")
+        if self.snapshot_wrapped(sd):  # its indices are modulo the writer's rings: only those sizes fit
+            n_frames = len(next(iter(sd[f"frames_{k}"] for k in self.frames)))
+            steps_wrapped = int(sd["steps_written"]) > len(sd["obs_idx"])
+            if len(sd["obs_idx"]) != self.capacity if steps_wrapped else n_frames != self.num_frames:
+                raise ReplayError("replay snapshot comes from a buffer of another capacity that had wrapped (began "
+                                  f"overwriting its oldest steps); it loads only into that capacity, not {self.capacity}")
         for k, v in self.frames.items():
             v[: len(sd[f"frames_{k}"])] = sd[f"frames_{k}"]
         for k in self._ARRAYS:

@@ -187,11 +187,19 @@ def main(cfg: DictConfig) -> int:
     offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1,
                             progress=bool(cfg.progress), **rk)
     capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
-    if resuming:  # the ring buffer's frame indices only make sense with the capacity they were written with
-        saved = int(state["trainer"]["loop"]["capacity"])
-        if cfg.online_capacity and int(cfg.online_capacity) != saved:
-            raise ConfigError(f"resume: online_capacity={cfg.online_capacity}, but the run was started with {saved}")
-        capacity = saved
+    if resuming and capacity != (saved := int(state["trainer"]["loop"]["capacity"])):
+        # a ring that has wrapped holds indices modulo its capacity; one that has not can grow, so a
+        # run resumed with more steps equals one started with them (or shrink, if what it holds fits)
+        snap = state["buffer"]
+        held = 0 if snap is None else int(snap["steps_written"])
+        if snap is not None and (OnlineReplay.snapshot_wrapped(snap) or held > capacity):
+            if cfg.online_capacity:
+                raise ConfigError(f"resume: online_capacity={cfg.online_capacity}, but the run's online buffer "
+                                  f"(capacity {saved}, {held} steps written) has wrapped or does not fit: "
+                                  f"continue it with online_capacity={saved} or leave it unset")
+            capacity = saved
+        else:
+            log.info("resume: online buffer capacity %d -> %d steps (it holds %d, none overwritten)", saved, capacity, held)
     online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab,
                           bound_online=acfg.calql_bound_online, device=str(cfg.device), seed=int(cfg.seed) + 2, **rk)
     replay = MixedReplay(offline, online, float(cfg.mixing_ratio))
@@ -221,6 +229,7 @@ def main(cfg: DictConfig) -> int:
             flips.load(state["trainer"]["gripper_flips"])
         if state["buffer"] is not None:
             load_online_state(online, state["buffer"])
+        loop["capacity"] = capacity
         if clf is not None and "classifier" in state["trainer"]:
             clf.load(state["trainer"]["classifier"])
         log.info("resuming %s at online step %d", out, loop["step"])

@@ -270,3 +270,29 @@ def test_n_step_snapshot_round_trip_and_old_snapshots(tmp_path):
     _online().load_state_dict(old)  # a one-step buffer does not need the n-step fields
     with pytest.raises(ReplayError, match="resume it with n_step=1"):
         _online(n_step=3).load_state_dict(old)
+
+
+def test_snapshot_grows_into_a_larger_buffer_until_its_ring_wraps():
+    small, big = _online(capacity=16), _online(capacity=64)
+    for e in range(3):
+        for buf in (small, big):
+            _run_episode(buf, 100 * e, 3, success=e % 2 == 0)
+    assert not OnlineReplay.snapshot_wrapped(small.state_dict())
+    grown = _online(capacity=64)
+    grown.load_state_dict(small.state_dict())  # a run extended to more steps: what a big buffer would hold
+    for e in range(3, 12):  # well past the small capacity
+        for buf in (big, grown):
+            _run_episode(buf, 100 * e, 3, success=e % 2 == 0)
+    a, b = big.sample(64), grown.sample(64)
+    for k in ("action", "reward", "mc_return"):
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+    np.testing.assert_array_equal(a["obs"]["state"].numpy(), b["obs"]["state"].numpy())
+    assert (a["obs"]["state"].numpy()[:, 0] < 300).any()  # the first episodes were kept, not overwritten
+    # a ring that has wrapped stores indices modulo its capacity: refused by any other capacity
+    for e in range(3, 8):
+        _run_episode(small, 100 * e, 3, success=False)
+    wrapped = small.state_dict()
+    assert OnlineReplay.snapshot_wrapped(wrapped)
+    with pytest.raises(ReplayError, match="another capacity that had wrapped"):
+        _online(capacity=64).load_state_dict(wrapped)
+    _online(capacity=16).load_state_dict(wrapped)  # its own capacity is fine

@@ -142,3 +142,20 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     monkeypatch.setattr("sys.argv", [*(a if a != "5" else "6" for a in args), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match=r"offline_steps \(5 vs 6\)"):
         bench.main()
+
+    # --extend: the same command with more online steps continues the fine-tuning runs in --out
+    flip = tmp_path / "flip"
+    first = json.loads((flip / "bench_learning.json").read_text())["runs"]["calql"][0]["evals"]
+    longer = [a if a != "40" or i != args.index("--online-steps") + 1 else "80" for i, a in enumerate(args)]
+    monkeypatch.setattr("sys.argv", [*longer, "--extend", "--out", str(flip)])
+    assert bench.main() == 0
+    rec = json.loads((flip / "bench_learning.json").read_text())
+    evals = rec["runs"]["calql"][0]["evals"]
+    assert [s for s, _ in evals] == [0, 40, 80] and evals[:2] == first  # continued, not redone
+    assert rec["extended_from"]["online_steps"] == 40 and rec["config"]["online_steps"] == 80
+    monkeypatch.setattr("sys.argv", [*(a if a != "0.5" else "0.4" for a in longer), "--extend", "--out", str(flip)])
+    with pytest.raises(SystemExit, match=r"gripper_flip \(0.5 vs 0.4\)"):
+        bench.main()
+    monkeypatch.setattr("sys.argv", [*longer, "--extend", "--out", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="no bench_learning.json"):
+        bench.main()

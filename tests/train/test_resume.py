@@ -67,6 +67,29 @@ def test_finetune_ctrl_c_then_resume_is_exact_buffer_included(tmp_path, pretrain
         assert open(sb[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_finetune_extended_with_more_steps_equals_the_longer_run(tmp_path, pretrained, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={a}", "steps=20", *FT]) == 0
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=10", *FT]) == 0  # finished...
+    assert ckpt.load_checkpoint(b)["trainer"]["loop"]["capacity"] == 11
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", "resume=true", *FT]) == 0  # ...and extended
+    assert ckpt.load_checkpoint(b)["trainer"]["loop"]["capacity"] == 21  # the buffer grew: nothing was evicted
+    _assert_same(_weights(a), _weights(b))
+    ba, bb = ckpt.load_checkpoint(a)["buffer"], ckpt.load_checkpoint(b)["buffer"]
+    for k in ba:
+        np.testing.assert_array_equal(ba[k], bb[k], err_msg=f"buffer array {k} differs after the extension")
+    sa = json.loads((a / "summary.json").read_text())
+    sb = json.loads((b / "summary.json").read_text())
+    assert sa["evals"] == sb["evals"] and [s for s, _ in sb["evals"]] == [0, 5, 10, 15, 20]
+    # a buffer that wrapped cannot grow: asking for another capacity is refused by name
+    c = tmp_path / "c"
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={c}", "steps=12", "online_capacity=9", *FT]) == 0
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={c}", "steps=20", "online_capacity=21",
+                 "resume=true", *FT]) == 1
+    assert "online_capacity=21, but the run's online buffer (capacity 9, 12 steps written) has wrapped" in \
+        capsys.readouterr().err
+
+
 class _InterruptAfter:
     """Patch CalQL.update to interrupt on call number n: a SIGINT to this process (Ctrl-C; the
     loop finishes the step, saves and exits 130) or a KeyboardInterrupt raised inside the update
