@@ -17,6 +17,9 @@ Figures per method (mean over seeds):
 - initial dip: offline success minus the mean of the first 5 online evaluations (targets: <= 0.10),
 - cumulative regret: mean over online evaluations of (1 - success) (CORL's definition),
 - final success,
+- the offline and the final policy's success on --fresh-episodes (100) placements that none of
+  the training's evaluations used, with a 95% interval (the 20 placements evaluated every
+  --eval-every steps are the same each time, and a policy can fit them),
 - the critic against the returns it got: Q(s, pi(s)) minus the discounted return along the
   evaluation's successful episodes, at the first and the last evaluation (Cal-QL's claim is that
   its Q stays at the scale of the returns where CQL's sinks below them).
@@ -62,7 +65,8 @@ from robot_calql.train import finetune, pretrain  # noqa: E402
 METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
-               "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": []}
+               "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
+               "fresh_episodes": 0}
 
 
 def code_version() -> str:
@@ -123,7 +127,28 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
     summary["q_gap_success"] = critic_gaps(ft_dir)
+    if a.fresh_episodes:
+        summary["fresh"] = {"offline": fresh_eval(pre_dir, root / f"{method}_fresh_offline", a),
+                            "final": fresh_eval(ft_dir, root / f"{method}_fresh_final", a)}
     return summary
+
+
+FRESH_SEED = 20_000  # training's evaluations use seeds 10000.. (configs/evaluate.yaml); the demos' are hashed
+
+
+def fresh_eval(run: Path, out: Path, a: argparse.Namespace) -> dict:
+    """Success of a run's last checkpoint on --fresh-episodes placements that no evaluation during
+    training saw (seeds FRESH_SEED..), with the 95% interval and the failure kinds; `robot-calql
+    evaluate` writes its evaluation.json and failures.png to `out`."""
+    from robot_calql.train import evaluate
+
+    rc = evaluate.main(compose("evaluate", [f"checkpoint={run}", f"eval_task={a.task}", f"episodes={a.fresh_episodes}",
+                                            f"seed={FRESH_SEED}", f"max_episode_steps={a.max_episode_steps}",
+                                            "progress=false", f"out={out}"]))
+    assert rc == 0, f"evaluate {run} failed"
+    r = json.loads((out / "evaluation.json").read_text())
+    return {"success": r["success_rate"], "interval95": r["interval95"], "outcomes": r["outcomes"],
+            "episodes": r["episodes"]}
 
 
 # the settings that shape a seed's data and pre-training (what --pretrained must match)
@@ -177,8 +202,9 @@ def figures(evals: list[list[float]], window: int = 3) -> dict:
     steps_to_90 is the issue's criterion: the first online evaluation at 90% or more. With 20
     episodes an 80% policy scores 18/20 one time in five, so over 20 evaluations it "reaches" 90%
     almost surely; steps_to_90_sustained asks the mean of `window` consecutive evaluations from
-    that step on (60 episodes at 20 each) to be at least 90%, and final_success_mean is the mean of
-    the last `window` evaluations.
+    that step on to be at least 90%, and final_success_mean is the mean of the last `window`
+    evaluations. Every evaluation sees the same placements (seeds 10000..), so these means smooth
+    the policy's changes, not the luck of 20 placements: the fresh-placement figure does that.
     """
     e = np.asarray(evals, dtype=np.float64)
     steps, succ = e[:, 0], e[:, 1]
@@ -219,6 +245,12 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["q_gap_success_start"] = float(np.mean([g[0][1] for g in gaps]))
             summary[m]["q_gap_success_end"] = float(np.mean([g[-1][1] for g in gaps]))
         summary[m]["seeds_holding_90"] = sum(r is not None for r in summary[m]["steps_to_90_sustained"])
+        fresh = [r["fresh"] for r in runs if "fresh" in r]  # runs made before it: none
+        if fresh:  # the start and the end on placements the training's evaluations never saw
+            for k in ("offline", "final"):
+                summary[m][f"fresh_{k}"] = float(np.mean([f[k]["success"] for f in fresh]))
+                summary[m][f"fresh_{k}_per_seed"] = [f[k]["success"] for f in fresh]
+            summary[m]["fresh_episodes"] = fresh[0]["final"]["episodes"]
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
         curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
     if "calql" in summary:
@@ -228,6 +260,7 @@ def report(results: dict, out: Path, task: str) -> None:
             "calql_90pct_sustained_within_20k": all(r is not None and r <= 20000 for r in c["steps_to_90_sustained"]),
             "calql_no_dip_over_10pts": c["initial_dip"] <= 0.10,
             "calql_regret_le_cql": (c["regret"] <= summary["cql"]["regret"]) if "cql" in summary else None,
+            "calql_final_90pct_on_fresh_placements": c["fresh_final"] >= 0.9 if "fresh_final" in c else None,
         }
     results["summary"] = summary
     out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +280,11 @@ def report(results: dict, out: Path, task: str) -> None:
         if "q_gap_success_start" in summary[m]:
             print(f"{m}: Q(s, pi(s)) minus the real return along evaluation successes: "
                   f"{summary[m]['q_gap_success_start']:+.1f} offline -> {summary[m]['q_gap_success_end']:+.1f} at the end")
+    for m in methods:
+        if "fresh_final" in summary[m]:
+            per = " / ".join(f"{x:.0%}" for x in summary[m]["fresh_final_per_seed"])
+            print(f"{m}: on {summary[m]['fresh_episodes']} fresh placements per seed: {summary[m]['fresh_offline']:.0%} "
+                  f"offline -> {summary[m]['fresh_final']:.0%} at the end ({per})")
     if "targets" in summary:
         print("targets:", summary["targets"])
     print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
@@ -265,7 +303,7 @@ def extended_run(out: Path, a: argparse.Namespace) -> dict:
     if not f.is_file():
         raise SystemExit(f"--extend: no bench_learning.json in {out} (--out names the run to continue)")
     prev = json.loads(f.read_text())
-    skip = {"online_steps", "out", "merge", "threads", "extend"}
+    skip = {"online_steps", "out", "merge", "threads", "extend", "fresh_episodes"}  # (evaluation only)
     theirs, ours = settings(prev["config"], skip), settings(vars(a), skip)
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:
@@ -360,6 +398,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
                    help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "
                         "their data and pre-training settings must match) and only fine-tune")
+    p.add_argument("--fresh-episodes", type=int, default=100,
+                   help="after fine-tuning, evaluate the offline and the final policy on this many placements "
+                        "the training's evaluations never saw (0: skip)")
     p.add_argument("--extend", action="store_true",
                    help="continue the fine-tuning of the run in --out (made by this same command with fewer "
                         "--online-steps) from its last checkpoints to --online-steps; resume is exact and the "
@@ -410,7 +451,7 @@ def main() -> int:
         for m in methods:
             s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
-                                       **figures(s["evals"])})
+                                       **figures(s["evals"]), **({"fresh": s["fresh"]} if "fresh" in s else {})})
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -112,7 +112,8 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     monkeypatch.setattr("sys.argv", ["bench_learning.py", "--reset-free", "--seeds", "1", "--episodes", "2",
                                      "--failures", "1", "--offline-steps", "5", "--online-steps", "120",
                                      "--eval-every", "120", "--eval-episodes", "1", "--batch", "16",
-                                     "--max-episode-steps", "30", "--methods", "calql", "--out", str(out)])
+                                     "--max-episode-steps", "30", "--methods", "calql", "--fresh-episodes", "3",
+                                     "--out", str(out)])
     assert bench.main() == 0
     tasks = {ep.task for ep in Dataset(out / "seed0" / "data")}
     assert tasks == {"cube_in_bowl", "cube_out_of_bowl"}
@@ -121,6 +122,13 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     assert ft["online_episodes"] >= 4  # 120 steps of 30-step tries, forward and backward in turn
     rec = json.loads((out / "bench_learning.json").read_text())
     assert rec["config"]["reset_free"] is True
+    # the offline and the final policy, evaluated on placements training's evaluations never used
+    fresh = rec["runs"]["calql"][0]["fresh"]
+    for k in ("offline", "final"):
+        ev = json.loads((out / "seed0" / f"calql_fresh_{k}" / "evaluation.json").read_text())
+        assert ev["episodes"] == fresh[k]["episodes"] == 3 and fresh[k]["success"] == ev["success_rate"]
+        assert [e["seed"] for e in ev["per_episode"]] == [20000, 20001, 20002]
+    assert rec["summary"]["calql"]["fresh_final"] == fresh["final"]["success"]
     full = _run(tmp_path / "full", 1, [0.5, 0.5])  # a full-reset run does not merge with it
     with pytest.raises(SystemExit, match="reset_free"):
         bench.merge([str(out), str(full)], tmp_path / "out3")
@@ -130,7 +138,7 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     args = ["bench_learning.py", "--reset-free", "--seeds", "1", "--episodes", "2", "--failures", "1",
             "--offline-steps", "5", "--online-steps", "40", "--eval-every", "40", "--eval-episodes", "1",
             "--batch", "16", "--max-episode-steps", "30", "--methods", "calql", "--gripper-flip", "0.5",
-            "--pretrained", str(out)]
+            "--fresh-episodes", "2", "--pretrained", str(out)]
     pre_mtime = (out / "seed0" / "calql_pre" / "summary.json").stat().st_mtime_ns
     monkeypatch.setattr("sys.argv", [*args, "--out", str(tmp_path / "flip")])
     assert bench.main() == 0
