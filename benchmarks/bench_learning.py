@@ -18,8 +18,8 @@ Figures per method (mean over seeds):
 - cumulative regret: mean over online evaluations of (1 - success) (CORL's definition),
 - final success,
 - the offline and the final policy's success on --fresh-episodes (100) placements that none of
-  the training's evaluations used, with a 95% interval (the 20 placements evaluated every
-  --eval-every steps are the same each time, and a policy can fit them),
+  the training's evaluations used, with a 95% interval (every evaluation of every seed and
+  method sees the same 20 placements, so their luck is shared: an easy set lifts every curve),
 - the critic against the returns it got: Q(s, pi(s)) minus the discounted return along the
   evaluation's successful episodes, at the first and the last evaluation (Cal-QL's claim is that
   its Q stays at the scale of the returns where CQL's sinks below them).
