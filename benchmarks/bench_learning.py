@@ -437,10 +437,12 @@ def main() -> int:
         reuse, codes = pretrained_runs(a.pretrained, a)
         results["pretrained_code"] = codes
     before = 0.0
-    if a.extend:  # the first part's code and time stay on record
+    if a.extend:  # the earlier parts' code, steps and time stay on record, oldest first
         prev = extended_run(out, a)
-        results["extended_from"] = {k: prev.get(k) for k in ("code", "minutes", "pretrained_code")}
-        results["extended_from"]["online_steps"] = prev["config"]["online_steps"]
+        earlier = prev.get("extended_from", [])
+        results["extended_from"] = [*([earlier] if isinstance(earlier, dict) else earlier),  # (dict: one part)
+                                    {"code": prev.get("code"), "online_steps": prev["config"]["online_steps"],
+                                     "minutes": prev.get("minutes", 0.0)}]
         before = prev.get("minutes", 0.0)
     t0 = time.time()
     for seed in range(a.first_seed, a.first_seed + a.seeds):

@@ -160,7 +160,7 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     rec = json.loads((flip / "bench_learning.json").read_text())
     evals = rec["runs"]["calql"][0]["evals"]
     assert [s for s, _ in evals] == [0, 40, 80] and evals[:2] == first  # continued, not redone
-    assert rec["extended_from"]["online_steps"] == 40 and rec["config"]["online_steps"] == 80
+    assert rec["extended_from"][-1]["online_steps"] == 40 and rec["config"]["online_steps"] == 80
     monkeypatch.setattr("sys.argv", [*(a if a != "0.5" else "0.4" for a in longer), "--extend", "--out", str(flip)])
     with pytest.raises(SystemExit, match=r"gripper_flip \(0.5 vs 0.4\)"):
         bench.main()
