@@ -227,7 +227,7 @@ def report(results: dict, out: Path, task: str) -> None:
     """Mean figures over the seeds in results["runs"], the targets, a JSON and a plot; prints a table."""
     from robot_calql.train.plots import plot_success
 
-    summary, curves = {}, {}
+    summary, curves, checks = {}, {}, {}
     methods = [m for m, runs in results["runs"].items() if runs]
     seeds = sorted({r["seed"] for m in methods for r in results["runs"][m]})
     for m in methods:
@@ -253,6 +253,9 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["fresh_episodes"] = fresh[0]["final"]["episodes"]
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
         curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
+        if fresh:  # (each method's squares a little to the side, so that they do not hide each other)
+            x = curves[m][0][[0, -1]] + 0.015 * curves[m][0][-1] * (methods.index(m) - (len(methods) - 1) / 2)
+            checks[m] = (x, [[f["offline"]["success"], f["final"]["success"]] for f in fresh])
     if "calql" in summary:
         c = summary["calql"]
         summary["targets"] = {
@@ -265,8 +268,9 @@ def report(results: dict, out: Path, task: str) -> None:
     results["summary"] = summary
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
+    fresh_n = next((summary[m]["fresh_episodes"] for m in methods if "fresh_episodes" in summary[m]), 0)
     plot_success([], [], out / "bench_learning.png", title=f"{task}: mean success over {len(seeds)} seed(s)",
-                 curves=curves)
+                 curves=curves, checks=checks, checks_label=f"{fresh_n} fresh placements (seed range)")
     cfg = results["config"]
     print(f"\nlearning benchmark ({task}, seeds {seeds}, {cfg['offline_steps']} offline + {cfg['online_steps']} "
           f"online steps, {results.get('minutes', 0.0):.1f} min, code {results.get('code', 'unknown')})")

@@ -30,8 +30,13 @@ def plot_success(
     out: str | os.PathLike,
     title: str = "success rate during online fine-tuning",
     curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    checks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    checks_label: str = "other placements",
 ) -> Path:
-    """Success rate (0..1) against online steps. `curves` adds named extra curves (benchmarks)."""
+    """Success rate (0..1) against online steps. `curves` adds named extra curves (benchmarks);
+    `checks[name] = (x, rates)` marks, in that curve's colour, separate evaluations at steps `x`
+    (rates: one row per seed, one column per step) as hollow squares at the seeds' mean with bars
+    from their lowest to their highest."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps, success = np.asarray(steps), np.asarray(success)
@@ -39,7 +44,13 @@ def plot_success(
         ax.plot(steps, success, marker="o", ms=3, label="success (eval)")
         ax.axhline(float(success[0]), ls="--", color="gray", lw=1, label="offline (step 0)")
     for name, (x, y) in (curves or {}).items():
-        ax.plot(np.asarray(x), np.asarray(y), marker="o", ms=3, label=name)
+        (line,) = ax.plot(np.asarray(x), np.asarray(y), marker="o", ms=3, label=name)
+        if name in (checks or {}):
+            cx, rates = (np.asarray(v, dtype=np.float64) for v in checks[name])
+            rates = rates.reshape(-1, len(cx))
+            mean = rates.mean(axis=0)
+            ax.errorbar(cx, mean, yerr=[mean - rates.min(axis=0), rates.max(axis=0) - mean], fmt="s", ms=7,
+                        mfc="none", color=line.get_color(), capsize=3, label=f"{name}, {checks_label}")
     ax.set_xlabel("online environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
