@@ -4,7 +4,7 @@ For every seed: collect scripted demos (+ failures) of one forward task, then
 - Cal-QL: pre-train offline, fine-tune online,
 - CQL: the same code with enable_calql=false,
 - scratch: no pre-training (the same online algorithm and offline data mix from random weights).
-Fine-tuning uses full resets of the forward task (the standard benchmark setting), UTD 1 and a
+Fine-tuning uses full resets of the forward task (the standard benchmark setting), UTD 1 (--utd) and a
 50/50 offline/online batch; the deterministic policy is evaluated every --eval-every steps.
 With --reset-free it runs RoboFuME's setting instead (what `make demo` and the ROS graph do): demos
 and failures of both directions of the task's pair, and online practice that alternates the
@@ -66,7 +66,7 @@ METHODS = ("calql", "cql", "scratch")
 # what runs made before a flag existed did, for --merge (not the flag's current default)
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
-               "fresh_episodes": 0}
+               "fresh_episodes": 0, "utd": 1}
 
 
 def code_version() -> str:
@@ -122,7 +122,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
-        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}",
+        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}", f"utd={a.utd}",
         *(f"++agent.{kv}" for kv in a.finetune_agent), f"resume={str(a.extend).lower()}", *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
@@ -384,6 +384,7 @@ def parser() -> argparse.ArgumentParser:
                    help="further CalQLConfig settings for every method, e.g. --agent tau=0.02 discount=0.98")
     p.add_argument("--finetune-agent", nargs="*", default=[], metavar="KEY=VALUE",
                    help="agent settings changed for fine-tuning only, e.g. max_target_backup=false")
+    p.add_argument("--utd", type=int, default=1, help="updates per online step while fine-tuning")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--explore-temperature", type=temperatures, default=0.2,

@@ -138,7 +138,7 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     args = ["bench_learning.py", "--reset-free", "--seeds", "1", "--episodes", "2", "--failures", "1",
             "--offline-steps", "5", "--online-steps", "40", "--eval-every", "40", "--eval-episodes", "1",
             "--batch", "16", "--max-episode-steps", "30", "--methods", "calql", "--gripper-flip", "0.5",
-            "--fresh-episodes", "2", "--pretrained", str(out)]
+            "--fresh-episodes", "2", "--utd", "2", "--pretrained", str(out)]
     pre_mtime = (out / "seed0" / "calql_pre" / "summary.json").stat().st_mtime_ns
     monkeypatch.setattr("sys.argv", [*args, "--out", str(tmp_path / "flip")])
     assert bench.main() == 0
@@ -147,6 +147,7 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     assert (out / "seed0" / "calql_pre" / "summary.json").stat().st_mtime_ns == pre_mtime
     ft = json.loads((tmp_path / "flip" / "seed0" / "calql_ft" / "summary.json").read_text())
     assert ft["gripper_flips"] > 0
+    assert "utd: 2" in (tmp_path / "flip" / "seed0" / "calql_ft" / "config.yaml").read_text().splitlines()
     monkeypatch.setattr("sys.argv", [*(a if a != "5" else "6" for a in args), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match=r"offline_steps \(5 vs 6\)"):
         bench.main()
