@@ -17,6 +17,11 @@ RoboFuME practises a task and its reset task in turn, so nobody has to put the s
   edge, say) starts every retry from there and fails them all the same way. The controller
   emits a `home` event and starts the next try only when `homed(now)` reports the arm there; a
   failed homing, or none within `home_timeout_s`, pauses it and asks for a human.
+- Policy readiness (`update(now, success, policy_ready)`): no try starts while the policy
+  cannot act (still loading its weights, restarting, without frames); a try running when it
+  stops being ready ends with reason `policy_lost`, counted as neither a try nor a failure,
+  and a fresh try of the same direction starts once it is ready again. Without this the first
+  try's clock ran out while the policy node was still loading, and that timeout counted.
 
 The node calls `update(now, success)` at its rate and publishes what `update` returns:
 a list of `Event`s (episode start / end, help). Times are seconds on any clock.
@@ -69,7 +74,7 @@ class Event:
     direction: str          # 'forward' or 'backward'
     task: str
     instruction: str
-    reason: str = ""        # for 'end': 'success', 'timeout', 'paused'; for 'help': the message
+    reason: str = ""        # for 'end': 'success', 'timeout', 'paused', 'policy_lost'; for 'help': the message
     stats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -89,6 +94,7 @@ class ResetFreeController:
         self.homing_since: float | None = None   # waiting for the arm to reach home
         self.paused = False
         self.waiting_for_human = False
+        self.policy_ready = True                 # as last reported to update()
         self.consecutive_failures = 0
         self.stats = {"forward": {"tries": 0, "successes": 0},
                       "backward": {"tries": 0, "successes": 0}}
@@ -141,8 +147,10 @@ class ResetFreeController:
         self.homing_since = None
         return [self._event("help", msg)]
 
-    def update(self, now: float, success: bool) -> list[Event]:
-        """Advance the schedule; returns the events to publish (possibly none)."""
+    def update(self, now: float, success: bool, policy_ready: bool = True) -> list[Event]:
+        """Advance the schedule; returns the events to publish (possibly none). `policy_ready`:
+        whether the policy can act now (no try starts, and a running one ends, while it cannot)."""
+        self.policy_ready = bool(policy_ready)
         if self.paused:
             return []
         if self.homing:
@@ -150,6 +158,9 @@ class ResetFreeController:
                 return self._ask_human(f"the arm did not report home within {self.cfg.home_timeout_s:g} s: "
                                        "please check the arm, then resume the episode controller")
             return []
+        if not self.policy_ready:
+            # neither a try nor a failure: the policy was not there to try
+            return [self._end("policy_lost")] if self.running else []
         if not self.running:
             return [self._start(now)]
         elapsed = now - self.phase_start
@@ -177,7 +188,7 @@ class ResetFreeController:
             return self._ask_human(f"homing the arm failed ({message or 'no reason given'}): "
                                    "please check the arm, then resume the episode controller")
         self.homing_since = None
-        return [self._start(now)]
+        return [self._start(now)] if self.policy_ready else []   # else update() starts it when ready
 
     def pause(self) -> list[Event]:
         """Stop practising (ends the running phase); `resume` starts a fresh phase."""
@@ -194,4 +205,4 @@ class ResetFreeController:
         self.paused = False
         self.waiting_for_human = False
         self.consecutive_failures = 0
-        return [self._start(now)]
+        return [self._start(now)] if self.policy_ready else []

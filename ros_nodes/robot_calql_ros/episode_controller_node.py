@@ -13,6 +13,12 @@ robot's `robot.home_service`: a driver routine that moves the arm to its home po
 the next try when it answers success. No service, a failed answer or none within
 `home_timeout_s` pauses the controller and asks for a human. The policy does not act between an
 episode's end and the next start, so nothing else commands the arm while it homes.
+
+Waiting for the policy (`controller.policy_node`, set by the node set when it has a policy node;
+"" = start at once): no try starts until that node's `~/status` reports `ready` and the node
+subscribes to the episode events (else it would miss the start). A try running when the status
+says not ready, or none has come for `policy_timeout_s`, ends with reason `policy_lost` (neither
+a try nor a failure), and a fresh one starts when the policy is back.
 """
 
 from __future__ import annotations
@@ -46,12 +52,18 @@ class EpisodeControllerNode(Node):
                                  "(a std_srvs/Trigger service that moves the arm home)")
             self.home_client = self.create_client(Trigger, str(c["home_service"]))
         self.success = False
+        self.policy_node = str(c.get("policy_node") or "").strip("/")
+        self.policy_timeout_s = float(c.get("policy_timeout_s", 3.0))
+        self.policy_status_t: float | None = None   # wall time of the last ready status
+        self._waiting_logged = 0.0
         self.events: list[dict] = []  # every published event (tests and the launcher's summary)
         self.pub_instr = self.create_publisher(String, topics["instruction"], LATCHED_QOS)
         self.pub_event = self.create_publisher(String, topics["episode_event"], COMMAND_QOS)
         self.pub_help = self.create_publisher(String, topics["human_help"], COMMAND_QOS)
         self.create_subscription(Bool, topics["success"], self._on_success, COMMAND_QOS)
         self.create_service(SetBool, "~/set_paused", self._on_set_paused)
+        if self.policy_node:
+            self.create_subscription(String, f"/{self.policy_node}/status", self._on_policy_status, COMMAND_QOS)
         self.create_timer(1.0 / float(c["rate_hz"]), self._tick)
         self.get_logger().info(f"reset-free schedule: '{c['forward_instruction']}' <-> "
                                f"'{c['backward_instruction']}', {c['phase_time_limit_s']} s per try, arm home "
@@ -61,8 +73,30 @@ class EpisodeControllerNode(Node):
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
 
+    def _on_policy_status(self, msg: String) -> None:
+        try:
+            ready = bool(json.loads(msg.data).get("ready", False))
+        except (ValueError, AttributeError):
+            ready = False
+        self.policy_status_t = wall_s() if ready else None
+
+    def policy_ready(self, now: float) -> bool:
+        """The policy node reported ready within policy_timeout_s and listens to episode events."""
+        if not self.policy_node:
+            return True
+        if self.policy_status_t is None or now - self.policy_status_t > self.policy_timeout_s:
+            return False
+        return any(i.node_name == self.policy_node
+                   for i in self.get_subscriptions_info_by_topic(self.pub_event.topic_name))
+
     def _tick(self) -> None:
-        self._publish(self.ctl.update(wall_s(), self.success))
+        now = wall_s()
+        ready = self.policy_ready(now)
+        if not ready and not self.ctl.running and not self.ctl.paused and now - self._waiting_logged > 10.0:
+            self._waiting_logged = now
+            self.get_logger().info(f"waiting for the policy node '/{self.policy_node}' to report ready "
+                                   "before the next try")
+        self._publish(self.ctl.update(now, self.success, policy_ready=ready))
 
     def _publish(self, events) -> None:
         for ev in events:

@@ -76,6 +76,11 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
     elif home != "never" and not home_service:
         raise ConfigError(f"controller.home={home} needs robot.home_service: a std_srvs/Trigger service that moves "
                           "the arm to its home pose (or set controller.home=never)")
+    wait = c["controller"].get("wait_for_policy", "auto")
+    if wait not in ("auto", True, False):
+        raise ConfigError(f"controller.wait_for_policy must be auto, true or false, got '{wait}'")
+    # auto: wait for the node set's own policy node; a policy started elsewhere is named policy too
+    policy_node = "policy" if wait is True or (wait == "auto" and "policy" in c["nodes"]) else ""
     unknown = [n for n in c["nodes"] if n not in NODES]
     if unknown:
         raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
@@ -90,7 +95,7 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         "reward": {"robot": robot, "reward": {**c["reward"], "model": c["reward"]["model"]
                                               if c["reward"]["model"] == "ground_truth" else _abs(c["reward"]["model"])}},
         "episode_controller": {"robot": robot, "controller": {
-            **c["controller"], "home": home, "home_service": home_service, "forward_task": fwd, "backward_task": bwd,
+            **c["controller"], "policy_node": policy_node, "home": home, "home_service": home_service, "forward_task": fwd, "backward_task": bwd,
             "forward_instruction": TASKS[fwd].instruction, "backward_instruction": TASKS[bwd].instruction}},
         "safety": {"robot": robot, "workspace_file": _abs(c["workspace_file"]),
                    "kinematics": c["kinematics"], "autostart": bool(c["sim"]),

@@ -22,8 +22,11 @@ so inference and weight swaps are exercised). New weights are decoded in a threa
 and swapped in with one reference assignment: control never waits for them, and the node spins
 on a single-threaded executor (cheapest dispatch for the 30 Hz camera + 50 Hz joint states).
 
-Status on `~/status` (String JSON, 1 Hz): steps, transitions sent, weights received, and the
-last 200 steps' frame-to-command latency and actor time (p50/p99, ms).
+Status on `~/status` (String JSON, 1 Hz, and at once when readiness changes): steps,
+transitions sent, weights received, the last 200 steps' frame-to-command latency and actor time
+(p50/p99, ms), and `ready`: whether the node could act now (an action source: weights, or the
+stand-in's expert action; a joint state and end-effector pose; a camera frame within the last
+second). The episode controller starts no try until it reads ready.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class PolicyNode(Node):
         self.weights_step = -1
         self.weights_received = 0
         self.steps = 0
+        self.last_frame_t = -1.0   # wall time of the newest camera frame
+        self._was_ready = False
         self.latencies: list[float] = []   # frame stamp -> command published (s)
         self.act_times: list[float] = []   # time in the actor per step (s)
         self._lock = threading.Lock()
@@ -141,6 +146,7 @@ class PolicyNode(Node):
         # ~/status (/policy/status): steps, weights received, weights' update number (1 Hz, String JSON)
         self.pub_status = self.create_publisher(String, "~/status", COMMAND_QOS)
         self.create_timer(1.0, self._publish_status)
+        self.create_timer(0.1, self._check_ready)
         self.get_logger().info(f"policy ({self.source}) at {1 / self.period:.1f} Hz, actor id {self.actor_id}")
 
     def status(self) -> dict:
@@ -151,13 +157,24 @@ class PolicyNode(Node):
 
         def pct(x, q):
             return round(float(np.percentile(x, q)), 2) if x.size else None
-        return {"steps": self.steps, "transitions_sent": self.seq, "weights_received": self.weights_received,
-                "weights_step": self.weights_step, "source": self.source,
+        return {"ready": self.ready(), "steps": self.steps, "transitions_sent": self.seq,
+                "weights_received": self.weights_received, "weights_step": self.weights_step, "source": self.source,
                 "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
                 "act_ms_p50": pct(act, 50), "act_ms_p99": pct(act, 99)}
 
+    def ready(self) -> bool:
+        """Whether the node could act on the next frame (see the module docstring)."""
+        source = self.expert_action is not None if self.source == "expert" else self.actor is not None
+        return (source and self.joint_obs is not None and self.ee is not None
+                and wall_s() - self.last_frame_t < 1.0)
+
     def _publish_status(self) -> None:
         self.pub_status.publish(String(data=json.dumps(self.status())))
+
+    def _check_ready(self) -> None:
+        if self.ready() != self._was_ready:  # tell the episode controller now, not at the next 1 Hz status
+            self._was_ready = not self._was_ready
+            self._publish_status()
 
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> None:
@@ -259,6 +276,7 @@ class PolicyNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         now = wall_s()
+        self.last_frame_t = now
         if now < self.next_tick - 0.5 * self.camera_period:
             return
         with self._lock:

@@ -100,3 +100,25 @@ def test_home_setting_is_checked():
         dataclasses.replace(CFG, home="sometimes")
     with pytest.raises(ValueError, match="home_timeout_s"):
         dataclasses.replace(CFG, home_timeout_s=0)
+
+
+def test_no_try_starts_or_runs_while_the_policy_cannot_act():
+    c = ResetFreeController(dataclasses.replace(CFG, home="after_failure"))
+    assert c.update(0.0, False, policy_ready=False) == []  # still loading: the clock has not started
+    assert c.update(30.0, False, policy_ready=False) == []  # however long it takes, nothing times out
+    assert kinds(c.update(31.0, False, policy_ready=True)) == [("start", "forward", "")]
+    assert c.phase_start == 31.0 and c.episode == 0
+    c.update(33.0, True)  # success at 2 s: backward starts
+    # the policy goes away mid-try: the try ends, counted neither as a try nor as a failure
+    assert kinds(c.update(35.0, False, policy_ready=False)) == [("end", "backward", "policy_lost")]
+    assert c.update(60.0, False, policy_ready=False) == []
+    assert c.consecutive_failures == 0 and c.stats["backward"]["tries"] == 0
+    ev = c.update(61.0, False, policy_ready=True)  # back: a fresh try of the same direction
+    assert kinds(ev) == [("start", "backward", "")] and ev[0].episode == 2
+    # homing finished while the policy is away: the retry waits for it
+    assert kinds(c.update(71.0, False)) == [("end", "backward", "timeout"), ("home", "backward", "")]
+    assert c.update(71.5, False, policy_ready=False) == []
+    assert c.homed(72.0) == []
+    assert not c.running and not c.homing
+    assert kinds(c.update(80.0, False, policy_ready=True)) == [("start", "backward", "")]
+    assert c.phase_start == 80.0
