@@ -167,6 +167,7 @@ def train_classifier(
     tr_idx, val_idx = split_episodes(refs, train.val_fraction, train.seed)
     tr = labelled_frames(refs, tr_idx, labels, "training")
     instructions = sorted({r.instruction for r in refs})
+    torch.manual_seed(train.seed)  # the initial weights follow the seed, not whatever ran before
     clf = build_classifier(backbone, image_shape, instructions, local_files_only=local_files_only,
                            unfreeze_blocks=unfreeze_blocks, head_hidden=head_hidden, cnn=cnn)
     clf.config["labels"] = labels.to_json()

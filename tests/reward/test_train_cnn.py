@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cnn")
     make_dataset(root / "train", episodes_per_group=8)
     clf, report = train_classifier(root / "train", labels=LABELS,
-                                   train=TrainConfig(steps=300, batch_size=32, target_fpr=0.02), progress=False)
+                                   train=TrainConfig(steps=600, batch_size=32, target_fpr=0.02), progress=False)
     return root, clf, report
 
 
