@@ -456,17 +456,30 @@ class OnlineReplay(_Buffer):
 class MixedReplay:
     """Exactly round(batch_size * mixing_ratio) offline rows and the rest online, per batch.
 
-    Until the online buffer holds a finished episode, batches are all offline.
+    Until the online buffer holds a finished episode, batches are all offline. With
+    `online_warmup=N` the online rows grow with the buffer: round(n_online_full * min(1, len / N)),
+    so the first few online episodes are not drawn hundreds of times each while the policy acts
+    with the result (docs/ros.md, "The learner's first updates, replayed"); 0 is the official
+    Cal-QL schedule.
     """
 
-    def __init__(self, offline: OfflineReplay, online: OnlineReplay, mixing_ratio: float = 0.5):
+    def __init__(self, offline: OfflineReplay, online: OnlineReplay, mixing_ratio: float = 0.5,
+                 online_warmup: int = 0):
         if not 0.0 <= mixing_ratio <= 1.0:
             raise ReplayError(f"mixing_ratio must be in [0, 1], got {mixing_ratio}")
+        if online_warmup < 0:
+            raise ReplayError(f"online_warmup must be >= 0 online steps, got {online_warmup}")
         self.offline, self.online, self.mixing_ratio = offline, online, mixing_ratio
+        self.online_warmup = int(online_warmup)
 
     def split(self, batch_size: int) -> tuple[int, int]:
-        n_off = int(round(batch_size * self.mixing_ratio)) if len(self.online) else batch_size
-        return n_off, batch_size - n_off
+        held = len(self.online)
+        if not held:
+            return batch_size, 0
+        n_on = batch_size - int(round(batch_size * self.mixing_ratio))
+        if self.online_warmup > held:
+            n_on = int(round(n_on * held / self.online_warmup))
+        return batch_size - n_on, n_on
 
     def sample(self, batch_size: int) -> dict[str, Any]:
         n_off, n_on = self.split(batch_size)

@@ -202,7 +202,7 @@ def main(cfg: DictConfig) -> int:
             log.info("resume: online buffer capacity %d -> %d steps (it holds %d, none overwritten)", saved, capacity, held)
     online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab,
                           bound_online=acfg.calql_bound_online, device=str(cfg.device), seed=int(cfg.seed) + 2, **rk)
-    replay = MixedReplay(offline, online, float(cfg.mixing_ratio))
+    replay = MixedReplay(offline, online, float(cfg.mixing_ratio), online_warmup=int(cfg.online_warmup))
 
     clf = ClassifierReward(cfg.classifier, str(cfg.device)) if cfg.reward_source == "classifier" else None
     image_size = int(cfg.image_size if cfg.image_size is not None else meta.get("image_size", 0))

@@ -8,7 +8,8 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
   Duplicates (a restarted learner receives the policy's history again) are dropped by
   (actor id, sequence number); a gap in a sequence is logged with the number of transitions lost.
 - A training thread runs `utd` Cal-QL updates per received transition on batches mixing
-  offline and online data (`mixing_ratio`, when the checkpoint's dataset is on this machine),
+  offline and online data (`mixing_ratio`, when the checkpoint's dataset is on this machine;
+  the online share grows with the buffer until `online_warmup` online steps are in),
   publishes the policy weights every `publish_every` updates on `topics.weights` (transient
   local: a policy that starts late gets the newest), and checkpoints every `checkpoint_every`
   updates and on exit into `<run_dir>/checkpoints` (robot_calql.train.checkpoint).
@@ -108,8 +109,10 @@ class LearnerNode(Node):
 
             offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device,
                                     seed=int(c["seed"]), progress=False, **rk)  # no bar in a node log
-            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]))
-            self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}")
+            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]),
+                                      online_warmup=int(c.get("online_warmup", 0)))
+            self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}; the online share "
+                                   f"grows to full over the first {int(c.get('online_warmup', 0))} online steps")
 
         from robot_calql.train.logger import Logger, UpdateMeans
 
@@ -211,12 +214,18 @@ class LearnerNode(Node):
             if self.updates % int(c.get("log_every", 100)) == 0:
                 self.logger.log(self.updates, "learner", self.means.pop())
                 with self.lock:
-                    online = {**self.episodes, "buffer_steps": len(self.online), "transitions": self.transitions_total}
+                    online = {**self.episodes, "buffer_steps": len(self.online), "transitions": self.transitions_total,
+                              "online_share": self._online_share(B)}
                 self.logger.log(self.updates, "online", online)
             if self.updates % int(c["publish_every"]) == 0:
                 self._publish_weights()
             if self.updates % int(c["checkpoint_every"]) == 0:
                 self.save()
+
+    def _online_share(self, batch_size: int) -> float:
+        """Fraction of the next batch drawn from the online buffer (mixing_ratio, online_warmup)."""
+        split = getattr(self.replay, "split", None)
+        return split(batch_size)[1] / batch_size if split else 1.0
 
     def _publish_weights(self) -> None:
         from robot_calql_ros.agent_io import weights_payload

@@ -170,6 +170,26 @@ def test_exact_mixing_counts(tmp_path):
         np.testing.assert_array_equal(from_online, b["online"].numpy())
 
 
+def test_online_warmup_grows_the_online_share_with_the_buffer(tmp_path):
+    off = OfflineReplay(_dataset(tmp_path), {"state": (2,)}, seed=0)
+    on = _online(capacity=64, vocab=off.vocab)
+    mix = MixedReplay(off, on, mixing_ratio=0.5, online_warmup=40)
+    assert mix.split(256) == (256, 0)  # nothing online yet
+    _run_episode(on, 1000, 5, success=True)  # 5 finished online steps of the 40
+    assert mix.split(256) == (240, 16)  # round(128 * 5 / 40)
+    b = mix.sample(256)
+    assert int(b["online"].sum()) == 16
+    np.testing.assert_array_equal(b["obs"]["state"][:, 0].numpy() >= 1000, b["online"].numpy())
+    for e in range(7):  # 40 steps: the full share from here on
+        _run_episode(on, 2000 + 100 * e, 5, success=True)
+    assert len(on) == 40 and mix.split(256) == (128, 128)
+    _run_episode(on, 3000, 5, success=False)
+    assert mix.split(256) == (128, 128)
+    assert MixedReplay(off, on, 0.5, online_warmup=0).split(10) == (5, 5)
+    with pytest.raises(ReplayError, match="online_warmup must be >= 0"):
+        MixedReplay(off, on, 0.5, online_warmup=-1)
+
+
 def test_instruction_vocab_errors():
     v = InstructionVocab(["a", "b"])
     assert v.id("b") == 1 and v.id(0) == 0

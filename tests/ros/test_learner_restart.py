@@ -104,5 +104,6 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     # every 10th transition ends an episode with a success)
     last = online[-1]
     assert last["transitions"] >= 56 and last["episodes"] == last["successes"] == last["transitions"] // 10
+    assert last["online_share"] == 1.0  # a fresh learner has no offline data: every row is online
     # a clean stop draws the calibration of the online episodes
     assert (tmp_path / "run" / "plots" / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
