@@ -27,16 +27,20 @@ def test_failed_try_sends_the_arm_home_before_the_retry(ros, tmp_path):
     from robot_calql.sim.env import HOME_EE
 
     # no policy: the test drives the arm away itself, then the try times out
-    cfg = _cfg(tmp_path, "nodes=[sim_robot,reward,episode_controller]", "controller.phase_time_limit_s=3.0",
+    cfg = _cfg(tmp_path, "nodes=[sim_robot,reward,episode_controller]", "controller.phase_time_limit_s=5.0",
                "controller.max_failures=10")
     sim, reward, ctl = build_nodes(node_set(cfg))
     assert ctl.ctl.cfg.home == "after_failure"  # auto, with the stand-in's home service
     ros.add(sim, reward, ctl)
     probe = ros.add(rclpy.create_node("probe"))
     pub = probe.create_publisher(TwistStamped, cfg.robot.topics.command, COMMAND_QOS)
+    # commands sent before DDS has matched the stand-in's subscription are lost (on a fresh
+    # clone that once left the arm 2 cm from home after 12 of them)
+    wait_for(lambda: pub.get_subscription_count() >= 1, 20, "the stand-in subscribing to the commands")
     wait_for(lambda: any(e["event"] == "start" for e in ctl.events), 20, "the first try")
-    for _ in range(12):  # 0.2 m/s forward and down for 1.2 s: the arm leaves home
-        msg = TwistStamped()
+    t0 = time.monotonic()
+    while np.linalg.norm(sim.env.ee_pose()[0] - HOME_EE) <= 0.08 and time.monotonic() - t0 < 3.0:
+        msg = TwistStamped()  # 0.2 m/s forward and down: the arm leaves home
         msg.twist.linear.x, msg.twist.linear.z = 0.2, -0.05
         pub.publish(msg)
         time.sleep(0.1)
