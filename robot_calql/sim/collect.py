@@ -109,19 +109,22 @@ def iter_episodes(
     max_episode_steps: int = DEFAULT_MAX_STEPS,
     env: StandInEnv | None = None,
     action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
+    dropped_start: float = 0.0,
 ) -> Iterator[Episode]:
     """Yield `episodes` scripted episodes of `task`, each from a full reset (random placement).
 
     failure: False (a real demo), True (a random failure mode) or a mode name from
     demonstrators.FAILURES. Deterministic for a given seed. Pass `env` to reuse one (its task is
-    switched to `task`; its image size wins).
+    switched to `task`; its image size and `dropped_start` win). dropped_start: probability that an
+    episode starting with the cube in the bowl finds it dropped in (tipped or leaning) instead of
+    placed flat (robot_calql.sim.env.StandInEnv).
     """
     get_task(task)
     ss = _seed(seed, task, f"{source}/{failure}")
     env_seed, demo_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
     if env is None:
         env = make_env(task, image_size=image_size, seed=env_seed, max_episode_steps=max_episode_steps,
-                       action_scale=action_scale)
+                       action_scale=action_scale, dropped_start=dropped_start)
         first_seed = None
     else:
         env.set_task(task)
@@ -169,7 +172,8 @@ def main(cfg) -> int:
     out = resolve_path(cfg.out)
     if out is None:
         raise ValueError("collect: set out=<dir>")
-    env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale)
+    env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale,
+                   dropped_start=float(cfg.dropped_start))
     writer = DatasetWriter(out, dataset_meta(image_size, scale), overwrite=bool(cfg.overwrite))
 
     plan = [(t, n, "demo", False) for t in tasks]

@@ -55,3 +55,10 @@ def test_cli_collect_unknown_task(tmp_path, capsys):
     assert rc == 1
     assert "unknown task 'stack_blocks'" in err and "cube_in_bowl" in err and "cube_left_right" in err
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_backward_demos_from_dropped_cubes_succeed():
+    eps = collect_episodes("cube_out_of_bowl", 6, image_size=0, seed=0, noise=0.1, dropped_start=1.0)
+    tipped = [float(np.hypot(*ep.state[0][14:16])) > 0.05 for ep in eps]  # quaternion x, y of the cube
+    assert sum(tipped) >= 3, "most episodes start with the cube tipped or leaning"
+    assert all(ep.success for ep in eps), "the scripted demonstrator takes a tipped cube out too"

@@ -212,6 +212,32 @@ def test_homing_the_arm_keeps_the_scene_and_lets_go_of_a_held_cube():
     np.testing.assert_allclose(env.cube_pos(), resting, atol=1e-3)
 
 
+def test_dropped_start_lands_the_cube_in_the_bowl_tipped_or_leaning():
+    from robot_calql.sim.tasks import cube_in_bowl
+
+    def tilt(env):
+        q = env.cube_quat()
+        return float(np.hypot(q[1], q[2]))  # 0 for a cube lying flat (a rotation about z only)
+
+    dropped = make_env("cube_out_of_bowl", image_size=0, seed=0, dropped_start=1.0)
+    flat = make_env("cube_out_of_bowl", image_size=0, seed=0)
+    tilts = []
+    for seed in range(12):
+        dropped.reset(seed=seed)
+        assert cube_in_bowl(dropped.scene()), "a dropped cube starts in the bowl, at rest"
+        assert np.abs(dropped.data.qvel[dropped._cube_dof:dropped._cube_dof + 6]).max() < 0.05
+        tilts.append(tilt(dropped))
+        flat.reset(seed=seed)
+        assert tilt(flat) < 1e-6 and cube_in_bowl(flat.scene())
+    assert sum(t > 0.05 for t in tilts) >= 6, tilts  # most drops leave it tipped or leaning
+    # the forward task starts with the cube on the table: nothing is dropped
+    fwd = make_env("cube_in_bowl", image_size=0, seed=0, dropped_start=1.0)
+    fwd.reset(seed=3)
+    assert tilt(fwd) < 1e-6 and fwd.cube_pos()[2] == pytest.approx(CUBE_HALF, abs=1e-3)
+    with pytest.raises(ValueError, match="dropped_start must be a probability"):
+        make_env("cube_out_of_bowl", image_size=0, dropped_start=1.5)
+
+
 def test_workspace_box_limits_the_end_effector():
     env = make_env("cube_left", image_size=0, seed=0)
     env.reset()
