@@ -324,16 +324,16 @@ class StandInEnv(gym.Env):
         self._put_arm_home()
         self.set_scene(cube, bowl, yaw)
         if self.task.start == "in_bowl" and self.dropped_start > 0 and self.np_random.uniform() < self.dropped_start:
-            self._drop_cube_into_bowl(bowl)
+            if not self._drop_cube_into_bowl(bowl):
+                self.set_scene(cube, bowl, yaw)  # no drop stayed in: the flat placement
         self._target_pos, self._target_yaw = self.ee_pose()
         self._needs_full_reset = False
 
-    def _drop_cube_into_bowl(self, bowl: np.ndarray, tries: int = 10) -> None:
+    def _drop_cube_into_bowl(self, bowl: np.ndarray, tries: int = 10) -> bool:
         """Let the cube fall into the bowl from 3-7 cm with a random orientation and settle, as a
         released cube lands: tipped or leaning on the wall after about 80% of drops. A learned
         forward policy leaves the cube tipped after 18% of its successes, which the flat placement
-        never does (docs/sim.md). Falls back to the flat placement already set if no drop stays in."""
-        flat = self.data.qpos[self._cube_adr:self._cube_adr + 7].copy()
+        never does (docs/sim.md). Returns whether a drop stayed in the bowl."""
         for _ in range(tries):
             off = self.np_random.uniform(-0.02, 0.02, size=2)
             pos = [bowl[0] + off[0], bowl[1] + off[1], BOWL_FLOOR_TOP + CUBE_HALF + self.np_random.uniform(0.03, 0.07)]
@@ -344,10 +344,8 @@ class StandInEnv(gym.Env):
             self.data.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
             mujoco.mj_step(self.model, self.data, nstep=self.n_substeps * 10)  # 1 s: it lands and stops
             if cube_in_bowl(self.scene()):
-                return
-        self.data.qpos[self._cube_adr:self._cube_adr + 7] = flat
-        self.data.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
-        mujoco.mj_forward(self.model, self.data)
+                return True
+        return False
 
     def _make_renderer(self, size: int) -> mujoco.Renderer:  # the GL backend: robot_calql/sim/__init__.py
         r = mujoco.Renderer(self.model, size, size)

@@ -109,10 +109,10 @@ class LearnerNode(Node):
 
             offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device,
                                     seed=int(c["seed"]), progress=False, **rk)  # no bar in a node log
-            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]),
-                                      online_warmup=int(c.get("online_warmup", 0)))
+            warmup = int(c.get("online_warmup", 0))
+            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]), online_warmup=warmup)
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}; the online share "
-                                   f"grows to full over the first {int(c.get('online_warmup', 0))} online steps")
+                                   f"grows to full over the first {warmup} online steps")
 
         from robot_calql.train.logger import Logger, UpdateMeans
 
