@@ -38,14 +38,21 @@ from robot_calql.config import compose  # noqa: E402
 def replay_session(checkpoint: Path, payloads: list[bytes], warmup: int, seed: int, eval_at: list[int],
                    episodes: int, lc, batch: int) -> list[dict]:
     import torch
+    from robot_calql_ros.agent_io import build_agent
 
-    from robot_calql.control.transport import unpack_transition
+    from robot_calql.control.transport import transition_step, unpack_transition
     from robot_calql.data.dataset import Dataset
-    from robot_calql.data.replay import InstructionVocab, MixedReplay, OfflineReplay, OnlineReplay, replay_kwargs
+    from robot_calql.data.replay import (
+        InstructionVocab,
+        MixedReplay,
+        OfflineReplay,
+        OnlineReplay,
+        replay_kwargs,
+    )
     from robot_calql.sim import get_task, make_env
     from robot_calql.train import checkpoint as ckpt
+    from robot_calql.train.common import updates_owed
     from robot_calql.train.evaluate import evaluate
-    from robot_calql_ros.agent_io import build_agent
 
     torch.manual_seed(seed)
     state = ckpt.load_checkpoint(checkpoint)
@@ -80,10 +87,8 @@ def replay_session(checkpoint: Path, payloads: list[bytes], warmup: int, seed: i
         measure(0, 0)
     updates = 0
     for n, payload in enumerate(payloads, start=1):
-        m, arr = unpack_transition(payload)
-        online.add({k: arr[k] for k in spec}, arr["action"], float(m["reward"]), {k: arr["next_" + k] for k in spec},
-                   bool(m["done"]), bool(m["truncated"]), m["instruction"])
-        while len(online) >= int(lc.min_online) and float(lc.utd) * n - updates >= 1:
+        online.add(**transition_step(*unpack_transition(payload), spec))
+        while updates_owed(n, updates, len(online), float(lc.utd), int(lc.min_online)) >= 1:
             agent.update(replay.sample(batch))
             updates += 1
             if updates in eval_at:

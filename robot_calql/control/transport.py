@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TransportError", "pack_transition", "unpack_transition", "pack_weights",
+__all__ = ["TransportError", "pack_transition", "unpack_transition", "transition_step", "pack_weights",
            "unpack_weights", "TransitionLog"]
 
 _MAGIC = b"RCQT"
@@ -74,6 +74,21 @@ def unpack_transition(payload) -> tuple[dict, dict[str, np.ndarray]]:
     if off != len(buf):
         raise TransportError(f"transition payload has {len(buf) - off} trailing bytes")
     return header["meta"], arrays
+
+
+def transition_step(meta: dict, arrays: dict[str, np.ndarray], obs_keys) -> dict:
+    """An unpacked transition as `OnlineReplay.add`'s keyword arguments: `obs` and `next_obs` hold
+    `obs_keys` (the arrays `k` and `next_k`). A missing array or scalar is a TransportError naming it,
+    so a payload from a policy with other observations is rejected, never half-stored."""
+    keys = list(obs_keys)
+    missing = [n for n in [*keys, *("next_" + k for k in keys), "action"] if n not in arrays]
+    missing += [f"meta.{n}" for n in ("reward", "done", "truncated", "instruction") if n not in meta]
+    if missing:
+        raise TransportError(f"transition lacks {', '.join(missing)} (it has arrays {sorted(arrays)}; "
+                             f"the learner's observations are {keys})")
+    return {"obs": {k: arrays[k] for k in keys}, "action": arrays["action"], "reward": float(meta["reward"]),
+            "next_obs": {k: arrays["next_" + k] for k in keys}, "terminal": bool(meta["done"]),
+            "truncated": bool(meta["truncated"]), "instruction": meta["instruction"]}
 
 
 def pack_weights(state_dict: dict, step: int, extra: dict | None = None) -> bytes:

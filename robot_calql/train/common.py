@@ -85,6 +85,15 @@ def shaped_returns(rewards: Any, terminals: Any, cfg_agent: Any) -> np.ndarray:
                            failure_reward=cfg_agent.failure_reward)
 
 
+def updates_owed(transitions: int, updates: int, online_steps: int, utd: float, min_online: int) -> int:
+    """Updates a learner owes after `transitions` received transitions and `updates` done: `utd` per
+    transition, none until the online buffer holds `min_online` steps (the owed ones then run at
+    once). The ROS learner's schedule, and benchmarks that replay a session through it."""
+    if online_steps < min_online:
+        return 0
+    return max(0, int(float(utd) * transitions - updates))
+
+
 def online_calibration(agent: Any, online: Any, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(Q(s, pi(s)), MC return) over the last `n` finished steps of an OnlineReplay: the policy's
     own recent episodes (finetune's and the ROS learner's calibration picture)."""

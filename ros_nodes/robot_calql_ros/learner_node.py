@@ -7,6 +7,9 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
   `<run_dir>/transitions.log` (crash-safe) *before* it is used, then added to the online replay.
   Duplicates (a restarted learner receives the policy's history again) are dropped by
   (actor id, sequence number); a gap in a sequence is logged with the number of transitions lost.
+  A payload that cannot be decoded, or that lacks an observation this learner trains on (a policy
+  streaming other observations), is rejected with a warning naming what is missing, counted, and
+  never stored.
 - A training thread runs `utd` Cal-QL updates per received transition on batches mixing
   offline and online data (`mixing_ratio`, when the checkpoint's dataset is on this machine;
   the online share grows with the buffer until `online_warmup` online steps are in),
@@ -19,7 +22,7 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
 - The update thread runs at `learner.nice` (a lower CPU priority, Linux, per thread), so on
   a shared computer the learner never delays the robot's control path.
 - Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): received, stored, duplicates,
-  lost, updates, weights_published, resumed_from.
+  lost, rejected, updates, weights_published, resumed_from.
 - Metrics as `robot-calql finetune` writes them: `<run_dir>/metrics.jsonl` and TensorBoard
   (`<run_dir>/tb`), tag `learner/*` (means of every update metric over `log_every` updates) and
   `online/*` (episodes, successes, buffer size); on exit `<run_dir>/plots/calibration.png`
@@ -37,7 +40,13 @@ from pathlib import Path
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
-from robot_calql.control.transport import TransitionLog, TransportError, unpack_transition
+from robot_calql.control.transport import (
+    TransitionLog,
+    TransportError,
+    transition_step,
+    unpack_transition,
+)
+from robot_calql.train.common import updates_owed
 from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, transitions_qos
 
 
@@ -158,7 +167,12 @@ class LearnerNode(Node):
             self.counts["rejected"] += 1
             self.get_logger().warning(f"rejected a transition: {e}")
             return False
-        actor, seq = meta["actor"], int(meta["seq"])
+        try:
+            actor, seq = str(meta["actor"]), int(meta["seq"])
+        except (KeyError, TypeError, ValueError):
+            self.counts["rejected"] += 1
+            self.get_logger().warning(f"rejected a transition without an actor id and sequence number: {meta}")
+            return False
         last = self.last_seq.get(actor, -1)
         if seq <= last:
             self.counts["duplicates"] += 1
@@ -168,19 +182,22 @@ class LearnerNode(Node):
             self.counts["lost"] += lost
             self.get_logger().warning(f"{lost} transitions from actor {actor} never arrived "
                                       f"(seq {last + 1}..{seq - 1}; learner down longer than the history?)")
+        self.last_seq[actor] = seq  # received, so never counted lost, even if rejected below
+        try:
+            step = transition_step(meta, arrays, self.spec)
+        except TransportError as e:  # e.g. a policy streaming other observations than this learner trains on
+            self.counts["rejected"] += 1
+            self.get_logger().warning(f"rejected a transition: {e}")
+            return False
         if store:
             self.log.append(bytes(payload))  # on disk before it is used
             self.counts["stored"] += 1
-        self.last_seq[actor] = seq
-        obs = {k: arrays[k] for k in self.spec}
-        nxt = {k: arrays["next_" + k] for k in self.spec}
         with self.lock:
             try:
-                self.online.add(obs, arrays["action"], float(meta["reward"]), nxt, bool(meta["done"]),
-                                bool(meta["truncated"]), meta["instruction"])
-                if meta["done"] or meta["truncated"]:
+                self.online.add(**step)
+                if step["terminal"] or step["truncated"]:
                     self.episodes["episodes"] += 1
-                    self.episodes["successes"] += int(bool(meta["done"]))
+                    self.episodes["successes"] += int(step["terminal"])
             except ValueError as e:
                 self.counts["rejected"] += 1
                 self.get_logger().warning(f"transition not used for training: {e}")
@@ -203,8 +220,8 @@ class LearnerNode(Node):
             os.nice(int(c["nice"]))
         B = int(c["batch_size"])
         while not self._stop.is_set():
-            owed = float(c["utd"]) * self.transitions_total - self.updates
-            if len(self.online) < int(c["min_online"]) or owed < 1:
+            if updates_owed(self.transitions_total, self.updates, len(self.online), float(c["utd"]),
+                            int(c["min_online"])) < 1:
                 self._stop.wait(0.05)
                 continue
             with self.lock:

@@ -9,6 +9,7 @@ from robot_calql.control.transport import (
     TransportError,
     pack_transition,
     pack_weights,
+    transition_step,
     unpack_transition,
     unpack_weights,
 )
@@ -41,6 +42,23 @@ def test_bad_payloads_are_named():
         unpack_transition(p[:-10])
     with pytest.raises(TransportError, match="trailing"):
         unpack_transition(p + b"xx")
+
+
+def test_transition_step_feeds_the_online_replay_and_names_what_is_missing():
+    from robot_calql.data.replay import InstructionVocab, OnlineReplay
+
+    rng = np.random.default_rng(1)
+    arrays = {"proprio": rng.normal(size=4).astype(np.float32), "next_proprio": rng.normal(size=4).astype(np.float32),
+              "action": rng.normal(size=2).astype(np.float32)}
+    meta = {"actor": "a", "seq": 0, "reward": 1.0, "done": True, "truncated": False, "instruction": "go"}
+    step = transition_step(*unpack_transition(pack_transition(meta, arrays)), ["proprio"])
+    assert step["reward"] == 1.0 and step["terminal"] is True and step["truncated"] is False
+    np.testing.assert_array_equal(step["next_obs"]["proprio"], arrays["next_proprio"])
+    online = OnlineReplay({"proprio": (4,)}, 2, 10, vocab=InstructionVocab(["go"]))
+    online.add(**step)
+    assert len(online) == 1
+    with pytest.raises(TransportError, match=r"lacks image, next_image, meta\.reward"):
+        transition_step({k: v for k, v in meta.items() if k != "reward"}, arrays, ["proprio", "image"])
 
 
 def test_weights_round_trip():

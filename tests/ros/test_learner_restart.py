@@ -13,7 +13,7 @@ from conftest import wait_for
 pytestmark = pytest.mark.ros
 
 
-def _transition(seq, episode, step, done=False):
+def _transition(seq, episode, step, done=False, actor="testactor", drop=()):
     from robot_calql.control.transport import pack_transition
 
     rng = np.random.default_rng(seq)
@@ -22,8 +22,11 @@ def _transition(seq, episode, step, done=False):
               "action": rng.uniform(-1, 1, 5).astype(np.float32),
               "next_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
               "next_proprio": rng.normal(size=10).astype(np.float32)}
-    meta = {"actor": "testactor", "seq": seq, "episode": episode, "step": step, "reward": float(done),
+    meta = {"actor": actor, "seq": seq, "episode": episode, "step": step, "reward": float(done),
             "done": done, "truncated": False, "instruction": "put the cube in the bowl"}
+    for k in drop:  # a malformed transition: a policy that streams other observations, or no sequence number
+        arrays.pop(k, None)
+        meta.pop(k, None)
     return pack_transition(meta, arrays)
 
 
@@ -59,8 +62,12 @@ def test_learner_crash_loses_nothing_and_resumes(ros, tmp_path):
     try:
         for p in payloads[:30]:
             pub.publish(UInt8MultiArray(data=p))
-        wait_for(lambda: status.get("stored", 0) >= 30 and status.get("updates", 0) >= 4, 120,
-                 "the learner storing 30 transitions and checkpointing")
+        # malformed transitions are rejected and counted, never stored, and the learner goes on
+        for bad in (_transition(0, 0, 0, actor="other", drop=["next_proprio"]), _transition(1, 0, 1, drop=["seq"])):
+            pub.publish(UInt8MultiArray(data=bad))
+        wait_for(lambda: status.get("stored", 0) >= 30 and status.get("updates", 0) >= 4
+                 and status.get("rejected", 0) >= 2, 120, "the learner storing 30 transitions and checkpointing")
+        assert status["rejected"] == 2 and status["lost"] == 0 and status["stored"] == 30
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         updates_at_crash = status["updates"]
