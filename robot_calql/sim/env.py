@@ -19,7 +19,14 @@ import mujoco
 import numpy as np
 
 from robot_calql.sim import kinematics as kin
-from robot_calql.sim.tasks import BOWL_FLOOR_TOP, CUBE_HALF, Scene, cube_in_bowl, get_task, sample_placement
+from robot_calql.sim.tasks import (
+    BOWL_FLOOR_TOP,
+    CUBE_HALF,
+    Scene,
+    cube_in_bowl,
+    get_task,
+    sample_placement,
+)
 
 CONTROL_HZ = 10.0
 ACTION_DIM = 5
