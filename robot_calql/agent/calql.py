@@ -217,6 +217,12 @@ class CalQL:
         self.num_instructions = int(num_instructions or n_from_spec or 1)
         self.action_dim = A = int(action_dim)
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            # Subnormal floats (|x| < 1.2e-38) appear as training goes on and x86 CPUs compute with
+            # them ~100x slower: a 6000-update pre-training fell from 21 to 8 updates/s after step
+            # 3000, and 21 came back with them flushed to zero (docs/training.md). Process-wide, on
+            # purpose: every CPU process that builds this agent trains or acts with it.
+            torch.set_flush_denormal(True)
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
             cfg.conv_strides, cfg.aug_pad, cfg.obs_clip,
