@@ -8,7 +8,7 @@
    `ros2 launch robot_calql finetune.launch.py sim:=true` starts; skipped when 0 or without rclpy),
 5. print the success rate before and after fine-tuning and where the plots and checkpoints are.
 
-State mode by default, so it ends in 10-17 minutes on 2 CPU cores. Every stage is the real
+State mode by default, so it ends in 9-15 minutes on 2 CPU cores. Every stage is the real
 command with its own config (configs/pretrain.yaml, configs/finetune.yaml); the demo only sets
 the keys in configs/demo.yaml. `robot-calql demo experiment=demo_smoke` is a one-minute version.
 """
