@@ -164,15 +164,11 @@ class LearnerNode(Node):
         try:
             meta, arrays = unpack_transition(payload)
         except TransportError as e:
-            self.counts["rejected"] += 1
-            self.get_logger().warning(f"rejected a transition: {e}")
-            return False
+            return self._reject(str(e))
         try:
             actor, seq = str(meta["actor"]), int(meta["seq"])
         except (KeyError, TypeError, ValueError):
-            self.counts["rejected"] += 1
-            self.get_logger().warning(f"rejected a transition without an actor id and sequence number: {meta}")
-            return False
+            return self._reject(f"no actor id and sequence number in {meta}")
         last = self.last_seq.get(actor, -1)
         if seq <= last:
             self.counts["duplicates"] += 1
@@ -186,9 +182,7 @@ class LearnerNode(Node):
         try:
             step = transition_step(meta, arrays, self.spec)
         except TransportError as e:  # e.g. a policy streaming other observations than this learner trains on
-            self.counts["rejected"] += 1
-            self.get_logger().warning(f"rejected a transition: {e}")
-            return False
+            return self._reject(str(e))
         if store:
             self.log.append(bytes(payload))  # on disk before it is used
             self.counts["stored"] += 1
@@ -204,6 +198,11 @@ class LearnerNode(Node):
             if store:  # under the lock, so a logged row's counts agree with each other
                 self.transitions_total += 1
         return True
+
+    def _reject(self, why: str) -> bool:
+        self.counts["rejected"] += 1
+        self.get_logger().warning(f"rejected a transition: {why}")
+        return False
 
     def _on_transition(self, msg: UInt8MultiArray) -> None:
         self.counts["received"] += 1
