@@ -50,7 +50,7 @@ def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
 
     image_size = int(cfg.image_size) if cfg.obs == "pixels" else 0
     common = {"image_size": image_size, "noise": float(cfg.noise), "max_episode_steps": int(cfg.max_episode_steps),
-              "dropped_start": float(cfg.dropped_start)}
+              "dropped_start": float(cfg.dropped_start), "rolled_start": float(cfg.rolled_start)}
     first = True
     for task in task_pair(str(cfg.task_pair)):
         collect_episodes(task, int(cfg.episodes), out=data, overwrite=first, seed=int(cfg.seed), **common)

@@ -110,21 +110,23 @@ def iter_episodes(
     env: StandInEnv | None = None,
     action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
     dropped_start: float = 0.0,
+    rolled_start: float = 0.0,
 ) -> Iterator[Episode]:
     """Yield `episodes` scripted episodes of `task`, each from a full reset (random placement).
 
     failure: False (a real demo), True (a random failure mode) or a mode name from
     demonstrators.FAILURES. Deterministic for a given seed. Pass `env` to reuse one (its task is
-    switched to `task`; its image size and `dropped_start` win). dropped_start: probability that an
-    episode starting with the cube in the bowl finds it dropped in (tipped or leaning) instead of
-    placed flat (robot_calql.sim.env.StandInEnv).
+    switched to `task`; its image size, `dropped_start` and `rolled_start` win). dropped_start:
+    probability that an episode starting with the cube in the bowl finds it dropped in (tipped or
+    leaning) instead of placed flat; rolled_start: probability that an episode starting with the
+    cube on the table finds it on a random face (robot_calql.sim.env.StandInEnv).
     """
     get_task(task)
     ss = _seed(seed, task, f"{source}/{failure}")
     env_seed, demo_seed = (int(s.generate_state(1)[0]) for s in ss.spawn(2))
     if env is None:
         env = make_env(task, image_size=image_size, seed=env_seed, max_episode_steps=max_episode_steps,
-                       action_scale=action_scale, dropped_start=dropped_start)
+                       action_scale=action_scale, dropped_start=dropped_start, rolled_start=rolled_start)
         first_seed = None
     else:
         env.set_task(task)
@@ -173,7 +175,7 @@ def main(cfg) -> int:
     if out is None:
         raise ValueError("collect: set out=<dir>")
     env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale,
-                   dropped_start=float(cfg.dropped_start))
+                   dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start))
     writer = DatasetWriter(out, dataset_meta(image_size, scale), overwrite=bool(cfg.overwrite))
 
     plan = [(t, n, "demo", False) for t in tasks]

@@ -66,6 +66,7 @@ class StandInEnv(gym.Env):
         render_size: int = 256,
         action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
         dropped_start: float = 0.0,
+        rolled_start: float = 0.0,
     ):
         if image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES} (0 = no image), got {image_size}")
@@ -75,7 +76,10 @@ class StandInEnv(gym.Env):
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if not 0.0 <= dropped_start <= 1.0:
             raise ValueError(f"dropped_start must be a probability in [0, 1], got {dropped_start}")
+        if not 0.0 <= rolled_start <= 1.0:
+            raise ValueError(f"rolled_start must be a probability in [0, 1], got {rolled_start}")
         self.dropped_start = float(dropped_start)
+        self.rolled_start = float(rolled_start)
         self.task = get_task(task)
         self.image_size = int(image_size)
         self.max_episode_steps = int(max_episode_steps)
@@ -333,8 +337,22 @@ class StandInEnv(gym.Env):
         if self.task.start == "in_bowl" and self.dropped_start > 0 and self.np_random.uniform() < self.dropped_start:
             if not self._drop_cube_into_bowl(bowl):
                 self.set_scene(cube, bowl, yaw)  # no drop stayed in: the flat placement
+        elif self.task.start != "in_bowl" and self.rolled_start > 0 and self.np_random.uniform() < self.rolled_start:
+            self._turn_cube_onto_a_random_face(yaw)
         self._target_pos, self._target_yaw = self.ee_pose()
         self._needs_full_reset = False
+
+    def _turn_cube_onto_a_random_face(self, yaw: float) -> None:
+        """Lay the cube (where it is, heading `yaw`) on one of its six faces, at random, as a cube
+        put down by a backward success can lie. The scene looks like the flat placement, but the
+        cube's quaternion (in the state) is one a flat placement never gives (docs/ros.md)."""
+        r = np.sqrt(0.5)
+        faces = ([1, 0, 0, 0], [r, r, 0, 0], [r, -r, 0, 0], [r, 0, r, 0], [r, 0, -r, 0], [0, 1, 0, 0])  # wxyz
+        w1, x1, y1, z1 = faces[int(self.np_random.integers(len(faces)))]
+        w0, z0 = np.cos(yaw / 2), np.sin(yaw / 2)  # the face turn first, then the heading about world z
+        a = self._cube_adr
+        self.data.qpos[a + 3:a + 7] = [w0 * w1 - z0 * z1, w0 * x1 - z0 * y1, w0 * y1 + z0 * x1, w0 * z1 + z0 * w1]
+        mujoco.mj_forward(self.model, self.data)
 
     def _drop_cube_into_bowl(self, bowl: np.ndarray, tries: int = 10) -> bool:
         """Let the cube fall into the bowl from 3-7 cm with a random orientation and settle, as a
@@ -399,6 +417,7 @@ def make_env(
     action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
     render_size: int = 256,
     dropped_start: float = 0.0,
+    rolled_start: float = 0.0,
 ) -> StandInEnv:
     """Build the stand-in env (unwrapped, so the joint-level methods are at hand).
 
@@ -406,8 +425,9 @@ def make_env(
     seed: used by the first reset; max_episode_steps: truncation limit at 10 Hz; render_mode
     "rgb_array": env.render() gives render_size px third-person frames; dropped_start: probability
     that a full reset into a cube-in-the-bowl start drops the cube in (tipped or leaning) instead of
-    placing it flat.
+    placing it flat; rolled_start: probability that a full reset into a cube-on-the-table start
+    lays the cube on a random one of its six faces (top face up one time in six).
     """
     return StandInEnv(task=task, image_size=image_size, seed=seed, max_episode_steps=max_episode_steps,
                       render_mode=render_mode, action_scale=action_scale, render_size=render_size,
-                      dropped_start=dropped_start)
+                      dropped_start=dropped_start, rolled_start=rolled_start)

@@ -212,8 +212,12 @@ def main(cfg: Any) -> int:
 
     image_size = 0 if meta["obs"] == "state" else int(meta.get("image_size", 0))
     out = resolve_path(cfg.out)
+    starts = {k: float(cfg.get(k, 0.0)) for k in ("dropped_start", "rolled_start")}
+    for k, v in starts.items():
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{k}={v}: must be a probability in [0, 1]")
     env = make_env(task, image_size=image_size, max_episode_steps=T, render_mode="rgb_array" if out else None,
-                   render_size=int(cfg.frame_size))
+                   render_size=int(cfg.frame_size), **starts)
     env.set_task(task)
     eps: list[dict[str, Any]] = []
     try:
@@ -225,7 +229,8 @@ def main(cfg: Any) -> int:
         lengths = np.asarray([e["length"] for e in eps if e["success"]])
         print(f"{task}: {wins}/{episodes} succeeded ({wins / episodes:.0%}, 95% interval {lo:.0%}-{hi:.0%}); "
               f"{T}-step limit, {'mean action' if not temps.any() else f'temperature {temps.tolist()}'}, seeds {cfg.seed}.."
-              f"{int(cfg.seed) + episodes - 1}, checkpoint {state['dir']} (step {meta.get('step', '?')})")
+              f"{int(cfg.seed) + episodes - 1}, checkpoint {state['dir']} (step {meta.get('step', '?')})"
+              + "".join(f", {k}={v:g}" for k, v in starts.items() if v))
         if len(lengths):
             print(f"  successes took {lengths.mean():.0f} steps on average (p90 {np.percentile(lengths, 90):.0f}, "
                   f"longest {lengths.max()})")
@@ -238,6 +243,7 @@ def main(cfg: Any) -> int:
                       f"({'over' if d > 0 else 'under'}-estimates by {abs(d):.1f}; training's reward shaping)")
         if out is not None:
             report = {"task": task, "checkpoint": str(state["dir"]), "step": meta.get("step"), "episodes": episodes,
+                      **starts,
                       "max_episode_steps": T, "temperature": temps.tolist(), "success_rate": wins / episodes,
                       "interval95": [lo, hi], "outcomes": counts, "per_episode": eps}
             out.mkdir(parents=True, exist_ok=True)

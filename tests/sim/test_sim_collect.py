@@ -62,3 +62,10 @@ def test_backward_demos_from_dropped_cubes_succeed():
     tipped = [float(np.hypot(*ep.state[0][14:16])) > 0.05 for ep in eps]  # quaternion x, y of the cube
     assert sum(tipped) >= 3, "most episodes start with the cube tipped or leaning"
     assert all(ep.success for ep in eps), "the scripted demonstrator takes a tipped cube out too"
+
+
+def test_forward_demos_from_cubes_on_any_face_succeed():
+    eps = collect_episodes("cube_in_bowl", 6, image_size=0, seed=0, noise=0.1, rolled_start=1.0)
+    on_side = [float(np.hypot(*ep.state[0][14:16])) > 0.5 for ep in eps]  # quaternion x, y of the cube
+    assert sum(on_side) >= 3, "most episodes start with the cube on another face"
+    assert all(ep.success for ep in eps), "the scripted demonstrator puts a cube lying on any face in the bowl"

@@ -1,6 +1,7 @@
 """The stand-in env: determinism, observations, actions, success, limits, reset-free behaviour."""
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 import yaml
@@ -236,6 +237,35 @@ def test_dropped_start_lands_the_cube_in_the_bowl_tipped_or_leaning():
     assert tilt(fwd) < 1e-6 and fwd.cube_pos()[2] == pytest.approx(CUBE_HALF, abs=1e-3)
     with pytest.raises(ValueError, match="dropped_start must be a probability"):
         make_env("cube_out_of_bowl", image_size=0, dropped_start=1.5)
+
+
+def test_rolled_start_lays_the_cube_on_a_random_face_where_the_flat_placement_puts_it():
+    def tilt(env):
+        q = env.cube_quat()
+        return float(np.hypot(q[1], q[2]))
+
+    rolled = make_env("cube_in_bowl", image_size=0, seed=0, rolled_start=1.0)
+    flat = make_env("cube_in_bowl", image_size=0, seed=0)
+    on_side = 0
+    for seed in range(12):
+        rolled.reset(seed=seed)
+        flat.reset(seed=seed)
+        np.testing.assert_allclose(rolled.cube_pos(), flat.cube_pos(), atol=1e-6)  # same placement
+        assert tilt(flat) < 1e-6
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, rolled.cube_quat())
+        assert np.abs(rot.reshape(3, 3)[2]).max() == pytest.approx(1.0, abs=1e-6), "a face points up"
+        rest = rolled.cube_pos()
+        rolled.step(np.zeros(5, np.float32))
+        np.testing.assert_allclose(rolled.cube_pos(), rest, atol=1e-3)  # and it lies still
+        on_side += tilt(rolled) > 0.5
+    assert on_side >= 6, on_side  # five faces of six are not the top one
+    # a start in the bowl is not rolled
+    back = make_env("cube_out_of_bowl", image_size=0, seed=0, rolled_start=1.0)
+    back.reset(seed=3)
+    assert tilt(back) < 1e-6
+    with pytest.raises(ValueError, match="rolled_start must be a probability"):
+        make_env("cube_in_bowl", image_size=0, rolled_start=-0.1)
 
 
 def test_workspace_box_limits_the_end_effector():

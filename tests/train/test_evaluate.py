@@ -131,6 +131,13 @@ def test_evaluate_command_reports_a_checkpoint(tmp_path, capsys):
     assert len(report["per_episode"]) == 2 and sum(report["outcomes"].values()) == 2
     assert report["outcomes"]["success"] == 0  # 6 steps is too short to put the cube in the bowl
     assert (out / "failures.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture shows how it failed
+    # from cubes lying on a random face (what a backward success can leave): the same placements
+    assert main(["evaluate", f"checkpoint={pre}", "episodes=2", "max_episode_steps=6", f"out={out}",
+                 "rolled_start=1.0", "progress=false"]) == 0
+    assert "rolled_start=1" in capsys.readouterr().out
+    assert json.loads((out / "evaluation.json").read_text())["rolled_start"] == 1.0
+    assert main(["evaluate", f"checkpoint={pre}", "rolled_start=1.5"]) == 1
+    assert "rolled_start=1.5: must be a probability" in capsys.readouterr().err
     assert main(["evaluate", f"checkpoint={pre}", "eval_task=cube_sideways"]) == 1
     assert "cube_sideways" in capsys.readouterr().err
     assert main(["evaluate", f"checkpoint={pre}", "temperature=[0.2,0.2]"]) == 1  # 5 action axes
