@@ -348,10 +348,12 @@ class StandInEnv(gym.Env):
         cube's quaternion (in the state) is one a flat placement never gives (docs/ros.md)."""
         r = np.sqrt(0.5)
         faces = ([1, 0, 0, 0], [r, r, 0, 0], [r, -r, 0, 0], [r, 0, r, 0], [r, 0, -r, 0], [0, 1, 0, 0])  # wxyz
-        w1, x1, y1, z1 = faces[int(self.np_random.integers(len(faces)))]
-        w0, z0 = np.cos(yaw / 2), np.sin(yaw / 2)  # the face turn first, then the heading about world z
+        face = np.array(faces[int(self.np_random.integers(len(faces)))])
+        heading = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+        q = np.empty(4)
+        mujoco.mju_mulQuat(q, heading, face)  # the face turn first, then the heading about world z
         a = self._cube_adr
-        self.data.qpos[a + 3:a + 7] = [w0 * w1 - z0 * z1, w0 * x1 - z0 * y1, w0 * y1 + z0 * x1, w0 * z1 + z0 * w1]
+        self.data.qpos[a + 3:a + 7] = q
         mujoco.mj_forward(self.model, self.data)
 
     def _drop_cube_into_bowl(self, bowl: np.ndarray, tries: int = 10) -> bool:

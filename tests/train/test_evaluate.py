@@ -137,7 +137,7 @@ def test_evaluate_command_reports_a_checkpoint(tmp_path, capsys):
     assert "rolled_start=1" in capsys.readouterr().out
     assert json.loads((out / "evaluation.json").read_text())["rolled_start"] == 1.0
     assert main(["evaluate", f"checkpoint={pre}", "rolled_start=1.5"]) == 1
-    assert "rolled_start=1.5: must be a probability" in capsys.readouterr().err
+    assert "rolled_start must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
     assert main(["evaluate", f"checkpoint={pre}", "eval_task=cube_sideways"]) == 1
     assert "cube_sideways" in capsys.readouterr().err
     assert main(["evaluate", f"checkpoint={pre}", "temperature=[0.2,0.2]"]) == 1  # 5 action axes
