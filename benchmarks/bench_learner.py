@@ -77,9 +77,13 @@ def compare(mode: str, args) -> None:
     spec = STATE_SPEC if mode == "state" else PIXEL_SPEC
     A, B = 7, args.batch
     batch = make_batch(spec, A, B, "cpu")
+    bmm16 = CalQL(spec, A, CalQLConfig(precision="bf16"))
+    for critic in (bmm16.critic, bmm16.critic_target):
+        critic.fused_cpu = False  # the batched-bmm critic, for comparison with the fused default
     agents = {
         "robot_calql fp32": CalQL(spec, A, CalQLConfig(precision="fp32")).update,
         "robot_calql bf16": CalQL(spec, A, CalQLConfig(precision="bf16")).update,
+        "robot_calql bf16, bmm": bmm16.update,
     }
     ref = ReferenceCalQL(spec, A).update
     n_ours = args.state_updates if mode == "state" else args.pixel_updates

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robot_calql.agent.cpu import configure_cpu_process
 from robot_calql.agent.encoders import ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
 
@@ -218,11 +219,9 @@ class CalQL:
         self.action_dim = A = int(action_dim)
         self.device = torch.device(device)
         if self.device.type == "cpu":
-            # Subnormal floats (|x| < 1.2e-38) appear as training goes on and x86 CPUs compute with
-            # them ~100x slower: a 6000-update pre-training fell from 21 to 8 updates/s after step
-            # 3000, and 21 came back with them flushed to zero (docs/training.md). Process-wide, on
-            # purpose: every CPU process that builds this agent trains or acts with it.
-            torch.set_flush_denormal(True)
+            # Subnormals flushed to zero, freed memory kept in the heap: process-wide, on purpose
+            # (every CPU process that builds this agent trains or acts with it). See cpu.py.
+            configure_cpu_process()
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
             cfg.conv_strides, cfg.aug_pad, cfg.obs_clip,

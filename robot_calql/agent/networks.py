@@ -89,6 +89,8 @@ class EnsembleCritic(nn.Module):
         )
         self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble, h) for h in self.hidden) if layer_norm else None
         self.out = EnsembleLinear(ensemble, self.hidden[-1], 1)
+        # On CPU under bf16 autocast, run the fused oneDNN path (same values; see forward_fused).
+        self.fused_cpu = _HAS_ONEDNN_LINEAR
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """Q-values (E, B, K) for obs (B, D) and actions (B, K, A) (or (B, A): K = 1)."""
@@ -100,6 +102,8 @@ class EnsembleCritic(nn.Module):
                 f"critic expects obs (B, {self.obs_dim}) and actions (B, K, {self.action_dim}), "
                 f"got {tuple(obs.shape)} and {tuple(actions.shape)}"
             )
+        if self.fused_cpu and self.norms is None and _cpu_bf16_autocast(obs):
+            return self.forward_fused(obs, actions, torch.bfloat16, detach_params)
         E = self.ensemble
         d = detach_params
         w_obs, w_act, b0 = (
@@ -122,6 +126,32 @@ class EnsembleCritic(nn.Module):
             h = h.relu_()
         w_out, b_out = (self.out.weight.detach(), self.out.bias.detach()) if d else (self.out.weight, self.out.bias)
         return _ScalarHead.apply(h, w_out, b_out).view(E, B, K)
+
+    def forward_fused(
+        self, obs: torch.Tensor, actions: torch.Tensor, dtype: torch.dtype, detach_params: bool = False
+    ) -> torch.Tensor:
+        """The same Q-values through oneDNN's fused linear + bias + ReLU, one member at a time,
+        with a hand-written backward (`_FusedCPUCritic`). `forward` takes this path on CPU under
+        bf16 autocast (no LayerNorm); `dtype` float32 runs it in fp32 (tests compare the two)."""
+        if not _HAS_ONEDNN_LINEAR:
+            raise RuntimeError("this torch build has no oneDNN fused linear (torch.ops.mkldnn._linear_pointwise)")
+        if self.norms is not None:
+            raise ValueError("the fused critic path has no LayerNorm; use forward()")
+        if actions.dim() == 2:
+            actions = actions.unsqueeze(1)
+        B, K, A = actions.shape
+        E = self.ensemble
+        # Rows [s, a] (B*K, D+A): small next to the (B*K, H) activations, and one matmul per
+        # member then writes the first layer (bias and ReLU fused) in one pass.
+        x = torch.cat([obs.unsqueeze(1).expand(B, K, self.obs_dim), actions], -1).reshape(B * K, -1).to(dtype)
+        params = [torch.cat([self.w_obs, self.w_act], 1), self.b0.view(E, -1)]
+        for layer in self.layers:
+            params += [layer.weight, layer.bias.view(E, -1)]
+        params += [self.out.weight, self.out.bias]
+        if detach_params:
+            params = [p.detach() for p in params]
+        with torch.autocast("cpu", enabled=False):
+            return _FusedCPUCritic.apply(x, *params).view(E, B, K)
 
     def member(self, i: int) -> nn.Sequential:
         """A plain nn.Sequential copy of member i taking cat([s, a]) (for tests and export)."""
@@ -169,6 +199,100 @@ class _ScalarHead(torch.autograd.Function):
         grad_w = torch.bmm(h.transpose(1, 2), g.to(h.dtype)).to(w.dtype) if ctx.needs_input_grad[1] else None
         grad_b = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
         return grad_h, grad_w, grad_b
+
+
+def _has_onednn_linear() -> bool:
+    """Whether oneDNN's fused linear (an internal op, the one torch.compile uses on CPU) exists
+    here and computes relu(x @ w.T + b) in bf16. Probed once on a tiny case, so that a torch
+    build or version without it, or with another signature, falls back to the batched path."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.bfloat16)
+        w = torch.tensor([[1.0, 1.0], [2.0, -1.0], [0.0, 1.0]], dtype=torch.bfloat16)
+        b = torch.tensor([0.5, 0.0, -4.0], dtype=torch.bfloat16)
+        y = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+        return bool(torch.equal(y.float(), torch.relu(x.float() @ w.float().T + b.float())))
+    except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - builds without it
+        return False
+
+
+_HAS_ONEDNN_LINEAR = _has_onednn_linear()
+
+
+def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+class _FusedCPUCritic(torch.autograd.Function):
+    """The critic ensemble on CPU, member by member, with oneDNN's fused linear + bias + ReLU.
+
+    Why: on CPUs with AMX the bf16 update is bound by memory traffic over the (E, B*K, H)
+    activations, not by arithmetic. Batched `baddbmm` first copies the broadcast bias into its
+    output, then ReLU reads and writes it again; oneDNN applies bias and ReLU as the matmul
+    writes its output, and the first layer takes the (B*K, D+A) rows [s, a] directly instead of
+    adding a broadcast state block to the action block. The backward is written out so that
+    every step is one matmul or one elementwise pass.
+
+    forward(x (N, D+A), W0 (E, D+A, H), b0 (E, H), [W_l (E, H, H), b_l (E, 1, H)]..., w_out
+    (E, H, 1), b_out (E, 1, 1)) -> q (E, N, 1) in fp32. x and the saved activations are in x's
+    dtype; parameters are fp32 (cast per call); the scalar head runs in fp32, as _ScalarHead.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        dt = x.dtype
+        ws = [w.to(dt) for w in params[0:-2:2]]  # one cast per layer for all members
+        bs = [b.to(dt) for b in params[1:-2:2]]
+        w_out, b_out = params[-2], params[-1]
+        E = w_out.shape[0]
+        acts, qs = [], []
+        for i in range(E):
+            h, hs = x, []
+            for w, b in zip(ws, bs, strict=True):
+                h = torch.ops.mkldnn._linear_pointwise(h, w[i].T, b[i], "relu", [], "")
+                hs.append(h)
+            qs.append(torch.addmm(b_out[i].view(1, 1), h.float(), w_out[i]))
+            acts += hs
+        ctx.layers = len(ws)
+        ctx.save_for_backward(x, *acts, *ws, w_out)
+        return torch.stack(qs)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        L, need = ctx.layers, ctx.needs_input_grad
+        x, *rest = ctx.saved_tensors
+        w_out = rest[-1]
+        E = w_out.shape[0]
+        acts, ws = rest[: E * L], rest[E * L : E * L + L]
+        dt = x.dtype
+        g = g.contiguous()
+        gw = [[] for _ in range(L)]
+        gb = [[] for _ in range(L)]
+        g_out, gx = [], None
+        for i in range(E):
+            hs = [x, *acts[i * L : (i + 1) * L]]
+            gi = g[i].to(dt)  # (N, 1)
+            g_out.append(hs[L].T @ gi)
+            gh = gi * w_out[i].to(dt).T  # dq/dh of the last hidden layer: a broadcast multiply
+            for j in range(L - 1, -1, -1):
+                gz = torch.ops.aten.threshold_backward(gh, hs[j + 1], 0)  # through the ReLU
+                gw[j].append(hs[j].T @ gz)
+                gb[j].append(gz.sum(0))
+                if j > 0 or need[0]:
+                    gh = gz @ ws[j][i].T
+            if need[0]:
+                gx = gh.float() if gx is None else gx + gh.float()
+        # Gradients in the parameters' dtype (fp32), each layer's members stacked.
+        grads: list[torch.Tensor | None] = [gx.to(dt) if gx is not None else None]
+        for j in range(L):
+            grads += [torch.stack(gw[j]).float(), torch.stack(gb[j]).float()]
+        grads += [torch.stack(g_out).float(), g.sum(1, keepdim=True)]
+        return tuple(grad if n else None for grad, n in zip(grads, need, strict=True))
 
 
 def _plain_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from robot_calql.agent import networks
 from robot_calql.agent.encoders import ObsEncoder, random_shift
 from robot_calql.agent.networks import (
     EnsembleCritic,
@@ -94,6 +95,54 @@ def test_bf16_autocast_keeps_q_in_fp32_close_to_fp32():
         q16 = critic(obs, actions)
     assert q16.dtype == torch.float32
     torch.testing.assert_close(q16, q32, rtol=0.05, atol=0.02)
+
+
+def _values_and_grads(critic, run):
+    torch.manual_seed(1)
+    obs = torch.randn(6, 5, requires_grad=True)
+    actions = (torch.rand(6, 4, 3) * 2 - 1).requires_grad_()
+    critic.zero_grad(set_to_none=True)
+    q = run(obs, actions)
+    (q * torch.linspace(-1, 1, q.numel()).view_as(q)).sum().backward()
+    return [q.detach(), obs.grad, actions.grad] + [p.grad for p in critic.parameters()]
+
+
+@pytest.mark.skipif(not networks._HAS_ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_fused_cpu_critic_equals_the_batched_critic_in_values_and_every_gradient():
+    torch.manual_seed(0)
+    critic = EnsembleCritic(5, 3, 2, (16, 16, 16))
+    plain = _values_and_grads(critic, critic.forward)  # fp32: the batched bmm path
+    fused = _values_and_grads(critic, lambda o, a: critic.forward_fused(o, a, torch.float32))
+    assert len(plain) == 3 + len(list(critic.parameters()))
+    for p, f in zip(plain, fused, strict=True):
+        torch.testing.assert_close(f, p, rtol=1e-5, atol=1e-6)
+    # weights held fixed (the actor's Q): gradients reach the actions only
+    a = torch.rand(6, 3, requires_grad=True)
+    critic.zero_grad(set_to_none=True)
+    critic.forward_fused(torch.randn(6, 5), a, torch.float32, detach_params=True).sum().backward()
+    assert a.grad is not None and all(p.grad is None for p in critic.parameters())
+
+
+@pytest.mark.skipif(not networks._HAS_ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_bf16_autocast_on_cpu_takes_the_fused_path_and_matches_the_batched_one(monkeypatch):
+    torch.manual_seed(0)
+    critic = EnsembleCritic(5, 3, 2, (64, 64))
+    calls = []
+    fused_apply = networks._FusedCPUCritic.apply
+    monkeypatch.setattr(networks._FusedCPUCritic, "apply", lambda *a: calls.append(1) or fused_apply(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = _values_and_grads(critic, critic.forward)
+        critic.fused_cpu = False
+        batched = _values_and_grads(critic, critic.forward)
+    assert len(calls) == 1 and fused[0].dtype == torch.float32
+    ref = _values_and_grads(critic, critic.forward)  # fp32
+    for f, b, r in zip(fused, batched, ref, strict=True):
+        # both bf16 paths are as close to fp32 as each other (bf16 has 8 significant bits)
+        err_f, err_b = (f - r).norm() / r.norm(), (b - r).norm() / r.norm()
+        assert err_f < 0.1 and err_f < 2 * err_b + 0.01, (err_f, err_b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # LayerNorm critics keep the batched path
+        EnsembleCritic(5, 3, 2, (16, 16), layer_norm=True)(torch.randn(2, 5), torch.rand(2, 3))
+    assert len(calls) == 1
 
 
 def test_behaviour_nll_is_minus_log_prob_and_its_huber_form_bounds_outliers():
