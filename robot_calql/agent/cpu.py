@@ -41,9 +41,9 @@ def configure_cpu_process() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (musl has no such symbol)
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_get_libc_version
-    _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl has mallopt, as a no-op)
+        return False
+    _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done

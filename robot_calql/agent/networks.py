@@ -238,9 +238,9 @@ class _FusedCPUCritic(torch.autograd.Function):
     adding a broadcast state block to the action block. The backward is written out so that
     every step is one matmul or one elementwise pass.
 
-    forward(x (N, D+A), W0 (E, D+A, H), b0 (E, H), [W_l (E, H, H), b_l (E, 1, H)]..., w_out
+    forward(x (N, D+A), W0 (E, D+A, H), b0 (E, H), [W_l (E, H, H), b_l (E, H)]..., w_out
     (E, H, 1), b_out (E, 1, 1)) -> q (E, N, 1) in fp32. x and the saved activations are in x's
-    dtype; parameters are fp32 (cast per call); the scalar head runs in fp32, as _ScalarHead.
+    dtype; parameters are fp32 (cast once per call); the scalar head runs in fp32, as _ScalarHead.
     """
 
     @staticmethod
