@@ -19,6 +19,12 @@ Waiting for the policy (`controller.policy_node`, set by the node set when it ha
 subscribes to the episode events (else it would miss the start). A try running when the status
 says not ready, or none has come for `policy_timeout_s`, ends with reason `policy_lost` (neither
 a try nor a failure), and a fresh one starts when the policy is back.
+
+Stale success flags: a try ends on success only after the flag has said False at least once since
+its start. The reward node publishes False when it resets at a start, so a True still in flight
+from the previous phase (sent before the reward node heard of the start) cannot end the new try.
+A success source of your own must publish False while the task is not done (the reward node
+does, with every frame). `min_phase_s` stays as a second guard.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class EpisodeControllerNode(Node):
                                  "(a std_srvs/Trigger service that moves the arm home)")
             self.home_client = self.create_client(Trigger, str(c["home_service"]))
         self.success = False
+        self.armed = False   # a False flag came since the running try started (see the module doc)
+        self.stale_flags = 0  # True flags ignored because none had said False since the start
         self.policy_node = str(c.get("policy_node") or "").strip("/")
         self.policy_timeout_s = float(c.get("policy_timeout_s", 3.0))
         self.policy_status_t: float | None = None   # wall time of the last ready status
@@ -71,7 +79,11 @@ class EpisodeControllerNode(Node):
                                   f"{self.ctl.cfg.home.replace('_', ' ')} via {c['home_service']}"))
 
     def _on_success(self, msg: Bool) -> None:
-        self.success = bool(msg.data)
+        if not msg.data:
+            self.armed = True
+        elif not self.armed:
+            self.stale_flags += 1
+        self.success = bool(msg.data) and self.armed
 
     def _on_policy_status(self, msg: String) -> None:
         try:
@@ -103,7 +115,7 @@ class EpisodeControllerNode(Node):
             d = ev.to_dict()
             self.events.append(d)
             if ev.kind == "start":
-                self.success = False  # a flag from the previous phase must not end this one
+                self.success = self.armed = False  # a flag from the previous phase must not end this one
                 self.pub_instr.publish(String(data=ev.instruction))
                 self.get_logger().info(f"episode {ev.episode}: {ev.direction} '{ev.instruction}'")
             elif ev.kind == "end":

@@ -3,9 +3,12 @@
 With `reward.model` set to a classifier folder (robot-calql reward-train), every frame (at most
 `reward.rate_hz`) goes through robot_calql.reward's classifier with the current instruction.
 With `reward.model: ground_truth` (stand-in only) the probability is the simulator's
-ground-truth success (`topics.ground_truth_success`); the node says so in its log. Either way
-the flag is debounced (robot_calql.reward.calibrate.Debouncer, `reward.debounce_k` positive
-frames in a row) and reset at each episode start.
+ground-truth success (`topics.ground_truth_success`, std_msgs/String JSON: task, instruction,
+success); the node says so in its log, and takes only the verdicts for the running try's
+instruction (the simulator may still judge the previous task for a step after a switch). Either
+way the flag is debounced (robot_calql.reward.calibrate.Debouncer, `reward.debounce_k` positive
+frames in a row) and reset at each episode start, which publishes a False flag at once: the
+episode controller counts a success only after a False since the start (stale flags).
 
 Publishes `topics.success_prob` (std_msgs/Float32) and `topics.success` (std_msgs/Bool).
 """
@@ -47,7 +50,8 @@ class RewardNode(Node):
         self.clf = None
         if self.model == "ground_truth":
             self.debouncer = Debouncer(k=int(cfg["debounce_k"]))
-            self.create_subscription(Bool, topics["ground_truth_success"], self._on_ground_truth, COMMAND_QOS)
+            self.gt_dropped = 0  # verdicts for another instruction than the running try's
+            self.create_subscription(String, topics["ground_truth_success"], self._on_ground_truth, COMMAND_QOS)
             self.get_logger().warning("reward from the SIMULATOR'S GROUND TRUTH (reward.model=ground_truth): "
                                       "stand-in only, no classifier in the loop")
         else:
@@ -66,11 +70,25 @@ class RewardNode(Node):
         self.instruction = msg.data
 
     def _on_event(self, msg: String) -> None:
-        if json.loads(msg.data).get("event") == "start":
+        ev = json.loads(msg.data)
+        if ev.get("event") == "start":
+            # the event carries the try's instruction: no wait for the instruction topic
+            self.instruction = str(ev.get("instruction") or self.instruction)
             self.debouncer.reset()
+            self.pub_flag.publish(Bool(data=False))
 
-    def _on_ground_truth(self, msg: Bool) -> None:
-        self._emit(1.0 if msg.data else 0.0, bool(msg.data))
+    def _on_ground_truth(self, msg: String) -> None:
+        try:
+            gt = json.loads(msg.data)
+            ok, instruction = bool(gt["success"]), str(gt["instruction"])
+        except (ValueError, TypeError, KeyError) as e:
+            self.warn.warn("ground_truth", f"reward skips a ground-truth message it cannot read ({e!r}): "
+                                           f"{msg.data[:80]!r}")
+            return
+        if self.instruction and instruction != self.instruction:
+            self.gt_dropped += 1  # judged for the previous task, sent before the simulator switched
+            return
+        self._emit(1.0 if ok else 0.0, ok)
 
     def _on_image(self, msg: Image) -> None:
         now = wall_s()

@@ -12,7 +12,8 @@ Publishes `sensor_msgs/Image` (camera_hz), `sensor_msgs/JointState` and the end-
 
 Physics advances at control_hz with the newest command (none fresh: the arm holds). The camera
 timer publishes the newest rendered frame. For evaluation only it publishes the ground-truth
-success of the current task on `topics.ground_truth_success` and, when `publish_expert` is set,
+success of the current task on `topics.ground_truth_success` (std_msgs/String JSON: task,
+instruction, success; the reward node keeps only the running try's) and, when `publish_expert` is set,
 the scripted demonstrator's action on `topics.expert_action` (used by tests and demos as the
 policy's action source). The service `~/set_camera` (std_srvs/SetBool) stops and restarts the
 camera, to exercise the safety watchdog.
@@ -39,7 +40,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float32MultiArray, Float64, Float64MultiArray, String
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -101,7 +102,7 @@ class SimRobotNode(Node):
         self.pub_image = self.create_publisher(Image, self.topics["image"], SENSOR_QOS)
         self.pub_joints = self.create_publisher(JointState, self.topics["joint_states"], SENSOR_QOS)
         self.pub_pose = self.create_publisher(PoseStamped, self.topics["ee_pose"], SENSOR_QOS)
-        self.pub_gt = self.create_publisher(Bool, self.topics["ground_truth_success"], COMMAND_QOS)
+        self.pub_gt = self.create_publisher(String, self.topics["ground_truth_success"], COMMAND_QOS)
         self.pub_expert = self.create_publisher(Float64MultiArray, self.topics["expert_action"], COMMAND_QOS)
         self.pub_state = self.create_publisher(Float32MultiArray, self.topics["sim_state"], SENSOR_QOS)
         cmd_type = {"delta_ee_twist": TwistStamped, "joint_position_array": Float64MultiArray,
@@ -267,7 +268,9 @@ class SimRobotNode(Node):
             a = delta_to_action(np.append(d, self._gripper), *self.scale)
             self.obs, *_, info = self.env.step(a)
         self.steps += 1
-        self.pub_gt.publish(Bool(data=bool(info["success"])))
+        task = self.env.task
+        self.pub_gt.publish(String(data=json.dumps({"task": task.name, "instruction": task.instruction,
+                                                    "success": bool(info["success"])})))
         self.pub_state.publish(Float32MultiArray(data=[float(x) for x in self.obs["state"]]))
         if self.expert is not None:
             a = np.asarray(self.expert.act(self.obs), float)
