@@ -1,6 +1,6 @@
 """Stale success flags cannot end a fresh try, over real rclpy + DDS.
 
-A fresh clone's CI once saw the backward try end "success" 50 ms after it started: the reward
+A fresh clone's CI once saw the backward try end "success" 55 ms after it started: the reward
 node's True from the forward success was still in flight, and the controller's tick ran late
 enough that `min_phase_s` let it through. Here `min_phase_s` is 0, so only the handshake guards:
 the controller counts a True only after a False since the start (the reward node sends one when
