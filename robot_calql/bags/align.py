@@ -10,8 +10,9 @@ control rate on it and picks, at every tick:
   with the robot's action scale (or, for `from_ee_pose`, the pose change to the next tick).
 
 A tick that misses any stream is a gap: the episode is split there, and the pieces shorter than
-`min_steps` are dropped and counted. Only the piece that reaches the success event gets reward 1
-and terminal=True.
+`min_steps` are dropped and counted. A success goes to the last piece (reward 1, terminal=True
+on its last step) when that piece's last observation is at most `success_lag_s` before the
+success event; otherwise it is counted as `successes_dropped` and the piece stays truncated.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class AlignConfig:
     gripper_closed: float = 1.0
     with_ee: bool = False  # proprio includes end-effector (x, y, z, yaw)
     min_steps: int = 2
+    # a success event at most this long after the last complete step's observation ends that
+    # step with success (streams often stop a few ticks before the controller's end:success)
+    success_lag_s: float = 0.3
 
     @property
     def action_dim(self) -> int:
@@ -105,6 +109,7 @@ class Piece:
     reward: np.ndarray
     terminal: np.ndarray
     t_start_ns: int
+    t_end_ns: int  # stamp of the last observation (the tick after the last step)
     success: bool
 
 
@@ -138,7 +143,9 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
     """Resample one episode buffer into pieces at the control rate; count what was lost in stats.
 
     stats keys (incremented): gap_ticks_<stream> for ticks that missed a stream,
-    steps_dropped_short for steps in pieces shorter than min_steps, actions_clipped.
+    steps_dropped_short for steps in pieces shorter than min_steps, actions_clipped,
+    successes_dropped for a success event more than success_lag_s after the last piece's end
+    (or with no piece at all).
     """
     stats = stats if stats is not None else {}
     dt = int(round(NS / cfg.control_hz))
@@ -155,11 +162,11 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
     anchor = t_ee if cfg.action_type == "from_ee_pose" else t_cmd
     anchor = anchor[anchor >= buf.t_start - tol]
     if len(anchor) == 0:
-        return []
+        return _count_lost_success(buf, stats)
     t0 = int(anchor[0])
     n_ticks = (t_end + tol - t0) // dt + 1
     if n_ticks < 2:
-        return []
+        return _count_lost_success(buf, stats)
     ticks = t0 + dt * np.arange(n_ticks, dtype=np.int64)
 
     i_img, ok_img = latest_before(t_img, ticks, tol)
@@ -224,18 +231,28 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
         if b - a < cfg.min_steps:
             stats["steps_dropped_short"] = stats.get("steps_dropped_short", 0) + (b - a)
             continue
-        success = buf.success and b == n
-        reward = np.zeros(b - a, np.float32)
-        terminal = np.zeros(b - a, bool)
-        if success:
-            reward[-1], terminal[-1] = 1.0, True
         pieces.append(Piece(
             image=np.stack([imgs[i] for i in i_img[a : b + 1]]),
             proprio=proprio[a : b + 1].astype(np.float32),
             action=action[a:b],
-            reward=reward,
-            terminal=terminal,
+            reward=np.zeros(b - a, np.float32),
+            terminal=np.zeros(b - a, bool),
             t_start_ns=int(ticks[a]),
-            success=success,
+            t_end_ns=int(ticks[b]),
+            success=False,
         ))
+    if buf.success:
+        last = pieces[-1] if pieces else None
+        if last is not None and t_end - last.t_end_ns <= int(round(cfg.success_lag_s * NS)):
+            last.success = True
+            last.reward[-1], last.terminal[-1] = 1.0, True
+        else:
+            _count_lost_success(buf, stats)
     return pieces
+
+
+def _count_lost_success(buf: EpisodeBuffer, stats: dict[str, int]) -> list[Piece]:
+    """Count a success event that no resampled step can carry; returns no pieces."""
+    if buf.success:
+        stats["successes_dropped"] = stats.get("successes_dropped", 0) + 1
+    return []

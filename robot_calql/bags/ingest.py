@@ -7,8 +7,10 @@ and resized to the policy size). Which topic holds what comes from the robot con
 has none) and resampled to the control rate by robot_calql/bags/align.py.
 
 Nothing half-written: the dataset is built in a hidden folder beside `out` and renamed into place
-only when every bag went through (see docs/bags.md). A per-bag, per-topic report is printed and
-saved as `<out>/ingest_report.json`.
+only when every bag went through (see docs/bags.md). A bag whose storage is damaged (cut short,
+corrupt) gives the episodes completed before the damage, with a warning saying what was lost
+(robot_calql/bags/salvage.py reads what rosbags cannot open). A per-bag, per-topic report is
+printed and saved as `<out>/ingest_report.json`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from robot_calql.bags import events
 from robot_calql.bags import messages as M
 from robot_calql.bags.align import ACTION_TYPES, NS, AlignConfig, EpisodeBuffer, resample
+from robot_calql.bags.salvage import SalvageError, SalvageReader
 from robot_calql.config import REPO_ROOT, ConfigError, resolve_path
 from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode
 
@@ -146,9 +149,13 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         gripper_closed=float(g_closed if g_closed is not None else 0.0),
         with_ee=bool(topics["ee_pose"]),
         min_steps=int(cfg.min_episode_steps),
+        success_lag_s=float(cfg.success_lag_s),
     )
     if align.tolerance_s <= 0 or align.tolerance_s > 1.0 / align.control_hz:
         raise ConfigError(f"tolerance_s={align.tolerance_s}: must be in (0, one control period {1 / align.control_hz:.3f}]")
+    if align.success_lag_s < 1.0 / align.control_hz:
+        raise ConfigError(f"success_lag_s={align.success_lag_s}: must be at least one control period "
+                          f"({1 / align.control_hz:.3f} s)")
     return IngestSettings(
         topics=topics, align=align, joints=[str(j) for j in robot.joints], gripper_joint=str(robot.gripper_joint),
         image_size=int(cfg.image_size), crop=_crop_from(cfg), distro=str(cfg.ros_distro),
@@ -190,6 +197,8 @@ class BagReport:
     warnings: list[str] = field(default_factory=list)
     clock_offset_s: float = 0.0
     error: str | None = None
+    # storage damaged before its end: what was read, where it stopped, what was lost (None: intact)
+    damaged: dict[str, Any] | None = None
     _warned: Counter = field(default_factory=Counter)
 
     def warn(self, kind: str, text: str) -> None:
@@ -207,6 +216,7 @@ class BagReport:
             "messages": dict(self.messages), "dropped": {t: {k: n for k, n in c.items() if n} for t, c in self.dropped.items()},
             "out_of_order": dict(self.out_of_order), "resample": dict(self.resample),
             "clock_offset_s": self.clock_offset_s, "warnings": self.warnings, "error": self.error,
+            "damaged": self.damaged,
         }
 
 
@@ -278,6 +288,11 @@ class BagIngestor:
         pieces = resample(buf, self.s.align, self.report.resample)
         if not pieces and buf.num_messages():
             self.report.resample["episodes_without_steps"] = self.report.resample.get("episodes_without_steps", 0) + 1
+        if buf.success and not any(p.success for p in pieces):
+            end = f"its last complete step ends at {_t(pieces[-1].t_end_ns)}" if pieces else "it has no complete step"
+            self.report.warn("success_dropped", f"episode from {_t(buf.t_start)}: success event at {_t(buf.t_end)} "
+                             f"but {end} (streams missing before the event, see the gap_ticks counts; "
+                             f"success_lag_s={self.s.align.success_lag_s}): kept as truncated, not a success")
         for i, piece in enumerate(pieces):
             if i > 0:
                 self.report.resample["gap_splits"] = self.report.resample.get("gap_splits", 0) + 1
@@ -356,7 +371,15 @@ class BagIngestor:
             reader = AnyReader([self.bag], default_typestore=M.typestore_for(s.distro))
             reader.open()
         except Exception as e:  # rosbags raises many types for unreadable storage
-            raise BagError(f"{self.bag}: cannot open as a rosbag2 (corrupt, truncated or not a bag): {e}") from None
+            # a bag cut short (no mcap footer, sqlite pages missing): read what comes before the damage
+            reader = SalvageReader(self.bag, M.typestore_for(s.distro))
+            try:
+                reader.open()
+            except (SalvageError, OSError) as e2:
+                raise BagError(f"{self.bag}: cannot open as a rosbag2 (corrupt, truncated or not a bag): {e}"
+                               f" (salvage: {e2})") from None
+            if reader.damage is None:  # storage readable to its end: only rosbags' open failed
+                log.warning(f"{self.bag}: rosbags cannot open it ({e}); read its storage directly, to its end")
         try:
             return self._run(reader)
         finally:
@@ -420,14 +443,18 @@ class BagIngestor:
         chosen = self._select(reader)
         conns = [c for _, cs in chosen.values() for c in cs]
         total = sum(c.msgcount for c in conns)
+        damage = getattr(reader, "damage", None)  # SalvageReader: where the storage is cut
         if total == 0:
             rep.warn("empty", "empty bag (no messages on the mapped topics)")
+            if damage is not None:
+                self._report_damage(damage.reason, None, None, damage)
             return rep
         offset = self._clock_offset(reader, chosen)
         rep.clock_offset_s = offset / NS
         bar = tqdm(total=total, desc=self.bag.name, unit="msg", disable=not self.progress, leave=False)
         t_log = 0
         topic = "?"
+        stop_reason = damage.reason if damage is not None else None
         messages = reader.messages(connections=conns)
         try:
             while True:
@@ -436,8 +463,9 @@ class BagIngestor:
                 except StopIteration:
                     break
                 except Exception as e:  # noqa: BLE001 - storage errors from the sqlite/mcap readers
-                    raise BagError(f"{self.bag}: corrupt or truncated after {sum(rep.messages.values())} messages "
-                                   f"(last {topic} at receive {_t(t_log)}): {type(e).__name__}: {e}") from None
+                    stop_reason = f"{type(e).__name__}: {e}"
+                    damage = None  # found by rosbags while reading: no byte offset known
+                    break
                 bar.update()
                 topic = conn.topic
                 role = chosen[topic][0]
@@ -453,10 +481,36 @@ class BagIngestor:
                 self._finish_ready(now)
         finally:
             bar.close()
+        in_progress = None
+        if stop_reason is not None and self.has_events and self.open is not None:
+            in_progress, self.open = self.open.t_start, None  # its end is lost with the damage
         if self.open is not None:
             self._close(max(self.last_stamp.values(), default=self.open.t_start), success=False)
         self._finish_ready(0, force=True)
+        if stop_reason is not None:
+            self._report_damage(stop_reason, (topic, t_log) if rep.messages else None, in_progress, damage)
         return rep
+
+    def _report_damage(self, reason: str, last: tuple[str, int] | None, in_progress: int | None, damage) -> None:
+        """Record and warn what a damaged bag gave and what was lost."""
+        rep = self.report
+        n = sum(rep.messages.values())
+        where = ""
+        if damage is not None and damage.offset is not None and damage.size:
+            where = f" (the first {damage.offset} of {damage.size} bytes, {100 * damage.offset / damage.size:.0f}%)"
+        rep.damaged = {
+            "reason": reason, "messages_read": n,
+            "last_topic": last[0] if last else None, "last_receive_s": last[1] / NS if last else None,
+            "bytes_readable": damage.offset if damage is not None else None,
+            "bytes_total": damage.size if damage is not None else None,
+            "episode_in_progress_from_s": None if in_progress is None else in_progress / NS,
+        }
+        text = (f"damaged storage, the rest of the bag is unreadable ({reason}): read {n} messages{where}"
+                + (f", the last on {last[0]} at receive {_t(last[1])}" if last else "")
+                + f"; kept the {rep.episodes} episodes ({rep.successes} successes) completed before the damage")
+        if in_progress is not None:
+            text += f"; lost the episode in progress from {_t(in_progress)}"
+        rep.warn("damaged", text)
 
     def _handle(self, role: str, topic: str, msgtype: str, msg: Any, now: int) -> None:
         s, rep = self.s, self.report
@@ -528,6 +582,15 @@ def print_summary(reports: list[BagReport]) -> None:
     for r in reports:
         status = f"ERROR {r.error}" if r.error else f"{r.episodes} episodes, {r.steps} steps, {r.successes} successes"
         lines.append(f"  {r.bag}: {status} (clock offset {r.clock_offset_s * 1000:.1f} ms)")
+        if r.damaged:
+            d = r.damaged
+            last = f", last {d['last_topic']} at receive t={d['last_receive_s']:.3f}s" if d["last_topic"] else ""
+            lost = (f"; lost the episode in progress from t={d['episode_in_progress_from_s']:.3f}s"
+                    if d["episode_in_progress_from_s"] is not None else "")
+            part = (f" ({100 * d['bytes_readable'] / d['bytes_total']:.0f}% of the file)"
+                    if d["bytes_readable"] is not None and d["bytes_total"] else "")
+            lines.append(f"    DAMAGED: read {d['messages_read']} messages{part}{last}; the rest is unreadable "
+                         f"({d['reason']}){lost}")
         for topic in sorted(set(r.messages) | set(r.dropped) | set(r.out_of_order)):
             drops = ", ".join(f"{n} {why}" for why, n in sorted(r.dropped.get(topic, {}).items()) if n)
             ooo = f", {r.out_of_order[topic]} stamps backwards" if r.out_of_order.get(topic) else ""

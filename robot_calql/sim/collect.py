@@ -5,7 +5,13 @@
 
 `task` is a task name or a task-pair name (then `episodes` demos are recorded for each
 direction). Demos are stored with source "demo", deliberate failures with "failure", episodes
-of `prior_tasks` with "prior" (each under its own instruction).
+of `prior_tasks` with "prior" (each under its own instruction). Each episode records its `seed`
+in `extra`.
+
+`out` must be new or empty: a folder that already holds episodes is refused (rerunning would
+add the same episodes again) unless `append=true` (more episodes, numbered after the existing
+ones, from the smallest seed >= `seed` that none of them used) or `overwrite=true` (the new
+dataset is built beside `out` and replaces it only when complete).
 
 From Python (training loops, bag recorder, reward-classifier tests):
 
@@ -17,13 +23,23 @@ From Python (training loops, bag recorder, reward-classifier tests):
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode
+from robot_calql.data.dataset import (
+    EPISODE_DIR,
+    META_FILE,
+    Dataset,
+    DatasetError,
+    DatasetMeta,
+    DatasetWriter,
+    Episode,
+)
 from robot_calql.sim.demonstrators import ScriptedDemonstrator
 from robot_calql.sim.env import (
     ACTION_DIM,
@@ -138,14 +154,15 @@ def iter_episodes(
         ep, _ = rollout(env, lambda obs, d=demo: d.act(obs["state"]), max_episode_steps,
                         seed=first_seed if i == 0 else None)
         ep.source = source
-        ep.extra = {"failure_mode": demo.failure} if demo.failure else {}
+        ep.extra = {"seed": seed, **({"failure_mode": demo.failure} if demo.failure else {})}
         yield ep
 
 
 def collect_episodes(task: str, episodes: int, *, out: str | Path | None = None, overwrite: bool = False,
                      **kwargs) -> list[Episode]:
     """Collect `episodes` episodes of `task` (see iter_episodes for the options); also write them
-    to the dataset folder `out` when given. Returns the episodes."""
+    to the dataset folder `out` when given (appended to a dataset already there unless
+    `overwrite`; the caller picks distinct seeds). Returns the episodes."""
     eps = list(iter_episodes(task, episodes, **kwargs))
     if out is not None:
         writer = DatasetWriter(out, dataset_meta(kwargs.get("image_size", 64),
@@ -155,11 +172,33 @@ def collect_episodes(task: str, episodes: int, *, out: str | Path | None = None,
     return eps
 
 
+def _episode_count(out: Path) -> int:
+    """Episodes in the dataset folder `out` (0 when it does not exist or holds none); a non-empty
+    folder that is not a dataset is an error."""
+    if not out.exists():
+        return 0
+    if not out.is_dir():
+        raise DatasetError(f"{out}: exists and is a file, not a dataset folder: choose another out=<dir>")
+    if not (out / META_FILE).is_file():
+        if any(not p.name.startswith(".") for p in out.iterdir()):
+            raise DatasetError(f"{out}: exists, is not empty and is not a robot_calql dataset (no {META_FILE}); "
+                               "collect will not write into it or delete it: choose another out=<dir>")
+        return 0
+    return sum(1 for p in (out / EPISODE_DIR).glob("ep_*") if p.is_dir())
+
+
+def _append_seed(out: Path, seed: int) -> tuple[int, int]:
+    """The smallest seed >= `seed` that no episode of the dataset at `out` was collected with,
+    and how many of its episodes record no seed (not written by collect, or before seeds were)."""
+    seeds = [info.get("extra", {}).get("seed") for info in Dataset(out).infos]
+    while seed in seeds:
+        seed += 1
+    return seed, sum(s is None for s in seeds)
+
+
 def main(cfg) -> int:
     """`robot-calql collect`: write demos (+ failures, prior data) to a dataset; print success rates."""
-    from tqdm import tqdm
-
-    from robot_calql.config import resolve_path
+    from robot_calql.config import ConfigError, resolve_path
 
     tasks = resolve_tasks(str(cfg.task))
     prior = [str(t) for t in (cfg.get("prior_tasks") or [])]
@@ -174,27 +213,69 @@ def main(cfg) -> int:
     out = resolve_path(cfg.out)
     if out is None:
         raise ValueError("collect: set out=<dir>")
-    env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale,
-                   dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start))
-    writer = DatasetWriter(out, dataset_meta(image_size, scale), overwrite=bool(cfg.overwrite))
+    append, overwrite = bool(cfg.append), bool(cfg.overwrite)
+    if append and overwrite:
+        raise ConfigError("collect: append=true adds to the dataset, overwrite=true replaces it; pass one of them")
+    seed = int(cfg.seed)
+    existing = _episode_count(out)
+    if existing and not (append or overwrite):
+        raise DatasetError(f"collect: {out} already holds {existing} episodes; collecting into it again would add "
+                           f"more (with seed={seed}: the same ones again). Pass append=true to add episodes with new "
+                           "seeds, overwrite=true to replace the dataset, or another out=<dir>")
+    if existing and append:
+        new_seed, unknown = _append_seed(out, seed)
+        if new_seed != seed:
+            print(f"append: seed {seed} was already used in {out}; collecting with seed={new_seed}")
+        if unknown:
+            log.warning(f"append: {unknown} episodes in {out} record no seed; if collect wrote them with "
+                        f"seed={new_seed}, the new episodes repeat them: pass another seed=")
+        seed = new_seed
 
     plan = [(t, n, "demo", False) for t in tasks]
     plan += [(t, n_fail, "failure", True) for t in tasks if n_fail]
     plan += [(t, n, "prior", False) for t in prior if n]
-    total = sum(p[1] for p in plan)
-    results: dict[tuple[str, str], list[bool]] = {}
-    with tqdm(total=total, desc="collect", unit="ep") as bar:
-        for task, count, source, failure in plan:
-            bar.set_postfix_str(f"{task} ({source})")
-            for ep in iter_episodes(task, count, image_size=image_size, seed=int(cfg.seed), noise=float(cfg.noise),
-                                    source=source, failure=failure, max_episode_steps=max_steps, env=env,
-                                    action_scale=scale):
-                writer.write_episode(ep)
-                results.setdefault((task, source), []).append(ep.success)
-                bar.update(1)
-    env.close()
-    print(f"wrote {total} episodes to {out}")
+    # overwrite: build beside `out` and swap when complete, so a failure keeps the old dataset
+    target = out.parent / f".{out.name}.collect-{os.getpid()}" if overwrite and existing else out
+    env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale,
+                   dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start))
+    try:
+        writer = DatasetWriter(target, dataset_meta(image_size, scale), overwrite=overwrite)
+        results = _collect(writer, env, plan, seed=seed, noise=float(cfg.noise), max_steps=max_steps, scale=scale)
+        if target != out:
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(target, out)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    finally:
+        env.close()
+    total = sum(len(ok) for ok in results.values())
+    if existing and append:
+        print(f"added {total} episodes to {out} (seed={seed}), {existing + total} in all")
+    else:
+        print(f"wrote {total} episodes to {out} (seed={seed})")
     for (task, source), ok in results.items():
         label = "demonstrator success rate" if source != "failure" else "failure episodes that succeeded anyway"
         print(f"  {task:<18} {source:<8} {label}: {sum(ok)}/{len(ok)} ({100.0 * np.mean(ok):.0f}%)")
     return 0
+
+
+def _collect(writer: DatasetWriter, env: StandInEnv, plan: list[tuple[str, int, str, bool]], *, seed: int,
+             noise: float, max_steps: int, scale: tuple[float, float]) -> dict[tuple[str, str], list[bool]]:
+    """Record `plan` ((task, episodes, source, failure) entries) into `writer` with a progress
+    bar; return the successes per (task, source)."""
+    from tqdm import tqdm
+
+    results: dict[tuple[str, str], list[bool]] = {}
+    with tqdm(total=sum(p[1] for p in plan), desc="collect", unit="ep") as bar:
+        for task, count, source, failure in plan:
+            bar.set_postfix_str(f"{task} ({source})")
+            for ep in iter_episodes(task, count, image_size=env.image_size, seed=seed, noise=noise, source=source,
+                                    failure=failure, max_episode_steps=max_steps, env=env, action_scale=scale):
+                writer.write_episode(ep)
+                results.setdefault((task, source), []).append(ep.success)
+                bar.update(1)
+    return results

@@ -12,7 +12,12 @@ Layout of a run folder:
 
 A checkpoint is written into a hidden temporary folder and renamed into place; only then is
 LATEST replaced (write + os.replace), so a crash or Ctrl-C at any moment leaves the previous
-checkpoint usable and never a half-written one. Older checkpoints beyond `keep` are deleted.
+checkpoint usable and never a half-written one. Older checkpoints beyond `keep` are renamed to a
+hidden folder, then deleted.
+
+Hidden folders being written or deleted are named `.<name>.pid<pid>@<host>.<random>.partial`.
+A process killed with SIGKILL (or a power cut) leaves one behind; the next save or load in the
+folder removes those whose process is gone (same host, pid not running). Loading never reads them.
 
 The policy node only needs `model.safetensors` + `meta.json` (`load_policy_weights`).
 """
@@ -22,7 +27,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,7 @@ TRAINER = "trainer.pt"
 BUFFER = "buffer.npz"
 META = "meta.json"
 SEP = "/"
+PARTIAL = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)@(?P<host>.+)\.[^.]+\.partial$")
 
 
 class CheckpointError(ValueError):
@@ -122,6 +131,66 @@ def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator | None = No
         np_rng.bit_generator.state = state["np_rng"]
 
 
+# ----------------------------------------------------------------------------- partial folders
+def _owner_tag() -> str:
+    return f"pid{os.getpid()}@{socket.gethostname()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie counts as gone)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_stale(entry: Path) -> bool:
+    """A hidden temporary entry left by a dead writer. Entries without the pid@host tag come
+    from versions before the tag and are stale too; other hosts' entries are left alone."""
+    m = PARTIAL.match(entry.name)
+    if m is None:
+        return entry.name.endswith(".partial") or entry.name.startswith(f".{LATEST}.tmp")
+    return m["host"] == socket.gethostname() and not _pid_alive(int(m["pid"]))
+
+
+def remove_stale_partials(root: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary folders/files in a checkpoints folder whose writer is dead;
+    return them. Errors (e.g. a read-only folder) are ignored: loading never reads these."""
+    removed = []
+    try:
+        entries = [p for p in Path(root).iterdir() if p.name.startswith(".")]
+    except OSError:
+        return removed
+    for p in entries:
+        if not _is_stale(p):
+            continue
+        try:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder: rename it to a hidden partial name first, so a kill during
+    the deletion leaves nothing that looks like a checkpoint."""
+    hidden = folder.with_name(f".{folder.name}.{_owner_tag()}.old{secrets.token_hex(4)}.partial")
+    try:
+        os.rename(folder, hidden)
+    except OSError:
+        hidden = folder
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- save / load
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
@@ -144,8 +213,9 @@ def save_checkpoint(
 
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(root)
     name = f"step_{int(step):09d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{_owner_tag()}.", suffix=".partial", dir=root))
     try:
         tensors, skeleton = split_state(agent_state)
         _fsync_write(tmp / WEIGHTS, st_save(tensors, metadata={"step": str(int(step))}))
@@ -160,17 +230,17 @@ def save_checkpoint(
         _fsync_write(tmp / META, (json.dumps({**meta, "step": int(step)}, indent=2, default=str) + "\n").encode())
         final = root / name
         if final.exists():  # same step saved twice (e.g. periodic save then exit at that step)
-            shutil.rmtree(final)
+            _discard(final)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    latest_tmp = root / f".{LATEST}.tmp{os.getpid()}"
+    latest_tmp = root / f".{LATEST}.{_owner_tag()}.tmp.partial"
     _fsync_write(latest_tmp, (name + "\n").encode())
     os.replace(latest_tmp, root / LATEST)
     old = sorted(p for p in root.glob("step_*") if p.is_dir() and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
+        _discard(p)
     return final
 
 
@@ -204,13 +274,16 @@ def clear_run(run_dir: str | os.PathLike) -> None:
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """Resolve a run folder, its checkpoints folder or a checkpoint folder to a checkpoint folder."""
+    """Resolve a run folder, its checkpoints folder or a checkpoint folder to a checkpoint folder
+    (the newest complete one); stale partial folders left by a dead writer are removed on the way."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint or run folder does not exist")
     if (p / WEIGHTS).is_file():
         return p
     root = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
+    if root.name == CKPT_DIR:
+        remove_stale_partials(root)
     latest = root / LATEST
     if latest.is_file():
         cand = root / latest.read_text().strip()

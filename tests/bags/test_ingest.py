@@ -132,22 +132,72 @@ def test_wrong_message_type_on_a_topic(tmp_path):
         ingest([b], settings("robot.bag_topics.image=/joint_states"), tmp_path / "ds", progress=False)
 
 
-@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
-def test_truncated_bag_fails_cleanly_and_skip_keeps_good_bags(tmp_path, storage):
-    good = bag(tmp_path, "good", storage=storage, episodes=1, steps=5)
-    bad = bag(tmp_path, "bad", storage=storage, episodes=4, steps=20, image_hw=(120, 160))
-    data = next(p for p in bad.iterdir() if p.suffix in (".db3", ".mcap"))
+def cut(bag_dir: Path, fraction: float | None = None, keep_bytes: int | None = None) -> Path:
+    """Truncate a bag's storage file in place (as a killed recorder or an interrupted copy leaves it)."""
+    data = next(p for p in bag_dir.iterdir() if p.suffix in (".db3", ".mcap"))
     raw = data.read_bytes()
-    data.write_bytes(raw[: len(raw) // 2])
+    data.write_bytes(raw[: keep_bytes if keep_bytes is not None else int(len(raw) * fraction)])
+    return data
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_unreadable_bag_fails_cleanly_and_skip_keeps_good_bags(tmp_path, storage):
+    good = bag(tmp_path, "good", storage=storage, episodes=1, steps=5)
+    bad = bag(tmp_path, "bad", storage=storage, episodes=2, steps=5)
+    cut(bad, keep_bytes=1000)  # not even the topic list survives
     out = tmp_path / "ds"
-    with pytest.raises(BagError, match=rf"{bad}") as e:
+    with pytest.raises(BagError, match=rf"{bad}: cannot open as a rosbag2 .*salvage: .*no readable topic"):
         ingest([good, bad], settings(), out, progress=False)
-    assert "corrupt" in str(e.value) or "truncated" in str(e.value)
     assert not out.exists() and leftovers(out) == []
     # on_error=skip: the good bag goes through, the bad one is reported
     reports = ingest([good, bad], settings(), out, on_error="skip", progress=False)
     assert reports[1].error and str(bad) in reports[1].error
-    assert len(Dataset(out)) >= 1 and reports[0].episodes == 1
+    assert len(Dataset(out)) == 1 and reports[0].episodes == 1
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_truncated_bag_salvages_the_episodes_completed_before_the_cut(tmp_path, storage, caplog, capsys):
+    """A bag cut at 60% of its file: the episodes whose end event was recorded before the cut are
+    ingested exactly as from the whole bag; the report says what was read and what was lost."""
+    spec = S.SyntheticSpec(episodes=5, steps=10, image_hw=(120, 160), success=[True, False])
+    whole = bag(tmp_path, "whole", storage=storage, **spec.__dict__)
+    shutil.copytree(whole, tmp_path / "bags" / "cut")
+    damaged = tmp_path / "bags" / "cut"
+    data = cut(damaged, fraction=0.6)
+    ingest([whole], settings(), tmp_path / "ref", progress=False)
+    capsys.readouterr()
+    reports = ingest([damaged], settings(), tmp_path / "ds", progress=False)  # on_error=fail: not an error
+    r = reports[0]
+    d = r.damaged
+    assert d is not None and r.error is None
+    # which episodes ended (end event received) before the last message read
+    dt = 1.0 / spec.control_hz
+    ends = [spec.start_s + e * (spec.steps * dt + spec.pause_s) + spec.steps * dt + 0.001 for e in range(5)]
+    complete = sum(t <= d["last_receive_s"] for t in ends)
+    assert 2 <= complete < 5, complete
+    ds, ref = Dataset(tmp_path / "ds"), Dataset(tmp_path / "ref")
+    assert len(ds) == r.episodes == complete and r.successes == (complete + 1) // 2
+    for e in range(complete):
+        for key in ("image", "proprio", "action", "reward", "terminal"):
+            np.testing.assert_array_equal(getattr(ds[e], key), getattr(ref[e], key), err_msg=f"{e} {key}")
+        assert ds[e].success == ref[e].success
+    # what was read, where it stopped, what was lost
+    assert d["messages_read"] == sum(r.messages.values()) > 0
+    assert d["last_topic"] in spec.topics.values()
+    assert abs(d["episode_in_progress_from_s"] - (ends[complete] - spec.steps * dt - 0.001)) < 0.01
+    if storage == "mcap":
+        assert d["bytes_total"] == data.stat().st_size and 0 < d["bytes_readable"] < d["bytes_total"]
+        assert "runs past the end of the file" in d["reason"]
+    else:
+        assert "SQLite cannot read further" in d["reason"]
+    line = f"read {d['messages_read']} messages"
+    warning = next(w for w in r.warnings if "damaged storage" in w)
+    assert str(damaged) in warning and line in warning and d["last_topic"] in warning
+    assert f"kept the {complete} episodes" in warning and "lost the episode in progress" in warning
+    assert any("damaged storage" in rec.message and rec.levelname == "WARNING" for rec in caplog.records)
+    assert "DAMAGED: " + line in capsys.readouterr().out
+    saved = json.loads((tmp_path / "ds" / "ingest_report.json").read_text())[0]["damaged"]
+    assert saved == d
 
 
 def test_garbage_file_is_not_a_bag(tmp_path):
@@ -185,6 +235,59 @@ def test_stamps_jumping_backwards_are_counted_and_named(tmp_path, caplog):
     # before it is within tolerance of its tick, so the episode stays whole
     assert r.dropped["/camera/image_raw"]["outside an episode"] == 1
     assert r.resample.get("gap_ticks_image", 0) == 0 and [len(ep) for ep in Dataset(tmp_path / "ds")] == [10]
+
+
+def test_corrupt_page_inside_an_sqlite3_bag_keeps_the_episodes_before_it(tmp_path):
+    """rosbags opens the bag and fails while reading: the same salvage and report as a cut file."""
+    spec = S.SyntheticSpec(episodes=5, steps=10, image_hw=(120, 160))
+    b = bag(tmp_path, **spec.__dict__)
+    data = next(b.glob("*.db3"))
+    raw = bytearray(data.read_bytes())
+    page = len(raw) // 2 // 4096 * 4096
+    raw[page : page + 4096] = b"\xff" * 4096
+    data.write_bytes(bytes(raw))
+    r = ingest([b], settings(), tmp_path / "ds", progress=False)[0]
+    d = r.damaged
+    assert d is not None and "CorruptError" in d["reason"] and d["bytes_readable"] is None
+    assert 1 <= r.episodes < 5 and len(Dataset(tmp_path / "ds")) == r.episodes
+    assert d["messages_read"] > 0 and d["episode_in_progress_from_s"] is not None
+    assert any("damaged storage" in w and f"read {d['messages_read']} messages" in w for w in r.warnings)
+
+
+def _late_success_bag(path: Path, lags_s: list[float]) -> None:
+    """Episodes of 7 steps whose streams stop at the last observation; the end:success event
+    comes lags_s[e] later (a slow classifier or controller)."""
+    with BagRecorder(path) as rec:
+        f = rec.msgs
+        rec.write("/robot_calql/instruction", f.string("go"), 1)
+        for e, lag in enumerate(lags_s):
+            t0 = (1 + 3 * e) * 1_000_000_000
+            rec.write("/robot_calql/episode_event", f.string("start"), t0)
+            for k in range(8):
+                t = t0 + k * 100_000_000
+                rec.write("/camera/image_raw", f.image(t, np.zeros((8, 8, 3), np.uint8)), t)
+                rec.write("/joint_states", f.joint_state(t, [*S.JOINTS, S.GRIPPER], np.zeros(6)), t)
+                if k < 7:
+                    rec.write("/robot_calql/sent_command", f.twist(t, np.zeros(3), np.zeros(3)), t)
+            rec.write("/robot_calql/episode_event", f.string("end:success"), t0 + 700_000_000 + int(lag * 1e9))
+
+
+def test_success_event_after_the_last_frame_ends_the_episode_with_success(tmp_path):
+    """end:success 0.1 s after the last frame is the success of the last step; 1 s after (beyond
+    success_lag_s) it is not, and the report says so."""
+    _late_success_bag(tmp_path / "b", [0.1, 1.0])
+    reports = ingest([tmp_path / "b"], settings(), tmp_path / "ds", progress=False)
+    ds = Dataset(tmp_path / "ds")
+    assert [len(ep) for ep in ds] == [7, 7]
+    assert ds[0].success and ds[0].terminal[-1] and ds[0].reward[-1] == 1.0 and ds[0].reward.sum() == 1.0
+    assert not ds[1].success and not ds[1].terminal.any() and ds[1].reward.sum() == 0.0
+    r = reports[0]
+    assert r.successes == 1 and r.resample["successes_dropped"] == 1
+    assert any("episode from t=4.000s: success event at t=5.700s but its last complete step ends at t=4.700s" in w
+               and "kept as truncated, not a success" in w
+               for w in r.warnings)
+    reports = ingest([tmp_path / "b"], settings("success_lag_s=1.5"), tmp_path / "ds2", progress=False)
+    assert reports[0].successes == 2 and "successes_dropped" not in reports[0].resample
 
 
 def test_gap_splits_the_episode(tmp_path):

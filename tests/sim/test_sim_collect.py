@@ -69,3 +69,75 @@ def test_forward_demos_from_cubes_on_any_face_succeed():
     on_side = [float(np.hypot(*ep.state[0][14:16])) > 0.5 for ep in eps]  # quaternion x, y of the cube
     assert sum(on_side) >= 3, "most episodes start with the cube on another face"
     assert all(ep.success for ep in eps), "the scripted demonstrator puts a cube lying on any face in the bowl"
+
+
+def _collect(out, *extra):
+    return cli_main(["collect", "task=cube_in_bowl", "episodes=2", "image_size=0", "max_episode_steps=15",
+                     f"out={out}", *extra])
+
+
+def test_cli_collect_again_into_a_dataset_is_refused_unless_append_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert _collect(out) == 0
+    first = [Dataset(out)[i] for i in range(2)]
+    capsys.readouterr()
+    # rerunning the same command must not add the same two episodes again
+    assert _collect(out) == 1
+    err = capsys.readouterr().err
+    assert f"{out} already holds 2 episodes" in err and "append=true" in err and "overwrite=true" in err
+    assert len(Dataset(out)) == 2
+
+    # append: continued episode ids, a seed none of the episodes used, no duplicates
+    assert _collect(out, "append=true") == 0
+    assert "seed 0 was already used" in capsys.readouterr().out
+    assert _collect(out, "append=true") == 0
+    ds = Dataset(out)
+    assert [p.name for p in ds.episode_dirs] == [f"ep_{i:06d}" for i in range(6)]
+    assert [info["extra"]["seed"] for info in ds.infos] == [0, 0, 1, 1, 2, 2]
+    starts = {ds[i].state[0].tobytes() for i in range(6)}
+    assert len(starts) == 6, "every episode starts from its own placement"
+    for i in range(2):
+        _same(ds[i], first[i])  # what was there is untouched
+
+    # overwrite: the same command from scratch gives the first run's episodes
+    assert _collect(out, "overwrite=true") == 0
+    ds = Dataset(out)
+    assert len(ds) == 2
+    for i in range(2):
+        _same(ds[i], first[i])
+    assert _collect(out, "append=true", "overwrite=true") == 1
+    assert "pass one of them" in capsys.readouterr().err
+
+
+def test_cli_collect_overwrite_that_fails_keeps_the_old_dataset(tmp_path, monkeypatch):
+    from robot_calql.data.dataset import DatasetWriter
+
+    out = tmp_path / "d"
+    assert _collect(out) == 0
+    write = DatasetWriter.write_episode
+    calls = []
+
+    def write_then_fail(self, ep):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return write(self, ep)
+
+    monkeypatch.setattr(DatasetWriter, "write_episode", write_then_fail)
+    try:
+        _collect(out, "overwrite=true", "seed=5")
+    except RuntimeError:
+        pass
+    assert len(calls) == 2
+    ds = Dataset(out)
+    assert len(ds) == 2 and [info["extra"]["seed"] for info in ds.infos] == [0, 0]
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no half-built dataset beside it
+
+
+def test_cli_collect_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("keep me")
+    assert _collect(out, "overwrite=true") == 1
+    assert "is not a robot_calql dataset" in capsys.readouterr().err
+    assert (out / "todo.txt").read_text() == "keep me"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,3 +111,75 @@ def test_missing_or_corrupt_checkpoint_errors(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
         ckpt.load_checkpoint(tmp_path / "run")
     assert json.loads((path / ckpt.META).read_text())["a"] == 1
+
+
+_KILLED_WRITER = """
+import sys, time
+import torch
+from robot_calql.agent import CalQL, CalQLConfig
+from robot_calql.train import checkpoint as ckpt
+
+run = sys.argv[1]
+torch.manual_seed(0)
+agent = CalQL({"state": (7,)}, 3, CalQLConfig(actor_hidden=(16, 16), critic_hidden=(16, 16)), num_instructions=2)
+ckpt.save_checkpoint(run, 1, agent.state_dict(), {"optimizer": agent.optimizer_state_dict()}, {"phase": "test"})
+write = ckpt._fsync_write
+
+def write_then_hang(path, data):
+    write(path, data)
+    if path.name == ckpt.TRAINER:  # weights and trainer state on disk, meta.json not yet
+        print("writing", flush=True)
+        time.sleep(600)
+
+ckpt._fsync_write = write_then_hang
+ckpt.save_checkpoint(run, 2, agent.state_dict(), {"optimizer": agent.optimizer_state_dict()}, {"phase": "test"})
+"""
+
+
+def test_kill_9_during_a_write_leaves_no_partial_folder_after_the_next_load_or_save(tmp_path):
+    """A real SIGKILL in the middle of writing checkpoint 2: loading resumes from checkpoint 1 and
+    removes the dead writer's partial folder; the next save works."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing", "the writer died before reaching the write"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    root = tmp_path / ckpt.CKPT_DIR
+    partial = [p for p in root.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and partial[0].name.startswith(".step_000000002.")
+    assert (partial[0] / ckpt.WEIGHTS).is_file() and not (partial[0] / ckpt.META).exists()
+
+    loaded = ckpt.load_checkpoint(tmp_path)  # resume
+    assert loaded["meta"]["step"] == 1 and loaded["dir"].name == "step_000000001"
+    assert sorted(p.name for p in root.iterdir()) == [ckpt.LATEST, "step_000000001"]
+    agent = _agent()
+    agent.load_state_dict(loaded["agent_state"])
+    agent.load_optimizer_state_dict(loaded["trainer"]["optimizer"])
+    ckpt.save_checkpoint(tmp_path, 2, agent.state_dict(), {}, {"phase": "test"})
+    assert ckpt.load_meta(tmp_path)["step"] == 2
+
+
+def test_save_removes_only_partials_of_dead_writers(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    root = tmp_path / ckpt.CKPT_DIR
+    host = socket.gethostname()
+    stale = [root / f".step_000000002.pid{dead_pid}@{host}.ab_12.partial", root / ".step_000000003.k2j9x.partial"]
+    kept = [root / f".step_000000004.pid{os.getpid()}@{host}.cd_34.partial",  # a writer still running
+            root / f".step_000000005.pid{dead_pid}@another-host.example.ef_56.partial"]  # cannot tell: left alone
+    for p in stale + kept:
+        p.mkdir(parents=True)
+        (p / ckpt.WEIGHTS).write_bytes(b"half")
+    (root / f".{ckpt.LATEST}.tmp{dead_pid}").write_text("step_000000002\n")  # pre-tag LATEST temp file
+    ckpt.save_checkpoint(tmp_path, 1, _agent().state_dict(), {}, {})
+    assert sorted(p.name for p in root.iterdir()) == sorted([ckpt.LATEST, "step_000000001", *(p.name for p in kept)])
