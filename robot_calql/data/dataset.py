@@ -50,6 +50,9 @@ DTYPES = {
     "terminal": np.bool_,
 }
 SOURCES = ("demo", "failure", "prior", "online", "bag", "eval")
+# every action space is normalised: each action value lies in [-ACTION_BOUND, ACTION_BOUND]
+ACTION_BOUND = 1.0
+ACTION_BOUND_TOL = 1e-4  # float rounding of a clipped or tanh-squashed action
 
 
 class DatasetError(ValueError):
@@ -137,7 +140,8 @@ class Episode:
         return {k: v for k, v in out.items() if v is not None}
 
     def validate(self, meta: DatasetMeta, where: str = "episode") -> None:
-        """Raise DatasetError naming the first problem: shapes, dtypes, NaN/inf, empty episode."""
+        """Raise DatasetError naming the first problem: shapes, dtypes, NaN/inf, an action outside
+        the action bounds, empty episode."""
         T = len(self)
         if T < 1:
             raise DatasetError(f"{where}: empty episode (no steps)")
@@ -167,6 +171,14 @@ class Episode:
                 if bad.any():
                     idx = np.argwhere(bad)[0].tolist()
                     raise DatasetError(f"{where}: '{key}' has a NaN or infinite value at index {idx}")
+            if key == "action":
+                out = np.abs(arr) > ACTION_BOUND + ACTION_BOUND_TOL
+                if out.any():
+                    t, i = np.argwhere(out)[0].tolist()
+                    raise DatasetError(
+                        f"{where}: 'action' (action.npy) value {float(arr[t, i]):.6g} at step {t}, axis {i} is "
+                        f"outside the action bounds [-{ACTION_BOUND:g}, {ACTION_BOUND:g}] ({int(out.any(axis=1).sum())} "
+                        f"of {T} steps out of bounds; actions are normalised, see docs/dataset_format.md)")
         if self.terminal[:-1].any():
             t = int(np.argmax(self.terminal[:-1]))
             raise DatasetError(f"{where}: terminal=True at step {t} before the last step {T - 1}")

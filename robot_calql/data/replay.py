@@ -304,9 +304,18 @@ class OnlineReplay(_Buffer):
             self.first_valid += 1
         return self.frames_written - 1
 
+    def _is_current_frame(self, obs: Mapping[str, Any]) -> bool:
+        """Whether `obs` is the open episode's current frame (the previous step's next observation);
+        an `obs` without the frame keys stands for it too."""
+        pos = self._cur_frame % self.num_frames
+        return all(k not in obs or np.array_equal(self.frames[k][pos], np.asarray(obs[k], dtype=self.frames[k].dtype))
+                   for k in self.frame_keys)
+
     def add(self, obs: Mapping[str, Any], action: np.ndarray, reward: float, next_obs: Mapping[str, Any],
             terminal: bool, truncated: bool = False, instruction: str | int = 0) -> None:
-        """Store one transition; `obs` is read only at the first step of an episode."""
+        """Store one transition. Within an episode, a step whose `obs` is the previous step's
+        `next_obs` (or has none of the frame keys) shares that frame; any other `obs` (a step was
+        left out, e.g. a command the arm never executed) is stored as a frame of its own."""
         a = np.asarray(action, dtype=np.float32).reshape(-1)
         if a.shape != (self.action_dim,) or not np.all(np.isfinite(a)):
             raise ReplayError(f"action must be finite with shape ({self.action_dim},), got {a.shape} {a}")
@@ -315,6 +324,8 @@ class OnlineReplay(_Buffer):
         ins = self.vocab.id(instruction) if isinstance(instruction, str) or len(self.vocab) else int(instruction)
         if self._ep_start is None:
             self._ep_start = self.steps_written
+            self._cur_frame = self._write_frame(obs)
+        elif not self._is_current_frame(obs):
             self._cur_frame = self._write_frame(obs)
         if self.steps_written - self._ep_start >= self.capacity:
             raise ReplayError(f"an episode longer than the online buffer capacity ({self.capacity} steps)")

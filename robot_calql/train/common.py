@@ -12,9 +12,11 @@ the same indices.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,38 @@ def shaped_returns(rewards: Any, terminals: Any, cfg_agent: Any) -> np.ndarray:
     r = np.asarray(rewards, dtype=np.float32) * cfg_agent.reward_scale + cfg_agent.reward_bias
     return mc_return_to_go(r, np.asarray(terminals, dtype=bool), cfg_agent.discount,
                            failure_reward=cfg_agent.failure_reward)
+
+
+class NonFiniteTrainingError(ValueError):
+    """An update gave a NaN or infinite loss, or the weights to save are not finite. The message
+    names the update, the values and the last good checkpoint; nothing non-finite is saved."""
+
+
+def check_losses(metrics: Mapping[str, float], where: str, last_good: Any = None) -> None:
+    """Raise NonFiniteTrainingError if any loss term (`loss_*`) of an update's metrics is NaN or
+    infinite. `where` names the update (e.g. "update 57"); `last_good` is the newest checkpoint
+    on disk (None: none written yet). The metrics are plain floats, so this costs microseconds."""
+    bad = {k: v for k, v in metrics.items() if k.startswith("loss") and not math.isfinite(v)}
+    if bad:
+        raise NonFiniteTrainingError(
+            f"{where} gave a non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}); training stopped "
+            f"and these weights were not saved. {_last_good(last_good)} Check the data (NaN or huge values "
+            "in rewards, actions or observations) and the learning rates.")
+
+
+def check_finite_state(state: Mapping[str, Any], where: str, last_good: Any = None) -> None:
+    """Raise NonFiniteTrainingError naming the first tensor of `state` (agent.state_dict()) with a
+    NaN or infinite value; call it before writing a checkpoint (a few ms)."""
+    import torch
+
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise NonFiniteTrainingError(f"{where}: tensor '{k}' of the agent has NaN or infinite values; the "
+                                         f"checkpoint was not written. {_last_good(last_good)}")
+
+
+def _last_good(path: Any) -> str:
+    return f"The last good checkpoint is {path}." if path else "No checkpoint of this run was written."
 
 
 def updates_owed(transitions: int, updates: int, online_steps: int, utd: float, min_online: int) -> int:

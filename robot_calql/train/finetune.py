@@ -23,7 +23,9 @@ online false-positive rate.
 
 Checkpoints (agent, optimisers, RNGs, the online buffer, the environment's physics state and
 the loop's counters) are written every `save_every` steps, at the end and on Ctrl-C (exit 130);
-`resume=true` continues exactly where the run stopped.
+`resume=true` continues exactly where the run stopped. The first update with a NaN or infinite
+loss stops the run with a NonFiniteTrainingError naming the step, the losses and the last good
+checkpoint, which stays the newest on disk (exit 1).
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ from robot_calql.control.episode_controller import HOME_MODES, homes_after
 from robot_calql.train import checkpoint as ckpt
 from robot_calql.train.common import (
     GracefulStop,
+    NonFiniteTrainingError,
     agent_obs,
     build_agent,
+    check_finite_state,
+    check_losses,
     online_calibration,
     set_seed,
     set_threads,
@@ -241,14 +246,20 @@ def main(cfg: DictConfig) -> int:
     if resuming:
         run_meta["pretrained"] = meta.get("pretrained", str(src_ckpt))
 
+    last_good: Path | None = Path(state["dir"]) if resuming else None  # this run's newest checkpoint
+
     def save() -> Path:
+        nonlocal last_good
+        weights = agent.state_dict()
+        check_finite_state(weights, f"online step {loop['step']}", last_good)
         trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(), "loop": loop,
                    "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state,
                    "gripper_flips": flips.state()}
         if clf is not None:
             trainer["classifier"] = clf.state()
-        return ckpt.save_checkpoint(out, loop["step"], agent.state_dict(), trainer, run_meta,
-                                    buffer=online.state_dict(), keep=int(cfg.keep_checkpoints))
+        last_good = ckpt.save_checkpoint(out, loop["step"], weights, trainer, run_meta,
+                                         buffer=online.state_dict(), keep=int(cfg.keep_checkpoints))
+        return last_good
 
     last_eval: dict[str, float] = {}
 
@@ -290,7 +301,9 @@ def main(cfg: DictConfig) -> int:
                     flips.reset()
                 if loop["step"] > starts:
                     for _ in range(utd):
-                        means.add(agent.update(replay.sample(bs)))
+                        metrics = agent.update(replay.sample(bs))
+                        check_losses(metrics, f"online step {loop['step']} (update {agent.num_updates})", last_good)
+                        means.add(metrics)
                 bar.update(1)
                 step = loop["step"]
                 if step % log_every == 0 or step == steps:
@@ -316,6 +329,10 @@ def main(cfg: DictConfig) -> int:
         logger.close()
         print(f"\ninterrupted at online step {loop['step']}; checkpoint saved to {path} (resume with resume=true)")
         return 130
+    except NonFiniteTrainingError:
+        bar.close()
+        logger.close()
+        raise
     bar.close()
     if eval_every > 0 and (not loop["evals"] or loop["evals"][-1][0] != loop["step"]):
         run_eval()

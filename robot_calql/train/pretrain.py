@@ -3,11 +3,13 @@
 What it does, in order:
 1. opens the dataset and reads every value (`Dataset.verify`: missing arrays, NaN or infinite
    rewards/actions are a DatasetError naming the file), keeps `holdout_fraction` of the episodes
-   out of training for the calibration plot;
+   out of training for the calibration plot; every action must lie in the action bounds [-1, 1];
 2. builds the agent (`obs=state` or `obs=pixels`) and the offline replay (MC returns per episode);
 3. runs `steps` updates with a progress bar, logs every loss term to TensorBoard and
    `<out>/metrics.jsonl`, checkpoints every `save_every` updates, at the end, and on Ctrl-C
-   (then exits 130); `resume=true` continues from the latest checkpoint exactly;
+   (then exits 130); `resume=true` continues from the latest checkpoint exactly; the first update
+   with a NaN or infinite loss stops the run with a NonFiniteTrainingError naming the update, the
+   losses and the last good checkpoint, which stays the newest on disk (exit 1);
 4. writes `<out>/plots/calibration.png` (learned Q against MC return on held-out episodes) and
    `<out>/summary.json`.
 
@@ -29,7 +31,10 @@ from robot_calql.train import checkpoint as ckpt
 from robot_calql.train.common import (
     DatasetSubset,
     GracefulStop,
+    NonFiniteTrainingError,
     build_agent,
+    check_finite_state,
+    check_losses,
     check_obs_mode,
     obs_spec_from_meta,
     set_seed,
@@ -113,8 +118,10 @@ def main(cfg: DictConfig) -> int:
     agent.set_obs_normalization(replay.obs_statistics())
 
     start = 0
+    last_good: Path | None = None  # the newest checkpoint of this run on disk
     if resuming:
         state = ckpt.load_checkpoint(out)
+        last_good = Path(state["dir"])
         _check_same_run(state["meta"], mode, vocab, str(data_dir))
         agent.load_state_dict(state["agent_state"])
         agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
@@ -136,8 +143,12 @@ def main(cfg: DictConfig) -> int:
     }
 
     def save(step: int) -> Path:
+        nonlocal last_good
+        weights = agent.state_dict()
+        check_finite_state(weights, f"update {step}", last_good)
         trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(replay.rng)}
-        return ckpt.save_checkpoint(out, step, agent.state_dict(), trainer, meta, keep=int(cfg.keep_checkpoints))
+        last_good = ckpt.save_checkpoint(out, step, weights, trainer, meta, keep=int(cfg.keep_checkpoints))
+        return last_good
 
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=start if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
@@ -150,6 +161,7 @@ def main(cfg: DictConfig) -> int:
             while step < steps:
                 metrics = agent.update(replay.sample(int(cfg.batch_size)))
                 step += 1
+                check_losses(metrics, f"update {step}", last_good)
                 bar.update(1)
                 means.add(metrics)
                 if step % log_every == 0 or step == steps:
@@ -170,6 +182,10 @@ def main(cfg: DictConfig) -> int:
         logger.close()
         print(f"\ninterrupted at update {step}; checkpoint saved to {path} (resume with resume=true)")
         return 130
+    except NonFiniteTrainingError:
+        bar.close()
+        logger.close()
+        raise
     bar.close()
     path = save(step)
 

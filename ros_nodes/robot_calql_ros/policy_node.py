@@ -1,8 +1,8 @@
 """policy: acts at the control rate on the newest camera frame and joint state.
 
 Inputs: `topics.image` (sensor_msgs/Image), `topics.joint_states`, `topics.ee_pose`, the
-instruction and episode events of the episode controller, the learner's weights
-(`topics.weights`, transient local), and in the stand-in `topics.sim_state` (privileged state,
+instruction and episode events of the episode controller, the safety node's verdicts
+(`topics.command_status`), the learner's weights (`topics.weights`, transient local), and in the stand-in `topics.sim_state` (privileged state,
 for state-mode checkpoints) and `topics.expert_action`.
 
 Timing: the node acts on the first camera frame at or after each control tick (1/control_hz),
@@ -10,10 +10,19 @@ so the camera-to-command latency is the processing time only, and it stops actin
 frames stop (the safety watchdog then holds the arm) and resumes when they return.
 
 Output: `topics.policy_command` (std_msgs/Float64MultiArray, physical delta + gripper + the
-frame's stamp; the safety node checks it) and one transition per step on `topics.transitions`
-(robot_calql.control.transport payload: obs, action, next obs, reward, done, truncated,
-instruction, episode, step, actor id, sequence number). Reward is sparse: 1 on the step that
-ends an episode with success (the controller's `end` event with reason `success`).
+frame's stamp; the safety node checks it) and one transition per executed step on
+`topics.transitions` (robot_calql.control.transport payload: obs, action, next obs, reward,
+done, truncated, instruction, episode, step, frame stamp, actor id, sequence number). Reward is
+sparse: 1 on the step that ends an episode with success (the controller's `end` event with
+reason `success`).
+
+Only executed commands become transitions: the safety node answers every command on
+`topics.command_status` (String JSON: stamp, sent, reason), and a step is sent to the learner
+once its next observation is known and its verdict said sent. A step the safety node held
+(stale joint states or pose, e-stop, unsafe command, ...) or whose verdict did not come within
+two control periods, at least 0.5 s (VERDICT_TIMEOUT_S; no safety node) of the command is
+dropped and counted; the next transition starts from its own observation
+(robot_calql.control.transitions.TransitionAssembler).
 
 Action source (`policy.action_source`): `agent` (the Cal-QL actor, weights from
 `policy.checkpoint` and then from the learner) or `expert` (the stand-in's scripted demonstrator,
@@ -23,8 +32,9 @@ and swapped in with one reference assignment: control never waits for them, and 
 on a single-threaded executor (cheapest dispatch for the 30 Hz camera + 50 Hz joint states).
 
 Status on `~/status` (String JSON, 1 Hz, and at once when readiness changes): steps,
-transitions sent, weights received, the last 200 steps' frame-to-command latency and actor time
-(p50/p99, ms), and `ready`: whether the node could act now (an action source: weights, or the
+transitions sent, steps dropped (`held_dropped`: the safety node held the command;
+`no_verdict_dropped`: no verdict in time) and the last hold reason, weights received, the last
+200 steps' frame-to-command latency and actor time (p50/p99, ms), and `ready`: whether the node could act now (an action source: weights, or the
 stand-in's expert action; a joint state and end-effector pose; a camera frame within the last
 second). The episode controller starts no try until it reads ready.
 """
@@ -51,6 +61,7 @@ from robot_calql.control.conversions import (
     joint_state_to_positions,
     pack_policy_command,
 )
+from robot_calql.control.transitions import Transition, TransitionAssembler
 from robot_calql.control.transport import pack_transition
 from robot_calql_ros.common import (
     COMMAND_QOS,
@@ -64,6 +75,9 @@ from robot_calql_ros.common import (
     wall_s,
 )
 from robot_calql_ros.safety_node import quat_to_yaw
+
+# the safety node's verdict on a command must come within max(this, two control periods)
+VERDICT_TIMEOUT_S = 0.5
 
 
 class PolicyNode(Node):
@@ -102,7 +116,8 @@ class PolicyNode(Node):
         self.instruction = ""
         self.episode = None        # id of the running episode (None: paused / not started)
         self.step_in_episode = 0
-        self.pending = None        # (obs, action) waiting for its next observation
+        # steps waiting for their next observation and the safety node's verdict
+        self.assembler = TransitionAssembler(max(VERDICT_TIMEOUT_S, 2 * self.period))
         self.next_tick = 0.0
         self.actor = None          # robot_calql_ros.agent_io.PolicyActor
         self.weights_step = -1
@@ -110,6 +125,7 @@ class PolicyNode(Node):
         self.steps = 0
         self.last_frame_t = -1.0   # wall time of the newest camera frame
         self._was_ready = False
+        self._no_verdict_warned = 0
         self.latencies: list[float] = []   # frame stamp -> command published (s)
         self.act_times: list[float] = []   # time in the actor per step (s)
         self._lock = threading.Lock()
@@ -133,6 +149,7 @@ class PolicyNode(Node):
         self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
         self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
+        self.create_subscription(String, t["command_status"], self._on_verdict, COMMAND_QOS)
         self.create_subscription(Float32MultiArray, t["sim_state"], self._on_state, SENSOR_QOS)
         if self.source == "expert":
             self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
@@ -157,7 +174,10 @@ class PolicyNode(Node):
 
         def pct(x, q):
             return round(float(np.percentile(x, q)), 2) if x.size else None
+        c = self.assembler.counts
         return {"ready": self.ready(), "steps": self.steps, "transitions_sent": self.seq,
+                "held_dropped": c["held"], "no_verdict_dropped": c["no_verdict"],
+                "last_hold_reason": self.assembler.last_held_reason,
                 "weights_received": self.weights_received, "weights_step": self.weights_step, "source": self.source,
                 "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
                 "act_ms_p50": pct(act, 50), "act_ms_p99": pct(act, 99)}
@@ -169,6 +189,13 @@ class PolicyNode(Node):
                 and wall_s() - self.last_frame_t < 1.0)
 
     def _publish_status(self) -> None:
+        with self._lock:  # steps whose verdict is overdue are dropped even while no frame comes
+            self._send(self.assembler.expire(wall_s()))
+        missing = self.assembler.counts["no_verdict"]
+        if missing > self._no_verdict_warned:
+            self._no_verdict_warned = missing
+            self.warn.warn("no_verdict", f"{missing} steps dropped so far: no verdict from the safety node on "
+                           f"{self.topics['command_status']} in time (is the safety node running?)")
         self.pub_status.publish(String(data=json.dumps(self.status())))
 
     def _check_ready(self) -> None:
@@ -209,15 +236,27 @@ class PolicyNode(Node):
                 self.episode = int(ev["episode"])
                 self.instruction = ev["instruction"]
                 self.step_in_episode = 0
-                self.pending = None
+                self._send(self.assembler.start(wall_s()))
             elif ev["event"] == "end" and self.episode == int(ev["episode"]):
                 # the last step of the episode: its next obs is the newest observation
                 success = ev["reason"] == "success"
-                if self.pending is not None and self.last_obs is not None:
-                    self._emit(self.last_obs, reward=1.0 if success else 0.0, done=success,
-                               truncated=not success)
-                self.pending = None
+                if self.last_obs is not None:
+                    self._send(self.assembler.end(self.last_obs, reward=1.0 if success else 0.0, done=success,
+                                                  truncated=not success, now=wall_s()))
                 self.episode = None
+
+    def _on_verdict(self, msg: String) -> None:
+        """The safety node's verdict on one command: sent to the arm, or held (and why)."""
+        try:
+            v = json.loads(msg.data)
+            if v["stamp"] is None:
+                return  # a command without a readable stamp: it was never one of ours
+            stamp, sent, reason = float(v["stamp"]), bool(v["sent"]), str(v.get("reason", ""))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self.warn.warn("verdict", f"unreadable command verdict {msg.data[:80]!r} ({e})")
+            return
+        with self._lock:
+            self._send(self.assembler.verdict(stamp, sent, wall_s(), reason))
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         self._new_weights = msg.data  # only the newest payload matters
@@ -298,9 +337,7 @@ class PolicyNode(Node):
             delta = action_to_delta(action, *self.scale)
             self.pub_cmd.publish(Float64MultiArray(data=pack_policy_command(delta, stamp)))
             self.latencies.append(wall_s() - stamp)
-            if self.pending is not None:
-                self._emit(obs, reward=0.0, done=False, truncated=False)
-            self.pending = (obs, action)
+            self._send(self.assembler.command(obs, action, stamp, wall_s(), self.episode, self.step_in_episode))
             self.last_obs = obs
             self.steps += 1
             self.step_in_episode += 1
@@ -317,17 +354,19 @@ class PolicyNode(Node):
             self.warn.warn("no_weights", "policy not acting: no weights yet (policy.checkpoint or the learner)")
         return agent_action
 
-    def _emit(self, next_obs: dict, reward: float, done: bool, truncated: bool) -> None:
-        obs, action = self.pending
-        arrays = {"image": obs["image"], "proprio": obs["proprio"], "action": np.asarray(action, np.float32),
-                  "next_image": next_obs["image"], "next_proprio": next_obs["proprio"]}
-        if "state" in obs and "state" in next_obs:
-            arrays["state"], arrays["next_state"] = obs["state"], next_obs["state"]
-        meta = {"actor": self.actor_id, "seq": self.seq, "episode": self.episode,
-                "step": self.step_in_episode - 1, "reward": reward, "done": done,
-                "truncated": truncated, "instruction": obs["instruction"]}
-        self.pub_tr.publish(UInt8MultiArray(data=pack_transition(meta, arrays)))
-        self.seq += 1
+    def _send(self, transitions: list[Transition]) -> None:
+        """Publish executed steps to the learner (call with the lock held)."""
+        for tr in transitions:
+            obs, nxt = tr.obs, tr.next_obs
+            arrays = {"image": obs["image"], "proprio": obs["proprio"], "action": tr.action,
+                      "next_image": nxt["image"], "next_proprio": nxt["proprio"]}
+            if "state" in obs and "state" in nxt:
+                arrays["state"], arrays["next_state"] = obs["state"], nxt["state"]
+            meta = {"actor": self.actor_id, "seq": self.seq, "episode": tr.episode, "step": tr.step,
+                    "stamp": tr.stamp, "reward": tr.reward, "done": tr.done, "truncated": tr.truncated,
+                    "instruction": obs["instruction"]}
+            self.pub_tr.publish(UInt8MultiArray(data=pack_transition(meta, arrays)))
+            self.seq += 1
 
 
 def main(args=None):

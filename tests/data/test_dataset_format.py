@@ -76,6 +76,9 @@ def test_writer_refuses_a_foreign_folder(tmp_path):
     [
         (lambda e: e.action.__setitem__((2, 1), np.nan), r"'action' has a NaN or infinite value at index \[2, 1\]"),
         (lambda e: e.proprio.__setitem__((0, 0), np.inf), "'proprio' has a NaN or infinite"),
+        (lambda e: e.action.__setitem__((3, 2), 1e30),
+         r"'action' \(action.npy\) value 1e\+30 at step 3, axis 2 is outside the action bounds \[-1, 1\]"),
+        (lambda e: e.action.__setitem__((0, 4), -1.01), "value -1.01 at step 0, axis 4 is outside the action bounds"),
         (lambda e: setattr(e, "action", e.action[:, :4]), "'action' has shape"),
         (lambda e: setattr(e, "image", e.image.astype(np.float32)), "'image' has dtype float32"),
         (lambda e: setattr(e, "state", None), "missing 'state'"),
@@ -221,6 +224,28 @@ def test_verify_finds_nan_written_behind_the_writers_back(tmp_path):
     ds = Dataset(root)
     with pytest.raises(DatasetError, match=r"ep_000001: 'reward' has a NaN"):
         ds.verify()
+
+
+def test_an_action_outside_the_bounds_is_refused_at_load_naming_file_step_and_value(tmp_path):
+    """One action of 1e30 (finite, so the NaN check let it through) used to pass verify() and the
+    replay's load; pretraining on it gave NaN losses from update 50 on."""
+    from robot_calql.data.replay import OfflineReplay
+
+    root = _dataset(tmp_path)
+    f = root / "episodes" / "ep_000001" / "action.npy"
+    a = np.load(f)
+    a[4, 0] = 1e30
+    a[:, 1] = np.clip(a[:, 1] * 1.00005, -1.0, 1.0) + 5e-5  # float rounding at the bound passes
+    np.save(f, a)
+    ds = Dataset(root)
+    msg = r"ep_000001: 'action' \(action.npy\) value 1e\+30 at step 4, axis 0 is outside the action bounds \[-1, 1\]"
+    with pytest.raises(DatasetError, match=msg):
+        ds.verify()
+    with pytest.raises(DatasetError, match=msg):
+        OfflineReplay(ds, {"state": (6,)}, progress=False)
+    a[4, 0] = 0.5
+    np.save(f, a)
+    Dataset(root).verify()
 
 
 def test_episode_folders_get_normal_permissions(tmp_path):
