@@ -14,8 +14,9 @@ obs images, proprio, action) is about 25 kB. Weights (`pack_weights`) are a safe
 string with the learner's update step in its metadata.
 
 `TransitionLog` is the learner's on-disk store: every received payload is appended as
-`u32 length | u32 crc32 | payload` and flushed before it is acknowledged; on restart `read()`
-returns every complete record, and a record cut short by a crash is ignored and truncated.
+`u32 length | u32 crc32 | payload` and flushed (to the OS; fsync every `fsync_every` records)
+before it is used; on restart `read()` returns every complete record, and a record cut short by
+a crash is dropped (`torn_records`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,13 @@ def unpack_weights(payload) -> tuple[dict, int]:
 
 
 class TransitionLog:
-    """Append-only, crash-safe log of transition payloads (one file)."""
+    """Append-only, crash-safe log of transition payloads (one file).
+
+    Opening the log checks it: complete records (length, CRC32, payload) are kept; what follows
+    the last one is cut off. An incomplete last record (an append cut short by a crash) is
+    dropped (`torn_records` = 1, `torn_bytes`); bytes that are not a record cut short (a complete
+    length whose payload fails its CRC, e.g. a damaged disk block) are first copied to
+    `<name>.damaged-<offset>` (`damaged_path`), so nothing written is thrown away."""
 
     _REC = struct.Struct("<II")
 
@@ -125,48 +132,68 @@ class TransitionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync_every = fsync_every
         self._n_since_sync = 0
+        self.records = 0  # complete records in the file
+        self.torn_records = 0
+        self.torn_bytes = 0
+        self.damaged_path: Path | None = None
         self._repair()
         self._f = open(self.path, "ab")
 
+    def _scan(self):
+        """Yield (end offset, payload) of each complete record, stopping at the first bad one."""
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            off = 0
+            while off + 8 <= size:
+                n, crc = self._REC.unpack(f.read(8))
+                if n == 0 or off + 8 + n > size:
+                    return
+                payload = f.read(n)
+                if zlib.crc32(payload) != crc:
+                    return
+                off += 8 + n
+                yield off, payload
+
     def _repair(self) -> None:
-        """Drop a record cut short by a crash (its bytes are after the last complete record)."""
         if not self.path.exists():
             return
         good = 0
-        with open(self.path, "rb") as f:
-            data = f.read()
-        while good + 8 <= len(data):
-            n, crc = self._REC.unpack_from(data, good)
-            end = good + 8 + n
-            if end > len(data) or zlib.crc32(data[good + 8 : end]) != crc:
-                break
+        for end, _ in self._scan():
             good = end
-        if good != len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
+            self.records += 1
+        size = self.path.stat().st_size
+        if good == size:
+            return
+        with open(self.path, "r+b") as f:
+            f.seek(good)
+            tail = f.read()
+            # an append cut short leaves less than its header says; anything else is damage
+            if len(tail) >= 8 and 8 + self._REC.unpack_from(tail)[0] <= len(tail):
+                self.damaged_path = self.path.with_name(f"{self.path.name}.damaged-{good}")
+                self.damaged_path.write_bytes(tail)
+            f.truncate(good)
+            f.flush()
+            os.fsync(f.fileno())
+        self.torn_records = 1
+        self.torn_bytes = len(tail)
 
     def append(self, payload: bytes) -> None:
         payload = bytes(payload)
+        if not payload:
+            raise ValueError("TransitionLog.append: empty payload")
         self._f.write(self._REC.pack(len(payload), zlib.crc32(payload)) + payload)
         self._f.flush()
+        self.records += 1
         self._n_since_sync += 1
         if self._n_since_sync >= self.fsync_every:
             os.fsync(self._f.fileno())
             self._n_since_sync = 0
 
     def read(self):
-        """Yield every complete payload in the order they were appended."""
+        """Yield every complete payload in the order they were appended (one at a time)."""
         self._f.flush()
-        with open(self.path, "rb") as f:
-            data = f.read()
-        off = 0
-        while off + 8 <= len(data):
-            n, crc = self._REC.unpack_from(data, off)
-            end = off + 8 + n
-            if end > len(data) or zlib.crc32(data[off + 8 : end]) != crc:
-                break
-            yield data[off + 8 : end]
-            off = end
+        for _, payload in self._scan():
+            yield payload
 
     def close(self) -> None:
         if not self._f.closed:

@@ -13,6 +13,13 @@ nodes of robot_calql_ros.nodeset, with the same parameters as launch/finetune.la
 A monitor node in the launcher follows the episode events and the learner's status, shows a
 progress bar, and at the end prints success rates of the forward task over the first and last
 halves of the session. `duration_s=<s>` bounds the session; Ctrl-C stops it cleanly.
+
+Stopping (Ctrl-C, SIGTERM or the end of `duration_s`): the launcher prints the summary, sends
+each node one SIGINT and waits for it up to `stop_timeout_s(node)` (the learner: long enough to
+finish its update, write the checkpoint and draw its plot) before it kills it. More Ctrl-Cs
+while the nodes stop are reported and ignored, in the launcher and in the nodes
+(robot_calql_ros.run.StopSignals); a Ctrl-C in a terminal reaches the nodes too (one process
+group), which is harmless.
 """
 
 from __future__ import annotations
@@ -31,8 +38,21 @@ from omegaconf import DictConfig
 
 from robot_calql_ros.common import flatten_params
 from robot_calql_ros.nodeset import NodeSpec, node_set
+from robot_calql_ros.run import POLL_S, StopSignals
 
 log = logging.getLogger("robot_calql.launch")
+
+# seconds a node may take to stop after SIGINT before the launcher (or ros2 launch, as
+# sigterm_timeout) escalates. The learner joins its update in progress, writes a checkpoint and
+# draws the calibration plot: 2-4 s on a shared 2-core CPU with the stand-in's settings, more with a big
+# buffer, a large network or a slow disk; killing it then would lose the checkpoint.
+STOP_TIMEOUT_S = {"learner": 120.0}
+DEFAULT_STOP_TIMEOUT_S = 15.0
+
+
+def stop_timeout_s(name: str) -> float:
+    """How long node `name` gets to stop cleanly after SIGINT (STOP_TIMEOUT_S)."""
+    return float(STOP_TIMEOUT_S.get(name, DEFAULT_STOP_TIMEOUT_S))
 
 
 def unflatten(flat: dict) -> dict:
@@ -140,7 +160,7 @@ class Monitor:
         return "\n".join(lines)
 
 
-def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None) -> int:
+def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None, stop: StopSignals | None = None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from tqdm import tqdm
@@ -155,8 +175,8 @@ def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None) -> 
     total = None if until == float("inf") else int(until - time.monotonic())
     with tqdm(total=total, unit="s", desc="fine-tuning", dynamic_ncols=True) as bar:
         last = time.monotonic()
-        while time.monotonic() < until:
-            ex.spin_once(timeout_sec=0.2)
+        while time.monotonic() < until and not (stop is not None and stop.requested):
+            ex.spin_once(timeout_sec=2 * POLL_S)
             if time.monotonic() - last >= 1.0:
                 bar.update(int(time.monotonic() - last))
                 last += int(time.monotonic() - last)
@@ -176,6 +196,7 @@ def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None) -> 
 
 def run_processes(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from robot_calql_ros.nodeset import _abs
 
@@ -186,37 +207,52 @@ def run_processes(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = 
     if cfg.sim:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     procs: dict[str, subprocess.Popen] = {}
+    stop = StopSignals("launch").install()
+    rc = 0
     try:
         for spec in specs:
             pf = write_params_file(spec, folder)
             procs[spec.name] = subprocess.Popen(node_command(spec, pf), env=env)
             log.info("started %s (pid %d)", spec.name, procs[spec.name].pid)
-        rclpy.init()
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         until = time.monotonic() + float(cfg.duration_s) if float(cfg.duration_s) > 0 else float("inf")
         try:
-            rc = _spin_monitor(cfg, specs, until, procs, report)
-        except KeyboardInterrupt:
-            rc = 0
-        return rc
+            rc = _spin_monitor(cfg, specs, until, procs, report, stop)
+        except KeyboardInterrupt:  # only where StopSignals could not be installed (not the main thread)
+            pass
     finally:
-        stop_processes(procs)
+        stop.requested = True  # from here on a signal is only reported
+        codes = stop_processes(procs)
         if rclpy.ok():
             rclpy.shutdown()
+        stop.restore()
+    failed = {name: code for name, code in codes.items() if code != 0}
+    if failed:
+        log.error("node(s) did not stop cleanly: %s", ", ".join(f"{n} (exit code {c})" for n, c in failed.items()))
+    return 1 if failed else rc
 
 
-def stop_processes(procs: dict, timeout_s: float = 15.0) -> None:
-    """SIGINT every node (clean shutdown: the learner checkpoints), then SIGKILL stragglers."""
+def stop_processes(procs: dict[str, subprocess.Popen], timeouts: dict[str, float] | None = None) -> dict[str, int]:
+    """Send every running node one SIGINT (a clean stop: the learner checkpoints), wait for each up
+    to its timeout (`timeouts[name]`, else stop_timeout_s(name)), counted from the SIGINT, and
+    SIGKILL a node only once its own timeout has passed. Returns each node's exit code."""
+    t0 = time.monotonic()
     for p in procs.values():
         if p.poll() is None:
             p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout_s
-    for name, p in procs.items():
+    limit = {name: (timeouts or {}).get(name, stop_timeout_s(name)) for name in procs}
+    running = [name for name, p in procs.items() if p.poll() is None]
+    if running:
+        log.info("stopping %s", ", ".join(f"{n} (up to {limit[n]:.0f} s)" for n in running))
+    for name in sorted(procs, key=limit.get):
+        p = procs[name]
         try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            p.wait(timeout=max(0.1, t0 + limit[name] - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("node %s did not stop in %.0f s: killing it", name, timeout_s)
+            log.warning("node %s did not stop in %.0f s: killing it", name, limit[name])
             p.kill()
             p.wait()
+    return {name: p.returncode for name, p in procs.items()}
 
 
 def build_nodes(specs: list[NodeSpec]) -> list:
@@ -263,22 +299,29 @@ class NodeSpinners:
 
 def run_threads(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = None) -> int:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     if cfg.get("domain_id") is not None:
         os.environ["ROS_DOMAIN_ID"] = str(cfg.domain_id)
-    rclpy.init()
-    nodes = build_nodes(specs)
-    spinners = NodeSpinners(nodes)
+    stop = StopSignals("launch").install()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    nodes: list = []
+    spinners = None
     try:
+        nodes = build_nodes(specs)
+        spinners = NodeSpinners(nodes)
         until = time.monotonic() + float(cfg.duration_s) if float(cfg.duration_s) > 0 else float("inf")
-        rc = _spin_monitor(cfg, specs, until, report=report)
-    except KeyboardInterrupt:
+        rc = _spin_monitor(cfg, specs, until, report=report, stop=stop)
+    except KeyboardInterrupt:  # only where StopSignals could not be installed (not the main thread)
         rc = 0
     finally:
-        spinners.stop()
+        stop.requested = True
+        if spinners is not None:
+            spinners.stop()
         for n in nodes:
             n.destroy_node()
         rclpy.shutdown()
+        stop.restore()
     return rc
 
 

@@ -18,11 +18,16 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
   updates and on exit into `<run_dir>/checkpoints` (robot_calql.train.checkpoint).
 - On start it resumes from `<run_dir>`'s newest checkpoint if there is one (else the pre-trained
   `checkpoint`, else a fresh agent) and replays `transitions.log` into the online buffer, so a
-  crash loses nothing and training continues where it stopped.
+  crash loses nothing and training continues where it stopped. A log record cut short by the
+  crash is dropped (and counted); the policy's history sends that transition again.
+- Stopping (SIGINT/SIGTERM, robot_calql_ros.run): the update thread finishes its update and is
+  joined, then the checkpoint and the calibration plot are written; further signals are ignored.
 - The update thread runs at `learner.nice` (a lower CPU priority, Linux, per thread), so on
   a shared computer the learner never delays the robot's control path.
-- Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): received, stored, duplicates,
-  lost, rejected, updates, weights_published, resumed_from.
+- Status (`topics.learner_status`, std_msgs/String JSON, 1 Hz): stored (transitions in the log),
+  and for this process: received, duplicates (dropped by sequence number), lost (sequence
+  numbers skipped: never received), rejected, torn_records (unreadable log tail cut at start,
+  0 or 1); updates, online (buffer steps), weights_published, resumed_from.
 - Metrics as `robot-calql finetune` writes them: `<run_dir>/metrics.jsonl` and TensorBoard
   (`<run_dir>/tb`), tag `learner/*` (means of every update metric over `log_every` updates) and
   `online/*` (episodes, successes, buffer size); on exit `<run_dir>/plots/calibration.png`
@@ -72,7 +77,10 @@ class LearnerNode(Node):
         self.resumed_from = ""
         trainer_state = None
 
-        if (self.run_dir / ckpt.CKPT_DIR).is_dir():
+        # a run folder whose first checkpoint was cut short by a crash holds only a hidden
+        # partial folder: that is no checkpoint, start as a new run
+        own = any((p / ckpt.WEIGHTS).is_file() for p in (self.run_dir / ckpt.CKPT_DIR).glob("step_*"))
+        if own:
             state = ckpt.load_checkpoint(self.run_dir)
             self.resumed_from = str(state["dir"])
         elif c.get("checkpoint"):
@@ -127,22 +135,26 @@ class LearnerNode(Node):
 
         # metrics.jsonl + TensorBoard in run_dir, as `robot-calql finetune` writes them: `learner/*`
         # (update means, every log_every updates) and `online/*` (episodes, successes, buffer)
-        resumed_run = (self.run_dir / ckpt.CKPT_DIR).is_dir() and state is not None  # this run, restarted
         self.logger = Logger(self.run_dir, tensorboard=bool(c.get("tensorboard", True)),
-                             resume_step=self.updates if resumed_run else None)
+                             resume_step=self.updates if own else None)  # own: this run, restarted
         self.means = UpdateMeans()
         self.episodes = {"episodes": 0, "successes": 0}
         self.lock = threading.Lock()
         self.last_seq: dict[str, int] = {}
-        self.counts = {"received": 0, "stored": 0, "duplicates": 0, "lost": 0, "rejected": 0,
-                       "weights_published": 0}
         self.log = TransitionLog(self.run_dir / "transitions.log")
+        if self.log.torn_records:
+            kept = f"; the bytes are kept in {self.log.damaged_path}" if self.log.damaged_path else ""
+            self.get_logger().warning(
+                f"{self.log.path}: cut an unreadable last record ({self.log.torn_bytes} bytes, a crash while "
+                f"writing it{kept}); the policy's history sends its transition again if the learner was down "
+                f"for fewer than transition_history ({c['transition_history']}) transitions")
+        self.counts = {"received": 0, "stored": 0, "duplicates": 0, "lost": 0, "rejected": 0,
+                       "torn_records": self.log.torn_records, "weights_published": 0}
         replayed = 0
         for payload in self.log.read():
             self._add(payload, store=False)
             replayed += 1
         self.counts["stored"] = replayed
-        self.counts["received"] = 0
         # updates owed per transition: continue the schedule where it stopped
         self.transitions_total = replayed
 
@@ -161,6 +173,9 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ transitions
     def _add(self, payload, store: bool) -> bool:
+        """Use one transition payload: `store` (a received one) drops duplicates, counts and logs
+        gaps and appends it to the log first; without (replaying the log) the counters are left
+        alone, since the process that received them counted its duplicates and gaps."""
         try:
             meta, arrays = unpack_transition(payload)
         except TransportError as e:
@@ -171,9 +186,9 @@ class LearnerNode(Node):
             return self._reject(f"no actor id and sequence number in {meta}")
         last = self.last_seq.get(actor, -1)
         if seq <= last:
-            self.counts["duplicates"] += 1
+            self.counts["duplicates"] += int(store)
             return False
-        if seq > last + 1 and (last >= 0 or seq > 0):
+        if store and seq > last + 1:
             lost = seq - last - 1
             self.counts["lost"] += lost
             self.get_logger().warning(f"{lost} transitions from actor {actor} never arrived "
@@ -263,15 +278,22 @@ class LearnerNode(Node):
         self.pub_status.publish(String(data=json.dumps(self.status())))
 
     def destroy_node(self):
+        """Stop and join the update thread (never left running into interpreter exit, where a
+        thread inside torch aborts the process), then write the checkpoint and the plot."""
+        t0 = time.monotonic()
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30.0)
+        while self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+            if self._thread.is_alive():
+                self._say(f"stopping: waiting {time.monotonic() - t0:.0f} s so far for the update in progress")
         try:
-            self.save()
+            path = self.save()
+            self._say(f"checkpoint at update {self.updates}: {path}")
             self._calibration()
         finally:
             self.log.close()
             self.logger.close()
+        self._say(f"stopped cleanly in {time.monotonic() - t0:.1f} s")
         return super().destroy_node()
 
     def _calibration(self) -> None:
@@ -293,8 +315,8 @@ class LearnerNode(Node):
             self._say(f"calibration plot skipped: {e}")
 
     def _say(self, msg: str) -> None:
-        """Log through ROS while the context is up. After Ctrl-C rclpy has shut it down before
-        destroy_node runs, and a log call then also complains that rosout is gone: print instead."""
+        """Log through ROS while the context is up; print once it is shut down (a context shut
+        down from outside before destroy_node runs, where a log call complains that rosout is gone)."""
         if self.context.ok():
             self.get_logger().info(msg)
         else:

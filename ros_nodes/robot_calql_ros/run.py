@@ -1,12 +1,62 @@
-"""`main()` helper shared by the node entry points (`ros2 run robot_calql <node>`)."""
+"""`main()` helper shared by the node entry points (`ros2 run robot_calql <node>`), and the
+signal handling that makes Ctrl-C a clean stop (`StopSignals`, also used by the launcher)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+
+# how often a spinning node looks at its stop flag (seconds)
+POLL_S = 0.1
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as a stop request instead of an exception.
+
+    The first signal sets `requested`; the spin loop sees it within POLL_S and stops the node
+    cleanly (the learner joins its update thread, then writes its checkpoint and plot). Every
+    later signal is only reported on stderr: a terminal's Ctrl-C reaches the whole process group
+    and `ros2 launch` / `robot-calql launch` then send their own SIGINT (and launch a SIGTERM
+    after `sigterm_timeout`), none of which may interrupt a checkpoint being written. SIGKILL
+    cannot be caught: launchers give every node a stop timeout long enough for its shutdown.
+    Handlers can only be installed from the main thread; elsewhere `install` does nothing."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.requested = False
+        self.received: list[str] = []  # signal names, in order
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        """Put back the handlers `install` replaced."""
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        self.received.append(name)
+        if self.requested:
+            # os.write: a print here could re-enter a stderr write the signal interrupted
+            os.write(2, f"[{self.who}] {name} received while stopping: ignored, "
+                        f"the clean stop goes on\n".encode())
+        self.requested = True
 
 
 def run_single(node_cls, name: str, args=None) -> None:
-    """rclpy.init, build the node (parameters from --ros-args), spin until Ctrl-C, clean up.
+    """rclpy.init, build the node (parameters from --ros-args), spin until SIGINT/SIGTERM, then
+    stop the executor, destroy the node (the learner checkpoints there) and shut rclpy down, in
+    that order. rclpy's own signal handlers are not installed (they would raise
+    KeyboardInterrupt into the shutdown on a second Ctrl-C); `StopSignals` handles both signals.
+    A signal while the node is being built stops it as soon as it is up.
 
     A node spins on a SingleThreadedExecutor (the cheapest dispatch in rclpy: at 100+ sensor
     messages per second a thread pool's overhead shows up in the command latency) unless its
@@ -18,9 +68,11 @@ def run_single(node_cls, name: str, args=None) -> None:
         MultiThreadedExecutor,
         SingleThreadedExecutor,
     )
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
+    stop = StopSignals(name).install()
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+    node = ex = None
     try:
         node = node_cls(name)
         if hasattr(node, "autostart"):
@@ -28,10 +80,14 @@ def run_single(node_cls, name: str, args=None) -> None:
         threads = int(getattr(node_cls, "EXECUTOR_THREADS", 1))
         ex = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         ex.add_node(node)
-        ex.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.requested and rclpy.ok():
+            ex.spin_once(timeout_sec=POLL_S)
+    except ExternalShutdownException:
         pass
     finally:
+        stop.requested = True  # from here on a signal is only reported
+        if ex is not None:
+            ex.shutdown()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -85,3 +85,57 @@ def test_log_survives_a_crash_mid_record(tmp_path):
     log.append(payloads[0])
     assert len(list(log.read())) == 4  # appending after repair works
     log.close()
+
+
+def test_log_counts_a_torn_last_record_and_drops_only_it(tmp_path):
+    path = tmp_path / "t.log"
+    log = TransitionLog(path)
+    payloads = [pack_transition({"seq": i}, _arrays()) for i in range(3)]
+    for p in payloads:
+        log.append(p)
+    log.close()
+    full = path.stat().st_size
+    with open(path, "r+b") as f:  # a kill while the last record was being written
+        f.truncate(full - len(payloads[2]) // 2)
+    log = TransitionLog(path)
+    assert (log.records, log.torn_records, log.torn_bytes) == (2, 1, 8 + len(payloads[2]) - len(payloads[2]) // 2)
+    assert log.damaged_path is None  # a torn append is not kept
+    assert list(log.read()) == payloads[:2]
+    assert path.stat().st_size == full - 8 - len(payloads[2])
+    log.close()
+    log = TransitionLog(path)  # nothing left to cut
+    assert (log.records, log.torn_records, log.torn_bytes) == (2, 0, 0)
+    log.close()
+
+
+def test_log_keeps_damaged_records_aside_instead_of_throwing_them_away(tmp_path):
+    """A complete record whose payload fails its CRC is damage, not a crash: the log keeps what
+    precedes it and copies the rest to a side file, byte for byte."""
+    path = tmp_path / "t.log"
+    log = TransitionLog(path)
+    payloads = [pack_transition({"seq": i}, _arrays()) for i in range(3)]
+    for p in payloads:
+        log.append(p)
+    log.close()
+    data = bytearray(path.read_bytes())
+    second = 8 + len(payloads[0])
+    data[second + 8 + 100] ^= 0xFF  # one flipped byte inside the second payload
+    path.write_bytes(bytes(data))
+    log = TransitionLog(path)
+    assert list(log.read()) == payloads[:1]
+    assert log.torn_records == 1 and log.torn_bytes == len(data) - second
+    assert log.damaged_path is not None and log.damaged_path.read_bytes() == bytes(data[second:])
+    log.close()
+
+
+def test_log_refuses_an_empty_record(tmp_path):
+    """An empty record would read back as a valid one (length 0, crc32(b'') == 0), like the zeros
+    a file system can leave at the end of a file after a power cut."""
+    log = TransitionLog(tmp_path / "t.log")
+    with pytest.raises(ValueError, match="empty payload"):
+        log.append(b"")
+    log.close()
+    (tmp_path / "z.log").write_bytes(b"\x00" * 16)
+    log = TransitionLog(tmp_path / "z.log")
+    assert list(log.read()) == [] and log.torn_records == 1
+    log.close()

@@ -82,3 +82,23 @@ def test_learner_agent_settings_change_fine_tuning_only_and_unknown_ones_are_nam
     bad = compose("launch_finetune", [*base, f"run_dir={tmp_path / 'run2'}", "+learner.agent.n_stpe=4"])
     with pytest.raises(ConfigError, match="n_stpe"):
         build_nodes(node_set(bad))
+
+
+def test_learner_starts_when_the_runs_first_checkpoint_was_cut_short(ros, tmp_path):
+    """A learner killed while writing its first checkpoint leaves `checkpoints/` with only a hidden
+    partial folder: that is no checkpoint, so the learner starts again from the pre-trained one
+    instead of failing with "no checkpoint found" at every restart."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    _pretrained(tmp_path / "pre")
+    partial = tmp_path / "run" / "checkpoints" / ".step_000000200.pid999999@elsewhere.x1.partial"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"cut short")
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[learner]", f"checkpoint={tmp_path / 'pre'}",
+                                      f"run_dir={tmp_path / 'run'}"])
+    (learner,) = build_nodes(node_set(cfg))
+    ros.add(learner)
+    assert learner.resumed_from.startswith("pre-trained") and learner.updates == 0
