@@ -51,7 +51,12 @@ from robot_calql.control.transport import (
     transition_step,
     unpack_transition,
 )
-from robot_calql.train.common import updates_owed
+from robot_calql.train.common import (
+    NonFiniteTrainingError,
+    check_finite_state,
+    check_losses,
+    updates_owed,
+)
 from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, transitions_qos
 
 
@@ -75,6 +80,7 @@ class LearnerNode(Node):
         self.ckpt = ckpt
         self.updates = 0
         self.resumed_from = ""
+        self.last_checkpoint = None   # this run's newest checkpoint on disk
         trainer_state = None
 
         # a run folder whose first checkpoint was cut short by a crash holds only a hidden
@@ -83,6 +89,7 @@ class LearnerNode(Node):
         if own:
             state = ckpt.load_checkpoint(self.run_dir)
             self.resumed_from = str(state["dir"])
+            self.last_checkpoint = state["dir"]
         elif c.get("checkpoint"):
             state = ckpt.load_checkpoint(c["checkpoint"])
             self.resumed_from = f"pre-trained {state['dir']}"
@@ -164,6 +171,7 @@ class LearnerNode(Node):
                                  transitions_qos(int(c["transition_history"])))
         self.create_timer(1.0, self._publish_status)
         self._stop = threading.Event()
+        self.training_error = ""   # set when an update fails: updates stop, transitions are still stored
         self._publish_weights()  # a policy without a checkpoint can act from the start
         self._thread = threading.Thread(target=self._train_loop, name="learner_updates", daemon=True)
         self._thread.start()
@@ -240,7 +248,13 @@ class LearnerNode(Node):
                 continue
             with self.lock:
                 batch = self.replay.sample(B)
-            self.means.add(self.agent.update(batch))
+            try:
+                metrics = self.agent.update(batch)
+                check_losses(metrics, f"learner update {self.updates + 1}", self.last_checkpoint)
+            except Exception as e:  # noqa: BLE001 - reported, never a silent dead thread
+                self._training_failed(e)
+                return
+            self.means.add(metrics)
             self.updates += 1
             if self.updates % int(c.get("log_every", 100)) == 0:
                 self.logger.log(self.updates, "learner", self.means.pop())
@@ -251,7 +265,18 @@ class LearnerNode(Node):
             if self.updates % int(c["publish_every"]) == 0:
                 self._publish_weights()
             if self.updates % int(c["checkpoint_every"]) == 0:
-                self.save()
+                try:
+                    self.save()
+                except NonFiniteTrainingError as e:
+                    self._training_failed(e)
+                    return
+
+    def _training_failed(self, e: Exception) -> None:
+        """Stop updating for good: the weights are no longer published or saved; transitions
+        are still received and logged, so a restart from the last good checkpoint loses nothing."""
+        self.training_error = f"{type(e).__name__}: {e}"
+        self.get_logger().error(f"training stopped: {self.training_error}. Transitions are still stored; "
+                                "fix the cause and restart the learner (it resumes from the last good checkpoint)")
 
     def _online_share(self, batch_size: int) -> float:
         """Fraction of the next batch drawn from the online buffer (mixing_ratio, online_warmup)."""
@@ -265,14 +290,19 @@ class LearnerNode(Node):
         self.counts["weights_published"] += 1
 
     def save(self):
+        """Write a checkpoint of the current weights; NonFiniteTrainingError (nothing written) if any
+        weight is NaN or infinite."""
+        state = self.agent.state_dict()
+        check_finite_state(state, f"learner update {self.updates}", self.last_checkpoint)
         trainer = {"optimizer": self.agent.optimizer_state_dict(), "updates": self.updates}
-        path = self.ckpt.save_checkpoint(self.run_dir, self.updates, self.agent.state_dict(), trainer,
+        path = self.ckpt.save_checkpoint(self.run_dir, self.updates, state, trainer,
                                          {k: v for k, v in self.meta.items() if k != "step"})
+        self.last_checkpoint = path
         return path
 
     def status(self) -> dict:
         return {**self.counts, "updates": self.updates, "online": len(self.online),
-                "resumed_from": self.resumed_from, "time": time.time()}
+                "resumed_from": self.resumed_from, "training_error": self.training_error, "time": time.time()}
 
     def _publish_status(self) -> None:
         self.pub_status.publish(String(data=json.dumps(self.status())))
@@ -287,9 +317,13 @@ class LearnerNode(Node):
             if self._thread.is_alive():
                 self._say(f"stopping: waiting {time.monotonic() - t0:.0f} s so far for the update in progress")
         try:
-            path = self.save()
-            self._say(f"checkpoint at update {self.updates}: {path}")
-            self._calibration()
+            if self.training_error:
+                self._say(f"no checkpoint written at the stop (training had stopped: {self.training_error}); "
+                          f"the last good one is {self.last_checkpoint}")
+            else:
+                path = self.save()
+                self._say(f"checkpoint at update {self.updates}: {path}")
+                self._calibration()
         finally:
             self.log.close()
             self.logger.close()

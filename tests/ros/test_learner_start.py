@@ -102,3 +102,59 @@ def test_learner_starts_when_the_runs_first_checkpoint_was_cut_short(ros, tmp_pa
     (learner,) = build_nodes(node_set(cfg))
     ros.add(learner)
     assert learner.resumed_from.startswith("pre-trained") and learner.updates == 0
+
+
+def test_learner_stops_training_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(ros, tmp_path):
+    """An update that makes the weights NaN: the learner stops updating, publishes no more weights,
+    writes no NaN checkpoint (not even at the stop), says why in its status, and keeps storing the
+    transitions that arrive (a restart from the last good checkpoint loses nothing)."""
+    import json
+
+    import rclpy
+    from conftest import wait_for
+    from robot_calql_ros.common import COMMAND_QOS, transitions_qos
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import String, UInt8MultiArray
+    from test_learner_restart import _transition
+
+    from robot_calql.config import compose
+    from robot_calql.train.checkpoint import load_checkpoint
+
+    cfg = compose("launch_finetune", [
+        "sim=true", "nodes=[learner]", f"run_dir={tmp_path / 'run'}", "learner.min_online=5",
+        "learner.batch_size=4", "learner.utd=1", "learner.checkpoint_every=2", "learner.publish_every=1",
+        "learner.online_capacity=500", "learner.tensorboard=false", "agent.encoder_latent_dim=16"])
+    (learner,) = build_nodes(node_set(cfg))
+    real_update = learner.agent.update
+
+    def update(batch):  # update 5 poisons the actor's weights, as a diverging critic would
+        metrics = real_update(batch)
+        if learner.updates == 4:
+            with torch.no_grad():
+                next(learner.agent.actor.parameters()).fill_(float("nan"))
+            metrics = {**metrics, "loss_actor": float("nan")}
+        return metrics
+
+    learner.agent.update = update
+    probe = rclpy.create_node("probe")
+    status = {}
+    probe.create_subscription(String, cfg.robot.topics.learner_status, lambda m: status.update(json.loads(m.data)),
+                              COMMAND_QOS)
+    pub = probe.create_publisher(UInt8MultiArray, cfg.robot.topics.transitions, transitions_qos(200))
+    ros.add(learner, probe)
+    for i in range(20):
+        pub.publish(UInt8MultiArray(data=_transition(i, i // 10, i % 10, done=i % 10 == 9)))
+    wait_for(lambda: status.get("training_error"), 60, "the learner reporting the failed update")
+    assert "learner update 5" in status["training_error"] and "loss_actor=nan" in status["training_error"]
+    assert learner.updates == 4 and learner.counts["weights_published"] == 5  # start-up + updates 1-4
+    for i in range(20, 30):  # still stored after the failure
+        pub.publish(UInt8MultiArray(data=_transition(i, i // 10, i % 10, done=i % 10 == 9)))
+    wait_for(lambda: status.get("stored") == 30, 30, "the learner storing transitions after the failure")
+    assert learner.updates == 4 and learner.counts["weights_published"] == 5
+    learner.destroy_node()  # the stop writes no checkpoint of NaN weights
+    state = load_checkpoint(tmp_path / "run")
+    assert state["dir"].name == "step_000000004"
+    assert all(torch.isfinite(v).all() for v in state["agent_state"].values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+    assert state["trainer"]["updates"] == 4
