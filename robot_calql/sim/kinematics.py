@@ -69,6 +69,11 @@ class ArmKinematics:
         self._set(q)
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
+    def pose(self, q: np.ndarray) -> tuple[np.ndarray, float]:
+        """End-effector position (3,) and yaw (rad) for joint positions q (5,)."""
+        pos, rot = self.fk(q)
+        return pos, yaw_of(rot)
+
     def ik(
         self,
         pos: np.ndarray,

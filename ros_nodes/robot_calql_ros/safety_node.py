@@ -6,11 +6,20 @@ robot_calql.control.safety before anything reaches `topics.command`:
 
 - finite values and a known end-effector position, else the arm holds;
 - at most `limits.max_translation_step_m` / `max_rotation_step_rad` per command;
-- the target stays inside the workspace box of calibration/<cell>/workspace.yaml (clipped);
-- joint-position interfaces: IK of the target, then joint limits and `max_joint_step_rad`;
+- the target stays inside the workspace box of calibration/<cell>/workspace.yaml (clipped), for
+  every position the arm may be at: the last EE pose (by its stamp) plus the translations sent
+  since that it may not show yet (`limits.command_settle_s`);
+- joint interfaces: the arm is taken to be at the joints it was last sent to (while the joint
+  state may not show them yet, `limits.command_settle_s`) or else at the measured joints; IK of
+  that position plus the delta, then joint limits and `max_joint_step_rad`, then the forward
+  kinematics of the result must be inside the box and within `max_translation_step_m`, else
+  the joint step is cut (halved up to three times) or the arm held;
 - a watchdog: camera frames (of the expected size), joint states (finite) and the EE pose must
-  be fresh, and the command must come from a fresh frame; otherwise the arm holds (zero twist,
-  or the current joint positions), checked at 4x the control rate, so within one period;
+  be fresh (by their stamps when stamped), and the command must come from a fresh frame;
+  otherwise the arm holds (zero twist, or the joints it was last sent to / the measured joints),
+  checked at 4x the control rate, so within one period. A stamp more than
+  `limits.future_stamp_tolerance_s` ahead of the clock is stale; a pose or joint state older than
+  the one held is ignored;
 - an e-stop (`topics.estop`, std_msgs/Bool): true holds the arm and latches until the node is
   deactivated and activated again (`ros2 lifecycle set /safety deactivate` then `activate`).
 - while the arm is homing (episode event `home` until the next `start` or `help`, at most
@@ -19,6 +28,8 @@ robot_calql.control.safety before anything reaches `topics.command`:
   still holds at once.
 
 Everything actually sent (commands and holds) is echoed on `topics.sent_command` (same type).
+Each policy command gets a verdict on `topics.command_status` (std_msgs/String JSON
+`{"stamp": <the command's frame stamp>, "sent": bool, "reason": "" or why it was held}`).
 Problems are logged as throttled warnings that name them.
 """
 
@@ -41,10 +52,13 @@ from robot_calql.control.conversions import (
 )
 from robot_calql.control.safety import (
     SafetyLimits,
+    SinceMeasurement,
     Watchdog,
     check_delta,
-    check_joint_targets,
+    check_joint_command,
+    check_stamp,
     load_workspace,
+    position_bounds,
 )
 from robot_calql_ros.common import (
     COMMAND_QOS,
@@ -52,6 +66,7 @@ from robot_calql_ros.common import (
     ThrottledWarner,
     node_params,
     s_to_stamp,
+    stamp_to_s,
     wall_s,
 )
 
@@ -95,7 +110,7 @@ class SafetyNode(LifecycleNode):
             self.gripper_joint = r["gripper_joint"]
             self.frame = r["frames"]["base"]
             lim = r["limits"]
-            self.limits = SafetyLimits.from_config(lim)
+            self.limits = SafetyLimits.from_config(lim, self.control_hz)
             self.image_size = (int(lim["camera_height"]), int(lim["camera_width"]))
             self.home_timeout_s = float(p.get("home_timeout_s", 30.0))
             self.workspace = load_workspace(p["workspace_file"])
@@ -111,11 +126,14 @@ class SafetyNode(LifecycleNode):
                                   "command": self.limits.stale_command_s})
         self.q = None
         self.ee = None
-        self.ee_yaw = 0.0
+        # the last EE pose / joint state and what was sent since (translations / joint targets)
+        self.pose_track = SinceMeasurement(self.limits.command_settle_s)
+        self.joint_track = SinceMeasurement(self.limits.command_settle_s)
         self._last_hold = -1e9
         self.pub_cmd = self.create_publisher(INTERFACES[self.interface], self.topics["command"], COMMAND_QOS)
         self.pub_sent = self.create_publisher(INTERFACES[self.interface], self.topics["sent_command"], COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, self.topics["gripper_command"], COMMAND_QOS)
+        self.pub_status = self.create_publisher(String, self.topics["command_status"], COMMAND_QOS)
         # e-stop and sensors before the command: rclpy serves ready subscriptions in creation
         # order, so a bad frame or joint state that is waiting is seen before a waiting command
         self._subs = [
@@ -149,7 +167,7 @@ class SafetyNode(LifecycleNode):
             self.destroy_subscription(s)
         for t in self._timers:
             self.destroy_timer(t)
-        for pub in (self.pub_cmd, self.pub_sent, self.pub_grip):
+        for pub in (self.pub_cmd, self.pub_sent, self.pub_grip, self.pub_status):
             self.destroy_publisher(pub)
         self._subs, self._timers = [], []
         return TransitionCallbackReturn.SUCCESS
@@ -169,37 +187,75 @@ class SafetyNode(LifecycleNode):
                          f"(parameter kinematics: standin), got '{name}'")
 
     # ------------------------------------------------------------------ inputs
+    def _future_stamp(self, name: str, stamp, now: float) -> bool:
+        """True (input invalidated, warning) when a sensor stamp lies in the future."""
+        problem = check_stamp(stamp_to_s(stamp), now, self.limits, name)
+        if problem:
+            self.watchdog.invalidate(name)
+            self.warn.warn("future_" + name, problem + "; arm held")
+        return bool(problem)
+
+    def _measured_at(self, stamp, now: float) -> tuple[float, float]:
+        """(time the measurement was taken, time to feed the watchdog) of a joint state / pose.
+
+        An unstamped one (stamp 0) is taken as the oldest a fresh one may be: a command sent
+        since then may not show in it yet.
+        """
+        t = stamp_to_s(stamp)
+        if t == 0.0:
+            return now - self.limits.stale_joint_state_s, now
+        return min(t, now), min(t, now)
+
     def _on_image(self, msg: Image) -> None:
+        now = wall_s()
         if (msg.height, msg.width) != self.image_size or len(msg.data) < msg.height * msg.step:
             self.watchdog.invalidate("image")
             self.warn.warn("image_size", f"camera frame {msg.width}x{msg.height} ({msg.encoding}) is not the "
                            f"expected {self.image_size[1]}x{self.image_size[0]}: treated as no image, arm held")
             return
-        self.watchdog.feed("image", wall_s())
+        if self._future_stamp("image", msg.header.stamp, now):
+            return
+        self.watchdog.feed("image", now)
 
     def _on_joints(self, msg: JointState) -> None:
+        now = wall_s()
         try:
-            self.q = joint_state_to_positions(msg.name, msg.position, self.joints)
+            q = joint_state_to_positions(msg.name, msg.position, self.joints)
         except CommandFormatError as e:
             self.q = None
+            self.joint_track.invalidate()
             self.watchdog.invalidate("joint_states")
             self.warn.warn("joint_states", f"bad joint state: {e}; arm held")
             return
-        if np.any(self.q < self.limits.joint_lower - 0.05) or np.any(self.q > self.limits.joint_upper + 0.05):
-            self.warn.warn("joint_limits", f"joint state outside the joint limits: {np.round(self.q, 3).tolist()}")
-        self.watchdog.feed("joint_states", wall_s())
+        if self._future_stamp("joint_states", msg.header.stamp, now):
+            return
+        t_meas, t_feed = self._measured_at(msg.header.stamp, now)
+        if not self.joint_track.measure(q, t_meas):
+            self.warn.warn("joint_states_order", "joint state older than the one held: ignored")
+            return
+        self.q = q
+        if np.any(q < self.limits.joint_lower - 0.05) or np.any(q > self.limits.joint_upper + 0.05):
+            self.warn.warn("joint_limits", f"joint state outside the joint limits: {np.round(q, 3).tolist()}")
+        self.watchdog.feed("joint_states", t_feed)
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        now = wall_s()
         p = msg.pose.position
         pos = np.array([p.x, p.y, p.z])
         if not np.all(np.isfinite(pos)):
             self.ee = None
+            self.pose_track.invalidate()
             self.watchdog.invalidate("ee_pose")
             self.warn.warn("ee_pose", f"non-finite end-effector pose {pos.tolist()}; arm held")
             return
+        if self._future_stamp("ee_pose", msg.header.stamp, now):
+            return
+        t_meas, t_feed = self._measured_at(msg.header.stamp, now)
+        if not self.pose_track.measure(pos, t_meas):
+            self.warn.warn("ee_pose_order", "end-effector pose older than the one held: ignored")
+            return
         self.ee = pos
-        self.ee_yaw = quat_to_yaw(msg.pose.orientation)
-        self.watchdog.feed("ee_pose", wall_s())
+        self.watchdog.feed("ee_pose", t_feed)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estopped:
@@ -226,49 +282,81 @@ class SafetyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ commands
     def _on_policy_command(self, msg: Float64MultiArray) -> None:
+        stamp = float(msg.data[-1]) if len(msg.data) else float("nan")
+        reason = self._handle_policy_command(msg)
+        # the verdict on every policy command: the policy node turns only sent commands into
+        # transitions (an action that was held never happened on the arm)
+        self.pub_status.publish(String(data=json.dumps(
+            {"stamp": stamp if np.isfinite(stamp) else None, "sent": not reason, "reason": reason})))
+
+    def _handle_policy_command(self, msg: Float64MultiArray) -> str:
+        """Check one policy command and send it or hold; returns "" when sent, else why not."""
         now = wall_s()
         if not self.active or self.estopped:
-            self.warn.warn("inactive", "command ignored: " + ("e-stop latched" if self.estopped else "safety node not active"))
-            return
+            why = "e-stop latched" if self.estopped else "safety node not active"
+            self.warn.warn("inactive", "command ignored: " + why)
+            return why
         if self.homing:
             self.warn.warn("homing", "command refused: the arm is homing (episode event 'home', no 'start' yet)")
-            return
+            return "homing"
         try:
             delta, stamp = unpack_policy_command(msg.data)
         except CommandFormatError as e:
             self.warn.warn("command", f"rejected command: {e}; arm held")
             self._hold("bad command")
-            return
+            return "bad command"
         stale = [n for n in self.watchdog.stale(now) if n != "command"]
         if stale:
             self.warn.warn("stale", f"command not sent: stale or invalid {', '.join(stale)}; arm held")
             self._hold("stale " + ", ".join(stale))
-            return
-        age = now - stamp
-        if age > self.limits.stale_image_s:
-            self.warn.warn("old_frame", f"command computed from a frame {age:.3f} s old (> {self.limits.stale_image_s} s); arm held")
-            self._hold("old frame")
-            return
-        safe, problems = check_delta(delta, self.ee, self.workspace, self.limits)
-        for pr in problems:
-            self.warn.warn(pr.split(" ")[0] + pr.split(" ")[1], pr)
-        if safe is None:
-            self._hold("unsafe command")
-            return
+            return "stale " + ", ".join(stale)
+        problem = check_stamp(stamp, now, self.limits, "command frame", max_age_s=self.limits.stale_image_s)
+        if problem:
+            why = "future frame" if stamp > now else "old frame"
+            self.warn.warn(why.replace(" ", "_"), f"{problem}; arm held")
+            self._hold(why)
+            return why
         if self.interface == "delta_ee_twist":
+            # every position the arm may be at: the pose plus the translations it may not show yet
+            bounds = position_bounds(self.ee, self.pose_track.pending()) if self.ee is not None else None
+            safe, problems = self._check_delta(delta, self.ee, bounds)
+            if safe is None:
+                return "unsafe command"
             out = self._twist(safe[:4], stamp)
+            self.pose_track.record(now, safe[:3])
         else:
-            q_target = self.kin.ik(self.ee + safe[:3], self.ee_yaw + safe[3], self.q)
-            q_safe, jproblems = check_joint_targets(q_target, self.q, self.limits)
+            # absolute targets: the arm is at, or on its way to, the joints it was last sent to
+            q_ref = self.joint_track.latest()
+            if q_ref is None:
+                self._hold("joint state unknown")
+                return "joint state unknown"
+            p_ref, yaw_ref = self.kin.pose(q_ref)
+            safe, problems = self._check_delta(delta, p_ref, None)
+            if safe is None:
+                return "unsafe command"
+            q_target = self.kin.ik(p_ref + safe[:3], yaw_ref + safe[3], q_ref)
+            q_safe, jproblems = check_joint_command(q_target, q_ref, lambda q: self.kin.fk(q)[0],
+                                                    self.workspace, self.limits)
             for pr in jproblems:
                 self.warn.warn("joints:" + pr[:12], pr)
             if q_safe is None:
                 self._hold("unsafe joint targets")
-                return
+                return "unsafe joint targets"
             out = self._joints(q_safe, safe[4], stamp)
+            self.joint_track.record(now, q_safe)
         self.watchdog.feed("command", now)
         self.holding_reason = ""
         self._send(out, safe[4])
+        return ""
+
+    def _check_delta(self, delta, ee, bounds):
+        """check_delta with its problems logged; holds the arm when the command is unsafe."""
+        safe, problems = check_delta(delta, ee, self.workspace, self.limits, bounds)
+        for pr in problems:
+            self.warn.warn(pr.split(" ")[0] + pr.split(" ")[1], pr)
+        if safe is None:
+            self._hold("unsafe command")
+        return safe, problems
 
     def _twist(self, d4, stamp: float) -> TwistStamped:
         lin, ang = delta_to_twist(d4, self.control_hz)
@@ -298,7 +386,8 @@ class SafetyNode(LifecycleNode):
         self.sent_count += 1
 
     def _hold(self, reason: str) -> None:
-        """Send a hold command (zero twist, or the current joint positions) at most once a period."""
+        """Send a hold command at most once a period: a zero twist, or the joints the arm was last
+        sent to when its joint state may not show that yet (else the measured joints)."""
         now = wall_s()
         if not self.holding_reason:  # log the change from moving to holding, not every hold
             self.get_logger().info(f"holding the arm: {reason}")
@@ -308,8 +397,10 @@ class SafetyNode(LifecycleNode):
         self._last_hold = now
         if self.interface == "delta_ee_twist":
             msg = self._twist(np.zeros(4), now)
-        elif self.q is not None:
-            msg = self._joints(self.q, float("nan"), now)
+        elif (q_hold := self.joint_track.latest()) is not None:
+            if not self.joint_track.sent:
+                self.joint_track.record(now, q_hold)   # a hold is a target too
+            msg = self._joints(q_hold, float("nan"), now)
             if isinstance(msg, Float64MultiArray):
                 msg.data = msg.data[:-1]  # hold: arm joints only, the gripper keeps its command
             else:

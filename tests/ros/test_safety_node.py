@@ -1,5 +1,6 @@
 """The safety node with real DDS: bad inputs never reach the arm, and a warning names the problem."""
 
+import json
 import time
 
 import numpy as np
@@ -31,7 +32,7 @@ class Rig:
         from robot_calql_ros.launcher import build_nodes
         from robot_calql_ros.safety_node import INTERFACES
         from sensor_msgs.msg import Image, JointState
-        from std_msgs.msg import Bool, Float64MultiArray
+        from std_msgs.msg import Bool, Float64MultiArray, String
 
         self.cfg, spec = _safety_spec(interface)
         spec.params["autostart"] = False
@@ -40,6 +41,9 @@ class Rig:
         self.node = rclpy.create_node("rig")
         self.sent = []
         self.node.create_subscription(INTERFACES[interface], t.command, self.sent.append, COMMAND_QOS)
+        self.verdicts = []   # the safety node's verdict per policy command (JSON dicts)
+        self.node.create_subscription(String, t.command_status, lambda m: self.verdicts.append(json.loads(m.data)),
+                                      COMMAND_QOS)
         self.pub_img = self.node.create_publisher(Image, t.image, SENSOR_QOS)
         self.pub_js = self.node.create_publisher(JointState, t.joint_states, SENSOR_QOS)
         self.pub_pose = self.node.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
@@ -50,35 +54,47 @@ class Rig:
         ros.add(self.safety, self.node)
         self.size = (int(self.cfg.robot.limits.camera_height), int(self.cfg.robot.limits.camera_width))
 
-    def sensors(self, q=(0.0, 0.0, 0.3, 1.2, 0.0), size=None, ee=EE):
+    def sensors(self, q=(0.0, 0.0, 0.3, 1.2, 0.0), size=None, ee=EE, ahead=None):
+        """Image, joint state and EE pose; joint state and pose unstamped unless `ahead` names one
+        input ("image", "joint_states", "ee_pose") to stamp that many seconds in the future."""
         from robot_calql_ros.common import s_to_stamp
 
         from robot_calql.control.conversions import rgb_to_image
 
+        ahead = ahead or {}
         h, w = size or self.size
         f = rgb_to_image(np.zeros((h, w, 3), np.uint8))
         img = self.Image(height=h, width=w, encoding="rgb8", step=f["step"], data=f["data"])
-        s_to_stamp(time.time(), img.header.stamp)
+        s_to_stamp(time.time() + ahead.get("image", 0.0), img.header.stamp)
         self.pub_img.publish(img)
         js = self.JointState(name=list(self.cfg.robot.joints) + ["gripper"], position=[*map(float, q), 0.5])
+        if "joint_states" in ahead:
+            s_to_stamp(time.time() + ahead["joint_states"], js.header.stamp)
         self.pub_js.publish(js)
         ps = self.PoseStamped()
         ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = ee
         ps.pose.orientation.w = 1.0
+        if "ee_pose" in ahead:
+            s_to_stamp(time.time() + ahead["ee_pose"], ps.header.stamp)
         self.pub_pose.publish(ps)
 
-    def command(self, delta):
+    def command(self, delta, stamp=None) -> float:
+        """Publish one policy command (frame stamp: now unless given); returns its stamp."""
         from robot_calql.control.conversions import pack_policy_command
 
-        self.pub_cmd.publish(self.F64(data=pack_policy_command(np.asarray(delta, float), time.time())))
+        stamp = time.time() if stamp is None else stamp
+        self.pub_cmd.publish(self.F64(data=pack_policy_command(np.asarray(delta, float), stamp)))
+        return stamp
 
-    def run(self, n, delta, **sensor_kw):
-        """n control periods of fresh sensors + one command each."""
+    def run(self, n, delta, stamp_offset=0.0, **sensor_kw):
+        """n control periods of fresh sensors + one command each; returns the command stamps."""
+        stamps = []
         for _ in range(n):
             self.sensors(**sensor_kw)
             time.sleep(0.02)
-            self.command(delta)
+            stamps.append(self.command(delta, time.time() + stamp_offset))
             time.sleep(0.08)
+        return stamps
 
     def motion(self):
         return [m for m in self.sent if isinstance(m, self.TwistStamped)
@@ -214,19 +230,55 @@ def test_homing_owns_the_arm_no_holds_and_no_policy_commands_until_the_next_star
 
 
 def test_joint_position_interface_respects_limits(ros):
+    """Each joint target is within the limits, at most max_joint_step_rad from where the arm was
+    last sent (the joint state, unstamped here, may not show the previous target yet), and its
+    forward kinematics stays in the box and within the translation step."""
     rig = Rig(ros, "joint_position_array")
     rig.safety.trigger_configure()
     rig.safety.trigger_activate()
     time.sleep(0.5)
     q = (0.0, 0.0, 0.3, 1.2, 0.0)
     rig.run(4, [0.03, 0.0, 0.0, 0.2, 1.0], q=q)
-    cmds = [m for m in rig.sent if len(m.data) == 6]
+    cmds = [np.array(m.data[:5]) for m in rig.sent if len(m.data) == 6]
     assert cmds, "joint targets forwarded"
-    lim = rig.safety.limits
-    for m in cmds:
-        t = np.array(m.data[:5])
-        assert np.all(np.abs(t - np.array(q)) <= lim.max_joint_step_rad + 1e-9)
+    lim, kin = rig.safety.limits, rig.safety.kin
+    prev = np.array(q)
+    for t in cmds:
+        assert np.all(np.abs(t - prev) <= lim.max_joint_step_rad + 1e-9)
         assert np.all(t >= lim.joint_lower) and np.all(t <= lim.joint_upper)
+        assert rig.safety.workspace.contains(kin.fk(t)[0])
+        assert np.linalg.norm(kin.fk(t)[0] - kin.fk(prev)[0]) <= lim.max_translation_step_m + 1e-9
+        prev = t
+
+
+@pytest.mark.parametrize("case", ["command", "image", "ee_pose", "joint_states"])
+def test_stamps_from_the_future_hold_the_arm_and_are_named(ros, case):
+    rig = Rig(ros)
+    rig.safety.trigger_configure()
+    rig.safety.trigger_activate()
+    time.sleep(0.5)
+    rig.run(3, [0.0, 0.01, 0, 0, 0])  # healthy start: the node is moving
+    wait_for(lambda: len(rig.motion()) >= 1, 5, "healthy commands forwarded")
+    if case != "command":
+        rig.sensors(ahead={case: 1.0})
+        wait_for(lambda: "future_" + case in rig.safety.warn.counts, 5, f"the safety node seeing a future {case}")
+    time.sleep(0.3)  # healthy commands still in flight land first
+    n0 = len(rig.sent)
+    if case == "command":
+        stamps = [s for ahead in (0.06, 1.0, 1e3, 1e9) for s in rig.run(1, [0.0, 0.01, 0, 0, 0], stamp_offset=ahead)]
+    else:
+        stamps = rig.run(4, [0.0, 0.01, 0, 0, 0], ahead={case: 1.0})
+    wait_for(lambda: len({v["stamp"] for v in rig.verdicts} & set(stamps)) == len(stamps), 5, "a verdict per command")
+    time.sleep(0.2)
+    assert rig.sent[n0:], "the safety node keeps commanding (holds)"
+    for m in rig.sent[n0:]:
+        assert np.allclose([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z], 0), f"{case}: motion forwarded"
+    verdicts = [v for v in rig.verdicts if v["stamp"] in stamps]
+    assert len(verdicts) == len(stamps) and not any(v["sent"] for v in verdicts)
+    why = "future frame" if case == "command" else f"stale {case}"
+    assert all(why in v["reason"] for v in verdicts), verdicts
+    msgs = " | ".join(rig.safety.warn.last_message.values())
+    assert "ahead of the clock" in msgs, msgs
 
 
 def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(ros):
