@@ -3,6 +3,8 @@
 Each command is `main(cfg) -> int | None` in the module named below, with its config in
 configs/<command>.yaml. Modules are imported only when their command runs, so `--help` is fast
 and a command that needs an optional extra (transformers, rclpy) fails only when used.
+`robot-calql <command> --help` lists the command's keys with their defaults and the comment on
+each key's line in its YAML; `robot-calql --version` prints the package version.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [
         "usage: robot-calql <command> [key=value ...]",
+        "       robot-calql <command> --help     the command's keys, defaults and what each does",
+        "       robot-calql --version",
         "",
         "Overrides use hydra's grammar (key=value, group=option, +new_key=value);",
         "`robot-calql <command> --cfg` prints the composed config.",
@@ -43,10 +47,60 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _node_sets() -> list[str]:
+    """The node sets `robot-calql launch <set>` knows: configs/launch_<set>.yaml."""
+    from robot_calql.config import CONFIG_DIR
+
+    return sorted(p.stem[len("launch_"):] for p in CONFIG_DIR.glob("launch_*.yaml"))
+
+
+def _keys_help(config_name: str) -> list[str]:
+    """One line per config group and per key of configs/<config_name>.yaml."""
+    from robot_calql.config import describe
+
+    docs = describe(config_name)
+    width = min(32, max(len(f"{d.key}={d.default}") for d in docs))
+    lines = []
+    for title, group in (("config groups (group=option):", True), ("keys (key=default):", False)):
+        rows = [d for d in docs if d.group == group]
+        if rows:
+            lines += ["", title]
+            lines += [f"  {f'{d.key}={d.default}':<{width}}  {'(required) ' if d.default == '???' else ''}{d.doc}"
+                      for d in rows]
+    return lines
+
+
+def _command_help(name: str, config_name: str | None) -> str:
+    """`robot-calql <command> --help`: what it does, its usage and every key with one line."""
+    from robot_calql.config import CONFIG_DIR
+
+    lines = [f"robot-calql {name}: {COMMANDS[name][1]}", ""]
+    if name == "launch":
+        lines.append("usage: robot-calql launch <node set> [key=value ...] [--cfg]")
+        lines.append(f"node sets: {', '.join(_node_sets())} (configs/launch_<set>.yaml)")
+    else:
+        lines.append(f"usage: robot-calql {name} [key=value ...] [--cfg]")
+    for cfg_name in [config_name] if config_name else [f"launch_{s}" for s in _node_sets()]:
+        lines += ["", f"{CONFIG_DIR / (cfg_name + '.yaml')}:", *_keys_help(cfg_name)[1:]]
+    return "\n".join(lines)
+
+
+def _print(text: str) -> None:
+    try:
+        print(text)
+    except BrokenPipeError:  # `robot-calql x --help | head`
+        sys.stderr.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
+        _print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from robot_calql import __version__
+
+        print(f"robot-calql {__version__}")
         return 0
     name, args = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -56,24 +110,36 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("OpenGL", "matplotlib", "PIL", "h5py", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     module_name, help_ = COMMANDS[name]
-
-    # `launch` takes a node-set name first (launch finetune sim=true): its config is launch_<set>.
-    config_name = name.replace("-", "_")
-    if name == "launch":
-        if not args or "=" in args[0]:
-            print("robot-calql launch: name a node set, e.g. `robot-calql launch finetune sim=true`", file=sys.stderr)
-            return 2
-        config_name, args = f"launch_{args[0]}", args[1:]
-
-    if "-h" in args or "--help" in args:
-        print(f"robot-calql {name}: {help_}\n")
-        args = ["--cfg"]
-    show_cfg = "--cfg" in args
-    overrides = [a for a in args if a != "--cfg"]
+    want_help = "-h" in args or "--help" in args
+    args = [a for a in args if a not in ("-h", "--help")]
 
     from omegaconf import OmegaConf
 
     from robot_calql.config import ConfigError, compose
+
+    # `launch` takes a node-set name first (launch finetune sim=true): its config is launch_<set>.
+    config_name: str | None = name.replace("-", "_")
+    if name == "launch":
+        if not args or "=" in args[0] or args[0].startswith("-"):
+            config_name = None
+        elif args[0] not in _node_sets():
+            print(f"robot-calql launch: unknown node set '{args[0]}' (known: {', '.join(_node_sets())})",
+                  file=sys.stderr)
+            return 2
+        else:
+            config_name, args = f"launch_{args[0]}", args[1:]
+    if want_help:
+        try:
+            _print(_command_help(name, config_name))
+        except ConfigError as e:
+            print(f"robot-calql {name}: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if config_name is None:
+        print("robot-calql launch: name a node set, e.g. `robot-calql launch finetune sim=true`", file=sys.stderr)
+        return 2
+    show_cfg = "--cfg" in args
+    overrides = [a for a in args if a != "--cfg"]
 
     try:
         cfg = compose(config_name, overrides)
@@ -81,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-calql {name}: {e}", file=sys.stderr)
         return 2
     if show_cfg:
-        try:
-            print(OmegaConf.to_yaml(cfg))
-        except BrokenPipeError:  # `robot-calql x --cfg | head`
-            sys.stderr.close()
+        _print(OmegaConf.to_yaml(cfg))
         return 0
     try:
         module = importlib.import_module(module_name)

@@ -1,17 +1,35 @@
 """Hydra configuration: compose `configs/<command>.yaml` with `key=value` overrides.
 
 Every command has one config file in configs/ named after it. Overrides use hydra's grammar
-(`key=value`, `group=option`, `+new_key=value`); an unknown key is an error, never ignored.
+(`key=value`, `group=option`, `+new_key=value`); an unknown key is an error, never ignored, and
+a value of the wrong type for its key (`steps=abc`) is an error naming the key. The comment on a
+key's line in the YAML is its one-line description (`describe`, `robot-calql <command> --help`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_DATA = Path(__file__).resolve().parent / "_data"
+
+
+def _data_root() -> Path:
+    """Where configs/ and calibration/ are: an installed wheel's copy (robot_calql/_data/,
+    pyproject.toml's package-dir), else the source checkout (editable install, PYTHONPATH)."""
+    if (_PACKAGE_DATA / "configs").is_dir():
+        return _PACKAGE_DATA
+    return Path(__file__).resolve().parent.parent
+
+
+# relative data paths (configs/..., calibration/<cell>) are taken from here
+REPO_ROOT = _data_root()
 CONFIG_DIR = Path(os.environ.get("ROBOT_CALQL_CONFIGS", REPO_ROOT / "configs"))
 
 
@@ -38,6 +56,8 @@ def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Di
             hint = f" (known keys: {', '.join(_known_keys(config_name))}; use +key=value to add one)"
         raise ConfigError(f"config '{config_name}': {msg}{hint}") from None
     OmegaConf.set_struct(cfg, True)
+    if overrides:
+        check_override_types(config_name, overrides, cfg)
     return cfg
 
 
@@ -51,6 +71,206 @@ def _known_keys(config_name: str) -> list[str]:
         return sorted(str(k) for k in cfg.keys())
     except Exception:  # pragma: no cover - only used to improve an error message
         return []
+
+
+# a block whose keys are a config file's keys (CalQLConfig fields): undocumented keys take their
+# description, and `+block.key=value` its type, from that file
+_REFERENCE_FILES = {"agent": "agent/calql.yaml"}
+
+
+def check_override_types(config_name: str, overrides: list[str] | tuple[str, ...], cfg: DictConfig) -> None:
+    """Raise ConfigError when an override's value does not have its key's type (the type of the
+    key's default in configs/<config_name>.yaml): `steps=abc` -> "steps expects an integer"."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        base = hydra_compose(config_name=config_name)
+    for text, ov in zip(overrides, parsed, strict=True):
+        if ov.is_delete():
+            continue
+        key = ov.key_or_group
+        default = _select(base, key)
+        if default is _ABSENT:  # a new key (+key=...): only a reference file's keys have a type
+            parent, _, leaf = key.rpartition(".")
+            ref = _REFERENCE_FILES.get(parent.rpartition(".")[2])
+            default = OmegaConf.load(CONFIG_DIR / ref).get(leaf, _ABSENT) if ref else _ABSENT
+            default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+        value = _select(cfg, key)
+        if default is _ABSENT or value is _ABSENT:
+            continue
+        expected = _expected_type(default, value, key)
+        if expected:
+            raw = text.split("=", 1)[1] if "=" in text else text
+            raise ConfigError(f"{key}={raw}: {key} expects {expected} (default: {_fmt(default)})")
+
+
+_ABSENT = object()
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    """The plain value at a dotted key (interpolations resolved), None for `???`, _ABSENT if none."""
+    try:
+        v = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+    except Exception:  # an interpolation that cannot be resolved here: no type to compare
+        return _ABSENT
+    return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _expected_type(default: Any, value: Any, key: str = "") -> str | None:
+    """What a key with this default takes, when `value` is not that; None when it fits.
+    Seconds and rates (keys named *_s, *_hz) take any number even where the default is whole."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int) and not key.endswith(("_s", "_hz")):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, int):
+        return None if _is_number(value) else "a number"
+    if isinstance(default, float):  # a list of numbers: one per action axis (explore_temperature)
+        ok = _is_number(value) or (isinstance(value, list) and all(_is_number(x) for x in value))
+        return None if ok else "a number"
+    if isinstance(default, str):
+        return None if value is None or isinstance(value, (str, int, float, bool)) else "a string"
+    if isinstance(default, list):
+        return None if value is None or isinstance(value, list) else "a list, e.g. [a,b]"
+    if isinstance(default, dict):
+        return None if value is None or isinstance(value, dict) else "a mapping (key: value, ...)"
+    return None
+
+
+def _fmt(v: Any) -> str:
+    """A value as it is written in an override (null, true, [a, b])."""
+    if v is None:
+        return "null"
+    if v == "":
+        return '""'
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """One line of `robot-calql <command> --help`: a key (or a config group) and its description."""
+
+    key: str  # dotted key, or a config group's name
+    default: str  # the default, as an override writes it (a group: its default option)
+    doc: str  # the comment on the key's line in the YAML ("" when there is none)
+    group: bool = False  # a config group, chosen with <group>=<option>
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*)\s*:(?P<rest>.*)$")
+_DEFAULTS_ITEM = re.compile(r"^\s*-\s*(?P<group>[\w/-]+)\s*:(?P<rest>.*)$")
+
+
+def _comment_start(text: str) -> int:
+    """Index of the # that starts a comment in `text` (not inside quotes, after a space), or -1."""
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1].isspace()):
+            return i
+    return -1
+
+
+def _split_comment(text: str) -> tuple[str, str]:
+    """`value  # comment` -> (value, comment)."""
+    i = _comment_start(text)
+    return (text.strip(), "") if i < 0 else (text[:i].strip(), text[i + 1:].strip())
+
+
+def _one_line(text: str, width: int = 120) -> str:
+    """`text` cut at a word boundary to `width` characters (" ..." marks the cut)."""
+    return text if len(text) <= width else text[: text.rfind(" ", 0, width - 4)] + " ..."
+
+
+def yaml_comments(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """The comment on each key's line of a config file, by dotted key (with the comment lines
+    aligned under it that continue it, cut to one line), and its defaults list's groups:
+    {group: (default option, comment)}. Block-style YAML as configs/ writes it."""
+    keys: dict[str, str] = {}
+    groups: dict[str, tuple[str, str]] = {}
+    stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing keys
+    last: tuple[str, int] | None = None  # the last key with a comment, and the key's indent
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and last and line.index("#") > last[1]:
+            keys[last[0]] += " " + stripped[1:].strip()  # a comment continued on the next line
+            continue
+        last = None
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("-"):  # a list item: only the defaults list's `- group: option` count
+            m = _DEFAULTS_ITEM.match(line)
+            if m and stack and stack[-1][1] == "defaults":
+                groups[m["group"]] = _split_comment(m["rest"])
+            continue
+        m = _KEY_LINE.match(line)
+        if not m:
+            continue
+        indent = len(m["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m["key"]))
+        key = ".".join(k for _, k in stack)
+        keys[key] = _split_comment(m["rest"])[1]
+        if keys[key]:
+            last = (key, indent)
+    keys.pop("defaults", None)
+    return {k: _one_line(v) for k, v in keys.items()}, groups
+
+
+def _leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def describe(config_name: str) -> list[KeyDoc]:
+    """Every key of configs/<config_name>.yaml (dotted, after composition) with its default and
+    the comment on its line, and one entry per config group of its defaults list."""
+    path = CONFIG_DIR / f"{config_name}.yaml"
+    comments, groups = yaml_comments(path)
+    base = OmegaConf.to_container(compose(config_name), resolve=False)
+    docs: list[KeyDoc] = []
+    subtree_groups = set()
+    for group, (option, comment) in groups.items():
+        files = sorted((CONFIG_DIR / group).glob("*.yaml"))
+        options = ", ".join(f.stem for f in files)
+        global_ = bool(files) and all(f.read_text().startswith("# @package _global_") for f in files)
+        where = f"configs/{group}/<option>.yaml: {options}"
+        if not global_:
+            subtree_groups.add(group)
+            where += f"; one of its keys: {group}.<key>=<value>"
+        doc = f"{comment} ({where})" if comment else where
+        docs.append(KeyDoc(group, option, doc, group=True))
+    refs = {block: yaml_comments(CONFIG_DIR / f)[0] for block, f in _REFERENCE_FILES.items()}
+    for key, value in _leaves(base):
+        if key.split(".")[0] in subtree_groups:
+            continue
+        doc = comments.get(key, "")
+        parent, _, leaf = key.rpartition(".")
+        if not doc and parent.rpartition(".")[2] in refs:
+            doc = refs[parent.rpartition(".")[2]].get(leaf, "")
+        docs.append(KeyDoc(key, _fmt(value), doc))
+    return docs
 
 
 def resolve_path(p: str | os.PathLike | None) -> Path | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from robot_calql.config import REPO_ROOT  # a source checkout's root, or an installed wheel's data
 
 
 class CalibrationError(ValueError):
@@ -36,7 +36,8 @@ def calibration_dir(robot_cfg: Any) -> Path:
     """The calibration folder a robot config names (`calibration:` key).
 
     A relative path is taken from the current directory if it exists there, else from the
-    repository root (so `calibration/sim_standin` works from anywhere in a source checkout).
+    repository root (so `calibration/sim_standin` works from anywhere in a source checkout, and
+    from an installed wheel, which carries the stand-in's calibration files).
     """
     value = robot_cfg.get("calibration") if hasattr(robot_cfg, "get") else robot_cfg
     if not value:

@@ -3,7 +3,8 @@
     from robot_calql.sim import make_env, TASKS, task_pair
     env = make_env("cube_in_bowl", image_size=64, seed=0)
 
-See docs/sim.md. Registered with gymnasium as "RobotCalQL/StandIn-v0" (kwargs as make_env).
+See docs/sim.md. Registered with gymnasium as "RobotCalQL/StandIn-v0" (kwargs as make_env; the
+time limit is gymnasium.make's `max_episode_steps`, 60 by default).
 """
 
 import os
@@ -17,12 +18,14 @@ if "MUJOCO_GL" not in os.environ and not (os.environ.get("DISPLAY") or os.enviro
 
 import gymnasium as gym  # noqa: E402
 
-from robot_calql.sim.env import ActionError, StandInEnv, make_env
+from robot_calql.sim.env import DEFAULT_MAX_EPISODE_STEPS, ActionError, StandInEnv, make_env
 from robot_calql.sim.tasks import INSTRUCTIONS, PAIRS, TASKS, UnknownTaskError, get_task, task_pair
 
 ENV_ID = "RobotCalQL/StandIn-v0"
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="robot_calql.sim.env:StandInEnv")
+    # gymnasium.make(ENV_ID, max_episode_steps=N) sets the time limit (TimeLimit); 60 by default
+    gym.register(id=ENV_ID, entry_point="robot_calql.sim.env:make_registered_env",
+                 max_episode_steps=DEFAULT_MAX_EPISODE_STEPS)
 
 __all__ = [
     "ENV_ID", "INSTRUCTIONS", "PAIRS", "TASKS", "ActionError", "StandInEnv", "UnknownTaskError",

@@ -37,6 +37,7 @@ WORKSPACE_MIN = np.array([0.10, -0.28, 0.015])
 WORKSPACE_MAX = np.array([0.46, 0.28, 0.25])
 CUBE_REACH_MAX = 0.46  # a cube farther than this from the base axis cannot be grasped from above
 YAW_LIMIT = np.pi / 2  # the cube is square: +-90 degrees of heading is enough
+DEFAULT_MAX_EPISODE_STEPS = 60  # time limit at 10 Hz (also gymnasium.make's default)
 HOME_EE = np.array([0.25, 0.0, 0.15])
 HOME_Q = np.array([0.0, -0.1, 0.35, 1.32, 0.0])  # IK seed near HOME_EE (pointing down)
 IMAGE_SIZES = (0, 64, 100, 128)
@@ -61,7 +62,7 @@ class StandInEnv(gym.Env):
         task: str = "cube_in_bowl",
         image_size: int = 64,
         seed: int | None = None,
-        max_episode_steps: int = 60,
+        max_episode_steps: int | None = DEFAULT_MAX_EPISODE_STEPS,
         render_mode: str | None = None,
         render_size: int = 256,
         action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
@@ -72,7 +73,7 @@ class StandInEnv(gym.Env):
             raise ValueError(f"image_size must be one of {IMAGE_SIZES} (0 = no image), got {image_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if max_episode_steps < 1:
+        if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         if not 0.0 <= dropped_start <= 1.0:
             raise ValueError(f"dropped_start must be a probability in [0, 1], got {dropped_start}")
@@ -82,7 +83,8 @@ class StandInEnv(gym.Env):
         self.rolled_start = float(rolled_start)
         self.task = get_task(task)
         self.image_size = int(image_size)
-        self.max_episode_steps = int(max_episode_steps)
+        # None: no time limit of its own (gymnasium.make's TimeLimit wrapper sets it)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode
         self.render_size = int(render_size)
         self.action_scale = (float(action_scale[0]), float(action_scale[1]))
@@ -299,7 +301,8 @@ class StandInEnv(gym.Env):
         self._elapsed += 1
         success = self.success()
         terminated = success
-        truncated = (not terminated) and self._elapsed >= self.max_episode_steps
+        limit = self.max_episode_steps
+        truncated = (not terminated) and limit is not None and self._elapsed >= limit
         info = self._info(success)
         return self._obs(), float(success), terminated, truncated, info
 
@@ -414,7 +417,7 @@ def make_env(
     task: str = "cube_in_bowl",
     image_size: int = 64,
     seed: int | None = None,
-    max_episode_steps: int = 60,
+    max_episode_steps: int | None = DEFAULT_MAX_EPISODE_STEPS,
     render_mode: str | None = None,
     action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
     render_size: int = 256,
@@ -424,7 +427,7 @@ def make_env(
     """Build the stand-in env (unwrapped, so the joint-level methods are at hand).
 
     task: a task name (see robot_calql.sim.TASKS); image_size: 0 (no rendering), 64, 100 or 128;
-    seed: used by the first reset; max_episode_steps: truncation limit at 10 Hz; render_mode
+    seed: used by the first reset; max_episode_steps: truncation limit at 10 Hz (None: none); render_mode
     "rgb_array": env.render() gives render_size px third-person frames; dropped_start: probability
     that a full reset into a cube-in-the-bowl start drops the cube in (tipped or leaning) instead of
     placing it flat; rolled_start: probability that a full reset into a cube-on-the-table start
@@ -433,3 +436,12 @@ def make_env(
     return StandInEnv(task=task, image_size=image_size, seed=seed, max_episode_steps=max_episode_steps,
                       render_mode=render_mode, action_scale=action_scale, render_size=render_size,
                       dropped_start=dropped_start, rolled_start=rolled_start)
+
+
+def make_registered_env(**kwargs: Any) -> StandInEnv:
+    """`gymnasium.make("RobotCalQL/StandIn-v0", **kwargs)`'s constructor (kwargs as make_env).
+
+    The time limit is gymnasium's: `gymnasium.make(..., max_episode_steps=N)` wraps the env in a
+    TimeLimit of N steps (60 when not given, the registered default), so the env sets none itself.
+    """
+    return StandInEnv(max_episode_steps=None, **kwargs)
