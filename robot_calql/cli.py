@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim checkpoint=<run> steps=<N>"),
     "evaluate": ("robot_calql.train.evaluate", "success rate and failure breakdown of a saved policy: checkpoint=<run>"),
     "ingest": ("robot_calql.bags.ingest", "rosbag2 (sqlite3/mcap) to dataset: bags=<path or glob> robot=<config> out=<dir>"),
+    "import-lerobot": ("robot_calql.data.import_lerobot", "LeRobotDataset v3.0 folder to dataset: path=<dir> robot=<config> out=<dir>"),
+    "export-lerobot": ("robot_calql.data.export_lerobot", "dataset to a LeRobotDataset v3.0 folder: dataset=<dir> out=<dir>"),
     "sim-to-bag": ("robot_calql.bags.sim_to_bag", "record stand-in episodes as a real rosbag2: task=<name> episodes=<N> out=<dir>"),
     "reward-train": ("robot_calql.reward.train", "train the success classifier: dataset=<dir> out=<dir> backbone=<name or path>"),
     "reward-eval": ("robot_calql.reward.evaluate", "evaluate a classifier: model=<dir> dataset=<dir>"),
