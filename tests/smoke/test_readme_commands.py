@@ -29,6 +29,8 @@ TINY_AGENT = ["agent.actor_hidden=[16,16]", "agent.critic_hidden=[16,16]"]
 TINY: dict[str, list[str]] = {
     "demo": ["experiment=demo_smoke", "ros_session_s=0", "threads=1"],
     "collect": ["episodes=3"],
+    "export-lerobot": [],
+    "import-lerobot": [],
     "sim-to-bag": ["episodes=1", "max_episode_steps=10", "camera_size=64"],
     # the documented example reads recordings of a WidowX 250: here the stand-in's bags from sim-to-bag
     "ingest": ["bags=bags/sim", "robot=sim_standin", *QUIET],
@@ -48,6 +50,8 @@ TINY: dict[str, list[str]] = {
 PRODUCES: dict[str, str] = {
     "demo": "runs/demo/demo_summary.json",
     "collect": "data/demos",
+    "export-lerobot": "data/demos_lerobot/meta/info.json",
+    "import-lerobot": "data/from_lerobot",
     "sim-to-bag": "bags/sim/metadata.yaml",
     "ingest": "data/real",
     "pretrain": "runs/pre/summary.json",
