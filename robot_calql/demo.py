@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import ConfigError, compose, resolve_path
+from robot_calql.ros_process import RosProcessError, ros_unavailable, run_ros_module
 
 log = logging.getLogger("robot_calql.demo")
 
@@ -46,7 +47,7 @@ def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
     """Demos of both directions of the task pair plus failures, written to `data`."""
     from robot_calql.data.dataset import Dataset
     from robot_calql.sim import task_pair
-    from robot_calql.sim.collect import collect_episodes
+    from robot_calql.sim.episodes import collect_episodes
 
     image_size = int(cfg.image_size) if cfg.obs == "pixels" else 0
     common = {"image_size": image_size, "noise": float(cfg.noise), "max_episode_steps": int(cfg.max_episode_steps),
@@ -150,13 +151,23 @@ def main(cfg: DictConfig) -> int:
 def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> dict[str, Any] | None:
     """Stage 4: the ROS 2 node set in the stand-in, from the pre-trained checkpoint.
 
-    Imported lazily: the core library never imports rclpy, and a machine without it skips this."""
-    try:
-        from robot_calql_ros.launcher import run_session
-    except ImportError as e:
-        print(f"[demo 4/4] skipped: the ROS 2 nodes need rclpy ({e})", flush=True)
-        return None
-    print(f"[demo 4/4] ROS 2 graph, reset-free, from {checkpoint} for {cfg.ros_session_s:.0f} s -> {run_dir}",
-          flush=True)
-    return run_session([f"checkpoint={checkpoint}", f"run_dir={run_dir}", _override("learner.batch_size", cfg.batch_size)],
-                       duration_s=float(cfg.ros_session_s), eval_episodes=0)
+    Runs `python -m robot_calql_ros.session` in a child process (the core library never imports
+    the ROS package) and returns its summary; None where rclpy or the ROS package is missing."""
+    why = ros_unavailable()
+    if why is None:
+        print(f"[demo 4/4] ROS 2 graph, reset-free, from {checkpoint} for {cfg.ros_session_s:.0f} s -> {run_dir}",
+              flush=True)
+        summary = run_dir / "session_summary.json"
+        summary.unlink(missing_ok=True)
+        rc = run_ros_module("session", ["--summary", summary, "--duration-s", float(cfg.ros_session_s),
+                                        "--eval-episodes", 0, f"checkpoint={checkpoint}", f"run_dir={run_dir}",
+                                        _override("learner.batch_size", cfg.batch_size)])
+        result = json.loads(summary.read_text()) if summary.is_file() else {}
+        if rc != 0 or not result:
+            raise RosProcessError(f"the ROS 2 stage failed (exit {rc}): "
+                                  f"{result.get('error', 'see its output above')}")
+        why = result.get("skipped")
+        if why is None:
+            return result
+    print(f"[demo 4/4] skipped: the ROS 2 nodes need rclpy ({why})", flush=True)
+    return None

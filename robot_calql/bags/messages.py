@@ -8,13 +8,14 @@ classes come from a rosbags typestore (Humble, Jazzy or Kilted definitions).
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
+
+from robot_calql.control.conversions import quaternion_from_yaw, yaw_from_quaternion
 
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 
@@ -92,10 +93,6 @@ def crop_resize(img: np.ndarray, crop: tuple[int, int, int, int] | str, size: in
         raise UnsupportedEncoding(str(e)) from None
 
 
-def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-
-
 def pose_xyz_yaw(msg: Any) -> np.ndarray:
     """(x, y, z, yaw) of a geometry_msgs/PoseStamped."""
     p, q = msg.pose.position, msg.pose.orientation
@@ -153,9 +150,10 @@ class MessageFactory:
 
     def pose(self, t_ns: int, xyz: np.ndarray, yaw: float, frame_id: str = "base_link") -> Any:
         P, Q = self.t["geometry_msgs/msg/Point"], self.t["geometry_msgs/msg/Quaternion"]
+        qx, qy, qz, qw = quaternion_from_yaw(yaw)
         pose = self.t["geometry_msgs/msg/Pose"](
             position=P(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
-            orientation=Q(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+            orientation=Q(x=qx, y=qy, z=qz, w=qw))
         return self.t[POSE_STAMPED](header=self.header(t_ns, frame_id), pose=pose)
 
     def joint_trajectory(self, t_ns: int, names: list[str], q: np.ndarray, dt_s: float) -> Any:

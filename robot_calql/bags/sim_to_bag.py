@@ -83,7 +83,7 @@ def write_episodes(rec: BagRecorder, episodes, topics: dict, joints: list[str], 
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
-    from robot_calql.sim.collect import iter_episodes
+    from robot_calql.sim.episodes import iter_episodes
     from robot_calql.sim.tasks import resolve_tasks
 
     storage = str(cfg.storage)

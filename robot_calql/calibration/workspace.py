@@ -11,9 +11,11 @@ Every joint sample goes through forward kinematics (`kinematics:`, a `module:fun
 (N, J) joint positions in the robot config's joint order to (N, 3) positions; the stand-in's is
 robot_calql.sim.kinematics:ee_positions, a real arm names one built from its MJCF/URDF). The box is
 min/max of the points, grown by `margin` metres (negative shrinks it), written atomically to
-`<robot.calibration>/workspace.yaml`, which the safety node enforces
-(robot_calql.control.safety.load_workspace), plus `workspace_points.png` (three projections of
-the points and the box).
+`<robot.calibration>/workspace.yaml`, plus `workspace_points.png` (three projections of the
+points and the box).
+
+The file's reader `load_workspace` and its validation `Workspace` live here too; the safety node
+(robot_calql.control.safety) enforces the box they give.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import importlib
 import json
 import logging
 import os
+import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,11 +34,55 @@ import numpy as np
 from robot_calql.calibration import (
     CalibrationError,
     calibration_dir,
+    read_yaml,
     resolve_out,
     write_yaml_atomic,
 )
+from robot_calql.ros_process import ros_unavailable, run_ros_module
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- the file format
+class SafetyError(ValueError):
+    """A safety configuration (workspace box, robot limits) that is missing or makes no sense."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Axis-aligned box for the end-effector position in `frame` (metres); the safety node
+    (robot_calql.control.safety) keeps the arm inside it."""
+
+    min: np.ndarray
+    max: np.ndarray
+    frame: str = "base_link"
+
+    def __post_init__(self):
+        lo, hi = np.asarray(self.min, float), np.asarray(self.max, float)
+        if lo.shape != (3,) or hi.shape != (3,):
+            raise SafetyError(f"workspace min/max must be [x, y, z], got {lo.tolist()} / {hi.tolist()}")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise SafetyError("workspace min/max must be finite")
+        if np.any(lo >= hi):
+            raise SafetyError(f"workspace min {lo.tolist()} must be below max {hi.tolist()} on every axis")
+        object.__setattr__(self, "min", lo)
+        object.__setattr__(self, "max", hi)
+
+    def contains(self, p: np.ndarray, tol: float = 1e-9) -> bool:
+        p = np.asarray(p, float)
+        return bool(np.all(p >= self.min - tol) and np.all(p <= self.max + tol))
+
+
+def load_workspace(path: str | os.PathLike) -> Workspace:
+    """Read calibration/<cell>/workspace.yaml; raise SafetyError naming what is wrong."""
+    d = read_yaml(path, "workspace", SafetyError, " (write it with robot-calql calibrate-workspace)")
+    if "min" not in d or "max" not in d:
+        raise SafetyError(f"workspace file {path} needs keys 'min' and 'max' ([x, y, z] in metres)")
+    try:
+        return Workspace(np.asarray(d["min"], float), np.asarray(d["max"], float),
+                         str(d.get("frame", "base_link")))
+    except (TypeError, ValueError) as e:
+        raise SafetyError(f"workspace file {path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- joint sources
@@ -158,29 +206,28 @@ def plot_workspace(points: np.ndarray, lo, hi, path: Path, title: str = "") -> P
     return path
 
 
-def load_workspace(path: str | os.PathLike):
-    """The safety node's loader (robot_calql.control.safety.load_workspace), re-exported."""
-    from robot_calql.control.safety import load_workspace as _load
-
-    return _load(path)
-
-
 # ----------------------------------------------------------------------------- live (ROS 2)
 def record_live_joint_states(topic: str, joint_names: list[str], duration_s: float) -> np.ndarray:
     """Listen to sensor_msgs/JointState on `topic` for `duration_s` seconds; (N, J) positions.
 
-    The ROS side lives in ros_nodes (robot_calql_ros.joint_recorder), loaded only when live=true,
-    so this library never imports rclpy. Needs a sourced ROS 2 or the [ros] extra.
+    The ROS side lives in ros_nodes: `python -m robot_calql_ros.joint_recorder` runs in a child
+    process, so this library never imports rclpy. Needs a sourced ROS 2 or the [ros] extra.
     """
-    try:
-        from robot_calql_ros.joint_recorder import record_joint_states
-    except ImportError as e:
+    why = ros_unavailable()
+    if why is not None:
         raise CalibrationError(
-            f"live=true needs rclpy and ros_nodes ({e}); source ROS 2 or record a bag and use bag=<path>") from None
-    rows = record_joint_states(topic, joint_names, duration_s)
-    if not rows:
+            f"live=true needs rclpy and ros_nodes ({why}); source ROS 2 or record a bag and use bag=<path>")
+    with tempfile.TemporaryDirectory(prefix="calibrate_workspace_") as tmp:
+        out = Path(tmp) / "joint_states.npy"
+        rc = run_ros_module("joint_recorder", ["--topic", topic, "--joints", *joint_names,
+                                               "--duration-s", float(duration_s), "--out", out])
+        if rc != 0 or not out.is_file():
+            raise CalibrationError(f"recording {topic} failed (robot_calql_ros.joint_recorder exit {rc}; "
+                                   "its error is above)")
+        q = np.load(out)
+    if len(q) == 0:
         raise CalibrationError(f"no JointState with joints {joint_names} on {topic} in {duration_s} s")
-    return np.asarray(rows, dtype=np.float64)
+    return q
 
 
 # ----------------------------------------------------------------------------- command
@@ -210,8 +257,6 @@ def main(cfg) -> int:
     out = resolve_out(cfg.get("out"), cell, "workspace.yaml")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     data = workspace_dict(lo, hi, margin, str(robot.frames.base), f"{source}, {len(q)} samples, {stamp}")
-    from robot_calql.control.safety import Workspace
-
     Workspace(lo, hi, data["frame"])  # the safety node's own validation, before anything is written
     header = ("# End-effector safety box (metres, base frame, margin applied), from\n"
               "# robot-calql calibrate-workspace. The safety node enforces it.\n")

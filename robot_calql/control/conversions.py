@@ -15,9 +15,14 @@ MoveIt Servo (`geometry_msgs/TwistStamped`, m/s and rad/s), i.e. delta times the
 The internal policy -> safety command (`std_msgs/Float64MultiArray`) has the layout
 `POLICY_COMMAND_LAYOUT`: the physical delta, the gripper command and the stamp of the camera
 frame the action was computed from (seconds), so the safety node can measure its age.
+
+Orientation: `yaw_from_quaternion` / `quaternion_from_yaw` convert between a heading about z and a
+`geometry_msgs/Quaternion`'s (x, y, z, w); the one definition for the nodes, bags and the stand-in.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -37,6 +42,8 @@ __all__ = [
     "pack_policy_command",
     "unpack_policy_command",
     "joint_state_to_positions",
+    "yaw_from_quaternion",
+    "quaternion_from_yaw",
 ]
 
 
@@ -201,3 +208,13 @@ def joint_state_to_positions(names, positions, wanted: list[str]) -> np.ndarray:
         bad = [n for n, x in zip(wanted, q, strict=True) if not np.isfinite(x)]
         raise CommandFormatError(f"joint state has non-finite positions for {bad}")
     return q
+
+
+def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
+    """Heading about z (radians, in [-pi, pi]) of the unit quaternion (x, y, z, w)."""
+    return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
+
+
+def quaternion_from_yaw(yaw: float) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of the rotation by `yaw` radians about z."""
+    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)

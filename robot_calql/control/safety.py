@@ -3,7 +3,9 @@
 The safety node (ros_nodes/robot_calql_ros/safety_node.py) is a thin adapter over this module:
 
 - `Workspace`: the box the end effector must stay in, read from calibration/<cell>/workspace.yaml
-  (`frame`, `min: [x, y, z]`, `max: [x, y, z]` in metres, margin already applied).
+  (`frame`, `min: [x, y, z]`, `max: [x, y, z]` in metres, margin already applied) by
+  `load_workspace`; both, and `SafetyError`, are defined with the file format in
+  robot_calql.calibration.workspace and re-exported here.
 - `SafetyLimits`: maximum translation / rotation per command, joint limits, staleness thresholds,
   how far ahead of the clock a stamp may be, how long a command takes to show in a measurement
   (robot config `limits`).
@@ -33,53 +35,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from robot_calql.calibration.workspace import SafetyError, Workspace, load_workspace
 
 __all__ = ["SafetyError", "Workspace", "SafetyLimits", "check_stamp", "SinceMeasurement",
            "position_bounds", "box_excess", "check_delta", "check_joint_targets", "check_joint_command",
            "Watchdog", "Throttle", "load_workspace"]
-class SafetyError(ValueError):
-    """A safety configuration that is missing or makes no sense."""
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Axis-aligned box for the end-effector position in `frame` (metres)."""
-
-    min: np.ndarray
-    max: np.ndarray
-    frame: str = "base_link"
-
-    def __post_init__(self):
-        lo, hi = np.asarray(self.min, float), np.asarray(self.max, float)
-        if lo.shape != (3,) or hi.shape != (3,):
-            raise SafetyError(f"workspace min/max must be [x, y, z], got {lo.tolist()} / {hi.tolist()}")
-        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-            raise SafetyError("workspace min/max must be finite")
-        if np.any(lo >= hi):
-            raise SafetyError(f"workspace min {lo.tolist()} must be below max {hi.tolist()} on every axis")
-        object.__setattr__(self, "min", lo)
-        object.__setattr__(self, "max", hi)
-
-    def contains(self, p: np.ndarray, tol: float = 1e-9) -> bool:
-        p = np.asarray(p, float)
-        return bool(np.all(p >= self.min - tol) and np.all(p <= self.max + tol))
-
-
-def load_workspace(path: str | Path) -> Workspace:
-    """Read calibration/<cell>/workspace.yaml; raise SafetyError naming what is wrong."""
-    from robot_calql.calibration import read_yaml
-
-    d = read_yaml(path, "workspace", SafetyError, " (write it with robot-calql calibrate-workspace)")
-    if "min" not in d or "max" not in d:
-        raise SafetyError(f"workspace file {path} needs keys 'min' and 'max' ([x, y, z] in metres)")
-    try:
-        return Workspace(np.asarray(d["min"], float), np.asarray(d["max"], float),
-                         str(d.get("frame", "base_link")))
-    except (TypeError, ValueError) as e:
-        raise SafetyError(f"workspace file {path}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The MuJoCo stand-in robot cell: env, tasks, kinematics, scripted demonstrators, collect.
+"""The MuJoCo stand-in robot cell: env, tasks, kinematics, scripted demonstrators, episodes, collect.
 
     from robot_calql.sim import make_env, TASKS, task_pair
     env = make_env("cube_in_bowl", image_size=64, seed=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from robot_calql.control.conversions import yaw_from_quaternion
 from robot_calql.sim.env import (
     DEFAULT_ACTION_SCALE,
     S_BOWL,
@@ -37,9 +38,10 @@ FAILURES = ("miss_grasp", "drop_early", "wander")
 
 
 def cube_yaw(quat_wxyz: np.ndarray) -> float:
-    """Heading of the cube about z, folded into [-pi/4, pi/4) (a cube is 90-degree symmetric)."""
+    """Heading of the cube about z, folded into [-pi/4, pi/4) (a cube is 90-degree symmetric).
+    Computed in the precision of `quat_wxyz` (float32 for an observation)."""
     w, x, y, z = quat_wxyz
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    yaw = np.asarray(yaw_from_quaternion(x, y, z, w), dtype=np.result_type(quat_wxyz))
     return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
 
 

@@ -60,6 +60,7 @@ from robot_calql.control.conversions import (
     image_to_rgb,
     joint_state_to_positions,
     pack_policy_command,
+    yaw_from_quaternion,
 )
 from robot_calql.control.transitions import Transition, TransitionAssembler
 from robot_calql.control.transport import pack_transition
@@ -74,7 +75,6 @@ from robot_calql_ros.common import (
     transitions_qos,
     wall_s,
 )
-from robot_calql_ros.safety_node import quat_to_yaw
 
 # the safety node's verdict on a command must come within max(this, two control periods)
 VERDICT_TIMEOUT_S = 0.5
@@ -216,9 +216,9 @@ class PolicyNode(Node):
         self.joint_obs = (q, float(np.clip((g - lo) / (hi - lo), 0.0, 1.0)))
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        p = msg.pose.position
+        p, o = msg.pose.position, msg.pose.orientation
         pos = np.array([p.x, p.y, p.z])
-        self.ee = (pos, quat_to_yaw(msg.pose.orientation)) if np.all(np.isfinite(pos)) else None
+        self.ee = (pos, yaw_from_quaternion(o.x, o.y, o.z, o.w)) if np.all(np.isfinite(pos)) else None
 
     def _on_state(self, msg: Float32MultiArray) -> None:
         self.sim_state = np.asarray(msg.data, np.float32)

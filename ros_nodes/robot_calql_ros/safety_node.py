@@ -74,10 +74,6 @@ INTERFACES = {"delta_ee_twist": TwistStamped, "joint_position_array": Float64Mul
               "joint_trajectory": JointTrajectory}
 
 
-def quat_to_yaw(q) -> float:
-    return float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
-
-
 class SafetyNode(LifecycleNode):
     def __init__(self, name: str = "safety", **kwargs):
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)

@@ -44,7 +44,12 @@ from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from robot_calql.control.conversions import delta_to_action, rgb_to_image, twist_to_delta
+from robot_calql.control.conversions import (
+    delta_to_action,
+    quaternion_from_yaw,
+    rgb_to_image,
+    twist_to_delta,
+)
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -54,11 +59,6 @@ from robot_calql_ros.common import (
     s_to_stamp,
     wall_s,
 )
-
-
-def yaw_to_quat(yaw: float) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation about z (the gripper points down is folded into the frame)."""
-    return 0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
 
 
 class SimRobotNode(Node):
@@ -311,7 +311,7 @@ class SimRobotNode(Node):
         ps.header.frame_id = self.frames["base"]
         ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(x) for x in pos)
         q = ps.pose.orientation
-        q.x, q.y, q.z, q.w = yaw_to_quat(yaw)
+        q.x, q.y, q.z, q.w = quaternion_from_yaw(yaw)
         self.pub_pose.publish(ps)
 
     def destroy_node(self):

@@ -1,5 +1,6 @@
 """Live workspace recording: JointState published over real DDS is recorded by name."""
 
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ def test_record_live_joint_states():
 
     t = threading.Thread(target=publish, daemon=True)
     t.start()
+    loaded = set(sys.modules)
     try:
         q = record_live_joint_states(topic, joints, 1.5)
     finally:
@@ -40,6 +42,8 @@ def test_record_live_joint_states():
         t.join()
         node.destroy_node()
         rclpy.shutdown()
+    # the recorder ran in a child process: the core library imported nothing of the ROS package
+    assert not [m for m in set(sys.modules) - loaded if m.startswith("robot_calql_ros")]
     assert q.ndim == 2 and q.shape[1] == 3 and len(q) >= 5
     # reordered to the robot's joint order: b - a == 1 and c - a == 2 in every sample
     np.testing.assert_allclose(q[:, 1] - q[:, 0], 1.0)

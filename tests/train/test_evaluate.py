@@ -11,7 +11,7 @@ import pytest
 from robot_calql.data.replay import InstructionVocab
 from robot_calql.sim import make_env
 from robot_calql.sim.demonstrators import ScriptedDemonstrator
-from robot_calql.train.evaluate import episode_outcome, evaluate, wilson_interval
+from robot_calql.train.evaluation import episode_outcome, evaluate, wilson_interval
 
 
 class _ScriptedAgent:
