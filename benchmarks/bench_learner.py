@@ -1,15 +1,23 @@
-"""Learner speed: robot_calql's Cal-QL against a straightforward per-critic PyTorch Cal-QL.
+"""Learner speed: robot_calql's Cal-QL against a straightforward per-critic PyTorch Cal-QL, and
+the pixel modes against the state mode.
 
-    .venv/bin/python benchmarks/bench_learner.py                 # state and pixel mode
+    .venv/bin/python benchmarks/bench_learner.py                 # state and pixel modes
     .venv/bin/python benchmarks/bench_learner.py --mode state --rounds 5
+    .venv/bin/python benchmarks/bench_learner.py --mode pixel --threads 2
 
-Both run IN ONE PROCESS on the same synthetic batch and configuration (issue 3): state mode
-obs 39, action 7, batch 256, two critics of 3x256, 10 CQL actions per set; pixel mode 64x64 RGB
-+ proprio 10, batch 256, the RoboFuME encoder. Runs are interleaved in rounds and the best and
-median round are printed, because this machine is shared and timings are noisy; the CPU
-seconds per update (all threads) are less sensitive to other processes than wall time. The reference
-pixel run is limited to `--ref-pixel-updates` updates since it re-encodes every image per
-sampled action. With CUDA available, the GPU figures for robot_calql are printed too.
+Everything runs IN ONE PROCESS on the same synthetic batch and configuration (issue 3): state
+mode obs 39, action 7, batch 256, two critics of 3x256, 10 CQL actions per set; pixel modes
+64x64 RGB + proprio 10, batch 256, the RoboFuME encoder. Runs are interleaved in rounds and the
+best and median round are printed, because this machine is shared and timings are noisy; the
+CPU seconds per update (all threads) are less sensitive to other processes than wall time.
+
+`--mode pixel` prints one table (issue 25): state fp32 / bf16; pixels end to end (the CNN
+trained by the critic, random shift) in fp32 with channels-last weights (the default), fp32
+with NCHW weights, and bf16; pixels with the frozen encoder re-encoding the images every update;
+pixels with the frozen encoder and cached latents (what the replay feeds it, `encoder_frozen`),
+fp32 and bf16; then the ratio frozen/cached : state at each precision. The reference pixel run
+(`--ref-pixel-updates N`, off by default: about a minute per update on a 2-core CPU) re-encodes
+every image per sampled action. With CUDA available, the GPU figures are printed too.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_calql import ReferenceCalQL  # noqa: E402
 
 from robot_calql.agent import CalQL, CalQLConfig  # noqa: E402
+from robot_calql.agent.encoders import IMAGE_LATENT  # noqa: E402
 
 STATE_SPEC = {"state": (39,)}
 PIXEL_SPEC = {"image": (64, 64, 3), "proprio": (10,)}
@@ -54,6 +63,18 @@ def make_batch(spec: dict, action_dim: int, batch_size: int, device: str) -> dic
     }
 
 
+def cached_batch(agent: CalQL, batch: dict) -> dict:
+    """`batch` with each image replaced by the frozen agent's latent of it, as the replay's cache
+    serves it (robot_calql.data.replay)."""
+    enc = agent.frame_encoder()
+    out = dict(batch)
+    for o in ("obs", "next_obs"):
+        obs = {k: v for k, v in batch[o].items() if k != "image"}
+        obs[IMAGE_LATENT] = torch.from_numpy(enc(batch[o]["image"].cpu())).to(batch[o]["image"].device)
+        out[o] = obs
+    return out
+
+
 def timed(update, batch, n: int, device: str) -> tuple[float, float]:
     """(updates/s wall clock, CPU seconds per update summed over threads) over n updates."""
     if device == "cuda":
@@ -74,6 +95,7 @@ def _load() -> str:
 
 
 def compare(mode: str, args) -> None:
+    """robot_calql against the per-critic reference (state mode; pixel mode with --ref-pixel-updates)."""
     spec = STATE_SPEC if mode == "state" else PIXEL_SPEC
     A, B = 7, args.batch
     batch = make_batch(spec, A, B, "cpu")
@@ -108,6 +130,49 @@ def compare(mode: str, args) -> None:
         c = min(cpu[name])
         print(f"  {name:26s} {max(r):10.3f} {statistics.median(r):8.3f} {max(r) / ref_best:6.2f} "
               f"{c:10.3f} {ref_cpu / c:9.2f}")
+
+
+def pixel_modes(args) -> None:
+    """State and every pixel mode on the same batch size and networks, interleaved in rounds."""
+    A, B = 7, args.batch
+    state_batch = make_batch(STATE_SPEC, A, B, "cpu")
+    pixel_batch = make_batch(PIXEL_SPEC, A, B, "cpu")
+    nchw = CalQL(PIXEL_SPEC, A, CalQLConfig(precision="fp32"))
+    for enc in (nchw.encoder, nchw.encoder_target):
+        enc.cnn.to(memory_format=torch.contiguous_format)  # the CNN's weights in NCHW layout, for comparison
+    frozen = {p: CalQL(PIXEL_SPEC, A, CalQLConfig(precision=p, encoder_frozen=True)) for p in ("fp32", "bf16")}
+    fast, slow = args.state_updates, args.pixel_updates
+    cases = {  # name -> (update, batch, updates per round)
+        "state fp32": (CalQL(STATE_SPEC, A, CalQLConfig(precision="fp32")).update, state_batch, fast),
+        "state bf16": (CalQL(STATE_SPEC, A, CalQLConfig(precision="bf16")).update, state_batch, fast),
+        "pixels e2e fp32 (channels-last)": (CalQL(PIXEL_SPEC, A, CalQLConfig(precision="fp32")).update,
+                                            pixel_batch, slow),
+        "pixels e2e fp32 (NCHW weights)": (nchw.update, pixel_batch, slow),
+        "pixels e2e bf16 (channels-last)": (CalQL(PIXEL_SPEC, A, CalQLConfig(precision="bf16")).update,
+                                            pixel_batch, slow),
+        "pixels frozen fp32, re-encoded": (frozen["fp32"].update, pixel_batch, slow),
+        "pixels frozen/cached fp32": (frozen["fp32"].update, cached_batch(frozen["fp32"], pixel_batch), fast),
+        "pixels frozen/cached bf16": (frozen["bf16"].update, cached_batch(frozen["bf16"], pixel_batch), fast),
+    }
+    for upd, batch, _ in cases.values():
+        upd(batch)  # warm-up
+    rates: dict[str, list[float]] = {k: [] for k in cases}
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(args.rounds):
+        for name, (upd, batch, n) in cases.items():
+            r, c = timed(upd, batch, n, "cpu")
+            rates[name].append(r)
+            cpu[name].append(c)
+    print(f"\npixel modes, CPU ({torch.get_num_threads()} threads), batch {B}, {args.rounds} round(s) "
+          f"({fast} updates per round, {slow} for the image-encoding rows), load {_load()}:")
+    print(f"  {'':34s} {'best upd/s':>10s} {'median':>8s} {'CPU s/upd':>10s}")
+    for name in cases:
+        print(f"  {name:34s} {max(rates[name]):10.3f} {statistics.median(rates[name]):8.3f} {min(cpu[name]):10.3f}")
+    for p in ("fp32", "bf16"):
+        f, s = f"pixels frozen/cached {p}", f"state {p}"
+        print(f"  ratio frozen/cached : state, {p}: best {max(rates[f]) / max(rates[s]):.2f}, "
+              f"median {statistics.median(rates[f]) / statistics.median(rates[s]):.2f}, "
+              f"CPU time {min(cpu[s]) / min(cpu[f]):.2f} (target >= 0.7)")
 
 
 def ceiling(args) -> None:
@@ -148,10 +213,13 @@ def gpu(args) -> None:
         print("\nGPU: CUDA not available, no GPU figure")
         return
     print(f"\nGPU ({torch.cuda.get_device_name()}), batch {args.batch}:")
-    for mode, spec in (("state", STATE_SPEC), ("pixel", PIXEL_SPEC)):
+    for mode, spec in (("state", STATE_SPEC), ("pixel", PIXEL_SPEC), ("pixel frozen/cached", PIXEL_SPEC)):
         batch = make_batch(spec, 7, args.batch, "cuda")
         for prec in ("fp32", "bf16"):
-            agent = CalQL(spec, 7, CalQLConfig(precision=prec), device="cuda")
+            frozen = mode == "pixel frozen/cached"
+            agent = CalQL(spec, 7, CalQLConfig(precision=prec, encoder_frozen=frozen), device="cuda")
+            if frozen:
+                batch = cached_batch(agent, batch)
             timed(agent.update, batch, 20, "cuda")
             r, _ = timed(agent.update, batch, 200, "cuda")
             print(f"  {mode:5s} robot_calql {prec}: {r:8.1f} updates/s")
@@ -163,8 +231,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--state-updates", type=int, default=20)
-    p.add_argument("--pixel-updates", type=int, default=3)
-    p.add_argument("--ref-pixel-updates", type=int, default=1)
+    p.add_argument("--pixel-updates", type=int, default=2, help="updates per round of the image-encoding rows")
+    p.add_argument("--ref-pixel-updates", type=int, default=0,
+                   help="updates of the reference in pixel mode (0: skip it; ~1 min per update on 2 cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--target", type=float, default=27.0, help="state-mode updates/s target (issue 3: 3x ~9/s)")
     args = p.parse_args()
@@ -175,7 +244,9 @@ def main() -> None:
         compare("state", args)
         ceiling(args)
     if args.mode in ("pixel", "all"):
-        compare("pixel", args)
+        pixel_modes(args)
+        if args.ref_pixel_updates > 0:
+            compare("pixel", args)
     gpu(args)
 
 

@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/bench_policy_latency.py [--n 2000]
 
 Measures `CalQL.act` end to end (numpy in, numpy out), as the policy node calls it, in state
-mode (obs 39) and pixel mode (64x64 RGB + proprio 10 + instruction id, the RoboFuME encoder).
-Target (issue 3): p99 under 5 ms at 64 px.
+mode (obs 39) and in each pixel mode (64x64 RGB + proprio 10 + instruction id, the RoboFuME
+encoder): end to end with the CNN's weights channels-last (the default) and NCHW, and with the
+frozen, pre-trained encoder (`encoder_frozen`; the live frame goes through the CNN once, as end
+to end). Target (issues 3 and 25): p99 under 5 ms at 64 px.
 """
 
 from __future__ import annotations
@@ -38,21 +40,25 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     S = args.image_size
+    pix_spec = {"image": (S, S, 3), "proprio": (10,)}
+    pix_obs = {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
+               "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2}
+    nchw = CalQL(pix_spec, 7, CalQLConfig(), num_instructions=4)
+    nchw.encoder.cnn.to(memory_format=torch.contiguous_format)
     cases = {
         "state (obs 39, action 7)": (
             CalQL({"state": (39,)}, 7, CalQLConfig()),
             {"state": rng.normal(size=39).astype(np.float32)},
         ),
-        f"pixels ({S}x{S} RGB + proprio 10, action 7)": (
-            CalQL({"image": (S, S, 3), "proprio": (10,)}, 7, CalQLConfig(), num_instructions=4),
-            {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
-             "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2},
-        ),
+        f"pixels e2e ({S}x{S} RGB + proprio 10, action 7)": (
+            CalQL(pix_spec, 7, CalQLConfig(), num_instructions=4), pix_obs),
+        "pixels e2e, NCHW weights": (nchw, pix_obs),
+        "pixels frozen encoder": (CalQL(pix_spec, 7, CalQLConfig(encoder_frozen=True), num_instructions=4), pix_obs),
     }
     print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
     for name, (agent, obs) in cases.items():
         ms = measure(agent, obs, args.n)
-        print(f"  {name:42s} p50 {np.percentile(ms, 50):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
+        print(f"  {name:46s} p50 {np.percentile(ms, 50):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
               f"max {ms.max():6.2f} ms")
 
 

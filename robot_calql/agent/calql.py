@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from robot_calql.agent.cpu import configure_cpu_process
-from robot_calql.agent.encoders import ObsEncoder, ObsSpecError
+from robot_calql.agent.encoders import IMAGE_LATENT, FrameEncoder, ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
 
 
@@ -105,6 +105,11 @@ class CalQLConfig:
     encoder_latent_dim: int = 64
     conv_strides: tuple[int, ...] = (2, 2, 1, 1)
     aug_pad: int = 4  # random-shift augmentation in pixels (0: off)
+    encoder_frozen: bool = False  # pixels: pre-train the CNN on the offline data (below), then freeze it; the
+    # replays cache its latents and an update costs about a state-mode update (docs/agent.md, "Pixel modes")
+    encoder_pretrain_steps: int = 1000  # frozen encoder: pre-training steps (BC of the data's actions + proprio)
+    encoder_pretrain_batch: int = 64  # frozen encoder: pre-training batch size
+    encoder_pretrain_lr: float = 1e-3  # frozen encoder: Adam learning rate of the pre-training
     instruction_dim: int = 16
     # speed
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
@@ -159,6 +164,10 @@ class CalQLConfig:
             raise ConfigError(f"agent config: obs_clip must be > 0 (inf: no clipping), got {self.obs_clip}")
         if not self.bc_z_clip > 0:
             raise ConfigError(f"agent config: bc_z_clip must be > 0 (inf: no clipping), got {self.bc_z_clip}")
+        if self.encoder_pretrain_steps < 0 or self.encoder_pretrain_batch < 1 or not self.encoder_pretrain_lr > 0:
+            raise ConfigError("agent config: encoder_pretrain_steps must be >= 0, encoder_pretrain_batch >= 1 and "
+                              f"encoder_pretrain_lr > 0, got {self.encoder_pretrain_steps}, "
+                              f"{self.encoder_pretrain_batch}, {self.encoder_pretrain_lr}")
 
 
 def exploration_temperature(value: float | Sequence[float], action_dim: int | None) -> np.ndarray:
@@ -224,13 +233,16 @@ class CalQL:
             configure_cpu_process()
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
-            cfg.conv_strides, cfg.aug_pad, cfg.obs_clip,
+            cfg.conv_strides, cfg.aug_pad, cfg.obs_clip, frozen_cnn=cfg.encoder_frozen,
         ).to(self.device)
+        self.frozen = self.encoder.frozen_cnn  # pixels with a frozen CNN (encoder_frozen)
         D = self.encoder.out_dim
         self.actor = TanhGaussianActor(D, A, cfg.actor_hidden).to(self.device)
         self.critic = EnsembleCritic(D, A, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
+        if self.frozen:  # one frozen CNN: the target encoder shares it (and the latents cached from it)
+            self.encoder_target.cnn = self.encoder.cnn
         self.log_alpha = torch.tensor(math.log(cfg.alpha_init), device=self.device, requires_grad=True)
         self.log_alpha_prime = torch.tensor(1.0, device=self.device, requires_grad=True)  # official init
         self.target_entropy = float(-A if cfg.target_entropy is None else cfg.target_entropy)
@@ -238,13 +250,14 @@ class CalQL:
 
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr, **fused)
-        self.opt_critic = torch.optim.Adam(
-            [*self.critic.parameters(), *self.encoder.parameters()], lr=cfg.critic_lr, **fused
-        )
+        # A frozen CNN is in no optimiser and no soft target update.
+        enc_online = [p for n, p in self.encoder.named_parameters() if not (self.frozen and n.startswith("cnn."))]
+        enc_target = [p for n, p in self.encoder_target.named_parameters() if not (self.frozen and n.startswith("cnn."))]
+        self.opt_critic = torch.optim.Adam([*self.critic.parameters(), *enc_online], lr=cfg.critic_lr, **fused)
         self.opt_alpha = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr)
         self.opt_alpha_prime = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)
-        self._online = [*self.critic.parameters(), *self.encoder.parameters()]
-        self._target = [*self.critic_target.parameters(), *self.encoder_target.parameters()]
+        self._online = [*self.critic.parameters(), *enc_online]
+        self._target = [*self.critic_target.parameters(), *enc_target]
 
     # ------------------------------------------------------------------ acting
     def _obs_to_tensors(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -254,6 +267,8 @@ class CalQL:
         batched = np.ndim(obs[key]) == 2
         out: dict[str, torch.Tensor] = {}
         for k, shape in self.obs_spec.items():
+            if k == "image" and self.frozen and "image" not in obs and IMAGE_LATENT in obs:
+                k, shape = IMAGE_LATENT, (self.encoder.latent_dim,)  # a frame encoded once (replay cache)
             if k not in obs:
                 raise ObsSpecError(f"observation lacks '{k}' (agent spec keys: {sorted(self.obs_spec)})")
             t = torch.as_tensor(np.asarray(obs[k]), device=self.device)
@@ -323,7 +338,7 @@ class CalQL:
         discount = batch["discount"].float() if "discount" in batch else cfg.discount
         mc_return = batch["mc_return"].float()
         B, A, n = a_data.shape[0], self.action_dim, cfg.cql_n_actions
-        augment = self.encoder.pixels and cfg.aug_pad > 0
+        augment = self.encoder.pixels and cfg.aug_pad > 0 and not self.frozen  # a frozen CNN: no shift
 
         with self._autocast():
             # Each state encoded once: s with gradients (the critic trains the encoder), s' without.
@@ -488,6 +503,11 @@ class CalQL:
                 raise ValueError(f"batch '{k}' has shape {tuple(batch[k].shape)}, expected ({B},)")
         for o in ("obs", "next_obs"):
             for k, shape in self.obs_spec.items():
+                if k == "image" and k not in batch[o] and IMAGE_LATENT in batch[o]:
+                    if not self.frozen:
+                        raise ValueError(f"batch '{o}' carries cached '{IMAGE_LATENT}', but this agent trains its CNN "
+                                         "end to end (encoder_frozen=false) and needs 'image'")
+                    k, shape = IMAGE_LATENT, (self.encoder.latent_dim,)
                 if k not in batch[o]:
                     raise ValueError(f"batch '{o}' lacks '{k}'")
                 if tuple(batch[o][k].shape) != (B, *shape):
@@ -521,6 +541,8 @@ class CalQL:
         for name, mod in self._modules().items():
             prefix = f"{name}."
             mod.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        if self.frozen:  # the shared CNN holds the target's copy now; the online encoder's is the one acted with
+            self.encoder.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
         with torch.no_grad():
             self.log_alpha.copy_(sd["log_alpha"])
             self.log_alpha_prime.copy_(sd["log_alpha_prime"])
@@ -537,6 +559,11 @@ class CalQL:
             prefix = f"{name}."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
 
+    def frame_encoder(self) -> FrameEncoder | None:
+        """The frozen CNN as a function of frames, for the replay's latent cache (None unless
+        the agent is in pixel mode with `encoder_frozen`)."""
+        return FrameEncoder(self.encoder) if self.frozen else None
+
     def optimizer_state_dict(self) -> dict[str, Any]:
         """Adam states (for exact resume; save with torch.save)."""
         return {
@@ -552,7 +579,11 @@ class CalQL:
             if k not in sd:
                 raise CheckpointError(f"optimizer state lacks '{k}'")
             lrs = [g["lr"] for g in opt.param_groups]
-            opt.load_state_dict(sd[k])
+            try:
+                opt.load_state_dict(sd[k])
+            except ValueError as e:
+                raise CheckpointError(f"optimizer state '{k}' does not fit this agent ({e}); was it saved with "
+                                      "other network sizes or another encoder_frozen setting?") from None
             # Adam's state dict carries the learning rate it was saved with; the configured one wins,
             # so `finetune +agent.policy_lr=...` really changes the online learning rate.
             for g, lr in zip(opt.param_groups, lrs, strict=True):

@@ -21,8 +21,14 @@ vector per instruction id) is used when there is more than one instruction.
 
 The CNNs are plain torch (torchvision is never needed): the RoboFuME-style encoder (4 conv
 layers of 32 channels, each followed by LayerNorm and ReLU, then a linear projection with
-LayerNorm and tanh) and a small ResNet. The critic loss trains them; the actor sees their
-output detached (see calql.py).
+LayerNorm and tanh) and a small ResNet. End to end (the default), the critic loss trains them and
+the actor sees their output detached (see calql.py).
+
+Frozen CNN (`frozen_cnn=True`, the agent's `encoder_frozen`): the CNN is pre-trained on the demos
+(encoder_pretrain.py), then never changes. An observation may then carry the CNN's output for
+its image, computed once per frame, under `IMAGE_LATENT` (`"image_latent": (L,)` float) instead
+of the image: the replay buffers store those latents (`FrameEncoder`), so an update never runs
+the CNN. A live frame (`"image"`) still goes through the CNN, as in the end-to-end mode.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+IMAGE_LATENT = "image_latent"  # observation key of a frozen CNN's cached output for the frame's image
 
 
 class ObsSpecError(ValueError):
@@ -124,11 +133,13 @@ class ObsEncoder(nn.Module):
 
     def __init__(self, obs_spec: Mapping[str, tuple[int, ...]], num_instructions: int = 1,
                  instruction_dim: int = 16, encoder: str = "robofume", latent_dim: int = 64,
-                 conv_strides: tuple[int, ...] = (2, 2, 1, 1), aug_pad: int = 4, obs_clip: float = 10.0):
+                 conv_strides: tuple[int, ...] = (2, 2, 1, 1), aug_pad: int = 4, obs_clip: float = 10.0,
+                 frozen_cnn: bool = False):
         super().__init__()
         spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
         self.pixels = "image" in spec
         self.obs_clip = float(obs_clip)
+        self.frozen_cnn = bool(frozen_cnn) and self.pixels
         self.spec = spec
         self.aug_pad = aug_pad
         if self.pixels:
@@ -146,6 +157,8 @@ class ObsEncoder(nn.Module):
             # NHWC weights: the images arrive as (B, H, W, 3), and oneDNN convolutions run about
             # 1.5x faster on CPU in channels-last layout (same values, same state dict).
             self.cnn.to(memory_format=torch.channels_last)
+            if frozen_cnn:
+                self.cnn.requires_grad_(False)
             self.vector_keys = ["proprio"]
             dim = self.cnn.out_dim
         else:
@@ -194,13 +207,40 @@ class ObsEncoder(nn.Module):
         x = images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
         return random_shift(x, self.aug_pad) if augment else x
 
+    @property
+    def latent_dim(self) -> int:
+        """Size of the CNN's output (0 in state mode)."""
+        return 0 if self.cnn is None else int(self.cnn.out_dim)
+
     def preprocess(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> dict[str, torch.Tensor]:
         """uint8 (B, H, W, 3) image -> float (B, 3, H, W) in [0, 1], randomly shifted if `augment`.
-        Done once per batch, so the online and the target encoder see the same shifted s'."""
+        Done once per batch, so the online and the target encoder see the same shifted s'.
+        An observation with a cached latent (frozen CNN) is passed through."""
         out = dict(obs)
-        if self.cnn is not None:
+        if self.cnn is not None and not self._cached(obs):
             out["image"] = self.image_to_float(obs["image"], augment)
         return out
+
+    def _cached(self, obs: Mapping[str, torch.Tensor]) -> bool:
+        if IMAGE_LATENT not in obs:
+            return False
+        if not self.frozen_cnn:
+            raise ObsSpecError(f"observation carries '{IMAGE_LATENT}' (cached CNN latents), but this encoder trains "
+                               "its CNN end to end and needs 'image' (set encoder_frozen for cached latents)")
+        return True
+
+    def image_features(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
+                       preprocessed: bool = False) -> torch.Tensor:
+        """The CNN's output (B, L) for the observation's image, or its cached latent (frozen CNN)."""
+        if self.cnn is None:
+            raise ObsSpecError("state-mode encoder has no image features")
+        if self._cached(obs):
+            z = obs[IMAGE_LATENT].float()
+            if z.dim() != 2 or z.shape[1] != self.latent_dim:
+                raise ObsSpecError(f"'{IMAGE_LATENT}' has shape {tuple(z.shape)}, expected (B, {self.latent_dim})")
+            return z
+        x = obs["image"] if preprocessed else self.image_to_float(obs["image"], augment)
+        return self.cnn(x)
 
     def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
                 preprocessed: bool = False) -> torch.Tensor:
@@ -208,7 +248,7 @@ class ObsEncoder(nn.Module):
             obs = self.preprocess(obs, augment)
         parts = []
         if self.cnn is not None:
-            parts.append(self.cnn(obs["image"]))
+            parts.append(self.image_features(obs, preprocessed=True))
         for k in self.vector_keys:
             x = obs[k].float()
             if k in self.normalized_keys:
@@ -222,3 +262,31 @@ class ObsEncoder(nn.Module):
                 raise ObsSpecError(f"observation lacks 'instruction' (the agent knows {self.num_instructions} instructions)")
             parts.append(self.instruction(ids.long()))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+class FrameEncoder:
+    """A frozen CNN as a function of camera frames: uint8 (N, H, W, 3) -> float32 latents (N, L).
+
+    What the replay buffers call to store latents instead of images (robot_calql.data.replay).
+    Runs in fp32 without augmentation, in chunks of `chunk` frames, so a cached latent is the
+    value the acting policy computes for the same frame."""
+
+    def __init__(self, encoder: ObsEncoder, chunk: int = 256):
+        if encoder.cnn is None or not encoder.frozen_cnn:
+            raise ObsSpecError("FrameEncoder needs a pixel encoder with a frozen CNN")
+        self.encoder = encoder
+        self.image_shape: tuple[int, int, int] = tuple(encoder.spec["image"])  # type: ignore[assignment]
+        self.latent_dim = encoder.latent_dim
+        self.chunk = int(chunk)
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        imgs = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        if imgs.dim() != 4 or tuple(imgs.shape[1:]) != self.image_shape or imgs.dtype != torch.uint8:
+            raise ObsSpecError(f"frames must be uint8 (N, *{self.image_shape}), got {imgs.dtype} {tuple(imgs.shape)}")
+        device = next(self.encoder.cnn.parameters()).device
+        out = np.empty((imgs.shape[0], self.latent_dim), dtype=np.float32)
+        for i in range(0, imgs.shape[0], self.chunk):
+            x = self.encoder.image_to_float(imgs[i : i + self.chunk].to(device), augment=False)
+            out[i : i + self.chunk] = self.encoder.cnn(x).float().cpu().numpy()
+        return out

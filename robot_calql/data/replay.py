@@ -14,6 +14,12 @@ A batch is the agent's contract (docs/architecture.md): `obs` / `next_obs` dicts
 observation keys plus `instruction` (int64 ids), `action`, `reward`, `done` (terminal, not
 truncation), `mc_return`, all torch tensors on the requested device; plus `online` (bool, which
 rows came from the online buffer).
+
+Latent cache (an agent with a frozen image encoder, `CalQL.frame_encoder()`): given a
+`frame_encoder`, a buffer stores each frame's image latent (`image_latent`, float32 (L,)) in
+place of the image, and batches carry that key instead of `image`. The offline buffer encodes
+every frame once after loading (`cache_latents`, in chunks, then frees the images); the online
+buffer encodes each new frame once as `add` stores it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from robot_calql.agent.encoders import IMAGE_LATENT
 from robot_calql.data.dataset import Dataset, Episode
 from robot_calql.data.returns import mc_return_to_go, n_step_returns
 
@@ -82,7 +89,26 @@ class InstructionVocab:
         return cls(sorted({i["instruction"] for i in dataset.infos}))
 
 
-_FRAME_DTYPES = {"image": np.uint8, "proprio": np.float32, "state": np.float32}
+_FRAME_DTYPES = {"image": np.uint8, "proprio": np.float32, "state": np.float32, IMAGE_LATENT: np.float32}
+
+
+def _frame_shapes(obs_spec: Mapping[str, tuple[int, ...]], frame_encoder: Any) -> dict[str, tuple[int, ...]]:
+    """Stored shape of each frame key; with a frame encoder the image is stored as its latent."""
+    shapes = {k: tuple(v) for k, v in obs_spec.items() if k in _FRAME_DTYPES}
+    if frame_encoder is None:
+        return shapes
+    if "image" not in shapes:
+        raise ReplayError(f"a frame encoder (latent cache) needs 'image' in the observation spec, got {sorted(shapes)}")
+    if tuple(frame_encoder.image_shape) != shapes["image"]:
+        raise ReplayError(f"the frame encoder takes {tuple(frame_encoder.image_shape)} images, the observation spec "
+                          f"has {shapes['image']}")
+    return {(IMAGE_LATENT if k == "image" else k): ((int(frame_encoder.latent_dim),) if k == "image" else v)
+            for k, v in shapes.items()}
+
+
+def _source_key(k: str) -> str:
+    """The observation key a stored frame key is computed from."""
+    return "image" if k == IMAGE_LATENT else k
 
 
 def _mib(n_bytes: float) -> str:
@@ -94,14 +120,13 @@ class _Buffer:
 
     def __init__(self, obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
                  text_embeddings: np.ndarray | None, device: str | torch.device, seed: int | None,
-                 discount: float = 0.99, n_step: int = 1):
+                 discount: float = 0.99, n_step: int = 1, frame_encoder: Any = None):
         if int(n_step) < 1:
             raise ReplayError(f"n_step must be >= 1, got {n_step}")
         self.discount, self.n_step = float(discount), int(n_step)
         obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}  # agent-spec extra
-        self.frame_keys = [k for k in obs_spec if k in _FRAME_DTYPES]
         self.obs_spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
-        unknown = set(self.obs_spec) - set(_FRAME_DTYPES) - {"text_embedding"}
+        unknown = set(self.obs_spec) - {"image", "proprio", "state", "text_embedding"}
         if unknown:
             raise ReplayError(f"observation keys {sorted(unknown)} are not replayable (known: image, proprio, state, text_embedding)")
         if "text_embedding" in self.obs_spec and text_embeddings is None:
@@ -110,7 +135,10 @@ class _Buffer:
         self.action_dim = int(action_dim)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
-        self.frames = {k: np.zeros((num_frames, *self.obs_spec[k]), dtype=_FRAME_DTYPES[k]) for k in self.frame_keys}
+        self.frame_encoder = frame_encoder
+        shapes = _frame_shapes(self.obs_spec, frame_encoder)
+        self.frame_keys = list(shapes)
+        self.frames = {k: np.zeros((num_frames, *shapes[k]), dtype=_FRAME_DTYPES[k]) for k in self.frame_keys}
         self.obs_idx = np.zeros(num_steps, dtype=np.int64)
         self.next_idx = np.zeros(num_steps, dtype=np.int64)
         self.action = np.zeros((num_steps, self.action_dim), dtype=np.float32)
@@ -126,8 +154,10 @@ class _Buffer:
         self.n_discount = np.zeros(num_steps, dtype=np.float32)
 
     @staticmethod
-    def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int) -> int:
-        frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in obs_spec.items() if k in _FRAME_DTYPES)
+    def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
+               frame_encoder: Any = None) -> int:
+        shapes = _frame_shapes({k: tuple(v) for k, v in obs_spec.items() if k in _FRAME_DTYPES}, frame_encoder)
+        frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in shapes.items())
         step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1 + (4 + 8 + 1 + 4)
         return num_frames * frame + num_steps * step
 
@@ -184,7 +214,7 @@ class OfflineReplay(_Buffer):
                  reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
                  truncated_value: float = 0.0, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None, progress: bool = True, n_step: int = 1):
+                 seed: int | None = None, progress: bool = True, n_step: int = 1, frame_encoder: Any = None):
         if len(dataset) == 0:
             raise ReplayError(f"{dataset.root}: dataset has no episodes")
         meta = dataset.meta
@@ -196,6 +226,7 @@ class OfflineReplay(_Buffer):
                 raise ReplayError(
                     f"{dataset.root}: '{k}' has shape {meta.expected_shape(k, 0)[1:]}, the agent expects {tuple(obs_spec[k])}"
                 )
+        _frame_shapes({k: tuple(v) for k, v in obs_spec.items()}, frame_encoder)  # a misfit is named before loading
         self.vocab = vocab or InstructionVocab.from_dataset(dataset)
         n_steps = int(dataset.lengths.sum())
         n_frames = n_steps + len(dataset)
@@ -225,9 +256,31 @@ class OfflineReplay(_Buffer):
             s += T
         self.size = n_steps
         self.n_frames_used = f
+        if frame_encoder is not None:
+            self.cache_latents(frame_encoder)
 
     def __len__(self) -> int:
         return self.size
+
+    def cache_latents(self, frame_encoder: Any) -> None:
+        """Replace the stored images by `frame_encoder`'s latents of them (float32 (L,) per frame,
+        encoded once, in chunks) and free the images; batches then carry `image_latent`.
+        `frame_encoder`: uint8 (N, H, W, 3) -> (N, L), with `image_shape` and `latent_dim`
+        (CalQL.frame_encoder())."""
+        if "image" not in self.frames:
+            raise ReplayError("cache_latents: this buffer holds no images (already cached, or state mode)")
+        shapes = _frame_shapes(self.obs_spec, frame_encoder)
+        images = self.frames["image"]
+        latents = np.asarray(frame_encoder(images), dtype=np.float32)
+        if latents.shape != (len(images), *shapes[IMAGE_LATENT]):
+            raise ReplayError(f"the frame encoder returned {latents.shape} for {len(images)} frames, expected "
+                              f"{(len(images), *shapes[IMAGE_LATENT])}")
+        self.frames = {(IMAGE_LATENT if k == "image" else k): (latents if k == "image" else v)
+                       for k, v in self.frames.items()}
+        self.frame_keys = list(self.frames)
+        self.frame_encoder = frame_encoder
+        print(f"offline replay: {len(images)} frames encoded once by the frozen encoder -> "
+              f"{_mib(latents.nbytes)} of latents instead of {_mib(images.nbytes)} of images", flush=True)
 
     def sample_numpy(self, n: int) -> dict[str, Any]:
         return self._gather(self.rng.integers(0, self.size, size=n))
@@ -265,16 +318,16 @@ class OnlineReplay(_Buffer):
                  failure_reward: float | None = None, truncated_value: float = 0.0,
                  bound_online: bool = True, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None, n_step: int = 1):
+                 seed: int | None = None, n_step: int = 1, frame_encoder: Any = None):
         if capacity < 1:
             raise ReplayError(f"online replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self.num_frames = self.capacity + self.capacity // 4 + 2
-        need = self.nbytes(obs_spec, action_dim, self.num_frames, self.capacity)
-        print(f"online replay: capacity {self.capacity} steps, {self.num_frames} frames -> {_mib(need)} when full",
-              flush=True)
+        need = self.nbytes(obs_spec, action_dim, self.num_frames, self.capacity, frame_encoder)
+        print(f"online replay: capacity {self.capacity} steps, {self.num_frames} frames -> {_mib(need)} when full"
+              + (" (image latents)" if frame_encoder is not None else ""), flush=True)
         super().__init__(obs_spec, action_dim, self.num_frames, self.capacity, text_embeddings, device, seed,
-                         discount, n_step)
+                         discount, n_step, frame_encoder)
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self.failure_reward, self.truncated_value, self.bound_online = failure_reward, truncated_value, bound_online
         self.vocab = vocab or InstructionVocab()
@@ -285,18 +338,26 @@ class OnlineReplay(_Buffer):
         self.complete = 0  # absolute steps before this belong to finished episodes
         self._ep_start: int | None = None  # absolute step where the open episode started
         self._cur_frame = -1  # absolute frame of the open episode's current observation
+        self._last_image: np.ndarray | None = None  # latent cache: the image of the last frame written
 
     # -- writing
     def _write_frame(self, obs: Mapping[str, Any]) -> int:
         pos = self.frames_written % self.num_frames
+        values = {}
         for k in self.frame_keys:
-            if k not in obs:
-                raise ReplayError(f"observation lacks '{k}'")
-            v = np.asarray(obs[k])
-            if v.shape != self.obs_spec[k]:
-                raise ReplayError(f"observation '{k}' has shape {v.shape}, expected {self.obs_spec[k]}")
-            if k != "image" and not np.all(np.isfinite(v)):
-                raise ReplayError(f"observation '{k}' has a NaN or infinite value")
+            src = _source_key(k)
+            if src not in obs:
+                raise ReplayError(f"observation lacks '{src}'")
+            v = np.asarray(obs[src])
+            if v.shape != self.obs_spec[src]:
+                raise ReplayError(f"observation '{src}' has shape {v.shape}, expected {self.obs_spec[src]}")
+            if src != "image" and not np.all(np.isfinite(v)):
+                raise ReplayError(f"observation '{src}' has a NaN or infinite value")
+            values[k] = v
+        if IMAGE_LATENT in values:  # encoded once, here; the image itself is not stored
+            self._last_image = np.array(values[IMAGE_LATENT], dtype=np.uint8)
+            values[IMAGE_LATENT] = self.frame_encoder(self._last_image[None])[0]
+        for k, v in values.items():
             self.frames[k][pos] = v
         self.frames_written += 1
         oldest = self.frames_written - self.num_frames
@@ -308,8 +369,14 @@ class OnlineReplay(_Buffer):
         """Whether `obs` is the open episode's current frame (the previous step's next observation);
         an `obs` without the frame keys stands for it too."""
         pos = self._cur_frame % self.num_frames
-        return all(k not in obs or np.array_equal(self.frames[k][pos], np.asarray(obs[k], dtype=self.frames[k].dtype))
-                   for k in self.frame_keys)
+        for k in self.frame_keys:
+            src = _source_key(k)
+            if src not in obs:
+                continue
+            stored = self._last_image if k == IMAGE_LATENT else self.frames[k][pos]
+            if stored is None or not np.array_equal(stored, np.asarray(obs[src], dtype=stored.dtype)):
+                return False
+        return True
 
     def add(self, obs: Mapping[str, Any], action: np.ndarray, reward: float, next_obs: Mapping[str, Any],
             terminal: bool, truncated: bool = False, instruction: str | int = 0) -> None:
@@ -364,9 +431,10 @@ class OnlineReplay(_Buffer):
             raise ReplayError("empty episode")
         if self._ep_start is not None:
             raise ReplayError("add_episode while an episode added step by step is still open")
+        keys = [_source_key(k) for k in self.frame_keys]
         for t in range(T):
-            obs_t = {k: getattr(ep, k)[t] for k in self.frame_keys}
-            nxt_t = {k: getattr(ep, k)[t + 1] for k in self.frame_keys}
+            obs_t = {k: getattr(ep, k)[t] for k in keys}
+            nxt_t = {k: getattr(ep, k)[t + 1] for k in keys}
             last = t == T - 1
             self.add(obs_t, ep.action[t], float(ep.reward[t]), nxt_t, bool(ep.terminal[t]),
                      truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
@@ -403,7 +471,9 @@ class OnlineReplay(_Buffer):
         for k, v in self.frames.items():
             src = sd.get(f"frames_{k}")
             if src is None:
-                raise ReplayError(f"replay snapshot lacks 'frames_{k}'")
+                saved = sorted(n[len("frames_"):] for n in sd if n.startswith("frames_"))
+                raise ReplayError(f"replay snapshot lacks 'frames_{k}' (it holds {saved}: written with another "
+                                  "encoder_frozen setting?)")
             if src.shape[1:] != v.shape[1:] or len(src) > len(v):
                 raise ReplayError(f"replay snapshot frames '{k}' have shape {src.shape}, this buffer holds {v.shape}")
         for k in self._ARRAYS:
@@ -428,6 +498,7 @@ class OnlineReplay(_Buffer):
         for k in self._COUNTERS:
             setattr(self, k, int(sd[k]))
         self._ep_start = None if int(sd["ep_start"]) < 0 else int(sd["ep_start"])
+        self._last_image = None  # an open episode's next step stores its observation as a new frame
         self.rng.bit_generator.state = json.loads(bytes(np.asarray(sd["rng_state"])).decode())
 
     # -- reading

@@ -129,7 +129,7 @@ def main(cfg: DictConfig) -> int:
         OnlineReplay,
         replay_kwargs,
     )
-    from robot_calql.sim import get_task, make_env
+    from robot_calql.sim import PAIRS, get_task, make_env
     from robot_calql.train.evaluate import FAILURES, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
     from robot_calql.train.pretrain import calibration_points
@@ -173,8 +173,11 @@ def main(cfg: DictConfig) -> int:
     forward = str(forward)
     backward = get_task(forward).reverse
     tasks_used = [forward] + ([backward] if cfg.reset_free and cfg.backward else [])
-    for t in tasks_used:
-        vocab.id(get_task(t).instruction)  # the policy must know every instruction it will get
+    for t in tasks_used:  # the policy must know every instruction it will get
+        if get_task(t).instruction not in vocab.names:
+            pair = next((name for name, pt in PAIRS.items() if t in pt), "<task pair>")
+            raise ConfigError(f"the checkpoint never saw task {t} ('{get_task(t).instruction}'; it knows {vocab.names}): "
+                              f"pre-train on both directions (robot-calql collect task={pair}) or set backward=false")
 
     set_seed(int(cfg.seed))
     agent = build_agent(spec, int(meta["action_dim"]), len(vocab), cfg, base=meta.get("agent"))
@@ -189,8 +192,9 @@ def main(cfg: DictConfig) -> int:
     dataset = Dataset(data_dir)
     dataset.verify()
     rk = replay_kwargs(acfg)
+    frames = agent.frame_encoder()  # a frozen image encoder: both replays store its latents (None: images)
     offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1,
-                            progress=bool(cfg.progress), **rk)
+                            progress=bool(cfg.progress), frame_encoder=frames, **rk)
     capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
     if resuming and capacity != (saved := int(state["trainer"]["loop"]["capacity"])):
         # a ring that has wrapped holds indices modulo its capacity; one that has not can grow, so a
@@ -205,8 +209,8 @@ def main(cfg: DictConfig) -> int:
             capacity = saved
         else:
             log.info("resume: online buffer capacity %d -> %d steps (it holds %d, none overwritten)", saved, capacity, held)
-    online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab,
-                          bound_online=acfg.calql_bound_online, device=str(cfg.device), seed=int(cfg.seed) + 2, **rk)
+    online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab, bound_online=acfg.calql_bound_online,
+                          device=str(cfg.device), seed=int(cfg.seed) + 2, frame_encoder=frames, **rk)
     replay = MixedReplay(offline, online, float(cfg.mixing_ratio), online_warmup=int(cfg.online_warmup))
 
     clf = ClassifierReward(cfg.classifier, str(cfg.device)) if cfg.reward_source == "classifier" else None

@@ -5,6 +5,10 @@ What it does, in order:
    rewards/actions are a DatasetError naming the file), keeps `holdout_fraction` of the episodes
    out of training for the calibration plot; every action must lie in the action bounds [-1, 1];
 2. builds the agent (`obs=state` or `obs=pixels`) and the offline replay (MC returns per episode);
+   with `agent.encoder_frozen` (pixels), pre-trains the image encoder on the data
+   (robot_calql.agent.encoder_pretrain, logged under `encoder/`), freezes it and replaces the
+   replay's images by their latents, encoded once (a resumed run takes the encoder from its
+   checkpoint);
 3. runs `steps` updates with a progress bar, logs every loss term to TensorBoard and
    `<out>/metrics.jsonl`, checkpoints every `save_every` updates, at the end, and on Ctrl-C
    (then exits 130); `resume=true` continues from the latest checkpoint exactly; the first update
@@ -152,6 +156,12 @@ def main(cfg: DictConfig) -> int:
 
     logger = Logger(out, tensorboard=bool(cfg.tensorboard), resume_step=start if resuming else None)
     log_every, save_every, eval_every = max(1, int(cfg.log_every)), int(cfg.save_every), int(cfg.eval_every)
+    encoder_summary = None
+    if agent.frozen:  # pixels with a frozen encoder: pre-train it (a fresh run), then cache the latents
+        if not resuming:
+            encoder_summary = _pretrain_encoder(agent, replay, cfg, logger, log_every)
+            meta["encoder_pretrain"] = encoder_summary
+        replay.cache_latents(agent.frame_encoder())
     means = UpdateMeans()
     step = start
     bar = tqdm(total=steps, initial=start, desc="pretrain", unit="upd", disable=not cfg.progress, dynamic_ncols=True)
@@ -201,6 +211,8 @@ def main(cfg: DictConfig) -> int:
         "holdout_mc_mean": float(np.mean(mc)) if len(mc) else None,
         "holdout_q_below_mc": float(np.mean(q < mc)) if len(q) else None,
     }
+    if encoder_summary is not None:
+        summary["encoder_pretrain"] = encoder_summary
     if eval_every > 0 or cfg.eval_task:
         summary["eval"] = _eval_in_sim(agent, cfg, meta, spec, vocab)
         logger.log(step, "eval", summary["eval"])
@@ -208,6 +220,35 @@ def main(cfg: DictConfig) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"pre-trained {step} updates -> {path}\ncalibration plot: {calib_png}")
     return 0
+
+
+def _pretrain_encoder(agent: Any, replay: Any, cfg: DictConfig, logger: Logger, log_every: int) -> dict[str, float]:
+    """The frozen agent's encoder pre-training on the replay's frames, with a progress bar, the
+    losses logged under `encoder/` and a NonFiniteTrainingError at the first non-finite loss."""
+    from tqdm import tqdm
+
+    from robot_calql.agent.encoder_pretrain import pretrain_encoder
+
+    n = int(agent.cfg.encoder_pretrain_steps)
+    bar = tqdm(total=n, desc="encoder pre-training", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    means = UpdateMeans()
+
+    def on_step(i: int, losses: dict[str, float]) -> None:
+        check_losses(losses, f"encoder pre-training step {i}", None)
+        bar.update(1)
+        means.add(losses)
+        if i % log_every == 0 or i == n:
+            avg = means.pop()
+            logger.log(i, "encoder", avg)
+            bar.set_postfix(bc=f"{avg['loss_encoder_bc']:.3f}", proprio=f"{avg['loss_encoder_proprio']:.3f}")
+
+    try:
+        res = pretrain_encoder(agent, replay.sample, on_step=on_step)
+    finally:
+        bar.close()
+    log.info("encoder pre-trained: %d steps in %.0f s, loss %.3f -> %.3f", n, res["seconds"],
+             res.get("first_loss_encoder", float("nan")), res.get("last_loss_encoder", float("nan")))
+    return res
 
 
 def _eval_in_sim(agent: Any, cfg: DictConfig, meta: dict, spec: dict, vocab: Any) -> dict[str, float]:
