@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("robot_calql.demo", "the whole pipeline in the MuJoCo stand-in: collect, pretrain, fine-tune, report"),
     "collect": ("robot_calql.sim.collect", "record scripted demonstrations in the stand-in: task=<name> episodes=<N> out=<dir>"),
     "pretrain": ("robot_calql.train.pretrain", "offline Cal-QL pre-training: dataset=<dir> out=<run> steps=<N>"),
-    "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim checkpoint=<run> steps=<N>"),
+    "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim (or a gymnasium id) checkpoint=<run> steps=<N>"),
     "evaluate": ("robot_calql.train.evaluate", "success rate and failure breakdown of a saved policy: checkpoint=<run>"),
     "ingest": ("robot_calql.bags.ingest", "rosbag2 (sqlite3/mcap) to dataset: bags=<path or glob> robot=<config> out=<dir>"),
     "import-lerobot": ("robot_calql.data.import_lerobot", "LeRobotDataset v3.0 folder to dataset: path=<dir> robot=<config> out=<dir>"),
@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("robot_calql_ros.launcher", "run a ROS 2 node set without the ros2 CLI: launch finetune sim=true"),
     "calibrate-camera": ("robot_calql.calibration.camera", "camera intrinsics from board images: images=<dir> board=<spec>"),
     "calibrate-workspace": ("robot_calql.calibration.workspace", "safety box from joint states (bag or live): bag=<path> out=<file>"),
-    "calibrate-crop": ("robot_calql.calibration.crop", "choose the policy camera's crop region from a frame: image=<file>"),
+    "calibrate-crop": ("robot_calql.calibration.calibrate_crop", "choose the policy camera's crop region from a frame: image=<file>"),
 }
 
 

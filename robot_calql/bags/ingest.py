@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.bags import events
 from robot_calql.bags import messages as M
 from robot_calql.bags.align import ACTION_TYPES, NS, AlignConfig, EpisodeBuffer, resample
 from robot_calql.bags.salvage import SalvageError, SalvageReader
-from robot_calql.config import REPO_ROOT, ConfigError, resolve_path
+from robot_calql.calibration import CalibrationError
+from robot_calql.calibration.crop import Crop, crop_and_resize, crop_label, crop_setting
+from robot_calql.config import ConfigError, resolve_path
 from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode
 
 log = logging.getLogger("robot_calql.bags.ingest")
@@ -74,7 +75,7 @@ class IngestSettings:
     joints: list[str]
     gripper_joint: str
     image_size: int
-    crop: tuple[int, int, int, int] | str
+    crop: Crop   # a region, "center" or None (the whole frame): calibration.crop.crop_and_resize
     distro: str
     max_episode_s: float
     settle_s: float
@@ -82,26 +83,6 @@ class IngestSettings:
     task: str
     source: str
     robot: str
-
-
-def _crop_from(cfg: DictConfig) -> tuple[int, int, int, int] | str:
-    crop = str(cfg.crop)
-    if crop in ("center", "none"):
-        return crop
-    if crop != "auto":
-        raise ConfigError(f"crop={crop}: use auto (calibration crop.yaml, else the whole frame), center or none")
-    calib = cfg.robot.get("calibration")
-    if calib:
-        path = Path(str(calib))
-        path = path if path.is_absolute() else REPO_ROOT / path
-        f = path / "crop.yaml"
-        if f.is_file():
-            d = yaml.safe_load(f.read_text()) or {}
-            try:
-                return (int(d["x"]), int(d["y"]), int(d["width"]), int(d["height"]))
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(f"{f}: needs integer x, y, width, height") from None
-    return "none"  # the whole frame, as the policy node does without a crop.yaml
 
 
 def settings_from(cfg: DictConfig) -> IngestSettings:
@@ -158,7 +139,7 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
                           f"({1 / align.control_hz:.3f} s)")
     return IngestSettings(
         topics=topics, align=align, joints=[str(j) for j in robot.joints], gripper_joint=str(robot.gripper_joint),
-        image_size=int(cfg.image_size), crop=_crop_from(cfg), distro=str(cfg.ros_distro),
+        image_size=int(cfg.image_size), crop=crop_setting(cfg.crop, cfg.robot), distro=str(cfg.ros_distro),
         max_episode_s=float(cfg.max_episode_s), settle_s=float(cfg.settle_s),
         default_instruction=str(cfg.instruction or ""), task=str(cfg.task or ""), source=str(cfg.source),
         robot=str(robot.name),
@@ -558,8 +539,8 @@ class BagIngestor:
         bufs = self._targets(topic, t)
         if role == "image":
             try:
-                value = M.crop_resize(M.decode_image(msg, msgtype), s.crop, s.image_size)
-            except M.UnsupportedEncoding as e:
+                value = crop_and_resize(M.decode_image(msg, msgtype), s.crop, s.image_size)
+            except (M.UnsupportedEncoding, CalibrationError) as e:
                 raise BagError(f"{self.bag}: {topic} at {_t(t)}: {e}") from None
         elif role == "joint_states":
             value = self._joints(msg, topic)
@@ -617,7 +598,7 @@ def ingest(bag_paths: list[Path], s: IngestSettings, out: Path, overwrite: bool 
         image_shape=(s.image_size, s.image_size, 3), robot=s.robot, camera=s.topics["image"] or "unknown",
         action_space=a.action_space,
         extra={"ingest": {"bags": [str(b) for b in bag_paths], "action_type": a.action_type,
-                          "crop": list(s.crop) if isinstance(s.crop, tuple) else s.crop, "ros_distro": s.distro}},
+                          "crop": crop_label(s.crop), "ros_distro": s.distro}},
     )
     reports: list[BagReport] = []
     try:

@@ -78,21 +78,6 @@ def decode_image(msg: Any, msgtype: str) -> np.ndarray:
     return img if conv is None else cv2.cvtColor(img, conv)
 
 
-def crop_resize(img: np.ndarray, crop: tuple[int, int, int, int] | str, size: int) -> np.ndarray:
-    """Crop then resize to (size, size) with the policy node's own function (identical pixels
-    online and offline). crop: (x, y, width, height) in raw pixels, "center" (largest centred
-    square) or "none" (squash the whole frame)."""
-    from robot_calql.calibration import CalibrationError
-    from robot_calql.calibration.crop import CropRegion, centered_square, crop_and_resize
-
-    h, w = img.shape[:2]
-    region = (centered_square(w, h) if crop == "center" else None if crop == "none" else CropRegion(*crop))
-    try:
-        return crop_and_resize(img, region, size)
-    except CalibrationError as e:
-        raise UnsupportedEncoding(str(e)) from None
-
-
 def pose_xyz_yaw(msg: Any) -> np.ndarray:
     """(x, y, z, yaw) of a geometry_msgs/PoseStamped."""
     p, q = msg.pose.position, msg.pose.orientation

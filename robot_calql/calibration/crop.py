@@ -1,18 +1,13 @@
-"""The policy camera's crop and resize: `robot-calql calibrate-crop image=<file> ...`.
+"""The policy camera's crop and resize: one function for live frames, bags and datasets.
 
-The policy sees a square `image_size` picture (robot config). On a real camera, choose which part
-of the raw frame that is (the workspace, not the lab around it) from one saved frame:
+A robot's crop is a region of the raw camera frame (`<robot.calibration>/crop.yaml`: x, y,
+width, height in raw pixels, plus the raw image size it was chosen on; written by
+`robot-calql calibrate-crop`, robot_calql.calibration.calibrate_crop), resized to the policy's
+square `image_size`. Live frames (the ROS policy and reward nodes), bag ingestion and LeRobot
+import all call `crop_and_resize`, with the crop `robot_crop` reads:
 
-    robot-calql calibrate-crop image=frame.png                              # largest centred square
-    robot-calql calibrate-crop image=frame.png center=[400,260] size=300    # square around a point
-    robot-calql calibrate-crop image=frame.png x=120 y=40 width=360 height=360   # explicit
-
-Writes `<robot.calibration>/crop.yaml` (x, y, width, height in raw pixels, plus the raw image
-size it was chosen on) and `crop_preview.png` (the frame with the region drawn, beside the
-policy's view). The ROS policy node and bag ingestion call the same function:
-
-    from robot_calql.calibration.crop import load_crop, crop_and_resize
-    crop = load_crop("calibration/sim_standin/crop.yaml")
+    from robot_calql.calibration.crop import robot_crop, crop_and_resize
+    crop = robot_crop(cfg.robot)          # <robot.calibration>/crop.yaml, or None: the whole frame
     policy_image = crop_and_resize(raw_rgb, crop, size=64)
 """
 
@@ -20,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,9 +24,6 @@ from robot_calql.calibration import (
     CalibrationError,
     calibration_dir,
     read_yaml,
-    resolve_out,
-    write_png_atomic,
-    write_yaml_atomic,
 )
 
 
@@ -75,13 +67,19 @@ def square_around(center_xy, size: int, image_width: int, image_height: int) -> 
     return CropRegion(x, y, size, size)
 
 
-def crop_and_resize(image: np.ndarray, crop: CropRegion | None, size: int | tuple[int, int]) -> np.ndarray:
-    """Cut `crop` out of a raw (H, W[, C]) image and resize it to `size` (int: square, or
-    (width, height)); crop None means the whole frame. Returns the same dtype and channels.
+# A crop: a region of the raw frame, "center" (the largest centred square of each frame) or
+# None (the whole frame).
+Crop = CropRegion | Literal["center"] | None
 
-    The one crop-and-resize of robot_calql: the policy and reward nodes (live frames) and bag
-    ingestion (training frames) all call it, so the policy sees exactly the pixels it was
-    trained on. Shrinking uses area averaging (no aliasing); a large non-integer shrink goes
+
+def crop_and_resize(image: np.ndarray, crop: Crop, size: int | tuple[int, int]) -> np.ndarray:
+    """Cut `crop` out of a raw (H, W[, C]) image and resize it to `size` (int: square, or
+    (width, height)); crop None means the whole frame, "center" the largest centred square.
+    Returns the same dtype and channels; CalibrationError when the region does not fit the image.
+
+    The one crop-and-resize of robot_calql: the policy and reward nodes (live frames), bag
+    ingestion and LeRobot import (training frames) all call it, so the policy sees exactly the
+    pixels it was trained on. Shrinking uses area averaging (no aliasing); a large non-integer shrink goes
     bilinear to 3x the target first and then averages exact 3x3 blocks, about 6x faster than
     OpenCV's non-integer area resize (480 -> 64 px) and within ~1.5 grey levels of it.
     Enlarging is bilinear."""
@@ -89,6 +87,10 @@ def crop_and_resize(image: np.ndarray, crop: CropRegion | None, size: int | tupl
     if image.ndim not in (2, 3) or image.size == 0:
         raise CalibrationError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
     h, w = image.shape[:2]
+    if isinstance(crop, str):
+        if crop != "center":
+            raise CalibrationError(f"crop must be a CropRegion, 'center' or None, got {crop!r}")
+        crop = centered_square(w, h)
     if crop is not None:
         crop.check(w, h)
         image = image[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width]
@@ -133,53 +135,31 @@ def load_crop(path: str | os.PathLike) -> CropRegion:
     return crop
 
 
-def preview(image_bgr: np.ndarray, crop: CropRegion, size: int) -> np.ndarray:
-    """The frame with the crop drawn in green, the policy's view (enlarged) on its right."""
-    vis = image_bgr.copy()
-    cv2.rectangle(vis, (crop.x, crop.y), (crop.x + crop.width - 1, crop.y + crop.height - 1),
-                  (0, 255, 0), max(1, vis.shape[0] // 200))
-    small = crop_and_resize(image_bgr, crop, size)
-    h = vis.shape[0]
-    side = cv2.resize(small, (h, h), interpolation=cv2.INTER_NEAREST)
-    gap = np.full((h, 8, 3), 255, np.uint8)
-    return np.concatenate([vis, gap, side], axis=1)
+def robot_crop(robot: Any) -> CropRegion | None:
+    """The robot's calibrated crop: `<robot.calibration>/crop.yaml` (load_crop) when the robot
+    config names a calibration folder holding one, else None (the whole frame). The one reader
+    of a robot's crop, for the live nodes (robot_calql_ros.nodeset) and bag ingestion."""
+    if not robot.get("calibration"):
+        return None
+    path = calibration_dir(robot) / "crop.yaml"
+    return load_crop(path) if path.is_file() else None
 
 
-def main(cfg) -> int:
-    """`robot-calql calibrate-crop image=<file> [x= y= width= height= | center=[u,v] size=N]`."""
-    if not cfg.get("image"):
-        raise CalibrationError("give a raw camera frame: image=<file>")
-    path = Path(os.path.expanduser(str(cfg.image)))
-    if not path.is_file():
-        raise CalibrationError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise CalibrationError(f"cannot read image {path} (corrupt or not an image)")
-    h, w = img.shape[:2]
-    explicit = [cfg.get(k) for k in ("x", "y", "width", "height")]
-    if any(v is not None for v in explicit):
-        if any(v is None for v in explicit):
-            raise CalibrationError("an explicit crop needs all of x, y, width, height")
-        crop = CropRegion(*(int(v) for v in explicit)).check(w, h)
-        how = "explicit"
-    elif cfg.get("center") is not None:
-        if len(cfg.center) != 2:
-            raise CalibrationError(f"center must be [u, v] pixels, got {list(cfg.center)}")
-        size = int(cfg.size) if cfg.get("size") else min(w, h)
-        crop = square_around(cfg.center, size, w, h)
-        how = f"square of {size} px around {list(cfg.center)}"
-    else:
-        crop = centered_square(w, h)
-        how = "largest centred square"
-    image_size = int(cfg.robot.image_size)
-    cell = calibration_dir(cfg.robot) if cfg.robot.get("calibration") else None
-    out = resolve_out(cfg.get("out"), cell, "crop.yaml")
-    data = crop_dict(crop, w, h, image_size, f"{how} on {path.name} ({w}x{h})")
-    header = ("# Policy camera crop (raw image pixels), then resized to image_size; from\n"
-              "# robot-calql calibrate-crop. robot_calql.calibration.crop.crop_and_resize applies it.\n")
-    prev = write_png_atomic(out.with_name("crop_preview.png"), preview(img, crop, image_size))
-    write_yaml_atomic(out, data, header)
-    print(f"calibrate-crop: {how}: x={crop.x} y={crop.y} width={crop.width} height={crop.height} "
-          f"of {w}x{h} -> {image_size}x{image_size}")
-    print(f"calibrate-crop: wrote {out} and {prev.name}")
-    return 0
+def crop_setting(mode: str, robot: Any) -> Crop:
+    """An import's `crop=` setting: auto (the robot's calibrated crop, `robot_crop`), center (the
+    largest centred square) or none (the whole frame). ConfigError for any other value."""
+    from robot_calql.config import ConfigError
+
+    mode = str(mode)
+    if mode == "auto":
+        return robot_crop(robot)
+    if mode in ("center", "none"):
+        return "center" if mode == "center" else None
+    raise ConfigError(f"crop={mode}: use auto (calibration crop.yaml, else the whole frame), center or none")
+
+
+def crop_label(crop: Crop) -> list[int] | str:
+    """How a dataset's metadata records a crop: [x, y, width, height], "center" or "none"."""
+    if isinstance(crop, CropRegion):
+        return [crop.x, crop.y, crop.width, crop.height]
+    return "center" if crop == "center" else "none"

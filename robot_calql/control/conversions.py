@@ -5,8 +5,8 @@ so every conversion is tested without DDS.
 
 Images: `image_to_rgb` turns the fields of a `sensor_msgs/Image` into an RGB uint8 array
 (H, W, 3), honouring row padding (`step`), and `rgb_to_image` does the reverse for the
-encodings a camera driver commonly publishes. `crop_and_resize` applies calibration/<cell>/crop.yaml
-and resizes to the policy's square image.
+encodings a camera driver commonly publishes. The crop and resize to the policy's square image is
+robot_calql.calibration.crop.crop_and_resize (one function for live frames, bags and datasets).
 
 Commands: the policy thinks in normalised delta end-effector actions (dx, dy, dz, dyaw, gripper)
 in [-1, 1]. `action_to_delta` scales them to metres / radians per control step (robot config
@@ -34,7 +34,6 @@ __all__ = [
     "ACTION_AXES",
     "image_to_rgb",
     "rgb_to_image",
-    "crop_and_resize",
     "action_to_delta",
     "delta_to_action",
     "delta_to_twist",
@@ -120,20 +119,6 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
     out = np.ascontiguousarray(out)
     h, w, c = out.shape
     return {"height": h, "width": w, "encoding": enc, "step": w * c, "data": out.tobytes()}
-
-
-def crop_and_resize(rgb: np.ndarray, size: int, crop: dict | None = None) -> np.ndarray:
-    """Crop (x, y, width, height from calibration crop.yaml, or None) then resize to size x size,
-    with the same function bag ingestion uses for training frames."""
-    from robot_calql.calibration import CalibrationError
-    from robot_calql.calibration.crop import CropRegion
-    from robot_calql.calibration.crop import crop_and_resize as _crop_and_resize
-
-    region = None if crop is None else CropRegion(*(int(crop[k]) for k in ("x", "y", "width", "height")))
-    try:
-        return _crop_and_resize(rgb, region, size)
-    except CalibrationError as e:
-        raise ImageFormatError(str(e)) from None
 
 
 def action_to_delta(action: np.ndarray, translation_m: float, rotation_rad: float) -> np.ndarray:

@@ -1,15 +1,24 @@
-"""Shared pieces of the nodes: QoS profiles, parameters as a nested dict, stamps, warnings.
+"""Shared pieces of the nodes: QoS profiles, parameters as a nested dict, topic names, the
+policy image of a camera frame, stamps, warnings.
 
 Parameters: every node is created with `automatically_declare_parameters_from_overrides`, so it
 takes exactly the parameters the node-set definition (robot_calql_ros.nodeset) or a
 `--params-file` gives it; nothing about topics, rates or limits is hard-coded in a node.
 `node_params(node)` turns the dotted ROS names (`topics.image`) back into a nested dict.
+
+Topics: `topic_names(robot["topics"])` is the one place for default topic names. robot_calql's
+own topics (DEFAULT_TOPICS) have defaults a robot config may leave out; the robot's own topics
+(camera, joint states, commands, EE pose) and the stand-in's (ground truth, expert action,
+privileged state) have none: absent, null or "" means the robot has no such topic, and a node
+that needs one refuses to start naming it (`required_topic`).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import numpy as np
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -29,6 +38,86 @@ COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 # instruction and the latest weights: a late joiner gets the last message
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+# robot_calql's own topics: the name each gets when the robot config does not give one
+DEFAULT_TOPICS = {
+    "policy_command": "/robot_calql/policy_command",
+    "command_status": "/robot_calql/command_status",
+    "gripper_command": "/robot_calql/gripper_command",
+    "instruction": "/robot_calql/instruction",
+    "episode_event": "/robot_calql/episode_event",
+    "success": "/robot_calql/success",
+    "success_prob": "/robot_calql/success_prob",
+    "estop": "/robot_calql/estop",
+    "transitions": "/robot_calql/transitions",
+    "weights": "/robot_calql/policy_weights",
+    "human_help": "/robot_calql/human_help",
+    "learner_status": "/robot_calql/learner_status",
+}
+# what a missing topic stops, for the error that names it
+TOPIC_NEEDED_FOR = {
+    "ee_pose": "the end-effector pose (geometry_msgs/PoseStamped in the base frame: a TF-to-pose relay or the "
+               "driver) is part of the policy's observation and of the safety node's watchdog; the pose from "
+               "the joint states through kinematics is not supported yet",
+    "ground_truth_success": "reward.model=ground_truth reads the stand-in's ground truth; on a real robot train a "
+                            "classifier (robot-calql reward-train) and pass reward.model=<its folder>",
+    "expert_action": "policy.action_source=expert acts with the stand-in's scripted demonstrator; on a real robot "
+                     "use policy.action_source=agent",
+}
+
+
+def topic_names(topics: Any) -> dict[str, str | None]:
+    """The robot config's topics with DEFAULT_TOPICS filled in; a topic that is absent, null or ""
+    and has no default maps to None (the robot has none)."""
+    out: dict[str, str | None] = dict(DEFAULT_TOPICS)
+    for key, name in dict(topics or {}).items():
+        if name:
+            out[key] = str(name)
+        elif key not in DEFAULT_TOPICS:
+            out[key] = None
+    return out
+
+
+def required_topic(topics: dict, key: str, who: str) -> str:
+    """topics[key], or ConfigError naming the key, `who` needs it and why (TOPIC_NEEDED_FOR)."""
+    if topics.get(key):
+        return str(topics[key])
+    from robot_calql.config import ConfigError
+
+    why = TOPIC_NEEDED_FOR.get(key, "")
+    raise ConfigError(f"the robot config has no topics.{key}, which {who} needs" + (f": {why}" if why else ""))
+
+
+def crop_param(params: dict):
+    """The `crop` parameter (x, y, width, height: the robot's calibrated crop, set by
+    robot_calql_ros.nodeset) as a CropRegion, or None (the whole frame)."""
+    from robot_calql.calibration.crop import CropRegion
+
+    c = params.get("crop")
+    if not c:
+        return None
+    try:
+        return CropRegion(*(int(c[k]) for k in ("x", "y", "width", "height")))
+    except (KeyError, TypeError, ValueError):
+        from robot_calql.config import ConfigError
+
+        raise ConfigError(f"parameter crop must hold integers x, y, width, height, got {c}") from None
+
+
+def frame_to_policy_image(msg, crop, size: int) -> np.ndarray:
+    """A sensor_msgs/Image -> the policy's (size, size, 3) RGB uint8 image: the calibrated crop
+    and resize of robot_calql.calibration.crop.crop_and_resize, as bag ingestion applies it.
+    ImageFormatError names a frame that cannot be converted or does not fit the crop."""
+    from robot_calql.calibration import CalibrationError
+    from robot_calql.calibration.crop import crop_and_resize
+    from robot_calql.control.conversions import ImageFormatError, image_to_rgb
+
+    rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    try:
+        return crop_and_resize(rgb, crop, size)
+    except CalibrationError as e:
+        raise ImageFormatError(str(e)) from None
 
 
 def transitions_qos(depth: int) -> QoSProfile:

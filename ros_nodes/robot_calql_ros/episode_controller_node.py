@@ -36,14 +36,14 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
 from robot_calql.control.episode_controller import ControllerConfig, ResetFreeController
-from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, wall_s
+from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, topic_names, wall_s
 
 
 class EpisodeControllerNode(Node):
     def __init__(self, name: str = "episode_controller", **kwargs):
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         p = node_params(self)
-        topics = p["robot"]["topics"]
+        topics = topic_names(p["robot"]["topics"])
         c = p["controller"]
         self.ctl = ResetFreeController(ControllerConfig(
             forward_task=c["forward_task"], backward_task=c["backward_task"],

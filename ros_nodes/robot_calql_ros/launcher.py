@@ -6,7 +6,8 @@ nodes of robot_calql_ros.nodeset, with the same parameters as launch/finetune.la
 - `mode=processes` (default): one OS process per node (`python -m <module> --ros-args
   --params-file <run_dir>/launch/<node>.params.yaml`), like ros2 launch: a node that blocks on
   the GIL (the learner's updates) cannot delay the control path, and a crashed node does not
-  take the others down. If a node exits with an error, the launcher stops the others and fails.
+  take the others down. If a node exits with an error (one that cannot start prints one line
+  saying why and exits 1), the launcher stops the others at once and fails, naming it.
 - `mode=threads`: every node in this process, each on a SingleThreadedExecutor in a thread of
   its own (quick to start; used by the tests).
 
@@ -36,7 +37,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from robot_calql_ros.common import flatten_params
+from robot_calql_ros.common import flatten_params, topic_names
 from robot_calql_ros.nodeset import NodeSpec, node_set
 from robot_calql_ros.run import POLL_S, StopSignals
 
@@ -166,7 +167,7 @@ def _spin_monitor(cfg, specs, until, procs=None, report: dict | None = None, sto
     from tqdm import tqdm
 
     node = rclpy.create_node("launch_monitor")
-    mon = Monitor(node, dict(cfg.robot.topics))
+    mon = Monitor(node, topic_names(cfg.robot.topics))
     if report is not None:
         report["monitor"] = mon
     ex = SingleThreadedExecutor()
@@ -222,14 +223,18 @@ def run_processes(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = 
             pass
     finally:
         stop.requested = True  # from here on a signal is only reported
+        # nodes that failed before the stop (a node that could not start): named apart
+        exited = {name: p.returncode for name, p in procs.items() if p.poll() is not None and p.returncode != 0}
         codes = stop_processes(procs)
         if rclpy.ok():
             rclpy.shutdown()
         stop.restore()
-    failed = {name: code for name, code in codes.items() if code != 0}
+    failed = {name: code for name, code in codes.items() if code != 0 and name not in exited}
     if failed:
         log.error("node(s) did not stop cleanly: %s", ", ".join(f"{n} (exit code {c})" for n, c in failed.items()))
-    return 1 if failed else rc
+    if exited:
+        log.error("node(s) failed: %s", ", ".join(f"{n} (exit code {c})" for n, c in exited.items()))
+    return 1 if failed or exited else rc
 
 
 def stop_processes(procs: dict[str, subprocess.Popen], timeouts: dict[str, float] | None = None) -> dict[str, int]:
@@ -301,6 +306,9 @@ def run_threads(cfg: DictConfig, specs: list[NodeSpec], report: dict | None = No
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
+    from robot_calql.agent.cpu import configure_cpu_process
+
+    configure_cpu_process()  # the policy and learner nodes run their agents in this process
     if cfg.get("domain_id") is not None:
         os.environ["ROS_DOMAIN_ID"] = str(cfg.domain_id)
     stop = StopSignals("launch").install()
@@ -344,9 +352,11 @@ def evaluate_policy(path: str | Path, task: str, episodes: int = 10, max_episode
     """Success rate of the deterministic policy of checkpoint/run `path` on stand-in `task`:
     `episodes` full-reset episodes of at most `max_episode_steps` control steps, ground-truth
     success, in this process (no ROS). The same measure as robot_calql.train.evaluate."""
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.sim import make_env
     from robot_calql_ros.agent_io import PolicyActor
 
+    configure_cpu_process()
     actor = PolicyActor.from_checkpoint(path)
     spec = actor.meta["obs_spec"]
     size = int(spec["image"][0]) if "image" in spec else 0

@@ -57,11 +57,22 @@ from robot_calql.train.common import (
     check_losses,
     updates_owed,
 )
-from robot_calql_ros.common import COMMAND_QOS, LATCHED_QOS, node_params, transitions_qos
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    node_params,
+    topic_names,
+    transitions_qos,
+)
 
 
 class LearnerNode(Node):
     def __init__(self, name: str = "learner", **kwargs):
+        # what destroy_node uses, before anything that can fail (rclpy destroys a half-built node too)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None   # set once the node is fully up
+        self.log: TransitionLog | None = None
+        self.logger = None
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         import torch
 
@@ -70,7 +81,7 @@ class LearnerNode(Node):
         from robot_calql_ros.agent_io import build_agent
 
         p = node_params(self)
-        self.topics = t = p["robot"]["topics"]
+        self.topics = t = topic_names(p["robot"]["topics"])
         c = self.cfg = p["learner"]
         if int(c.get("threads", 0)) > 0:
             torch.set_num_threads(int(c["threads"]))
@@ -170,7 +181,6 @@ class LearnerNode(Node):
         self.create_subscription(UInt8MultiArray, t["transitions"], self._on_transition,
                                  transitions_qos(int(c["transition_history"])))
         self.create_timer(1.0, self._publish_status)
-        self._stop = threading.Event()
         self.training_error = ""   # set when an update fails: updates stop, transitions are still stored
         self._publish_weights()  # a policy without a checkpoint can act from the start
         self._thread = threading.Thread(target=self._train_loop, name="learner_updates", daemon=True)
@@ -309,7 +319,13 @@ class LearnerNode(Node):
 
     def destroy_node(self):
         """Stop and join the update thread (never left running into interpreter exit, where a
-        thread inside torch aborts the process), then write the checkpoint and the plot."""
+        thread inside torch aborts the process), then write the checkpoint and the plot. A node
+        that never finished starting only closes what it opened."""
+        if self._thread is None:
+            for f in (self.log, self.logger):
+                if f is not None:
+                    f.close()
+            return super().destroy_node()
         t0 = time.monotonic()
         self._stop.set()
         while self._thread.is_alive():
@@ -358,8 +374,10 @@ class LearnerNode(Node):
 
 
 def main(args=None):
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql_ros.run import run_single
 
+    configure_cpu_process()  # process-wide CPU settings for the agent this node runs (agent/cpu.py)
     run_single(LearnerNode, "learner", args)
 
 

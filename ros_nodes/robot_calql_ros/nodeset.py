@@ -8,6 +8,13 @@ overrides) into `NodeSpec`s: node name, entry-point module, class, and flat ROS 
 - robot_calql_ros.launcher (`robot-calql launch finetune sim=true`) starts the same specs as
   subprocesses (`python -m <module> --ros-args --params-file ...`) or in one process;
 - the tests build the nodes from the same specs.
+
+Before any node starts, `node_set` refuses (ConfigError, one line naming the key) a config the
+nodes could not run: `sim=false` with the stand-in's robot config (name the real robot's:
+`robot=<name>`), a policy node without `topics.ee_pose`, the ground-truth reward
+without the stand-in's `topics.ground_truth_success`, a calibrated crop outside the camera frame.
+The policy and reward nodes get the robot's calibrated crop (calibration/<cell>/crop.yaml, read
+by robot_calql.calibration.crop.robot_crop as bag ingestion reads it) as parameter `crop`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import REPO_ROOT, ConfigError
 from robot_calql.control.episode_controller import HOME_MODES
+from robot_calql_ros.common import required_topic, topic_names
 
 NODES = {  # name -> (module, class)
     "sim_robot": ("robot_calql_ros.sim_robot_node", "SimRobotNode"),
@@ -57,12 +65,52 @@ def _abs(path: str) -> str:
     return str(p if p.is_absolute() else (REPO_ROOT / p if not p.exists() else p.resolve()))
 
 
+def _check_robot(c: dict, robot: dict) -> None:
+    """ConfigError for a robot config the chosen nodes cannot run with (see the module doc)."""
+    if not c["sim"] and robot.get("standin"):
+        raise ConfigError(
+            f"sim=false runs the nodes against a real robot's drivers, but the robot config is the stand-in's "
+            f"('{robot.get('name')}'): name your robot's config, configs/robot/<name>.yaml (e.g. "
+            "widowx250_example.yaml): overrides:=\"robot=<name>\" with ros2 launch, robot=<name> with robot-calql "
+            "launch; or sim=true for the MuJoCo stand-in")
+    topics = topic_names(robot.get("topics"))
+    if "policy" in c["nodes"]:  # (the safety node, a lifecycle node, says so when it is configured)
+        required_topic(topics, "ee_pose", "the policy node")
+    if "policy" in c["nodes"] and c["policy"].get("action_source") == "expert":
+        required_topic(topics, "expert_action", "the policy node")
+    if "reward" in c["nodes"] and c["reward"].get("model") == "ground_truth":
+        required_topic(topics, "ground_truth_success", "the reward node")
+
+
+def _crop_params(robot: dict) -> dict:
+    """{"crop": {x, y, width, height}} of the robot's calibrated crop, checked against its camera
+    (limits.camera_width / camera_height); {} without a crop.yaml (the whole frame)."""
+    from robot_calql.calibration import CalibrationError
+    from robot_calql.calibration.crop import robot_crop
+
+    try:
+        crop = robot_crop(robot)
+        if crop is not None and robot.get("limits", {}).get("camera_width"):
+            crop.check(int(robot["limits"]["camera_width"]), int(robot["limits"]["camera_height"]))
+    except CalibrationError as e:
+        raise ConfigError(f"the calibrated crop of robot '{robot.get('name')}' ({robot.get('calibration')}/crop.yaml, "
+                          f"against the camera size limits.camera_width x camera_height): {e}") from None
+    if crop is None:
+        return {}
+    return {"crop": {"x": crop.x, "y": crop.y, "width": crop.width, "height": crop.height}}
+
+
 def node_set(cfg: DictConfig) -> list[NodeSpec]:
     """NodeSpecs for the nodes named in cfg.nodes (sim_robot only when cfg.sim)."""
     from robot_calql.sim import TASKS, task_pair
 
     c = OmegaConf.to_container(cfg, resolve=True)
     robot = {k: v for k, v in c["robot"].items() if k != "bag_topics"}
+    unknown = [n for n in c["nodes"] if n not in NODES]
+    if unknown:
+        raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
+    _check_robot(c, robot)
+    crop = _crop_params(robot)
     try:
         fwd, bwd = task_pair(str(c["task"]))
     except ValueError as e:
@@ -81,9 +129,6 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         raise ConfigError(f"controller.wait_for_policy must be auto, true or false, got '{wait}'")
     # auto: wait for the node set's own policy node; a policy started elsewhere is named policy too
     policy_node = "policy" if wait is True or (wait == "auto" and "policy" in c["nodes"]) else ""
-    unknown = [n for n in c["nodes"] if n not in NODES]
-    if unknown:
-        raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
     per_node = {
         "sim_robot": {"robot": robot, "image_encoding": c["sim_robot"]["image_encoding"],
                       "sim": {"task": fwd, "seed": int(c["seed"]),
@@ -91,8 +136,8 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
                               "expert_noise": float(c["sim_robot"]["expert_noise"]),
                               "stand_in_human": bool(c["sim_robot"].get("stand_in_human", True)),
                               "controller_pause_service": "/episode_controller/set_paused"}},
-        "policy": {"robot": robot, "policy": {**c["policy"], "checkpoint": _abs(c["checkpoint"])}},
-        "reward": {"robot": robot, "reward": {**c["reward"], "model": c["reward"]["model"]
+        "policy": {"robot": robot, **crop, "policy": {**c["policy"], "checkpoint": _abs(c["checkpoint"])}},
+        "reward": {"robot": robot, **crop, "reward": {**c["reward"], "model": c["reward"]["model"]
                                               if c["reward"]["model"] == "ground_truth" else _abs(c["reward"]["model"])}},
         "episode_controller": {"robot": robot, "controller": {
             **c["controller"], "policy_node": policy_node, "home": home, "home_service": home_service, "forward_task": fwd, "backward_task": bwd,

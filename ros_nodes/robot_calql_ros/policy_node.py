@@ -2,8 +2,16 @@
 
 Inputs: `topics.image` (sensor_msgs/Image), `topics.joint_states`, `topics.ee_pose`, the
 instruction and episode events of the episode controller, the safety node's verdicts
-(`topics.command_status`), the learner's weights (`topics.weights`, transient local), and in the stand-in `topics.sim_state` (privileged state,
-for state-mode checkpoints) and `topics.expert_action`.
+(`topics.command_status`), the learner's weights (`topics.weights`, transient local), and in the
+stand-in `topics.sim_state` (privileged state, for state-mode checkpoints; optional) and
+`topics.expert_action` (only with `policy.action_source=expert`). Topic names:
+robot_calql_ros.common.topic_names; a robot config without `topics.ee_pose` stops the node at
+start with a line naming it.
+
+Image: each frame is cropped to the robot's calibrated crop (parameter `crop`, x/y/width/height,
+from calibration/<cell>/crop.yaml through robot_calql_ros.nodeset; none: the whole frame) and
+resized to `image_size` by robot_calql.calibration.crop.crop_and_resize, the function bag
+ingestion applies to training frames.
 
 Timing: the node acts on the first camera frame at or after each control tick (1/control_hz),
 so the camera-to-command latency is the processing time only, and it stops acting as soon as
@@ -56,8 +64,6 @@ from robot_calql.control.conversions import (
     CommandFormatError,
     ImageFormatError,
     action_to_delta,
-    crop_and_resize,
-    image_to_rgb,
     joint_state_to_positions,
     pack_policy_command,
     yaw_from_quaternion,
@@ -70,8 +76,12 @@ from robot_calql_ros.common import (
     NEWEST_FRAME_QOS,
     SENSOR_QOS,
     ThrottledWarner,
+    crop_param,
+    frame_to_policy_image,
     node_params,
+    required_topic,
     stamp_to_s,
+    topic_names,
     transitions_qos,
     wall_s,
 )
@@ -82,11 +92,14 @@ VERDICT_TIMEOUT_S = 0.5
 
 class PolicyNode(Node):
     def __init__(self, name: str = "policy", **kwargs):
+        # what destroy_node uses, before anything that can fail (rclpy destroys a half-built node too)
+        self._stop = threading.Event()
+        self._decoder: threading.Thread | None = None
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         p = node_params(self)
         r = p["robot"]
         self.cfg = p["policy"]
-        self.topics = t = r["topics"]
+        self.topics = t = topic_names(r["topics"])
         self.period = 1.0 / float(r["control_hz"])
         self.camera_period = 1.0 / float(r["camera_hz"])
         self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
@@ -95,7 +108,7 @@ class PolicyNode(Node):
         self.gripper_range = [float(x) for x in r["gripper_range"]]
         self.image_size = int(r["image_size"])
         self.expected_hw = (int(r["limits"]["camera_height"]), int(r["limits"]["camera_width"]))
-        self.crop = p.get("crop") or None
+        self.crop = crop_param(p)
         self.source = self.cfg["action_source"]
         from robot_calql.agent import exploration_temperature
 
@@ -105,6 +118,8 @@ class PolicyNode(Node):
             raise ValueError(f"policy.explore_temperature: {e}") from None
         if self.source not in ("agent", "expert"):
             raise ValueError(f"policy.action_source must be 'agent' or 'expert', got '{self.source}'")
+        for key in ("image", "joint_states", "ee_pose") + (("expert_action",) if self.source == "expert" else ()):
+            required_topic(t, key, "the policy node")
         self.warn = ThrottledWarner(self)
         self.actor_id = uuid.uuid4().hex[:12]
         self.seq = 0
@@ -150,13 +165,13 @@ class PolicyNode(Node):
         self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
         self.create_subscription(String, t["command_status"], self._on_verdict, COMMAND_QOS)
-        self.create_subscription(Float32MultiArray, t["sim_state"], self._on_state, SENSOR_QOS)
+        if t.get("sim_state"):
+            self.create_subscription(Float32MultiArray, t["sim_state"], self._on_state, SENSOR_QOS)
         if self.source == "expert":
             self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
         # weights: the callback only hands the payload over; a decoder thread builds the new actor
         self._new_weights = None
         self._weights_ready = threading.Event()
-        self._stop = threading.Event()
         self._decoder = threading.Thread(target=self._decode_loop, name="policy_weights", daemon=True)
         self._decoder.start()
         self.create_subscription(UInt8MultiArray, t["weights"], self._on_weights, LATCHED_QOS)
@@ -284,7 +299,7 @@ class PolicyNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        if self._decoder.is_alive():
+        if self._decoder is not None and self._decoder.is_alive():
             self._decoder.join(timeout=5.0)
         return super().destroy_node()
 
@@ -297,8 +312,7 @@ class PolicyNode(Node):
                            f"{self.expected_hw[1]}x{self.expected_hw[0]}")
             return None
         try:
-            rgb = crop_and_resize(image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data),
-                                  self.image_size, self.crop)
+            rgb = frame_to_policy_image(msg, self.crop, self.image_size)
         except ImageFormatError as e:
             self.warn.warn("image", f"policy not acting: {e}")
             return None
@@ -370,8 +384,10 @@ class PolicyNode(Node):
 
 
 def main(args=None):
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql_ros.run import run_single
 
+    configure_cpu_process()  # process-wide CPU settings for the agent this node runs (agent/cpu.py)
     run_single(PolicyNode, "policy", args)
 
 

@@ -1,10 +1,13 @@
 """reward: success probability and a debounced success flag from camera frames.
 
 With `reward.model` set to a classifier folder (robot-calql reward-train), every frame (at most
-`reward.rate_hz`) goes through robot_calql.reward's classifier with the current instruction.
+`reward.rate_hz`) is cropped to the robot's calibrated crop and resized (parameter `crop`, the
+policy node's function: robot_calql_ros.common.frame_to_policy_image) and goes through
+robot_calql.reward's classifier with the current instruction.
 With `reward.model: ground_truth` (stand-in only) the probability is the simulator's
 ground-truth success (`topics.ground_truth_success`, std_msgs/String JSON: task, instruction,
-success); the node says so in its log, and takes only the verdicts for the running try's
+success; a robot config without that topic stops the node at start, naming it); the node says
+so in its log, and takes only the verdicts for the running try's
 instruction (the simulator may still judge the previous task for a step after a switch). Either
 way the flag is debounced (robot_calql.reward.calibrate.Debouncer, `reward.debounce_k` positive
 frames in a row) and reset at each episode start, which publishes a False flag at once: the
@@ -21,13 +24,17 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32, String
 
-from robot_calql.control.conversions import ImageFormatError, crop_and_resize, image_to_rgb
+from robot_calql.control.conversions import ImageFormatError
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
     ThrottledWarner,
+    crop_param,
+    frame_to_policy_image,
     node_params,
+    required_topic,
+    topic_names,
     wall_s,
 )
 
@@ -39,10 +46,11 @@ class RewardNode(Node):
 
         p = node_params(self)
         r = p["robot"]
-        topics = r["topics"]
+        topics = topic_names(r["topics"])
         cfg = p["reward"]
         self.warn = ThrottledWarner(self)
         self.image_size = int(r["image_size"])
+        self.crop = crop_param(p)
         self.min_period = 1.0 / float(cfg["rate_hz"])
         self.instruction = ""
         self._last = 0.0
@@ -51,7 +59,8 @@ class RewardNode(Node):
         if self.model == "ground_truth":
             self.debouncer = Debouncer(k=int(cfg["debounce_k"]))
             self.gt_dropped = 0  # verdicts for another instruction than the running try's
-            self.create_subscription(String, topics["ground_truth_success"], self._on_ground_truth, COMMAND_QOS)
+            gt_topic = required_topic(topics, "ground_truth_success", "the reward node")
+            self.create_subscription(String, gt_topic, self._on_ground_truth, COMMAND_QOS)
             self.get_logger().warning("reward from the SIMULATOR'S GROUND TRUTH (reward.model=ground_truth): "
                                       "stand-in only, no classifier in the loop")
         else:
@@ -59,7 +68,8 @@ class RewardNode(Node):
 
             self.clf = load_classifier(self.model, device=str(cfg.get("device", "cpu")))
             self.debouncer = Debouncer(k=int(cfg["debounce_k"]), threshold=float(self.clf.threshold))
-            self.create_subscription(Image, topics["image"], self._on_image, SENSOR_QOS)
+            self.create_subscription(Image, required_topic(topics, "image", "the reward node"), self._on_image,
+                                     SENSOR_QOS)
             self.get_logger().info(f"reward classifier {self.model} (threshold {self.clf.threshold:.3f})")
         self.pub_prob = self.create_publisher(Float32, topics["success_prob"], COMMAND_QOS)
         self.pub_flag = self.create_publisher(Bool, topics["success"], COMMAND_QOS)
@@ -96,8 +106,7 @@ class RewardNode(Node):
             return
         self._last = now
         try:
-            rgb = crop_and_resize(image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data),
-                                  self.image_size)
+            rgb = frame_to_policy_image(msg, self.crop, self.image_size)
         except ImageFormatError as e:
             self.warn.warn("image", f"reward skips a frame: {e}")
             return

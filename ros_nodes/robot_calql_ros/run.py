@@ -51,6 +51,26 @@ class StopSignals:
         self.requested = True
 
 
+def _start_errors() -> tuple[type[BaseException], ...]:
+    from rclpy.exceptions import NameValidationException
+
+    # configuration (ConfigError, CalibrationError, CheckpointError ... are ValueErrors), files,
+    # missing parameters, bad topic names, missing modules
+    return (ValueError, OSError, LookupError, ImportError, NameValidationException)
+
+
+START_ERRORS = _start_errors()
+
+
+def start_error_line(name: str, e: BaseException) -> str:
+    """The one line a node that cannot start prints."""
+    if isinstance(e, KeyError):
+        why = f"missing parameter {e.args[0]!r}" if e.args else "missing parameter"
+    else:
+        why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+    return f"[{name}] cannot start: {why}"
+
+
 def run_single(node_cls, name: str, args=None) -> None:
     """rclpy.init, build the node (parameters from --ros-args), spin until SIGINT/SIGTERM, then
     stop the executor, destroy the node (the learner checkpoints there) and shut rclpy down, in
@@ -61,7 +81,11 @@ def run_single(node_cls, name: str, args=None) -> None:
     A node spins on a SingleThreadedExecutor (the cheapest dispatch in rclpy: at 100+ sensor
     messages per second a thread pool's overhead shows up in the command latency) unless its
     class sets EXECUTOR_THREADS > 1 (the policy: weights decode beside control). Long work (the
-    learner's updates, the stand-in's physics) runs in the nodes' own threads anyway."""
+    learner's updates, the stand-in's physics) runs in the nodes' own threads anyway.
+
+    A node that cannot start (a bad parameter, a missing file or topic: the errors in
+    START_ERRORS) prints one line `[<node>] cannot start: <why>` on stderr, with no traceback,
+    and the process exits with code 1; the launchers then stop the other nodes."""
     import rclpy
     from rclpy.executors import (
         ExternalShutdownException,
@@ -72,9 +96,18 @@ def run_single(node_cls, name: str, args=None) -> None:
 
     stop = StopSignals(name).install()
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
-    node = ex = None
     try:
         node = node_cls(name)
+    except BaseException as e:
+        stop.requested = True
+        if rclpy.ok():
+            rclpy.shutdown()  # destroys the half-built node too
+        if isinstance(e, START_ERRORS):
+            print(start_error_line(name, e), file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        raise
+    ex = None
+    try:
         if hasattr(node, "autostart"):
             node.autostart()
         threads = int(getattr(node_cls, "EXECUTOR_THREADS", 1))
@@ -88,7 +121,6 @@ def run_single(node_cls, name: str, args=None) -> None:
         stop.requested = True  # from here on a signal is only reported
         if ex is not None:
             ex.shutdown()
-        if node is not None:
-            node.destroy_node()
+        node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -65,8 +65,10 @@ from robot_calql_ros.common import (
     SENSOR_QOS,
     ThrottledWarner,
     node_params,
+    required_topic,
     s_to_stamp,
     stamp_to_s,
+    topic_names,
     wall_s,
 )
 
@@ -97,7 +99,7 @@ class SafetyNode(LifecycleNode):
         try:
             p = node_params(self)
             r = p["robot"]
-            self.topics = r["topics"]
+            self.topics = topic_names(r["topics"])
             self.interface = r["command_interface"]
             if self.interface not in INTERFACES:
                 raise ValueError(f"unknown command_interface '{self.interface}' (known: {', '.join(INTERFACES)})")
@@ -113,6 +115,8 @@ class SafetyNode(LifecycleNode):
             self.kin = None
             if self.interface != "delta_ee_twist":
                 self.kin = self._kinematics(p.get("kinematics", ""))
+            for key in ("image", "joint_states", "ee_pose", "command", "sent_command"):
+                required_topic(self.topics, key, "the safety node")
         except (ValueError, KeyError) as e:
             self.get_logger().error(f"cannot configure: {e}")
             return TransitionCallbackReturn.FAILURE
@@ -179,8 +183,8 @@ class SafetyNode(LifecycleNode):
             from robot_calql.sim.kinematics import ArmKinematics
 
             return ArmKinematics()
-        raise ValueError(f"command_interface {self.interface} needs a kinematics model "
-                         f"(parameter kinematics: standin), got '{name}'")
+        raise ValueError(f"command_interface {self.interface} needs a kinematics model (the robot config's "
+                         f"`kinematics`; only `standin` exists so far), got '{name}'")
 
     # ------------------------------------------------------------------ inputs
     def _future_stamp(self, name: str, stamp, now: float) -> bool:

@@ -63,6 +63,8 @@ from robot_calql_ros.common import (
 
 class SimRobotNode(Node):
     def __init__(self, name: str = "sim_robot", **kwargs):
+        self._stop = threading.Event()   # destroy_node's, before anything that can fail
+        self._thread: threading.Thread | None = None
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         from robot_calql.sim import TASKS, make_env
 
@@ -81,7 +83,6 @@ class SimRobotNode(Node):
         self.env = make_env(sim["task"], image_size=int(r["image_size"]), seed=int(sim["seed"]),
                             max_episode_steps=10**9, action_scale=self.scale)
         self.obs = None
-        self._stop = threading.Event()
         self._ready = threading.Event()
         self._by_instruction = {t.instruction: name for name, t in TASKS.items()}
         self.warn = ThrottledWarner(self)
@@ -316,7 +317,7 @@ class SimRobotNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5.0)
         return super().destroy_node()
 

@@ -68,3 +68,36 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("x: 1\ny: 2\nwidth: 3\n")
     with pytest.raises(CalibrationError, match="height"):
         load_crop(tmp_path / "c.yaml")
+
+
+def test_the_robots_crop_is_read_one_way_for_every_user(tmp_path):
+    """robot_crop: the calibration folder's crop.yaml, else None (the whole frame); an import's
+    crop=auto|center|none resolves through it; "center" crops each frame's centred square."""
+    from omegaconf import OmegaConf
+
+    from robot_calql.calibration.crop import crop_label, crop_setting, robot_crop
+    from robot_calql.config import ConfigError
+
+    robot = OmegaConf.create({"calibration": str(tmp_path)})
+    assert robot_crop(robot) is None and robot_crop(OmegaConf.create({"calibration": None})) is None
+    (tmp_path / "crop.yaml").write_text("x: 10\ny: 20\nwidth: 100\nheight: 90\n")
+    assert robot_crop(robot) == CropRegion(10, 20, 100, 90)
+    assert crop_setting("auto", robot) == CropRegion(10, 20, 100, 90)
+    assert crop_setting("none", robot) is None and crop_setting("center", robot) == "center"
+    assert [crop_label(c) for c in (CropRegion(10, 20, 100, 90), "center", None)] == [[10, 20, 100, 90], "center", "none"]
+    with pytest.raises(ConfigError, match="crop=middle"):
+        crop_setting("middle", robot)
+    (tmp_path / "crop.yaml").write_text("x: 10\ny: 20\n")
+    with pytest.raises(CalibrationError, match="lacks"):
+        robot_crop(robot)
+    img = _frame()
+    np.testing.assert_array_equal(crop_and_resize(img, "center", 16), crop_and_resize(img, centered_square(320, 240), 16))
+
+
+def test_there_is_one_crop_and_resize():
+    """The live nodes, ingestion and LeRobot import share calibration.crop.crop_and_resize: the
+    wrappers with their own argument orders are gone."""
+    from robot_calql.bags import messages
+    from robot_calql.control import conversions
+
+    assert not hasattr(conversions, "crop_and_resize") and not hasattr(messages, "crop_resize")

@@ -10,7 +10,6 @@ from robot_calql.control.conversions import (
     CommandFormatError,
     ImageFormatError,
     action_to_delta,
-    crop_and_resize,
     delta_to_action,
     delta_to_twist,
     image_to_rgb,
@@ -74,15 +73,6 @@ def test_all_supported_encodings_are_tested():
 def test_bad_images_are_named(args, match):
     with pytest.raises(ImageFormatError, match=match):
         image_to_rgb(*args)
-
-
-def test_crop_and_resize():
-    img = np.zeros((40, 60, 3), np.uint8)
-    img[10:30, 20:40] = 200
-    out = crop_and_resize(img, 8, {"x": 20, "y": 10, "width": 20, "height": 20})
-    assert out.shape == (8, 8, 3) and out.min() == 200
-    with pytest.raises(ImageFormatError, match="does not fit"):
-        crop_and_resize(img, 8, {"x": 50, "y": 0, "width": 20, "height": 20})
 
 
 def test_action_delta_twist_round_trip():
