@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from robot_calql.train.evaluation import (  # noqa: F401  evaluate, FAILURES: re-exported for pretrain/finetune
+from robot_calql.train.evaluation import (
     FAILURES,
     OUTCOMES,
     critic_summary,
-    evaluate,
     run_episode,
     wilson_interval,
 )
+
+SIM_MAX_EPISODE_STEPS = 80  # max_episode_steps=null in the stand-in: the benchmark's and the demo's limit
 
 
 def failure_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path, columns: int = 8) -> Path:
@@ -48,6 +49,7 @@ def main(cfg: Any) -> int:
     from omegaconf import OmegaConf
     from tqdm import tqdm
 
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.config import ConfigError, resolve_path
     from robot_calql.data.replay import InstructionVocab
     from robot_calql.sim import get_task, make_env
@@ -55,15 +57,22 @@ def main(cfg: Any) -> int:
     from robot_calql.train.common import build_agent, set_threads, temperature_setting
 
     set_threads(int(cfg.threads))
+    configure_cpu_process()  # process-wide: subnormal flush, glibc heap (agent/cpu.py)
     src = resolve_path(cfg.checkpoint)
     if src is None:
         raise ConfigError("evaluate needs checkpoint=<run or checkpoint folder>")
-    episodes, T = int(cfg.episodes), int(cfg.max_episode_steps)
+    episodes = int(cfg.episodes)
+    T = SIM_MAX_EPISODE_STEPS if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
     if episodes < 1 or T < 1:
         raise ConfigError(f"episodes and max_episode_steps must be >= 1, got {episodes} and {T}")
     temperature_setting(cfg, "temperature", None)  # the values now, their number once A is known
     state = ckpt.load_checkpoint(src)
     meta = state["meta"]
+    env_id = str(cfg.env or meta.get("env") or "sim")
+    if env_id != "sim":  # a gymnasium env: the mean return (robot_calql.train.gym_finetune)
+        from robot_calql.train.gym_finetune import evaluate_gym
+
+        return evaluate_gym(cfg, state, env_id)
     task = cfg.eval_task or meta.get("forward_task") or (meta.get("tasks") or [None])[0]
     if task is None:
         raise ConfigError("the checkpoint names no task: set eval_task=<stand-in task>")

@@ -3,7 +3,8 @@
 Evaluation uses its own environment instance, so it never disturbs the scene of a reset-free
 training run, and seeds every episode (`seed + i`), so two evaluations of the same policy see the
 same object placements. Used by pretrain, finetune and `robot-calql evaluate`
-(robot_calql.train.evaluate).
+(robot_calql.train.evaluate). `calibration_points` pairs the critic's Q(s, pi(s)) with the
+Monte-Carlo return along held-out episodes (the calibration plots of pretrain and finetune).
 
 Every episode also gets an *outcome*, from the simulator's ground truth, so a success rate that
 stalls says why (these are logged next to it during training, `<outcome>_rate`):
@@ -148,3 +149,23 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, cfg_agent: Any,
+                       max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(Q(s, pi(s)), MC return-to-go) for every state of the given episodes (subsampled)."""
+    qs, mcs = [], []
+    for ep in episodes:
+        mc = shaped_returns(ep.reward, ep.terminal, cfg_agent)
+        T = len(ep)
+        obs = {k: np.array(getattr(ep, k)[:T]) for k in spec}  # a writable copy of the memory map
+        obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
+        qs.append(np.asarray(agent.q_values(obs)))
+        mcs.append(mc)
+    if not qs:
+        return np.zeros(0), np.zeros(0)
+    q, mc = np.concatenate(qs), np.concatenate(mcs)
+    if len(q) > max_points:
+        pick = np.random.default_rng(0).choice(len(q), max_points, replace=False)
+        q, mc = q[pick], mc[pick]
+    return q, mc

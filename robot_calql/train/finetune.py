@@ -1,5 +1,8 @@
 """`robot-calql finetune env=sim checkpoint=<run> steps=<N>`: online Cal-QL in the stand-in.
 
+`env=<gymnasium id>` (InvertedPendulum-v5, ...) runs robot_calql.train.gym_finetune instead: the
+plain online loop on that env, without the stand-in's reset-free machinery.
+
 The loop, one environment step at a time (UTD `utd`, default 1):
 
     act (stochastic policy) -> env.step -> reward (ground truth, or the classifier) ->
@@ -57,6 +60,9 @@ from robot_calql.train.common import (
 from robot_calql.train.logger import Logger, UpdateMeans
 
 log = logging.getLogger("robot_calql.train.finetune")
+
+SIM_CHECKPOINT = "runs/pretrain"  # env=sim with checkpoint=null: pretrain's default run folder
+SIM_MAX_EPISODE_STEPS = 60  # env=sim with max_episode_steps=null: 6 s at 10 Hz
 
 
 # ----------------------------------------------------------------------------- buffer snapshots
@@ -121,6 +127,7 @@ class ClassifierReward:
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.data.dataset import Dataset
     from robot_calql.data.replay import (
         InstructionVocab,
@@ -130,24 +137,25 @@ def main(cfg: DictConfig) -> int:
         replay_kwargs,
     )
     from robot_calql.sim import PAIRS, get_task, make_env
-    from robot_calql.train.evaluate import FAILURES, evaluate
+    from robot_calql.train.evaluation import FAILURES, calibration_points, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
-    from robot_calql.train.pretrain import calibration_points
 
-    if str(cfg.env) != "sim":
-        raise ConfigError(f"env={cfg.env}: only env=sim (the MuJoCo stand-in) runs here; the real robot "
-                          "fine-tunes through the ROS nodes (robot-calql launch finetune)")
+    if str(cfg.env) != "sim":  # a gymnasium env id: the plain online loop of train/gym_finetune.py
+        from robot_calql.train.gym_finetune import finetune_gym
+
+        return finetune_gym(cfg)
     if str(cfg.reward_source) not in ("sim", "classifier"):
         raise ConfigError(f"reward_source={cfg.reward_source}: must be sim or classifier")
     if str(cfg.home) not in HOME_MODES:
         raise ConfigError(f"home={cfg.home}: must be one of {', '.join(HOME_MODES)}")
     set_threads(int(cfg.threads))
+    configure_cpu_process()  # process-wide: subnormal flush, glibc heap (agent/cpu.py)
     steps = int(cfg.steps)
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
     temperature_setting(cfg, "explore_temperature", None)  # the values now, their number once A is known
     flips = gripper_flips(cfg)
-    src = resolve_path(cfg.checkpoint)
+    src = resolve_path(SIM_CHECKPOINT if cfg.checkpoint is None else cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
     src_ckpt = ckpt.find_checkpoint(src)
@@ -219,7 +227,7 @@ def main(cfg: DictConfig) -> int:
         image_size = clf.image_size if clf else 0
     elif clf and clf.image_size != image_size:
         raise ConfigError(f"the classifier expects {clf.image_size} px frames, the policy {image_size} px")
-    T = int(cfg.max_episode_steps)
+    T = int(SIM_MAX_EPISODE_STEPS if cfg.max_episode_steps is None else cfg.max_episode_steps)
     env = make_env(forward, image_size=image_size, seed=int(cfg.seed), max_episode_steps=T)
     eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T)
 
