@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference_calql import ReferenceCalQL  # noqa: E402
 
-from robot_calql.agent import CalQL, CalQLConfig  # noqa: E402
-from robot_calql.agent.encoders import IMAGE_LATENT  # noqa: E402
+from robot_calql.agent import CalQL, CalQLConfig, configure_cpu_process  # noqa: E402
+from robot_calql.data import IMAGE_LATENT  # noqa: E402
 
 STATE_SPEC = {"state": (39,)}
 PIXEL_SPEC = {"image": (64, 64, 3), "proprio": (10,)}
@@ -239,6 +239,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    configure_cpu_process()  # what pretrain, finetune and the learner node set: subnormal flush, glibc heap
     torch.manual_seed(0)
     if args.mode in ("state", "all"):
         compare("state", args)

@@ -31,15 +31,15 @@ regret <= CQL's.
     # seeds in parallel processes, then one report
     .venv/bin/python benchmarks/bench_learning.py --seeds 1 --first-seed 1 --out runs/bl/s1   # (and s0, s2)
     .venv/bin/python benchmarks/bench_learning.py --merge runs/bl/s0 runs/bl/s1 runs/bl/s2 --out runs/bl
-    # RoboFuME's reset-free setting (docs/training.md has both settings' figures)
+    # RoboFuME's reset-free setting
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --out runs/bl_rf
     # fine-tuning variants on that run's data and pre-training (e.g. the one-action backup)
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --pretrained runs/bl_rf \
         --finetune-agent max_target_backup=false --out runs/bl_rf_onebackup
-    # the best Cal-QL figures so far (docs/training.md): both changes, bf16 (3x cheaper on a CPU with
-    # bf16 units), the issue's 20000 online steps, Cal-QL and CQL
+    # reset-free, one-action backup and 5-step targets while fine-tuning, bf16 matmuls (cheaper on a
+    # CPU with bf16 units), the issue's 20000 online steps, Cal-QL and CQL
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 20000 --eval-every 500 --methods calql,cql --agent precision=bf16 \
         --finetune-agent max_target_backup=false n_step=5 --out runs/bl_rf_bf16
@@ -96,8 +96,8 @@ def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
     demo = demo_agent()
     return [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
-             # the demo's reward shaping (configs/demo.yaml) plus success-filtered, z-clipped BC
-             # (docs/training.md: what learns at CPU budgets), the same for every method
+             # the demo's reward shaping (configs/demo.yaml) plus success-filtered, z-clipped BC,
+             # the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}",
              *(f"agent.{k}={demo[k]}" for k in ("reward_scale", "reward_bias", "failure_reward")),
              f"++agent.bc_success_only={str(a.bc_success_only).lower()}", f"++agent.bc_z_clip={a.bc_z_clip}",

@@ -52,7 +52,7 @@ def replay_session(checkpoint: Path, payloads: list[bytes], warmup: int, seed: i
     from robot_calql.sim import get_task, make_env
     from robot_calql.train import checkpoint as ckpt
     from robot_calql.train.common import updates_owed
-    from robot_calql.train.evaluate import evaluate
+    from robot_calql.train.evaluation import evaluate
 
     torch.manual_seed(seed)
     state = ckpt.load_checkpoint(checkpoint)
@@ -136,9 +136,11 @@ def main() -> int:
 
     import torch
 
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.control.transport import TransitionLog
 
     torch.set_num_threads(1)
+    configure_cpu_process()  # as the learner node does
     log_path = Path(a.transitions)
     if not log_path.is_file():
         raise SystemExit(f"{log_path}: no transitions.log (run `make demo`, or pass --transitions <run_dir>/transitions.log)")

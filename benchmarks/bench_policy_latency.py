@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from robot_calql.agent import CalQL, CalQLConfig
+from robot_calql.agent import CalQL, CalQLConfig, configure_cpu_process
 
 
 def measure(agent: CalQL, obs: dict, n: int) -> np.ndarray:
@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64)
     args = p.parse_args()
     torch.set_num_threads(1)
+    configure_cpu_process()  # as the policy node does
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     S = args.image_size

@@ -8,7 +8,7 @@ checkpoint's deterministic policy before and the learner's final checkpoint afte
 own reset-free tries per window of time.
 
 Without --checkpoint it first makes a deliberately half-trained one: scripted demos of the
-cube_bowl pair (the demo's settings) and --pretrain-steps Cal-QL updates (2000: about 50-65%).
+cube_bowl pair (the demo's settings) and --pretrain-steps Cal-QL updates (2000 by default).
 
     .venv/bin/python benchmarks/bench_ros_finetune.py --duration 600 --eval-episodes 40
 

@@ -8,9 +8,6 @@ ones and `importlib.import_module("...")` with a literal name included, and chec
 - a command's module (a module with a top-level `main`) does not import another command's module
   for a helper: shared code lives in a module that is not a command;
 - a ROS node module imports, of the ROS package, only common, agent_io, nodeset and run.
-
-KNOWN_VIOLATIONS lists the imports still to fix; an entry that no longer occurs fails the test
-too, so it is removed with its fix.
 """
 
 from __future__ import annotations
@@ -71,22 +68,6 @@ COMMANDS_RUN_BY_THE_DEMO = {
 # Of the ROS package, a node module (*_node.py) may import only these.
 NODE_MAY_IMPORT = {"robot_calql_ros.common", "robot_calql_ros.agent_io", "robot_calql_ros.nodeset",
                    "robot_calql_ros.run"}
-
-# Imports still to fix, in files that were being changed by others when this test was written.
-# Remove an entry together with its fix (the test fails on an entry that no longer occurs).
-KNOWN_VIOLATIONS = {
-    # data must not import agent: the replay takes IMAGE_LATENT from agent.encoders. Define the
-    # key in data (the replay or the dataset format) and let the encoders import it from there.
-    ("robot_calql.data.replay", "robot_calql.agent.encoders"),
-    # commands importing other commands' modules: import evaluate / FAILURES from
-    # robot_calql.train.evaluation (train.evaluate re-exports them only for these two).
-    ("robot_calql.train.pretrain", "robot_calql.train.evaluate"),
-    ("robot_calql.train.finetune", "robot_calql.train.evaluate"),
-    # finetune takes calibration_points from pretrain: move it to a shared module
-    # (robot_calql.train.common or .evaluation) and import it from there in both.
-    ("robot_calql.train.finetune", "robot_calql.train.pretrain"),
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -190,11 +171,8 @@ def test_every_core_area_is_in_the_table():
 
 
 def test_imports_go_one_way():
-    bad = violations()
-    new = [f"{imp} ({why})" for imp, why in bad if (imp.importer, imp.imported) not in KNOWN_VIOLATIONS]
-    assert not new, "imports against the layering (docs/architecture.md, Module map):\n" + "\n".join(new)
-    fixed = KNOWN_VIOLATIONS - {(imp.importer, imp.imported) for imp, _ in bad}
-    assert not fixed, f"remove these fixed entries from KNOWN_VIOLATIONS: {sorted(fixed)}"
+    bad = [f"{imp} ({why})" for imp, why in violations()]
+    assert not bad, "imports against the layering (docs/architecture.md, Module map):\n" + "\n".join(bad)
 
 
 def test_the_checker_sees_local_relative_and_by_name_imports():

@@ -30,7 +30,7 @@ Speed: every critic evaluation of an update (1 data action + 30 sampled actions 
 ensemble members) is ONE batched forward; each state is encoded once (s and s' once each, not
 once per sampled action); pi(s) and pi(s') come from one actor forward; metrics are returned
 with a single device-to-host copy. `precision="bf16"` runs the network matmuls in bfloat16
-(autocast, fp32 master weights and losses), about 3x faster on CPUs with AVX512-BF16 and on GPUs.
+(autocast, fp32 master weights and losses), for CPUs with bf16 units and GPUs (docs/agent.md, Speed).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_calql.agent.cpu import configure_cpu_process
 from robot_calql.agent.encoders import IMAGE_LATENT, FrameEncoder, ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
 
@@ -227,10 +226,6 @@ class CalQL:
         self.num_instructions = int(num_instructions or n_from_spec or 1)
         self.action_dim = A = int(action_dim)
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            # Subnormals flushed to zero, freed memory kept in the heap: process-wide, on purpose
-            # (every CPU process that builds this agent trains or acts with it). See cpu.py.
-            configure_cpu_process()
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
             cfg.conv_strides, cfg.aug_pad, cfg.obs_clip, frozen_cnn=cfg.encoder_frozen,

@@ -1,7 +1,9 @@
 """Process-wide CPU settings for a process that trains or runs a CalQL agent.
 
-Both are set once per process by `CalQL(...)` on CPU, on purpose: every CPU process that builds
-an agent trains or acts with it. Measured on this project's 2-core machines (docs/agent.md).
+`configure_cpu_process()` changes the whole process, so building an agent does not call it: each
+entry point calls it once, after setting torch's thread count (pretrain, finetune, evaluate, the
+policy and learner nodes, the in-process ROS launcher and the speed benchmarks). Why each setting
+exists: docs/agent.md, "CPU settings".
 """
 
 from __future__ import annotations
@@ -17,25 +19,25 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 1 << 30
 
-_done = False
+_malloc_set = False
 
 
 def configure_cpu_process() -> bool:
     """Flush subnormal floats to zero, and keep freed memory in glibc's heap.
 
-    - Subnormals (|x| < 1.2e-38) appear as training goes on and x86 CPUs compute with them ~100x
-      slower: a 6000-update pre-training fell from 21 to 8 updates/s after step 3000, and 21 came
-      back with them flushed to zero (docs/training.md).
-    - PyTorch's CPU tensors come straight from malloc. glibc serves the update's 8-16 MB
-      activations with fresh mmap'd or re-grown heap pages and hands them back on free, so every
-      update paid ~7000 page faults (30 MB of zeroed pages) and the state-mode bf16 update ran
-      at 22-23 updates/s instead of 27-28. Heap allocation up to 32 MB and a 1 GiB trim threshold
-      keep those pages: the process holds on to its peak working set instead.
+    - Subnormal floats (|x| < 1.2e-38) appear in the weights and activations as training goes
+      on, and x86 CPUs compute with them many times slower; flushed to zero, they cost nothing.
+    - PyTorch's CPU tensors come straight from malloc. By default glibc serves an update's large
+      activations from freshly mapped pages and returns them to the OS on free, so each update
+      pays page faults for memory it used a moment before. Heap allocation up to 32 MB
+      (`MMAP_THRESHOLD`) and a 1 GiB trim threshold (`TRIM_THRESHOLD`) keep those pages: the
+      process holds on to its peak working set instead.
 
-    Returns True where the malloc settings were applied (Linux with glibc)."""
-    global _done
+    Safe to call more than once. Returns True where the malloc settings were applied (Linux with
+    glibc); the subnormal flush is set wherever the CPU supports it."""
+    global _malloc_set
     torch.set_flush_denormal(True)
-    if _done:
+    if _malloc_set:
         return True
     if not sys.platform.startswith("linux"):
         return False
@@ -45,5 +47,13 @@ def configure_cpu_process() -> bool:
         return False
     if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl has mallopt, as a no-op)
         return False
-    _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    return _done
+    _malloc_set = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                       and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _malloc_set
+
+
+def cpu_process_state() -> dict[str, bool]:
+    """What `configure_cpu_process` has set in this process: `flush_subnormals` (read back by
+    multiplying a subnormal float) and `malloc_settings` (glibc's thresholds applied)."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    return {"flush_subnormals": (tiny * 1.0).item() == 0.0, "malloc_settings": _malloc_set}

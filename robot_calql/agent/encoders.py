@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGE_LATENT = "image_latent"  # observation key of a frozen CNN's cached output for the frame's image
+from robot_calql.data import IMAGE_LATENT  # the replays' key for a frame's cached CNN output
 
 
 class ObsSpecError(ValueError):
@@ -154,8 +154,8 @@ class ObsEncoder(nn.Module):
                 self.cnn = SmallResNet(shape, latent_dim=latent_dim)
             else:
                 raise ObsSpecError(f"unknown image encoder '{encoder}' (robofume or resnet)")
-            # NHWC weights: the images arrive as (B, H, W, 3), and oneDNN convolutions run about
-            # 1.5x faster on CPU in channels-last layout (same values, same state dict).
+            # NHWC weights: the images arrive as (B, H, W, 3), and oneDNN convolutions run faster
+            # on CPU in channels-last layout (same values, same state dict).
             self.cnn.to(memory_format=torch.channels_last)
             if frozen_cnn:
                 self.cnn.requires_grad_(False)

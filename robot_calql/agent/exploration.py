@@ -9,9 +9,8 @@ a discrete gripper action explored epsilon-greedily; this is the same exploratio
 continuous gripper axis: with probability `prob` per step, command the gripper the opposite way
 to the policy for the next `hold` steps.
 
-Measured in the stand-in (docs/training.md, "The hover, looked at closely"): at 0.05 per step the
-flips mostly dropped the cube while carrying and wrecked online practice, and the hover was not a
-lack of such data (the policy's own opens over the bowl were in the buffer); it is off by default.
+Off by default (`prob` 0): a flip while carrying drops the object. Why the default:
+docs/experiments/2026-11-22-hover-backups-and-20k-steps.md.
 
 The flipped action is the one executed, so it is the one stored in the replay: the transitions
 stay true to what the robot did. Evaluation never flips.

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robot_calql.agent.encoders import IMAGE_LATENT
+from robot_calql.data import IMAGE_LATENT
 from robot_calql.data.dataset import Dataset, Episode
 from robot_calql.data.returns import mc_return_to_go, n_step_returns
 
@@ -541,7 +541,7 @@ class MixedReplay:
     Until the online buffer holds a finished episode, batches are all offline. With
     `online_warmup=N` the online rows grow with the buffer: round(n_online_full * min(1, len / N)),
     so the first few online episodes are not drawn hundreds of times each while the policy acts
-    with the result (docs/ros.md, "The learner's first updates, replayed"); 0 is the official
+    with the result (docs/experiments/2026-12-05-ros-learner-warmup.md); 0 is the official
     Cal-QL schedule.
     """
 

@@ -361,9 +361,9 @@ class StandInEnv(gym.Env):
 
     def _drop_cube_into_bowl(self, bowl: np.ndarray, tries: int = 10) -> bool:
         """Let the cube fall into the bowl from 3-7 cm with a random orientation and settle, as a
-        released cube lands: tipped or leaning on the wall after about 80% of drops. A learned
-        forward policy leaves the cube tipped after 18% of its successes, which the flat placement
-        never does (docs/sim.md). Returns whether a drop stayed in the bowl."""
+        released cube lands: most drops leave it tipped or leaning on the wall, as a learned
+        forward policy's release can, which the flat placement never does (docs/sim.md). Returns
+        whether a drop stayed in the bowl."""
         for _ in range(tries):
             off = self.np_random.uniform(-0.02, 0.02, size=2)
             pos = [bowl[0] + off[0], bowl[1] + off[1], BOWL_FLOOR_TOP + CUBE_HALF + self.np_random.uniform(0.03, 0.07)]

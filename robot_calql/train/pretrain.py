@@ -43,8 +43,8 @@ from robot_calql.train.common import (
     obs_spec_from_meta,
     set_seed,
     set_threads,
-    shaped_returns,
 )
+from robot_calql.train.evaluation import calibration_points
 from robot_calql.train.logger import Logger, UpdateMeans
 
 log = logging.getLogger("robot_calql.train.pretrain")
@@ -60,34 +60,16 @@ def split_episodes(n: int, holdout_fraction: float, seed: int) -> tuple[list[int
     return sorted(idx[k:].tolist()), sorted(idx[:k].tolist())
 
 
-def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, cfg_agent: Any,
-                       max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(Q(s, pi(s)), MC return-to-go) for every state of the given episodes (subsampled)."""
-    qs, mcs = [], []
-    for ep in episodes:
-        mc = shaped_returns(ep.reward, ep.terminal, cfg_agent)
-        T = len(ep)
-        obs = {k: np.array(getattr(ep, k)[:T]) for k in spec}  # a writable copy of the memory map
-        obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
-        qs.append(np.asarray(agent.q_values(obs)))
-        mcs.append(mc)
-    if not qs:
-        return np.zeros(0), np.zeros(0)
-    q, mc = np.concatenate(qs), np.concatenate(mcs)
-    if len(q) > max_points:
-        pick = np.random.default_rng(0).choice(len(q), max_points, replace=False)
-        q, mc = q[pick], mc[pick]
-    return q, mc
-
-
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
+    from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.data.dataset import Dataset
     from robot_calql.data.replay import InstructionVocab, OfflineReplay, replay_kwargs
     from robot_calql.train.plots import plot_calibration
 
     set_threads(int(cfg.threads))
+    configure_cpu_process()  # process-wide: subnormal flush, glibc heap (agent/cpu.py)
     mode = check_obs_mode(str(cfg.obs))
     steps = int(cfg.steps)
     if steps < 0:
@@ -253,7 +235,7 @@ def _pretrain_encoder(agent: Any, replay: Any, cfg: DictConfig, logger: Logger, 
 
 def _eval_in_sim(agent: Any, cfg: DictConfig, meta: dict, spec: dict, vocab: Any) -> dict[str, float]:
     from robot_calql.sim import make_env
-    from robot_calql.train.evaluate import evaluate
+    from robot_calql.train.evaluation import evaluate
 
     task = cfg.eval_task or (meta["tasks"][0] if meta["tasks"] else None)
     if task is None:

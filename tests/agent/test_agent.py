@@ -131,19 +131,41 @@ def test_pixel_agent_updates_and_trains_encoder_through_critic_only():
     assert act.shape == (2,) and np.all(np.abs(act) <= 1)
 
 
-def test_a_cpu_agent_flushes_subnormal_floats():
-    # subnormals made a long CPU pre-training 2.8x slower; a CPU agent turns on flushing
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush subnormal floats")
-    tiny = torch.tensor([1e-39], dtype=torch.float32)
-    assert (tiny * 1.0).item() != 0.0
-    CalQL({"state": (6,)}, 3, CalQLConfig(**SMALL))
-    assert (tiny * 1.0).item() == 0.0
+_CPU_SETTINGS_SCRIPT = """
+import json, torch
+from robot_calql.agent import CalQL, CalQLConfig, configure_cpu_process
+from robot_calql.agent.cpu import cpu_process_state
+can_flush = torch.set_flush_denormal(False)
+before = cpu_process_state()
+agent = CalQL({"state": (6,)}, 3, CalQLConfig(actor_hidden=(32, 32), critic_hidden=(32, 32)))
+built = cpu_process_state()
+agent.act({"state": [0.0] * 6})
+acted = cpu_process_state()
+applied = configure_cpu_process()
+print(json.dumps({"can_flush": can_flush, "before": before, "built": built, "acted": acted,
+                  "applied": applied, "after": cpu_process_state()}))
+"""
 
 
-def test_a_cpu_agent_keeps_freed_memory_so_updates_do_not_page_fault():
-    # glibc handed the update's 8-16 MB activations back to the OS on every free: ~7000 page
-    # faults per update here (20% of the bf16 update's time). A CPU agent keeps them in the heap.
+def test_building_an_agent_leaves_process_settings_and_configure_cpu_process_sets_them():
+    # the subnormal flush and glibc's heap settings are process-wide: the entry points set them
+    # with configure_cpu_process(), building or using an agent does not (a fresh process, so no
+    # earlier test has set them)
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _CPU_SETTINGS_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    unset = {"flush_subnormals": False, "malloc_settings": False}
+    assert got["before"] == unset and got["built"] == unset and got["acted"] == unset
+    assert got["after"] == {"flush_subnormals": got["can_flush"], "malloc_settings": got["applied"]}
+
+
+def test_configure_cpu_process_keeps_freed_memory_so_updates_do_not_page_fault():
+    # by default glibc hands the update's 8-16 MB activations back to the OS on every free, and
+    # every update pays thousands of page faults; configure_cpu_process() keeps them in the heap
     resource = pytest.importorskip("resource")
     from robot_calql.agent.cpu import configure_cpu_process
 
@@ -158,4 +180,4 @@ def test_a_cpu_agent_keeps_freed_memory_so_updates_do_not_page_fault():
     for _ in range(4):
         agent.update(batch)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4
-    assert faults < 1000, f"{faults:.0f} page faults per update (about 7000 without the malloc settings)"
+    assert faults < 1000, f"{faults:.0f} page faults per update (thousands without the malloc settings)"
