@@ -17,7 +17,7 @@ def _safety_spec(interface="delta_ee_twist"):
 
     from robot_calql.config import compose
 
-    cfg = compose("launch_finetune", ["sim=false", "nodes=[safety]", f"robot.command_interface={interface}"])
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[safety]", f"robot.command_interface={interface}"])
     (spec,) = node_set(cfg)
     return cfg, spec
 
@@ -252,13 +252,14 @@ def test_joint_position_interface_respects_limits(ros):
 
 
 @pytest.mark.parametrize("case", ["command", "image", "ee_pose", "joint_states"])
-def test_stamps_from_the_future_hold_the_arm_and_are_named(ros, case):
-    rig = Rig(ros)
+def test_stamps_from_the_future_hold_the_arm_and_are_named(ros_single, case):
+    rig = Rig(ros_single)
     rig.safety.trigger_configure()
     rig.safety.trigger_activate()
     time.sleep(0.5)
-    rig.run(3, [0.0, 0.01, 0, 0, 0])  # healthy start: the node is moving
+    healthy = rig.run(3, [0.0, 0.01, 0, 0, 0])  # healthy start: the node is moving
     wait_for(lambda: len(rig.motion()) >= 1, 5, "healthy commands forwarded")
+    wait_for(lambda: set(healthy) <= {v["stamp"] for v in rig.verdicts}, 5, "the healthy commands' verdicts")
     if case != "command":
         rig.sensors(ahead={case: 1.0})
         wait_for(lambda: "future_" + case in rig.safety.warn.counts, 5, f"the safety node seeing a future {case}")
@@ -290,7 +291,7 @@ def test_policy_node_takes_a_temperature_per_action_axis_and_refuses_a_bad_one(r
     from robot_calql.config import compose
 
     def policy(temp):
-        cfg = compose("launch_finetune", ["sim=false", "nodes=[policy]", f"policy.explore_temperature={temp}"])
+        cfg = compose("launch_finetune", ["sim=true", "nodes=[policy]", f"policy.explore_temperature={temp}"])
         (spec,) = node_set(cfg)
         spec.params["autostart"] = False
         return build_nodes([spec])[0]

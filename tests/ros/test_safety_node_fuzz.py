@@ -143,7 +143,7 @@ def _campaign(ros, interface: str, n: int, seed: int) -> dict:
     from robot_calql.control.conversions import rgb_to_image
     from robot_calql.sim.kinematics import ArmKinematics
 
-    cfg = compose("launch_finetune", ["sim=false", "nodes=[safety]", f"robot.command_interface={interface}",
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[safety]", f"robot.command_interface={interface}",
                                       "+robot.limits.command_settle_s=0.0"])
     (spec,) = node_set(cfg)
     spec.params["autostart"] = False
@@ -267,8 +267,8 @@ def _campaign(ros, interface: str, n: int, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("interface, n", [("delta_ee_twist", 1200), ("joint_trajectory", 1000)])
-def test_fault_campaign_through_the_safety_node(ros, interface, n):
-    c = _campaign(ros, interface, n, seed=24)
+def test_fault_campaign_through_the_safety_node(ros_single, interface, n):
+    c = _campaign(ros_single, interface, n, seed=24)
     print(f"\n{c}")
     assert not any(c["violations"].values()), f"commands outside the box or the step limits: {c}"
     assert c["sent"] >= 0.3 * n and c["held"] >= 0.05 * n, c   # the faults hold some, not all
