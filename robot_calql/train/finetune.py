@@ -166,8 +166,6 @@ def main(cfg: DictConfig) -> int:
     if not resuming and src_ckpt.is_relative_to(out):
         raise ConfigError(f"out={out} holds the pre-trained checkpoint {src_ckpt}; write the fine-tuning run elsewhere")
     state = ckpt.load_checkpoint(out if resuming else src_ckpt)
-    if not resuming:
-        ckpt.clear_run(out)
     meta = state["meta"]
     if resuming and meta.get("phase") != "finetune":
         raise ConfigError(f"{out}: latest checkpoint is not a fine-tuning checkpoint")
@@ -186,6 +184,8 @@ def main(cfg: DictConfig) -> int:
             pair = next((name for name, pt in PAIRS.items() if t in pt), "<task pair>")
             raise ConfigError(f"the checkpoint never saw task {t} ('{get_task(t).instruction}'; it knows {vocab.names}): "
                               f"pre-train on both directions (robot-calql collect task={pair}) or set backward=false")
+    if not resuming:  # only once the settings are known to work: overwrite=true must not lose a run for nothing
+        ckpt.clear_run(out)
 
     set_seed(int(cfg.seed))
     agent = build_agent(spec, int(meta["action_dim"]), len(vocab), cfg, base=meta.get("agent"))

@@ -139,3 +139,11 @@ def test_finetune_of_a_one_direction_checkpoint_names_the_fix(tmp_path, capsys):
     assert "cube_out_of_bowl" in err and "collect task=cube_bowl" in err and "backward=false" in err
     assert main(["finetune", f"checkpoint={pre}", f"out={tmp_path / 'ft'}", "steps=2", "eval_every=0",
                  "eval_episodes=1", "batch_size=8", "tensorboard=false", "backward=false", *QUIET]) == 0
+    # a run that exists is not deleted by an overwrite=true whose settings then fail
+    ckpts = sorted((tmp_path / "ft" / "checkpoints").glob("step_*"))
+    assert ckpts
+    capsys.readouterr()
+    assert main(["finetune", f"checkpoint={pre}", f"out={tmp_path / 'ft'}", "steps=2", "eval_every=0",
+                 "eval_episodes=1", "batch_size=8", "tensorboard=false", "overwrite=true", *QUIET]) == 1
+    assert "backward=false" in capsys.readouterr().err
+    assert sorted((tmp_path / "ft" / "checkpoints").glob("step_*")) == ckpts
