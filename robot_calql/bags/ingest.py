@@ -37,7 +37,7 @@ from robot_calql.bags.salvage import SalvageError, SalvageReader
 from robot_calql.calibration import CalibrationError
 from robot_calql.calibration.crop import Crop, crop_and_resize, crop_label, crop_setting
 from robot_calql.config import ConfigError, resolve_path
-from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode
+from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode, replace_folder
 
 log = logging.getLogger("robot_calql.bags.ingest")
 
@@ -625,13 +625,7 @@ def ingest(bag_paths: list[Path], s: IngestSettings, out: Path, overwrite: bool 
             raise BagError(f"no episodes in {len(bag_paths)} bag(s): "
                            + "; ".join(f"{r.bag}: {r.error or ', '.join(r.warnings) or 'nothing usable'}" for r in reports))
         (tmp / "ingest_report.json").write_text(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
-        if out.exists():  # overwrite: swap only now that the new dataset is complete
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_folder(tmp, out)  # overwrite: swap only now that the new dataset is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -197,6 +197,19 @@ def _umask() -> int:
     return mask
 
 
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the complete folder `new` to `out`; an existing `out` is replaced only now (renamed
+    aside, then deleted), so a failure before this call leaves the old `out` as it was."""
+    new, out = Path(new), Path(out)
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, out)
+
+
 def _atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:

@@ -51,6 +51,7 @@ from robot_calql.data.dataset import (
     DatasetMeta,
     DatasetWriter,
     Episode,
+    replace_folder,
 )
 
 log = logging.getLogger("robot_calql.data.lerobot")
@@ -100,17 +101,6 @@ def require_deps():
 def _next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     """The (chunk, file) after this one: a chunk folder holds `chunks_size` files."""
     return (chunk + 1, 0) if file >= chunks_size - 1 else (chunk, file + 1)
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the complete `tmp` to `out`, replacing an existing `out` only now."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def _prepare_out(out: Path, overwrite: bool, what: str, marker: str) -> Path:
@@ -371,7 +361,7 @@ def export_lerobot(dataset: str | os.PathLike, out: str | os.PathLike, *, camera
             "bytes": sizes, "seconds": round(time.time() - t0, 3),
         }
         (tmp / OURS_PATH).write_text(json.dumps({"dataset": meta.to_json(), "export": report}, indent=2) + "\n")
-        _publish(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         for f in (writer, video):
             if f is not None:
@@ -838,7 +828,7 @@ def import_lerobot(path: str | os.PathLike, out: str | os.PathLike, *, robot: st
             raise LeRobotFormatError(f"{root}: no episode with at least 2 frames ({'; '.join(report.skipped)})")
         report.seconds = round(time.time() - t0, 3)
         (tmp / "import_report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        _publish(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

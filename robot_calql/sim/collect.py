@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_calql.data.dataset import EPISODE_DIR, META_FILE, Dataset, DatasetError, DatasetWriter
+from robot_calql.data.dataset import (
+    EPISODE_DIR,
+    META_FILE,
+    Dataset,
+    DatasetError,
+    DatasetWriter,
+    replace_folder,
+)
 from robot_calql.sim.env import StandInEnv, make_env
 from robot_calql.sim.episodes import (  # noqa: F401  collect_episodes, rollout: re-exported for older imports
     DEFAULT_MAX_STEPS,
@@ -109,10 +116,7 @@ def main(cfg) -> int:
         writer = DatasetWriter(target, dataset_meta(image_size, scale), overwrite=overwrite)
         results = _collect(writer, env, plan, seed=seed, noise=float(cfg.noise), max_steps=max_steps, scale=scale)
         if target != out:
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-            os.rename(target, out)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_folder(target, out)
     except BaseException:
         if target != out:
             shutil.rmtree(target, ignore_errors=True)
