@@ -252,8 +252,8 @@ def test_joint_position_interface_respects_limits(ros):
 
 
 @pytest.mark.parametrize("case", ["command", "image", "ee_pose", "joint_states"])
-def test_stamps_from_the_future_hold_the_arm_and_are_named(ros_single, case):
-    rig = Rig(ros_single)
+def test_stamps_from_the_future_hold_the_arm_and_are_named(ros, case):
+    rig = Rig(ros)
     rig.safety.trigger_configure()
     rig.safety.trigger_activate()
     time.sleep(0.5)

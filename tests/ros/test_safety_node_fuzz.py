@@ -267,8 +267,8 @@ def _campaign(ros, interface: str, n: int, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("interface, n", [("delta_ee_twist", 1200), ("joint_trajectory", 1000)])
-def test_fault_campaign_through_the_safety_node(ros_single, interface, n):
-    c = _campaign(ros_single, interface, n, seed=24)
+def test_fault_campaign_through_the_safety_node(ros, interface, n):
+    c = _campaign(ros, interface, n, seed=24)
     print(f"\n{c}")
     assert not any(c["violations"].values()), f"commands outside the box or the step limits: {c}"
     assert c["sent"] >= 0.3 * n and c["held"] >= 0.05 * n, c   # the faults hold some, not all
