@@ -130,20 +130,26 @@ class LearnerNode(Node):
                 self.agent.load_optimizer_state_dict(trainer_state["optimizer"])
             if self.resumed_from == str(state["dir"]):
                 self.updates = int(trainer_state.get("updates", self.meta.get("step", 0)))
+        if state is None and self.agent.frame_encoder() is not None:
+            from robot_calql.config import ConfigError
+
+            raise ConfigError("learner: agent.encoder_frozen needs a pre-trained checkpoint (its image encoder is "
+                              "pre-trained on the demos, then frozen): pass checkpoint=<pretrain run>")
         self.spec = {k: tuple(int(x) for x in v) for k, v in self.meta["obs_spec"].items()}
         vocab = InstructionVocab(self.meta["instructions"])
         rk = replay_kwargs(self.agent.cfg)
+        frames = self.agent.frame_encoder()  # a frozen image encoder: the replays store its latents
         self.online = OnlineReplay(self.spec, int(self.meta["action_dim"]), int(c["online_capacity"]),
                                    bound_online=self.agent.cfg.calql_bound_online, vocab=vocab,
-                                   device=self.device, seed=int(c["seed"]), **rk)
+                                   device=self.device, seed=int(c["seed"]), frame_encoder=frames, **rk)
         self.replay = self.online
         dataset = self.meta.get("dataset") or ""
         if dataset and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0:
             from robot_calql.data.dataset import Dataset
             from robot_calql.data.replay import MixedReplay, OfflineReplay
 
-            offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device,
-                                    seed=int(c["seed"]), progress=False, **rk)  # no bar in a node log
+            offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device, seed=int(c["seed"]),
+                                    progress=False, frame_encoder=frames, **rk)  # no bar in a node log
             warmup = int(c.get("online_warmup", 0))
             self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]), online_warmup=warmup)
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}; the online share "
