@@ -163,21 +163,42 @@ def test_building_an_agent_leaves_process_settings_and_configure_cpu_process_set
     assert got["after"] == {"flush_subnormals": got["can_flush"], "malloc_settings": got["applied"]}
 
 
+_PAGE_FAULT_SCRIPT = """
+import json, resource, sys, torch
+from robot_calql.agent import CalQL, CalQLConfig, configure_cpu_process
+torch.set_num_threads(1)
+applied = configure_cpu_process() if sys.argv[1] == "on" else False
+torch.manual_seed(0)
+agent = CalQL({"state": (39,)}, 7, CalQLConfig())
+B, S, A = 256, 39, 7
+batch = {"obs": {"state": torch.randn(B, S)}, "next_obs": {"state": torch.randn(B, S)},
+         "action": torch.rand(B, A) * 2 - 1, "reward": torch.randn(B), "done": torch.zeros(B),
+         "mc_return": torch.randn(B)}
+for _ in range(8):  # the heap grows to the update's working set, once
+    agent.update(batch)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    agent.update(batch)
+print(json.dumps({"applied": applied, "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4}))
+"""
+
+
 def test_configure_cpu_process_keeps_freed_memory_so_updates_do_not_page_fault():
     # by default glibc hands the update's 8-16 MB activations back to the OS on every free, and
-    # every update pays thousands of page faults; configure_cpu_process() keeps them in the heap
-    resource = pytest.importorskip("resource")
-    from robot_calql.agent.cpu import configure_cpu_process
+    # every update pays thousands of page faults; configure_cpu_process() keeps them in the heap.
+    # Fresh processes: the heap an earlier test left behind would decide the count otherwise.
+    import json
+    import subprocess
+    import sys
 
-    torch.manual_seed(0)
-    agent = CalQL({"state": (39,)}, 7, CalQLConfig())
-    if not configure_cpu_process():
+    pytest.importorskip("resource")
+    got = {}
+    for mode in ("off", "on"):
+        r = subprocess.run([sys.executable, "-c", _PAGE_FAULT_SCRIPT, mode], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        got[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    if not got["on"]["applied"]:
         pytest.skip("not glibc: malloc settings not applied")
-    batch = _state_batch(B=256, S=39, A=7)
-    for _ in range(8):  # the heap grows to the update's working set, once
-        agent.update(batch)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(4):
-        agent.update(batch)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4
-    assert faults < 1000, f"{faults:.0f} page faults per update (thousands without the malloc settings)"
+    off, on = got["off"]["faults"], got["on"]["faults"]
+    assert on < 1000 and on < off / 3, f"page faults per update: {on:.0f} with the settings, {off:.0f} without"
