@@ -5,6 +5,7 @@ latents, and the frozen agent's checkpoint in the policy node's actor."""
 import numpy as np
 import pytest
 import torch
+from toy_task import GOAL, rollout
 
 from robot_calql.agent import CalQL, CalQLConfig, ObsSpecError
 from robot_calql.agent.encoder_pretrain import pretrain_encoder
@@ -171,7 +172,6 @@ def test_cached_latents_need_a_frozen_agent_and_bad_settings_are_named():
 
 
 # ------------------------------------------------------------------ learning from images
-GOAL, TOL, STEP, HORIZON, REWARD = 0.0, 0.1, 0.2, 15, 10.0
 STARTS = np.concatenate([np.linspace(-1, -0.5, 10), np.linspace(0.5, 1, 10)])
 
 
@@ -184,25 +184,9 @@ def _render(x):
     return img
 
 
-def _rollout(policy, x0, rng=None):
-    xs, acts, rews, terms = [x0], [], [], []
-    x = x0
-    for _ in range(HORIZON):
-        a = float(np.clip(policy(x, rng), -1, 1))
-        x = float(np.clip(x + STEP * a, -1.5, 1.5))
-        done = abs(x - GOAL) < TOL
-        xs.append(x)
-        acts.append(a)
-        rews.append(REWARD * float(done))
-        terms.append(done)
-        if done:
-            break
-    return np.array(xs, np.float32), np.array(acts, np.float32), np.array(rews, np.float32), np.array(terms, bool)
-
-
 def _success_rate(agent):
     zero = np.zeros(2, np.float32)
-    wins = [_rollout(lambda x, _: agent.act({"image": _render(x), "proprio": zero})[0], x0)[3].any() for x0 in STARTS]
+    wins = [rollout(lambda x, _: agent.act({"image": _render(x), "proprio": zero})[0], x0)[3].any() for x0 in STARTS]
     return float(np.mean(wins))
 
 
@@ -237,7 +221,7 @@ def test_frozen_latent_agent_learns_the_line_task_from_images():
     rows = []
     for i in range(80):  # a noisy demonstrator (about half its episodes fail) and random episodes
         noisy = (lambda x, r: 2.0 * (GOAL - x) + r.normal(0, 3.0)) if i < 60 else (lambda x, r: r.uniform(-1, 1))
-        xs, acts, rews, terms = _rollout(noisy, float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0)), rng)
+        xs, acts, rews, terms = rollout(noisy, float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0)), rng)
         rows.append((xs, acts, rews, terms, mc_return_to_go(rews, terms, agent.cfg.discount, failure_reward=0.0)))
     img = torch.from_numpy(np.stack([_render(x) for r in rows for x in r[0][:-1]]))
     nimg = torch.from_numpy(np.stack([_render(x) for r in rows for x in r[0][1:]]))

@@ -8,27 +8,10 @@ comes from a noisy demonstrator (about half its episodes fail) plus random-actio
 
 import numpy as np
 import torch
+from toy_task import GOAL, rollout
 
 from robot_calql.agent import CalQL, CalQLConfig
 from robot_calql.data.returns import mc_return_to_go
-
-GOAL, TOL, STEP, HORIZON, REWARD = 0.0, 0.1, 0.2, 15, 10.0
-
-
-def _rollout(policy, x0, rng=None):
-    xs, acts, rews, terms = [x0], [], [], []
-    x = x0
-    for _ in range(HORIZON):
-        a = float(np.clip(policy(x, rng), -1, 1))
-        x = float(np.clip(x + STEP * a, -1.5, 1.5))
-        done = abs(x - GOAL) < TOL
-        xs.append(x)
-        acts.append(a)
-        rews.append(REWARD * float(done))
-        terms.append(done)
-        if done:
-            break
-    return np.array(xs, np.float32), np.array(acts, np.float32), np.array(rews, np.float32), np.array(terms, bool)
 
 
 def _start(rng):
@@ -44,7 +27,7 @@ def _offline_data(rng, discount):
 
     rows = []
     for i in range(80):
-        xs, acts, rews, terms = _rollout(noisy if i < 60 else random, _start(rng), rng)
+        xs, acts, rews, terms = rollout(noisy if i < 60 else random, _start(rng), rng)
         mc = mc_return_to_go(rews, terms, discount, failure_reward=0.0)
         rows.append((xs[:-1], acts, rews, terms, xs[1:], mc))
     cat = [np.concatenate(c) for c in zip(*rows, strict=True)]
@@ -55,7 +38,7 @@ def _offline_data(rng, discount):
 def _success_rate(agent, starts):
     wins = 0
     for x0 in starts:
-        _, _, _, terms = _rollout(lambda x, _: agent.act({"state": np.array([x], np.float32)})[0], x0)
+        _, _, _, terms = rollout(lambda x, _: agent.act({"state": np.array([x], np.float32)})[0], x0)
         wins += int(terms.any())
     return wins / len(starts)
 
