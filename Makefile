@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "[setup] installing into $(VENV) (torch: $(TORCH_PIN))"
 	@$(PY) -m pip install -q --upgrade pip 2>&1 | $(PIPQ)
 	@$(PY) -m pip install -q "$(TORCH_PIN)" 2>&1 | $(PIPQ)
-	@$(PY) -m pip install -q -e ".[vlm,ros,dev,lerobot]" 2>&1 | $(PIPQ)
+	@$(PY) -m pip install -q -e ".[vlm,ros,dev,lerobot,urdf]" 2>&1 | $(PIPQ)
 	@# the ROS 2 adapter package (ros_nodes/, Python module robot_calql_ros) on the venv's path
 	@echo "$(CURDIR)/ros_nodes" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/robot_calql_ros.pth
 	@$(PY) -c "import torch, mujoco, rclpy, transformers, robot_calql; print('[setup] ok: torch', torch.__version__, '| mujoco', mujoco.__version__)"

@@ -3,7 +3,11 @@
 For every seed: collect scripted demos (+ failures) of one forward task, then
 - Cal-QL: pre-train offline, fine-tune online,
 - CQL: the same code with enable_calql=false,
-- scratch: no pre-training (the same online algorithm and offline data mix from random weights).
+- scratch: no pre-training (the same online algorithm and offline data mix from random weights),
+- pa_rl (only when named in --methods): Cal-QL whose acting policy is a diffusion policy, BC on the
+  demos offline, then sample-rerank-optimize-distill online (agent.policy=diffusion, docs/training.md).
+With --rnd-scale every method explores with OOO's RND bonus on its online rewards (finetune rnd.scale);
+benchmarks/bench_ooo.py then trains the exploitation agents on those runs.
 Fine-tuning uses full resets of the forward task (the standard benchmark setting), UTD 1 (--utd) and a
 50/50 offline/online batch; the deterministic policy is evaluated every --eval-every steps.
 With --reset-free it runs RoboFuME's setting instead (what `make demo` and the ROS graph do): demos
@@ -46,6 +50,10 @@ regret <= CQL's.
     # more online steps for a finished run: the same command, a larger --online-steps, --extend
     .venv/bin/python benchmarks/bench_learning.py ... --online-steps 20000 --extend --out runs/bl_rf_onebackup
 
+    # human in the loop (issue 28): Cal-QL with the stand-in's simulated human beside plain Cal-QL; the
+    # calql_human run fine-tunes the same pre-training (method calql_human, finetune simulated_human.*)
+    .venv/bin/python benchmarks/bench_learning.py --methods calql --interventions --human-budget 1000
+
 Writes <out>/bench_learning.json and <out>/bench_learning.png and prints a table.
 """
 
@@ -68,10 +76,12 @@ from robot_calql.config import compose  # noqa: E402
 from robot_calql.train import finetune, pretrain  # noqa: E402
 
 METHODS = ("calql", "cql", "scratch")
-# what runs made before a flag existed did, for --merge (not the flag's current default)
+# what runs made before a flag existed did, for --merge (not the flag's current default); a removed
+# flag (gripper_flip, gripper_hold) stays here as what every newer run does
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
-               "fresh_episodes": 0, "utd": 1}
+               "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
+               "human_patience": 10, "human_takeover": 25}
 
 
 def code_version() -> str:
@@ -96,6 +106,7 @@ def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
     demo = demo_agent()
     return [f"agent.actor_hidden=[{a.hidden},{a.hidden}]", f"agent.critic_hidden=[{a.hidden},{a.hidden}]",
              f"agent.enable_calql={'false' if method == 'cql' else 'true'}", f"agent.cql_alpha={a.cql_alpha}",
+             *(["agent.policy=diffusion"] if method == "pa_rl" else []),
              # the demo's reward shaping (configs/demo.yaml) plus success-filtered, z-clipped BC,
              # the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}",
@@ -114,6 +125,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
               "tensorboard=false"]
     if a.extend and not (ft_dir / "checkpoints").is_dir():
         raise SystemExit(f"--extend: {ft_dir} holds no fine-tuning checkpoint to continue")
+    if pre_dir is None and method == "calql_human" and (root / "calql_pre" / "checkpoints").is_dir():
+        pre_dir = root / "calql_pre"  # the same pre-training as plain Cal-QL: only the fine-tuning differs
     if pre_dir is None:
         pre_dir = root / f"{method}_pre"
         if not a.extend:  # (extending: the run's pre-training is there already)
@@ -127,7 +140,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
-        f"explore_gripper_flip={a.gripper_flip}", f"explore_gripper_hold={a.gripper_hold}", f"utd={a.utd}",
+        f"utd={a.utd}", f"rnd.scale={a.rnd_scale}", *human_overrides(method, a),
         *(f"++agent.{kv}" for kv in a.finetune_agent), f"resume={str(a.extend).lower()}", *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
@@ -136,6 +149,16 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         summary["fresh"] = {"offline": fresh_eval(pre_dir, root / f"{method}_fresh_offline", a),
                             "final": fresh_eval(ft_dir, root / f"{method}_fresh_final", a)}
     return summary
+
+
+def human_overrides(method: str, a: argparse.Namespace) -> list[str]:
+    """finetune's simulated_human settings of method calql_human (--interventions); none otherwise."""
+    if method != "calql_human":
+        return []
+    budget = a.human_budget if a.human_budget is not None else a.online_steps // 10
+    return ["simulated_human.enabled=true", f"simulated_human.budget_steps={budget}",
+            f"simulated_human.patience_steps={a.human_patience}", f"simulated_human.takeover_steps={a.human_takeover}",
+            f"simulated_human.demo_noise={a.noise}"]
 
 
 FRESH_SEED = 20_000  # training's evaluations use seeds 10000.. (configs/evaluate.yaml); the demos' are hashed
@@ -232,7 +255,7 @@ def report(results: dict, out: Path, task: str) -> None:
     """Mean figures over the seeds in results["runs"], the targets, a JSON and a plot; prints a table."""
     from robot_calql.train.plots import plot_success
 
-    summary, curves, checks = {}, {}, {}
+    summary, curves, checks, shares = {}, {}, {}, {}
     methods = [m for m, runs in results["runs"].items() if runs]
     seeds = sorted({r["seed"] for m in methods for r in results["runs"][m]})
     for m in methods:
@@ -256,6 +279,13 @@ def report(results: dict, out: Path, task: str) -> None:
                 summary[m][f"fresh_{k}"] = float(np.mean([f[k]["success"] for f in fresh]))
                 summary[m][f"fresh_{k}_per_seed"] = [f[k]["success"] for f in fresh]
             summary[m]["fresh_episodes"] = fresh[0]["final"]["episodes"]
+        humans = [r["human"] for r in runs if "human" in r]
+        if humans:  # --interventions: the simulated human's steps, and their share of all online steps
+            summary[m]["human_steps"] = [h["steps"] for h in humans]
+            summary[m]["human_share"] = float(np.mean([h["share_of_steps"] for h in humans]))
+            summary[m]["human_minutes"] = float(np.mean([h["minutes"] for h in humans]))
+            c = np.asarray(humans[0]["curve"], dtype=np.float64).reshape(-1, 2)
+            shares[m] = (c[:, 0], c[:, 1])
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
         curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
         if fresh:  # (each method's squares a little to the side, so that they do not hide each other)
@@ -270,12 +300,15 @@ def report(results: dict, out: Path, task: str) -> None:
             "calql_regret_le_cql": (c["regret"] <= summary["cql"]["regret"]) if "cql" in summary else None,
             "calql_final_90pct_on_fresh_placements": c["fresh_final"] >= 0.9 if "fresh_final" in c else None,
         }
+        if "pa_rl" in summary and "fresh_final" in summary["pa_rl"] and "fresh_final" in c:
+            summary["targets"]["pa_rl_final_ge_calql_on_fresh_placements"] = summary["pa_rl"]["fresh_final"] >= c["fresh_final"]
     results["summary"] = summary
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
     fresh_n = next((summary[m]["fresh_episodes"] for m in methods if "fresh_episodes" in summary[m]), 0)
     plot_success([], [], out / "bench_learning.png", title=f"{task}: mean success over {len(seeds)} seed(s)",
-                 curves=curves, checks=checks, checks_label=f"{fresh_n} fresh placements (seed range)")
+                 curves=curves, checks=checks, checks_label=f"{fresh_n} fresh placements (seed range)",
+                 interventions=shares or None)
     cfg = results["config"]
     print(f"\nlearning benchmark ({task}, seeds {seeds}, {cfg['offline_steps']} offline + {cfg['online_steps']} "
           f"online steps, {results.get('minutes', 0.0):.1f} min, code {results.get('code', 'unknown')})")
@@ -294,6 +327,10 @@ def report(results: dict, out: Path, task: str) -> None:
             per = " / ".join(f"{x:.0%}" for x in summary[m]["fresh_final_per_seed"])
             print(f"{m}: on {summary[m]['fresh_episodes']} fresh placements per seed: {summary[m]['fresh_offline']:.0%} "
                   f"offline -> {summary[m]['fresh_final']:.0%} at the end ({per})")
+    for m in methods:
+        if "human_steps" in summary[m]:
+            print(f"{m}: simulated human {summary[m]['human_steps']} steps per seed ({summary[m]['human_share']:.1%} of "
+                  f"the online steps, {summary[m]['human_minutes']:.1f} min at 10 Hz)")
     if "targets" in summary:
         print("targets:", summary["targets"])
     print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
@@ -390,6 +427,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-agent", nargs="*", default=[], metavar="KEY=VALUE",
                    help="agent settings changed for fine-tuning only, e.g. max_target_backup=false")
     p.add_argument("--utd", type=int, default=1, help="updates per online step while fine-tuning")
+    p.add_argument("--rnd-scale", type=float, default=0.0,
+                   help="OOO's optimistic exploration: RND bonus scale on the online rewards (finetune rnd.scale; 0: off)")
     p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
     p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
     p.add_argument("--explore-temperature", type=temperatures, default=0.2,
@@ -401,10 +440,6 @@ def parser() -> argparse.ArgumentParser:
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
     p.add_argument("--full-reset-every", type=int, default=10,
                    help="with --reset-free: a full reset every N online episodes (the demo's setting)")
-    p.add_argument("--gripper-flip", type=float, default=0.0,
-                   help="online: probability per step of commanding the gripper against the policy (finetune's "
-                        "explore_gripper_flip)")
-    p.add_argument("--gripper-hold", type=int, default=3, help="steps each gripper flip lasts")
     p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
                    help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "
                         "their data and pre-training settings must match) and only fine-tune")
@@ -415,6 +450,13 @@ def parser() -> argparse.ArgumentParser:
                    help="continue the fine-tuning of the run in --out (made by this same command with fewer "
                         "--online-steps) from its last checkpoints to --online-steps; resume is exact and the "
                         "online buffer grows, so the result is the run --online-steps would have made")
+    p.add_argument("--interventions", action="store_true",
+                   help="also run calql_human: Cal-QL fine-tuned with the stand-in's simulated human (finetune "
+                        "simulated_human.*), from the same pre-training as calql")
+    p.add_argument("--human-budget", type=int, default=None,
+                   help="--interventions: human steps per run (default: a tenth of --online-steps)")
+    p.add_argument("--human-patience", type=int, default=10, help="--interventions: steps stuck before it takes over")
+    p.add_argument("--human-takeover", type=int, default=25, help="--interventions: at most this many steps per takeover")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
@@ -441,6 +483,10 @@ def main() -> int:
         return merge(a.merge, Path(a.out).resolve())
     out = Path(a.out).resolve()
     methods = [m for m in a.methods.split(",") if m]
+    if a.interventions and "calql_human" not in methods:
+        methods.append("calql_human")
+    if unknown := [m for m in methods if m not in (*METHODS, "pa_rl", "calql_human")]:
+        raise SystemExit(f"--methods: unknown {unknown} (known: {', '.join((*METHODS, 'pa_rl', 'calql_human'))})")
     results: dict = {"config": vars(a), "code": code_version(), "runs": {m: [] for m in methods}}
     reuse: list[Path] = []
     if a.pretrained:
@@ -463,7 +509,8 @@ def main() -> int:
         for m in methods:
             s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
-                                       **figures(s["evals"]), **({"fresh": s["fresh"]} if "fresh" in s else {})})
+                                       **figures(s["evals"]), **({"fresh": s["fresh"]} if "fresh" in s else {}),
+                                       **({"human": s["human"]} if "human" in s else {})})
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 

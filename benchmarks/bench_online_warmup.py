@@ -38,37 +38,23 @@ from robot_calql.config import compose  # noqa: E402
 def replay_session(checkpoint: Path, payloads: list[bytes], warmup: int, seed: int, eval_at: list[int],
                    episodes: int, lc, batch: int) -> list[dict]:
     import torch
-    from robot_calql_ros.agent_io import build_agent
 
     from robot_calql.control.transport import transition_step, unpack_transition
-    from robot_calql.data.dataset import Dataset
-    from robot_calql.data.replay import (
-        InstructionVocab,
-        MixedReplay,
-        OfflineReplay,
-        OnlineReplay,
-        replay_kwargs,
-    )
     from robot_calql.sim import get_task, make_env
     from robot_calql.train import checkpoint as ckpt
     from robot_calql.train.common import updates_owed
     from robot_calql.train.evaluation import evaluate
+    from robot_calql.train.session import open_session
 
     torch.manual_seed(seed)
     state = ckpt.load_checkpoint(checkpoint)
-    meta = dict(state["meta"])
-    # the learner's agent: the checkpoint's settings with the online actor rate (learner.policy_lr)
-    meta["agent"] = {**(meta.get("agent") or {}), "policy_lr": float(lc.policy_lr)}
-    agent = build_agent(meta)
-    agent.load_state_dict(state["agent_state"])
-    agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
-    spec = {k: tuple(int(x) for x in v) for k, v in meta["obs_spec"].items()}
-    vocab = InstructionVocab(meta["instructions"])
-    rk = replay_kwargs(agent.cfg)
-    online = OnlineReplay(spec, int(meta["action_dim"]), len(payloads) + 1, bound_online=agent.cfg.calql_bound_online,
-                          vocab=vocab, seed=seed, **rk)
-    offline = OfflineReplay(Dataset(meta["dataset"]), spec, vocab=vocab, seed=seed, progress=False, **rk)
-    replay = MixedReplay(offline, online, float(lc.mixing_ratio), online_warmup=warmup)
+    if not state["trainer"].get("optimizer"):
+        raise SystemExit(f"{state['dir']}: no optimizer state (a weights-only export?): pass the pre-training run")
+    # the learner's session: the checkpoint's settings with the online actor rate (learner.policy_lr)
+    s = open_session(state["meta"], state, agent_overrides={"policy_lr": float(lc.policy_lr)},
+                     online_capacity=len(payloads) + 1, dataset=state["meta"]["dataset"],
+                     mixing_ratio=float(lc.mixing_ratio), online_warmup=warmup, online_seed=seed, offline_seed=seed)
+    meta, agent, spec, vocab, online, replay = s.meta, s.agent, s.spec, s.vocab, s.online, s.replay
     forward = str(meta.get("forward_task") or meta["tasks"][0])
     backward = get_task(forward).reverse
     env = make_env(forward, image_size=0, max_episode_steps=120)

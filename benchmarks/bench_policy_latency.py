@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_policy_latency.py [--n 2000]
 
-Measures `CalQL.act` end to end (numpy in, numpy out), as the policy node calls it, in state
+Measures `ActingPolicy.act` (robot_calql.train.acting: encoder + actor only) end to end (numpy
+in, numpy out, temperature 0: the policy's mean), as the policy node calls it, in state
 mode (obs 39) and in each pixel mode (64x64 RGB + proprio 10 + instruction id, the RoboFuME
 encoder): end to end with the CNN's weights channels-last (the default) and NCHW, and with the
 frozen, pre-trained encoder (`encoder_frozen`; the live frame goes through the CNN once, as end
@@ -18,15 +19,18 @@ import numpy as np
 import torch
 
 from robot_calql.agent import CalQL, CalQLConfig, configure_cpu_process
+from robot_calql.train.acting import ActingPolicy
+
+INSTRUCTIONS = ["a", "b", "c", "d"]
 
 
-def measure(agent: CalQL, obs: dict, n: int) -> np.ndarray:
+def measure(policy: ActingPolicy, obs: dict, n: int) -> np.ndarray:
     for _ in range(50):
-        agent.act(obs)
+        policy.act(obs, obs.get("instruction"), 0.0)
     out = np.empty(n)
     for i in range(n):
         t = time.perf_counter()
-        agent.act(obs)
+        policy.act(obs, obs.get("instruction"), 0.0)
         out[i] = time.perf_counter() - t
     return out * 1e3
 
@@ -44,21 +48,23 @@ def main() -> None:
     pix_spec = {"image": (S, S, 3), "proprio": (10,)}
     pix_obs = {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
                "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2}
-    nchw = CalQL(pix_spec, 7, CalQLConfig(), num_instructions=4)
+    def policy(spec: dict, cfg: CalQLConfig, instructions: list[str]) -> ActingPolicy:
+        return ActingPolicy.from_agent(CalQL(spec, 7, cfg, num_instructions=len(instructions)), instructions)
+
+    nchw = policy(pix_spec, CalQLConfig(), INSTRUCTIONS)
     nchw.encoder.cnn.to(memory_format=torch.contiguous_format)
     cases = {
         "state (obs 39, action 7)": (
-            CalQL({"state": (39,)}, 7, CalQLConfig()),
+            policy({"state": (39,)}, CalQLConfig(), ["a"]),
             {"state": rng.normal(size=39).astype(np.float32)},
         ),
-        f"pixels e2e ({S}x{S} RGB + proprio 10, action 7)": (
-            CalQL(pix_spec, 7, CalQLConfig(), num_instructions=4), pix_obs),
+        f"pixels e2e ({S}x{S} RGB + proprio 10, action 7)": (policy(pix_spec, CalQLConfig(), INSTRUCTIONS), pix_obs),
         "pixels e2e, NCHW weights": (nchw, pix_obs),
-        "pixels frozen encoder": (CalQL(pix_spec, 7, CalQLConfig(encoder_frozen=True), num_instructions=4), pix_obs),
+        "pixels frozen encoder": (policy(pix_spec, CalQLConfig(encoder_frozen=True), INSTRUCTIONS), pix_obs),
     }
     print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
-    for name, (agent, obs) in cases.items():
-        ms = measure(agent, obs, args.n)
+    for name, (pol, obs) in cases.items():
+        ms = measure(pol, obs, args.n)
         print(f"  {name:46s} p50 {np.percentile(ms, 50):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
               f"max {ms.max():6.2f} ms")
 

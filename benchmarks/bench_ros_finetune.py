@@ -65,8 +65,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ckpt = Path(a.checkpoint).resolve() if a.checkpoint else make_checkpoint(out, a)
+    from robot_calql.train.checkpoint import load_meta
+
+    state_mode = load_meta(ckpt).get("obs") == "state"  # reads the stand-in's privileged state (debug flag)
     r = run_session([f"checkpoint={ckpt}", f"run_dir={out / 'session'}", f"learner.batch_size={a.batch}",
-                     f"policy.explore_temperature={a.explore_temperature}"],
+                     f"policy.explore_temperature={a.explore_temperature}",
+                     f"sim_robot.publish_sim_state={str(state_mode).lower()}"],
                     duration_s=a.duration, eval_episodes=a.eval_episodes, window_s=a.window)
     r["checkpoint"] = str(ckpt)
     r["minutes"] = round((time.time() - t0) / 60, 1)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("robot_calql.sim.collect", "record scripted demonstrations in the stand-in: task=<name> episodes=<N> out=<dir>"),
     "pretrain": ("robot_calql.train.pretrain", "offline Cal-QL pre-training: dataset=<dir> out=<run> steps=<N>"),
     "finetune": ("robot_calql.train.finetune", "online Cal-QL fine-tuning: env=sim (or a gymnasium id) checkpoint=<run> steps=<N>"),
+    "exploit": ("robot_calql.train.exploit", "OOO: a fresh pessimistic agent on a run's offline + online data, scored beside its online policy: run=<run>"),
     "evaluate": ("robot_calql.train.evaluate", "success rate and failure breakdown of a saved policy: checkpoint=<run>"),
     "ingest": ("robot_calql.bags.ingest", "rosbag2 (sqlite3/mcap) to dataset: bags=<path or glob> robot=<config> out=<dir>"),
     "import-lerobot": ("robot_calql.data.import_lerobot", "LeRobotDataset v3.0 folder to dataset: path=<dir> robot=<config> out=<dir>"),

@@ -1,12 +1,16 @@
 """`robot-calql demo` (what `make demo` runs): the whole pipeline in the MuJoCo stand-in.
 
 1. collect scripted demonstrations of a task pair (forward + backward) plus a few failures,
-2. pre-train Cal-QL offline on them (`robot-calql pretrain`),
-3. fine-tune online in the stand-in, reset-free (`robot-calql finetune`),
-4. run the ROS 2 node set (sim_robot, policy, reward, episode_controller, safety, learner) from
+2. with `reward_source=classifier`: train the success classifier on them (`robot-calql
+   reward-train`); fine-tuning and the ROS stage then take their rewards from it, and the
+   simulator's success only scores evaluations and counts the classifier's mistakes,
+3. pre-train Cal-QL offline on them (`robot-calql pretrain`),
+4. fine-tune online in the stand-in, reset-free (`robot-calql finetune`),
+5. run the ROS 2 node set (sim_robot, policy, reward, episode_controller, safety, learner) from
    the pre-trained checkpoint for `ros_session_s` seconds, reset-free, over real DDS (the graph
    `ros2 launch robot_calql finetune.launch.py sim:=true` starts; skipped when 0 or without rclpy),
-5. print the success rate before and after fine-tuning and where the plots and checkpoints are.
+6. print the success rate before and after fine-tuning (95% intervals) and where the plots and
+   checkpoints are.
 
 State mode by default, so it ends in 9-15 minutes on 2 CPU cores. Every stage is the real
 command with its own config (configs/pretrain.yaml, configs/finetune.yaml); the demo only sets
@@ -43,13 +47,42 @@ def agent_overrides(cfg: DictConfig) -> list[str]:
     return [_override(f"++agent.{k}", v) for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items()]
 
 
+def _rate(rate: float | None, n: int) -> str:
+    """A success rate of n evaluation episodes with its 95% (Wilson) interval."""
+    if rate is None:
+        return "not evaluated"
+    from robot_calql.train.evaluation import wilson_interval
+
+    lo, hi = wilson_interval(round(rate * n), n)
+    return f"{rate:.0%} (95% interval {lo:.0%}-{hi:.0%}, {n} fresh placements)"
+
+
+def _needs_images(cfg: DictConfig) -> bool:
+    """Frames are recorded for a pixel policy and for the success classifier."""
+    return cfg.obs == "pixels" or cfg.reward_source == "classifier"
+
+
+def train_classifier(cfg: DictConfig, data: Path, out: Path) -> Path:
+    """The success classifier of stage 2 (`robot-calql reward-train` with configs/reward_train.yaml)."""
+    from robot_calql.reward import train as reward_train
+
+    rc = reward_train.main(compose("reward_train", [f"dataset={data}", f"out={out}", "overwrite=true",
+                                                    _override("threads", cfg.threads),
+                                                    _override("train.seed", cfg.seed),
+                                                    _override("train.steps", cfg.classifier_steps),
+                                                    _override("train.device", cfg.device)]))
+    if rc:
+        raise RuntimeError(f"reward-train exited with {rc}")
+    return out
+
+
 def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
     """Demos of both directions of the task pair plus failures, written to `data`."""
     from robot_calql.data.dataset import Dataset
     from robot_calql.sim import task_pair
     from robot_calql.sim.episodes import collect_episodes
 
-    image_size = int(cfg.image_size) if cfg.obs == "pixels" else 0
+    image_size = int(cfg.image_size) if _needs_images(cfg) else 0
     common = {"image_size": image_size, "noise": float(cfg.noise), "max_episode_steps": int(cfg.max_episode_steps),
               "dropped_start": float(cfg.dropped_start), "rolled_start": float(cfg.rolled_start)}
     first = True
@@ -68,6 +101,11 @@ def main(cfg: DictConfig) -> int:
 
     if str(cfg.obs) not in ("state", "pixels"):
         raise ConfigError(f"obs={cfg.obs}: must be state or pixels")
+    if str(cfg.reward_source) not in ("sim", "classifier"):
+        raise ConfigError(f"reward_source={cfg.reward_source}: must be sim or classifier")
+    clf_stage = cfg.reward_source == "classifier"
+    n = 5 if clf_stage else 4
+    stage = iter(range(1, n + 1))
     out = resolve_path(cfg.out)
     if out is None:
         raise ConfigError("demo needs out=<folder>")
@@ -78,13 +116,17 @@ def main(cfg: DictConfig) -> int:
               _override("progress", str(bool(cfg.progress)).lower()), _override("batch_size", cfg.batch_size),
               "overwrite=true"]
 
-    print(f"[demo 1/4] collecting {cfg.episodes} demos per direction ({forward}, {backward}) "
+    print(f"[demo {next(stage)}/{n}] collecting {cfg.episodes} demos per direction ({forward}, {backward}) "
           f"and {cfg.failures} failures each -> {data}", flush=True)
     summary = collect(cfg, data)
     print(f"           {summary['episodes']} episodes, {summary['steps']} steps, "
           f"{summary['success_rate']:.0%} successful", flush=True)
 
-    print(f"[demo 2/4] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
+    clf_dir = None
+    if clf_stage:
+        print(f"[demo {next(stage)}/{n}] training the success classifier on the demos -> {out / 'reward'}", flush=True)
+        clf_dir = train_classifier(cfg, data, out / "reward")
+    print(f"[demo {next(stage)}/{n}] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
           flush=True)
     agent_over = agent_overrides(cfg)
     pre_cfg = compose("pretrain", [f"dataset={data}", f"out={pre_dir}", _override("steps", cfg.pretrain_steps),
@@ -93,7 +135,9 @@ def main(cfg: DictConfig) -> int:
     if rc:
         return rc
 
-    print(f"[demo 3/4] fine-tuning online, reset-free, for {cfg.finetune_steps} steps -> {ft_dir}", flush=True)
+    print(f"[demo {next(stage)}/{n}] fine-tuning online, reset-free, for {cfg.finetune_steps} steps "
+          f"(rewards: {'the classifier' if clf_dir else 'the simulator'}) -> {ft_dir}", flush=True)
+    reward_over = ["reward_source=classifier", f"classifier.path={clf_dir}"] if clf_dir else []
     ft_cfg = compose("finetune", [f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={forward}",
                                   _override("steps", cfg.finetune_steps), _override("eval_every", cfg.eval_every),
                                   _override("eval_episodes", cfg.eval_episodes),
@@ -101,12 +145,13 @@ def main(cfg: DictConfig) -> int:
                                   _override("mixing_ratio", cfg.mixing_ratio),
                                   _override("full_reset_every", cfg.full_reset_every),
                                   _override("explore_temperature", cfg.explore_temperature),
-                                  _override("+agent.policy_lr", cfg.finetune_policy_lr), *common])
+                                  _override("+agent.policy_lr", cfg.finetune_policy_lr), *reward_over, *common])
     rc = finetune.main(ft_cfg)
     if rc:
         return rc
 
-    ros = ros_session(cfg, pre_dir, out / "ros_session") if float(cfg.ros_session_s) > 0 else None
+    ros = (ros_session(cfg, pre_dir, out / "ros_session", clf_dir, f"[demo {next(stage)}/{n}]")
+           if float(cfg.ros_session_s) > 0 else None)
 
     ft = json.loads((ft_dir / "summary.json").read_text())
     pre = json.loads((pre_dir / "summary.json").read_text())
@@ -128,8 +173,11 @@ def main(cfg: DictConfig) -> int:
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + "=" * 72)
     print(f"robot_calql demo: '{forward}' in the MuJoCo stand-in ({cfg.obs} mode, {minutes:.1f} min)")
-    print(f"  success before fine-tuning (offline Cal-QL): {ft['success_before']:.0%}")
-    print(f"  success after {ft['steps']} online steps:         {ft['success_after']:.0%}")
+    print(f"  success before fine-tuning (offline Cal-QL): {_rate(ft['success_before'], int(cfg.eval_episodes))}")
+    print(f"  success after {ft['steps']} online steps:         {_rate(ft['success_after'], int(cfg.eval_episodes))}")
+    if "clf_successes" in ft:
+        print(f"  classifier rewards online: {ft['clf_successes']:.0f} successes given, {ft['clf_false_positives']:.0f} "
+              f"of them false; {ft['clf_false_negatives']:.0f} ground-truth success frames missed")
     wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
         else ft["online_successes"]
     homes = f"; the arm went home {ft['arm_homes']} time(s) after a failed try" if ft.get("arm_homes") else ""
@@ -148,20 +196,25 @@ def main(cfg: DictConfig) -> int:
     return 0
 
 
-def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> dict[str, Any] | None:
-    """Stage 4: the ROS 2 node set in the stand-in, from the pre-trained checkpoint.
+def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path, classifier: Path | None = None,
+                tag: str = "[demo]") -> dict[str, Any] | None:
+    """The last stage: the ROS 2 node set in the stand-in, from the pre-trained checkpoint, its
+    reward node running `classifier` when given (else the simulator's success).
 
     Runs `python -m robot_calql_ros.session` in a child process (the core library never imports
     the ROS package) and returns its summary; None where rclpy or the ROS package is missing."""
     why = ros_unavailable()
     if why is None:
-        print(f"[demo 4/4] ROS 2 graph, reset-free, from {checkpoint} for {cfg.ros_session_s:.0f} s -> {run_dir}",
+        print(f"{tag} ROS 2 graph, reset-free, from {checkpoint} for {cfg.ros_session_s:.0f} s -> {run_dir}",
               flush=True)
         summary = run_dir / "session_summary.json"
         summary.unlink(missing_ok=True)
         rc = run_ros_module("session", ["--summary", summary, "--duration-s", float(cfg.ros_session_s),
                                         "--eval-episodes", 0, f"checkpoint={checkpoint}", f"run_dir={run_dir}",
-                                        _override("learner.batch_size", cfg.batch_size)])
+                                        _override("learner.batch_size", cfg.batch_size),
+                                        # a state-mode checkpoint reads the stand-in's privileged state (debug flag)
+                                        _override("sim_robot.publish_sim_state", str(cfg.obs == "state").lower()),
+                                        *([f"reward.model={classifier}"] if classifier else [])])
         result = json.loads(summary.read_text()) if summary.is_file() else {}
         if rc != 0 or not result:
             raise RosProcessError(f"the ROS 2 stage failed (exit {rc}): "
@@ -169,5 +222,5 @@ def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> dict[str, A
         why = result.get("skipped")
         if why is None:
             return result
-    print(f"[demo 4/4] skipped: the ROS 2 nodes need rclpy ({why})", flush=True)
+    print(f"{tag} skipped: the ROS 2 nodes need rclpy ({why})", flush=True)
     return None

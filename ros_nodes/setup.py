@@ -9,7 +9,7 @@ from glob import glob
 from setuptools import setup
 
 PACKAGE = "robot_calql"
-NODES = ["sim_robot", "policy", "reward", "episode_controller", "safety", "learner"]
+NODES = ["sim_robot", "policy", "reward", "episode_controller", "safety", "learner", "teleop", "sim_human"]
 
 setup(
     name=PACKAGE,

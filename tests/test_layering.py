@@ -39,6 +39,7 @@ EDGES: dict[str, set[str]] = {
     "reward": {"agent"},
     "sim": {"control"},
     "bags": {"sim"},
+    "robot_config": {"sim"},  # the robot config schema; builds a robot's kinematics (stand-in or URDF)
     "train": {"bags", "reward"},
     "demo": {"train"},
     "cli": set(),  # finds each command's module by name in COMMANDS, at run time

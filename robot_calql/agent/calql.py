@@ -16,8 +16,7 @@ Semantics follow the official implementation (nakamotoo/Cal-QL, JaxCQL/conservat
 - TD target: r + gamma * (1 - done) * Q_target(s', a'), with max-target backup (10 actions
   from pi(s'), min over the target critics, max over the samples) or one action; optional
   entropy backup (off by default); optionally n-step (`n_step`: the replay sums the rewards of
-  up to n steps and the target bootstraps from the state after them with gamma^m) and clipped
-  from above (`td_target_max`).
+  up to n steps and the target bootstraps from the state after them with gamma^m).
 - SAC actor (tanh-Gaussian) with automatic entropy tuning (target entropy -|A|), optional
   behaviour-cloning term (RoboFuME), soft target updates (tau 5e-3).
 
@@ -50,7 +49,19 @@ from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behavi
 
 
 class CheckpointError(ValueError):
-    """A state dict that does not fit this agent (names the tensor and both shapes)."""
+    """A checkpoint that is missing, corrupt, from a newer format, or does not fit the agent built
+    from the config (names the file or tensor). The one error type for checkpoints: the agent's
+    state dicts raise it, and so does robot_calql.train.checkpoint (which re-exports it)."""
+
+
+# Agent settings that were tried, lost and were deleted: a config that still sets one is refused
+# with this note. Checkpoints that stored them load through robot_calql.train.checkpoint's upgrade.
+REMOVED_KEYS = {
+    "num_min_critics": "REDQ subset of the target min, never used",
+    "td_target_max": "TD-target clip, no gain: docs/experiments/2026-11-22-hover-backups-and-20k-steps.md",
+    "bc_offline_only": "BC on offline rows only, worse: docs/experiments/2026-11-21-demo-settings-and-exploration.md",
+    "extra": "free-form dict, never read",
+}
 
 
 @dataclass
@@ -65,7 +76,6 @@ class CalQLConfig:
     actor_hidden: tuple[int, ...] = (256, 256, 256)
     critic_hidden: tuple[int, ...] = (256, 256, 256)
     num_critics: int = 2
-    num_min_critics: int | None = None  # REDQ: min over a random subset of this size in the target
     critic_layer_norm: bool = False
     # CQL
     cql_alpha: float = 5.0  # official `cql_min_q_weight`
@@ -79,8 +89,6 @@ class CalQLConfig:
     # backup
     max_target_backup: bool = True
     n_step: int = 1  # n-step TD targets from the replay's reward windows (1: the official one-step target)
-    td_target_max: float = math.inf  # clip the TD target to the largest return the rewards allow (inf: off):
-    # with sparse rewards where success ends the episode, the success reward after scale and bias
     backup_entropy: bool = False
     # SAC actor
     automatic_entropy_tuning: bool = True
@@ -88,8 +96,6 @@ class CalQLConfig:
     alpha_multiplier: float = 1.0
     target_entropy: float | None = None  # None: -|A|
     bc_weight: float = 0.0  # RoboFuME-style behaviour-cloning term: + bc_weight * -log pi(a_data|s)
-    bc_offline_only: bool = False  # BC on the offline (demonstration) rows of a mixed batch only, not on
-    # the online rows (the policy's own tries, failures included); see docs/training.md
     bc_z_clip: float = math.inf  # Huber-clip the BC z-scores beyond this many std (inf: plain -log pi);
     # bounds the pull of demo actions clipped to exactly +-1 under a narrow policy (docs/training.md)
     bc_success_only: bool = False  # BC only on rows whose episode reached success (filtered BC, as in
@@ -100,7 +106,7 @@ class CalQLConfig:
     failure_reward: float | None = None  # sparse fill r_fail / (1 - gamma) (after scale/bias)
     calql_bound_online: bool = True  # False: CORL's variant, mc_return = -inf for online data
     # pixels
-    encoder: str = "robofume"  # robofume | resnet
+    encoder: str = "robofume"  # robofume | spatial (keypoints: spatial softmax) | resnet
     encoder_latent_dim: int = 64
     conv_strides: tuple[int, ...] = (2, 2, 1, 1)
     aug_pad: int = 4  # random-shift augmentation in pixels (0: off)
@@ -109,11 +115,13 @@ class CalQLConfig:
     encoder_pretrain_steps: int = 1000  # frozen encoder: pre-training steps (BC of the data's actions + proprio)
     encoder_pretrain_batch: int = 64  # frozen encoder: pre-training batch size
     encoder_pretrain_lr: float = 1e-3  # frozen encoder: Adam learning rate of the pre-training
+    encoder_pretrain_future: tuple[int, ...] = ()  # frozen encoder: also predict the demo's proprio this many steps ahead (-1: the episode's last frame)
     instruction_dim: int = 16
     # speed
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses)
-    extra: dict[str, Any] = field(default_factory=dict)
+    policy: str = "gaussian"  # gaussian: the SAC actor acts | diffusion: PA-RL (robot_calql/agent/pa_rl.py)
+    pa_rl: dict[str, Any] = field(default_factory=dict)  # policy=diffusion: PARLConfig keys (pa_rl.py)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CalQLConfig:
@@ -127,12 +135,16 @@ class CalQLConfig:
                 d = OmegaConf.to_container(d, resolve=True)  # type: ignore[assignment]
         except ImportError:  # pragma: no cover
             pass
+        removed = sorted(set(d) & set(REMOVED_KEYS))
+        if removed:
+            raise ConfigError("agent config: " + "; ".join(f"'{k}' was removed ({REMOVED_KEYS[k]})" for k in removed)
+                              + ": delete it from the config")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"agent config: unknown keys {unknown} (known: {sorted(known)})")
         kw = dict(d)
-        for k in ("actor_hidden", "critic_hidden", "conv_strides"):
+        for k in ("actor_hidden", "critic_hidden", "conv_strides", "encoder_pretrain_future"):
             if k in kw:
                 kw[k] = tuple(int(x) for x in kw[k])
         for k in ("cql_clip_diff_min", "cql_clip_diff_max"):
@@ -145,16 +157,21 @@ class CalQLConfig:
     def validate(self) -> None:
         from robot_calql.config import ConfigError
 
+        if self.policy not in ("gaussian", "diffusion"):
+            raise ConfigError(f"agent config: policy must be gaussian or diffusion, got '{self.policy}'")
+        if self.policy == "diffusion":
+            from robot_calql.agent.pa_rl import PARLConfig
+
+            try:
+                PARLConfig.from_dict(self.pa_rl)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"agent config: precision must be fp32 or bf16, got '{self.precision}'")
         if not 0.0 <= self.discount < 1.0:
             raise ConfigError(f"agent config: discount must be in [0, 1), got {self.discount}")
         if self.num_critics < 1:
             raise ConfigError(f"agent config: num_critics must be >= 1, got {self.num_critics}")
-        if self.num_min_critics is not None and not 1 <= self.num_min_critics <= self.num_critics:
-            raise ConfigError(
-                f"agent config: num_min_critics must be in [1, num_critics={self.num_critics}], got {self.num_min_critics}"
-            )
         if self.n_step < 1:
             raise ConfigError(f"agent config: n_step must be >= 1, got {self.n_step}")
         if self.cql_n_actions < 1:
@@ -235,6 +252,11 @@ class CalQL:
         self.actor = TanhGaussianActor(D, A, cfg.actor_hidden).to(self.device)
         self.critic = EnsembleCritic(D, A, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.pa_rl = None  # policy=diffusion: PA-RL's diffusion policy acts (robot_calql/agent/pa_rl.py)
+        if cfg.policy == "diffusion":
+            from robot_calql.agent.pa_rl import PARL
+
+            self.pa_rl = PARL(D, A, cfg.pa_rl, self.device)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         if self.frozen:  # one frozen CNN: the target encoder shares it (and the latents cached from it)
             self.encoder_target.cnn = self.encoder.cnn
@@ -297,7 +319,9 @@ class CalQL:
         temp = exploration_temperature(temperature, self.action_dim)
         t, batched = self._obs_to_tensors(obs)
         f = self.encoder(t)
-        if deterministic or not temp.any():
+        if self.pa_rl is not None:
+            a = self.pa_rl.act(f, 0.0 if deterministic else float(temp.max()))
+        elif deterministic or not temp.any():
             a = self.actor.deterministic(f)
         else:
             mean, log_std = self.actor.dist_params(f)
@@ -312,7 +336,10 @@ class CalQL:
         Used for the calibration plot (learned Q against MC return)."""
         t, batched = self._obs_to_tensors(obs)
         f = self.encoder(t)
-        a = self.actor.deterministic(f) if actions is None else torch.as_tensor(actions, device=self.device).float()
+        if actions is not None:
+            a = torch.as_tensor(actions, device=self.device).float()
+        else:
+            a = self.actor.deterministic(f) if self.pa_rl is None else self.pa_rl.act(f, 0.0)
         if not batched and actions is not None:
             a = a.reshape(1, -1)
         q = self.critic(f, a).amin(0)[:, 0].float().cpu().numpy()
@@ -363,12 +390,10 @@ class CalQL:
                 # TD target from the target critics.
                 k = n if cfg.max_target_backup else 1
                 a_tgt, logp_tgt = TanhGaussianActor.sample_from(mn, ln, k)
+                if self.pa_rl is not None:  # PA-RL: the acting (diffusion) policy's next actions
+                    a_tgt, logp_tgt = self.pa_rl.sample(f_next, k), torch.zeros_like(logp_tgt)
                 q_tgt = self.critic_target(f_next_target, a_tgt).float()  # (E, B, k)
-                subset = None
-                if cfg.num_min_critics is not None and cfg.num_min_critics < cfg.num_critics:
-                    subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_min_critics]
-                td_target = td_backup(q_tgt, logp_tgt, reward, not_done, discount, alpha,
-                                      cfg.backup_entropy, subset).clamp(max=cfg.td_target_max)
+                td_target = td_backup(q_tgt, logp_tgt, reward, not_done, discount, alpha, cfg.backup_entropy)
 
             # ONE critic forward for every (s, a) pair: data action + 3 x n sampled actions.
             actions = torch.cat([a_data[:, None], a_rand, a_cur, a_nxt], dim=1)  # (B, 1+3n, A)
@@ -414,8 +439,6 @@ class CalQL:
             u = torch.atanh(a_data.clamp(-1 + 1e-6, 1 - 1e-6))
             bc_rows = behaviour_nll(u, mean_s, log_std_s, cfg.bc_z_clip)
             keep = torch.ones_like(bc_rows)
-            if cfg.bc_offline_only and "online" in batch:
-                keep = keep * (~batch["online"].bool()).float()
             if cfg.bc_success_only:
                 if "success" not in batch:
                     raise ValueError("bc_success_only needs the batch's 'success' flags (robot_calql.data.replay adds them)")
@@ -484,7 +507,24 @@ class CalQL:
         self.num_updates += 1
         names = list(metrics)
         values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
-        return dict(zip(names, values, strict=True))
+        out = dict(zip(names, values, strict=True))
+        if self.pa_rl is not None:
+            out.update(self._pa_rl_update(batch))
+        return out
+
+    def _pa_rl_update(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """PA-RL's step of the diffusion policy (pa_rl.py): BC on an offline-only batch (successful
+        episodes' rows only with bc_success_only), else sample-rerank-optimize-distill with the
+        updated critics (min over the ensemble)."""
+        with torch.no_grad():
+            f = self.encoder(self.encoder.preprocess(batch["obs"], False), preprocessed=True).float()
+        online = "online" in batch and bool(batch["online"].any())
+
+        def q_fn(feat: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            return self.critic(feat, actions, detach_params=True).float().amin(0)
+
+        keep = batch["success"].float() if self.cfg.bc_success_only and "success" in batch else None
+        return self.pa_rl.update(f, batch["action"], online, q_fn, keep)  # BC rows as bc_success_only says
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
         for k in ("obs", "next_obs", "action", "reward", "done", "mc_return"):
@@ -516,6 +556,7 @@ class CalQL:
             "critic": self.critic,
             "critic_target": self.critic_target,
             "encoder_target": self.encoder_target,
+            **({"diffusion": self.pa_rl.policy} if self.pa_rl is not None else {}),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -545,14 +586,14 @@ class CalQL:
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         """What the policy node needs to act: the actor and the observation encoder."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("actor.", "encoder."))}
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("actor.", "encoder.", "diffusion."))}
 
     def load_policy_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
         expected = self.policy_state_dict()
         _check_state(expected, sd, "policy")
-        for name in ("actor", "encoder"):
+        for name in ("actor", "encoder", *(("diffusion",) if self.pa_rl is not None else ())):
             prefix = f"{name}."
-            getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+            self._modules()[name].load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
 
     def frame_encoder(self) -> FrameEncoder | None:
         """The frozen CNN as a function of frames, for the replay's latent cache (None unless
@@ -566,11 +607,13 @@ class CalQL:
             "critic": self.opt_critic.state_dict(),
             "alpha": self.opt_alpha.state_dict(),
             "alpha_prime": self.opt_alpha_prime.state_dict(),
+            **({"diffusion": self.pa_rl.opt.state_dict()} if self.pa_rl is not None else {}),
         }
 
     def load_optimizer_state_dict(self, sd: Mapping[str, Any]) -> None:
-        for k, opt in (("actor", self.opt_actor), ("critic", self.opt_critic), ("alpha", self.opt_alpha),
-                       ("alpha_prime", self.opt_alpha_prime)):
+        opts = [("actor", self.opt_actor), ("critic", self.opt_critic), ("alpha", self.opt_alpha),
+                ("alpha_prime", self.opt_alpha_prime), *([("diffusion", self.pa_rl.opt)] if self.pa_rl else [])]
+        for k, opt in opts:
             if k not in sd:
                 raise CheckpointError(f"optimizer state lacks '{k}'")
             lrs = [g["lr"] for g in opt.param_groups]
@@ -622,18 +665,14 @@ def cql_logsumexp(
 def td_backup(
     q_target: torch.Tensor, logp: torch.Tensor, reward: torch.Tensor, not_done: torch.Tensor,
     discount: torch.Tensor | float, alpha: torch.Tensor | float = 0.0, backup_entropy: bool = False,
-    subset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TD target r + gamma * (1 - done) * V(s'), (B,); `discount` is one number or one per row
     (n-step rows: gamma^m, with r their window's discounted reward sum and s' the state after it).
 
     q_target: (E, B, k) target-critic Q of k actions from pi(s'); logp: (B, k). V(s') = max over
     the k samples of the min over critics (k = 1: plain SAC backup; k = 10: max-target backup),
-    minus alpha * log pi of the chosen action with `backup_entropy`. `subset`: indices of the
-    critics to take the min over (REDQ); None: all.
+    minus alpha * log pi of the chosen action with `backup_entropy`.
     """
-    if subset is not None:
-        q_target = q_target[subset]
     v, best = q_target.amin(0).max(1)
     if backup_entropy:
         v = v - alpha * logp.gather(1, best[:, None])[:, 0]

@@ -4,7 +4,12 @@ Objective, on batches of randomly shifted frames (`aug_pad`, as end-to-end train
 
 - behaviour cloning: the data's action from [CNN(image), proprio, instruction] through a small
   MLP with a tanh output, mean squared error;
-- proprio from CNN(image) alone (a linear head onto the standardised proprio), mean squared error.
+- proprio from CNN(image) alone (a linear head onto the standardised proprio), mean squared error;
+- optionally (`encoder_pretrain_future`, e.g. [5, 10, 20, -1]) the episode's proprio that many
+  steps ahead (-1: its last frame; clipped at the episode's end) from [CNN(image), proprio,
+  instruction], standardised, mean squared error. Where a demo's gripper will go next is where
+  the object is (before the grasp) or where it is put (after it), so this term asks the latent
+  for the object's place from the robot's own recorded motion: no simulator state is used.
 
 The actions of a pick-and-place demo depend on where the objects are, which only the image
 shows; the second term makes the latent show the arm too. The heads are thrown away afterwards;
@@ -15,9 +20,10 @@ trains, keeps training in Cal-QL. Runs under the agent's `precision`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,12 +45,18 @@ class EncoderPretrainer:
         P = enc.spec["proprio"][0]
         self.action_head = mlp(enc.out_dim, (hidden,), agent.action_dim).to(agent.device)
         self.proprio_head = nn.Linear(enc.latent_dim, P).to(agent.device)
+        self.horizons = tuple(int(h) for h in agent.cfg.encoder_pretrain_future)
+        self.future_head = (mlp(enc.out_dim, (hidden,), P * len(self.horizons)).to(agent.device)
+                            if self.horizons else None)
         enc.cnn.requires_grad_(True)
         params = [*enc.parameters(), *self.action_head.parameters(), *self.proprio_head.parameters()]
+        if self.future_head is not None:
+            params += [*self.future_head.parameters()]
         self.opt = torch.optim.Adam(params, lr=float(lr if lr is not None else agent.cfg.encoder_pretrain_lr))
 
     def losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Named losses of one batch (the replay's batch format; only `obs` and `action` are read)."""
+        """Named losses of one batch (the replay's batch format; `obs`, `action` and, with
+        future horizons, `future_proprio` (B, len(horizons), P) are read)."""
         enc = self.enc
         obs = enc.preprocess(batch["obs"], augment=enc.aug_pad > 0)
         with self.agent._autocast():
@@ -53,10 +65,24 @@ class EncoderPretrainer:
             with torch.autocast(self.agent.device.type, enabled=False):
                 a_pred = torch.tanh(self.action_head(f.float()))
                 p_pred = self.proprio_head(z)
-        p = (batch["obs"]["proprio"].float() - enc.proprio_mean) / enc.proprio_std
+                fut_pred = None if self.future_head is None else self.future_head(f.float())
+        p = self._standardise(batch["obs"]["proprio"])
         bc = F.mse_loss(a_pred, batch["action"].float())
-        proprio = F.mse_loss(p_pred, p.clamp(-enc.obs_clip, enc.obs_clip))
-        return {"loss_encoder": bc + proprio, "loss_encoder_bc": bc, "loss_encoder_proprio": proprio}
+        proprio = F.mse_loss(p_pred, p)
+        out = {"loss_encoder": bc + proprio, "loss_encoder_bc": bc, "loss_encoder_proprio": proprio}
+        if fut_pred is not None:
+            if "future_proprio" not in batch:
+                raise ValueError("encoder_pretrain_future is set but the batch has no 'future_proprio' "
+                                 "(sample with future_sampler)")
+            target = self._standardise(batch["future_proprio"]).flatten(1)
+            future = F.mse_loss(fut_pred, target)
+            out["loss_encoder"] = out["loss_encoder"] + future
+            out["loss_encoder_future"] = future
+        return out
+
+    def _standardise(self, proprio: torch.Tensor) -> torch.Tensor:
+        enc = self.enc
+        return ((proprio.float() - enc.proprio_mean) / enc.proprio_std).clamp(-enc.obs_clip, enc.obs_clip)
 
     def step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One Adam step; returns the losses as floats."""
@@ -71,6 +97,47 @@ class EncoderPretrainer:
         """Freeze the CNN and give the target encoder the trained instruction embedding."""
         self.enc.cnn.requires_grad_(False)
         self.agent.encoder_target.load_state_dict(self.enc.state_dict())  # the CNN itself is shared
+
+
+def future_frame_index(obs_idx: np.ndarray, next_idx: np.ndarray, horizons: Sequence[int]) -> np.ndarray:
+    """For each step of an offline replay (frame of its observation `obs_idx`, of its next
+    observation `next_idx`; each episode's frames are contiguous and episodes follow each
+    other), the frame `h` steps ahead for each horizon, clipped at the episode's last frame
+    (h = -1: that last frame). Returns (steps, len(horizons)) frame indices."""
+    obs_idx = np.asarray(obs_idx, np.int64)
+    next_idx = np.asarray(next_idx, np.int64)
+    n = len(obs_idx)
+    # a step is its episode's last when the next step's observation is not its next observation
+    is_last = np.ones(n, dtype=bool)
+    is_last[:-1] = obs_idx[1:] != next_idx[:-1]
+    last_frame = np.empty(n, np.int64)
+    end = -1
+    for i in range(n - 1, -1, -1):  # the episode's last frame, propagated back over its steps
+        if is_last[i]:
+            end = next_idx[i]
+        last_frame[i] = end
+    cols = [last_frame if h < 0 else np.minimum(obs_idx + int(h), last_frame) for h in horizons]
+    return np.stack(cols, axis=1)
+
+
+def future_sampler(replay: Any, horizons: Sequence[int]) -> Callable[[int], dict[str, Any]]:
+    """`sample(n)` for `pretrain_encoder` on an OfflineReplay that still holds its images: the
+    replay's batch plus `future_proprio` (n, len(horizons), P), the proprio of each step's
+    episode `h` steps ahead (see `future_frame_index`)."""
+    size = len(replay)
+    frames = future_frame_index(replay.obs_idx[:size], replay.next_idx[:size], horizons)
+    proprio = replay.frames["proprio"]
+
+    def sample(n: int) -> dict[str, Any]:
+        steps = replay.rng.integers(0, size, size=n)
+        b = replay._gather(steps)
+        b["future_proprio"] = proprio[frames[steps]]
+        b["online"] = np.zeros(n, dtype=np.bool_)
+        return {k: ({kk: torch.as_tensor(vv, device=replay.device) for kk, vv in v.items()}
+                    if isinstance(v, dict) else torch.as_tensor(np.ascontiguousarray(v), device=replay.device))
+                for k, v in b.items()}
+
+    return sample
 
 
 def pretrain_encoder(agent: Any, sample: Callable[[int], Mapping[str, Any]], steps: int | None = None,

@@ -5,6 +5,13 @@ Two modes, chosen by the observation spec:
 - state: `{"state": (S,)}` -> [state, instruction embedding]
 - pixels: `{"image": (H, W, 3), "proprio": (P,)}` -> [CNN(image), proprio, instruction embedding]
 
+Several cameras: a spec with extra camera keys `image_<name>` (robot_calql.control.cameras, same
+(H, W, 3) as `image`) runs every camera's image through the same CNN (shared weights, one batched
+pass) and concatenates the latents in spec order, main camera first:
+[CNN(image), CNN(image_wrist), ..., proprio, instruction]. The position in the concatenation
+tells the networks which camera a latent came from. A one-camera spec has exactly the
+parameters and state dict it always had.
+
 Vector inputs (state, proprio) are standardised inside the encoder with per-dimension mean and
 std buffers (`<key>_mean`, `<key>_std`, part of the state dict, so the policy node and every
 checkpoint carry them). Pre-training sets them from the offline data with `set_normalization`;
@@ -28,7 +35,8 @@ Frozen CNN (`frozen_cnn=True`, the agent's `encoder_frozen`): the CNN is pre-tra
 (encoder_pretrain.py), then never changes. An observation may then carry the CNN's output for
 its image, computed once per frame, under `IMAGE_LATENT` (`"image_latent": (L,)` float) instead
 of the image: the replay buffers store those latents (`FrameEncoder`), so an update never runs
-the CNN. A live frame (`"image"`) still goes through the CNN, as in the end-to-end mode.
+the CNN. A live frame (`"image"`) still goes through the CNN, as in the end-to-end mode. The
+frozen CNN takes one camera: a spec with extra cameras and `frozen_cnn` is an ObsSpecError.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_calql.data import IMAGE_LATENT  # the replays' key for a frame's cached CNN output
+from robot_calql.data.dataset import is_image_key
 
 
 class ObsSpecError(ValueError):
@@ -72,6 +81,36 @@ class RoboFuMEEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.convs(x).flatten(1))
+
+
+class SpatialSoftmaxEncoder(nn.Module):
+    """The RoboFuME conv stack, a 1x1 conv to `latent_dim // 2` keypoint maps, and a spatial
+    softmax (learned temperature): each map's expected (x, y) in [-1, 1] of the feature grid.
+    The latent is those coordinates, so where things are in the image is its explicit content."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: int = 32,
+                 strides: tuple[int, ...] = (2, 1, 1, 1), latent_dim: int = 64):
+        super().__init__()
+        if latent_dim % 2:
+            raise ObsSpecError(f"encoder spatial: encoder_latent_dim must be even (x, y per keypoint), got {latent_dim}")
+        layers: list[nn.Module] = []
+        cin = image_shape[2]
+        for s in strides:
+            layers += _conv_ln_relu(cin, channels, s)
+            cin = channels
+        layers.append(nn.Conv2d(channels, latent_dim // 2, 1))
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            _, _, h, w = self.convs(torch.zeros(1, image_shape[2], image_shape[0], image_shape[1])).shape
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, h), torch.linspace(-1.0, 1.0, w), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)  # (HW, 2)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.out_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.convs(x).flatten(2).float()  # (B, K, HW)
+        attn = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
+        return (attn @ self.grid).flatten(1)  # (B, 2K): x, y of each keypoint
 
 
 class _BasicBlock(nn.Module):
@@ -148,22 +187,36 @@ class ObsEncoder(nn.Module):
             shape = spec["image"]
             if len(shape) != 3 or shape[2] != 3:
                 raise ObsSpecError(f"obs spec 'image' must be (H, W, 3), got {shape}")
+            # the cameras, main first: each through the shared CNN, latents concatenated
+            self.image_keys = ["image", *(k for k in spec if is_image_key(k) and k != "image")]
+            for k in self.image_keys[1:]:
+                if spec[k] != shape:
+                    raise ObsSpecError(f"obs spec '{k}' is {spec[k]}: every camera's image must be {shape} like 'image'")
+            if frozen_cnn and len(self.image_keys) > 1:
+                raise ObsSpecError(f"encoder_frozen (a frozen CNN with cached latents) takes one camera, the spec has "
+                                   f"{self.image_keys}: train several cameras with encoder_frozen=false")
             if encoder == "robofume":
                 self.cnn: nn.Module | None = RoboFuMEEncoder(shape, strides=tuple(conv_strides), latent_dim=latent_dim)
+            elif encoder == "spatial":
+                self.cnn = SpatialSoftmaxEncoder(shape, latent_dim=latent_dim)
             elif encoder == "resnet":
                 self.cnn = SmallResNet(shape, latent_dim=latent_dim)
             else:
-                raise ObsSpecError(f"unknown image encoder '{encoder}' (robofume or resnet)")
+                raise ObsSpecError(f"unknown image encoder '{encoder}' (robofume, spatial or resnet)")
             # NHWC weights: the images arrive as (B, H, W, 3), and oneDNN convolutions run faster
             # on CPU in channels-last layout (same values, same state dict).
             self.cnn.to(memory_format=torch.channels_last)
             if frozen_cnn:
                 self.cnn.requires_grad_(False)
             self.vector_keys = ["proprio"]
-            dim = self.cnn.out_dim
+            dim = self.cnn.out_dim * len(self.image_keys)
         else:
             if "state" not in spec:
                 raise ObsSpecError(f"observation spec needs 'state' or 'image'+'proprio', got keys {sorted(spec)}")
+            extra = [k for k in spec if is_image_key(k)]
+            if extra:
+                raise ObsSpecError(f"obs spec has camera images {extra} but no main 'image'")
+            self.image_keys = []
             self.cnn = None
             self.vector_keys = ["state"]
             dim = 0
@@ -209,7 +262,7 @@ class ObsEncoder(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        """Size of the CNN's output (0 in state mode)."""
+        """Size of the CNN's output for one camera (0 in state mode)."""
         return 0 if self.cnn is None else int(self.cnn.out_dim)
 
     def preprocess(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> dict[str, torch.Tensor]:
@@ -218,7 +271,8 @@ class ObsEncoder(nn.Module):
         An observation with a cached latent (frozen CNN) is passed through."""
         out = dict(obs)
         if self.cnn is not None and not self._cached(obs):
-            out["image"] = self.image_to_float(obs["image"], augment)
+            for k in self.image_keys:
+                out[k] = self.image_to_float(obs[k], augment)
         return out
 
     def _cached(self, obs: Mapping[str, torch.Tensor]) -> bool:
@@ -231,7 +285,8 @@ class ObsEncoder(nn.Module):
 
     def image_features(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
                        preprocessed: bool = False) -> torch.Tensor:
-        """The CNN's output (B, L) for the observation's image, or its cached latent (frozen CNN)."""
+        """The CNN's output for the observation's images, (B, L) per camera concatenated in
+        `image_keys` order, or the cached latent (frozen CNN, one camera)."""
         if self.cnn is None:
             raise ObsSpecError("state-mode encoder has no image features")
         if self._cached(obs):
@@ -239,8 +294,12 @@ class ObsEncoder(nn.Module):
             if z.dim() != 2 or z.shape[1] != self.latent_dim:
                 raise ObsSpecError(f"'{IMAGE_LATENT}' has shape {tuple(z.shape)}, expected (B, {self.latent_dim})")
             return z
-        x = obs["image"] if preprocessed else self.image_to_float(obs["image"], augment)
-        return self.cnn(x)
+        xs = [obs[k] if preprocessed else self.image_to_float(obs[k], augment) for k in self.image_keys]
+        if len(xs) == 1:
+            return self.cnn(xs[0])
+        B = xs[0].shape[0]
+        z = self.cnn(torch.cat(xs, dim=0))  # one pass over every camera's images (shared weights)
+        return torch.cat(z.split(B, dim=0), dim=-1)
 
     def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
                 preprocessed: bool = False) -> torch.Tensor:

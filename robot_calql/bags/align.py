@@ -4,8 +4,8 @@ An `EpisodeBuffer` holds what the bag said between two episode events: time-stam
 joint vectors, commands, end-effector poses and gripper commands. `resample` puts a grid at the
 control rate on it and picks, at every tick:
 
-- the observation: the latest image / joint state / pose stamped at or before the tick and at
-  most `tolerance` older (causal: what the policy could have seen);
+- the observation: the latest image (of every camera) / joint state / pose stamped at or before
+  the tick and at most `tolerance` older (causal: what the policy could have seen);
 - the action: the command stamped nearest the tick, within `tolerance`, normalised to [-1, 1]
   with the robot's action scale (or, for `from_ee_pose`, the pose change to the next tick).
 
@@ -47,6 +47,8 @@ class AlignConfig:
     # a success event at most this long after the last complete step's observation ends that
     # step with success (streams often stop a few ticks before the controller's end:success)
     success_lag_s: float = 0.3
+    # the extra cameras' observation keys (image_<name>), each a stream of its own beside `image`
+    extra_image_keys: tuple[str, ...] = ()
 
     @property
     def action_dim(self) -> int:
@@ -94,9 +96,18 @@ class EpisodeBuffer:
     command: Stream = field(default_factory=Stream)  # raw command vector (see command_vector)
     ee: Stream = field(default_factory=Stream)  # (x, y, z, yaw)
     gripper: Stream = field(default_factory=Stream)  # normalised gripper command, > 0 closes
+    cameras: dict[str, Stream] = field(default_factory=dict)  # extra cameras' images by key (image_<name>)
+    interventions: list[list[int]] = field(default_factory=list)  # human takeovers [start, end] (end -1: open)
+
+    def stream(self, name: str) -> Stream:
+        """A stream by name: image, joints, command, ee, gripper or an extra camera's image_<name>."""
+        if name.startswith("image_"):
+            return self.cameras.setdefault(name, Stream())
+        return getattr(self, name)
 
     def num_messages(self) -> int:
-        return sum(len(s.stamps) for s in (self.image, self.joints, self.command, self.ee, self.gripper))
+        return sum(len(s.stamps) for s in (self.image, self.joints, self.command, self.ee, self.gripper,
+                                           *self.cameras.values()))
 
 
 @dataclass
@@ -111,6 +122,7 @@ class Piece:
     t_start_ns: int
     t_end_ns: int  # stamp of the last observation (the tick after the last step)
     success: bool
+    camera_images: dict[str, np.ndarray] = field(default_factory=dict)  # extra cameras, by key
 
 
 def latest_before(stamps: np.ndarray, ticks: np.ndarray, tol_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +185,13 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
     i_js, ok_js = latest_before(t_js, ticks, tol)
     obs_ok = ok_img & ok_js
     stats["gap_ticks_image"] = stats.get("gap_ticks_image", 0) + int((~ok_img).sum())
+    cams: dict[str, tuple[np.ndarray, list]] = {}
+    for key in cfg.extra_image_keys:
+        t_cam, frames = buf.stream(key).sorted()
+        i_cam, ok_cam = latest_before(t_cam, ticks, tol)
+        obs_ok &= ok_cam
+        stats[f"gap_ticks_{key}"] = stats.get(f"gap_ticks_{key}", 0) + int((~ok_cam).sum())
+        cams[key] = (i_cam, frames)
     stats["gap_ticks_joint_states"] = stats.get("gap_ticks_joint_states", 0) + int((~ok_js).sum())
     if cfg.with_ee or cfg.action_type == "from_ee_pose":
         i_ee, ok_ee = latest_before(t_ee, ticks, tol)
@@ -240,6 +259,7 @@ def resample(buf: EpisodeBuffer, cfg: AlignConfig, stats: dict[str, int] | None 
             t_start_ns=int(ticks[a]),
             t_end_ns=int(ticks[b]),
             success=False,
+            camera_images={key: np.stack([frames[i] for i in i_cam[a : b + 1]]) for key, (i_cam, frames) in cams.items()},
         ))
     if buf.success:
         last = pieces[-1] if pieces else None

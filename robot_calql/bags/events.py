@@ -13,6 +13,8 @@ strings. A message is `<kind>` or `<kind>:<detail>`:
                      every reward 0.
 - `abort[:<why>]`    the episode is discarded (robot fault, bad intervention).
 - `help[:<text>]`    the controller asks for a human; no effect on episodes.
+- `intervention:start` / `intervention:end`   a human takeover starts / ends within the open
+                     episode: the steps between them are the human's (`intervention` = true).
 
 The JSON form of the controller's `Event.to_dict()` (`{"event": "end", "reason": "success",
 "task": ...}`) is accepted too. Anything else is counted as an unknown event and ignored. Event
@@ -29,7 +31,8 @@ SUCCESS = "success"  # as a kind: shorthand for end:success
 END = "end"
 ABORT = "abort"
 HELP = "help"
-KINDS = (START, SUCCESS, END, ABORT, HELP)
+INTERVENTION = "intervention"   # detail: start or end
+KINDS = (START, SUCCESS, END, ABORT, HELP, INTERVENTION)
 
 
 def format_event(kind: str, detail: str = "") -> str:
@@ -41,7 +44,7 @@ def format_event(kind: str, detail: str = "") -> str:
 
 def parse_event(text: str) -> tuple[str | None, str]:
     """Normalise an event message to (kind, detail), kind one of start / success / end / abort /
-    help, or (None, text) when it is not an event. `end:success` gives ("success", "")."""
+    help / intervention, or (None, text) when it is not an event. `end:success` gives ("success", "")."""
     text = text.strip()
     if text.startswith("{"):
         try:

@@ -6,6 +6,12 @@ and resized to the policy size). Which topic holds what comes from the robot con
 `bag_topics`; episodes are cut on the events of robot_calql/bags/events.py (or on gaps when a bag
 has none) and resampled to the control rate by robot_calql/bags/align.py.
 
+Cameras: `bag_topics.image` is the main camera (dataset key `image`); the robot's other cameras
+(robot_calql.control.cameras.camera_specs: the robot config's `cameras` after the first) are
+read from `bag_topics.cameras.<name>` or else their live topic, and stored as `image_<name>`.
+Every frame, raw sensor_msgs/Image or CompressedImage (jpeg, png), goes through the live nodes'
+decoder and crop-and-resize (robot_calql.control.cameras.camera_image) with its camera's crop.
+
 Nothing half-written: the dataset is built in a hidden folder beside `out` and renamed into place
 only when every bag went through (see docs/bags.md). A bag whose storage is damaged (cut short,
 corrupt) gives the episodes completed before the damage, with a warning saying what was lost
@@ -35,9 +41,16 @@ from robot_calql.bags import messages as M
 from robot_calql.bags.align import ACTION_TYPES, NS, AlignConfig, EpisodeBuffer, resample
 from robot_calql.bags.salvage import SalvageError, SalvageReader
 from robot_calql.calibration import CalibrationError
-from robot_calql.calibration.crop import Crop, crop_and_resize, crop_label, crop_setting
+from robot_calql.calibration.crop import Crop, crop_label, crop_setting
 from robot_calql.config import ConfigError, resolve_path
-from robot_calql.data.dataset import DatasetMeta, DatasetWriter, Episode, replace_folder
+from robot_calql.control.cameras import camera_image, camera_specs
+from robot_calql.data.dataset import (
+    DatasetMeta,
+    DatasetWriter,
+    Episode,
+    is_image_key,
+    replace_folder,
+)
 
 log = logging.getLogger("robot_calql.bags.ingest")
 
@@ -83,6 +96,12 @@ class IngestSettings:
     task: str
     source: str
     robot: str
+    # the extra cameras: name -> crop (their topics are topics[f"image_{name}"])
+    extra_cameras: dict[str, Crop] = field(default_factory=dict)
+
+    def crop_of(self, role: str) -> Crop:
+        """The crop of a camera role: image (the main camera) or image_<name>."""
+        return self.crop if role == "image" else self.extra_cameras[role[len("image_"):]]
 
 
 def settings_from(cfg: DictConfig) -> IngestSettings:
@@ -95,6 +114,18 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         raise ConfigError(f"bag_topics.action_type={action_type}: one of {ACTION_TYPES}")
     topics = {k: (str(bt[k]) if bt.get(k) else None) for k in
               ("image", "joint_states", "action", "ee_pose", "gripper_command", "instruction", "episode_event", "success")}
+    crop_mode = str(cfg.crop)
+    main_crop = crop_setting(crop_mode, cfg.robot)
+    bag_cams = bt.get("cameras") or {}
+    extra: dict[str, Crop] = {}
+    for spec in camera_specs(robot)[1:]:  # auto: each camera's own crop; center / none: every camera
+        topic = bag_cams.get(spec.name) or spec.topic
+        topics[spec.key] = str(topic)
+        extra[spec.name] = spec.crop if crop_mode == "auto" else main_crop
+    unknown = sorted(set(bag_cams) - set(extra))
+    if unknown:
+        raise ConfigError(f"bag_topics.cameras names {unknown}, which are not among the robot's extra cameras "
+                          f"{sorted(extra)} (robot.cameras after the first)")
     if action_type == "from_ee_pose" and not topics["ee_pose"]:
         raise ConfigError("bag_topics.action_type=from_ee_pose needs bag_topics.ee_pose (a PoseStamped topic)")
     if action_type != "from_ee_pose" and not topics["action"]:
@@ -131,6 +162,7 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
         with_ee=bool(topics["ee_pose"]),
         min_steps=int(cfg.min_episode_steps),
         success_lag_s=float(cfg.success_lag_s),
+        extra_image_keys=tuple(f"image_{n}" for n in extra),
     )
     if align.tolerance_s <= 0 or align.tolerance_s > 1.0 / align.control_hz:
         raise ConfigError(f"tolerance_s={align.tolerance_s}: must be in (0, one control period {1 / align.control_hz:.3f}]")
@@ -139,10 +171,10 @@ def settings_from(cfg: DictConfig) -> IngestSettings:
                           f"({1 / align.control_hz:.3f} s)")
     return IngestSettings(
         topics=topics, align=align, joints=[str(j) for j in robot.joints], gripper_joint=str(robot.gripper_joint),
-        image_size=int(cfg.image_size), crop=crop_setting(cfg.crop, cfg.robot), distro=str(cfg.ros_distro),
+        image_size=int(cfg.image_size), crop=main_crop, distro=str(cfg.ros_distro),
         max_episode_s=float(cfg.max_episode_s), settle_s=float(cfg.settle_s),
         default_instruction=str(cfg.instruction or ""), task=str(cfg.task or ""), source=str(cfg.source),
-        robot=str(robot.name),
+        robot=str(robot.name), extra_cameras=extra,
     )
 
 
@@ -234,7 +266,7 @@ class BagIngestor:
         # messages stamped at or just before the start that arrived before the event belong to it
         for topic, stream, ts, value, dropped in self.recent:
             if ts >= t - self.tol:
-                getattr(self.open, stream).add(ts, value)
+                self.open.stream(stream).add(ts, value)
                 if dropped:
                     self.report.dropped[topic]["outside an episode"] -= 1
         self.recent.clear()
@@ -376,7 +408,8 @@ class BagIngestor:
         for c in reader.connections:
             by_topic[c.topic].append(c)
         roles = {role: topic for role, topic in s.topics.items() if topic}
-        required = ["image", "joint_states"] + (["action"] if s.align.action_type != "from_ee_pose" else ["ee_pose"])
+        required = ["image", *s.align.extra_image_keys, "joint_states"] + (
+            ["action"] if s.align.action_type != "from_ee_pose" else ["ee_pose"])
         if s.align.with_ee:
             required.append("ee_pose")
         for role in required:
@@ -394,7 +427,8 @@ class BagIngestor:
                 continue
             if role == "action" and s.align.action_type == "from_ee_pose":
                 continue
-            accepted = ACTION_MSG[s.align.action_type] if role == "action" else ROLE_TYPES[role]
+            accepted = ACTION_MSG[s.align.action_type] if role == "action" else \
+                ROLE_TYPES["image" if is_image_key(role) else role]
             for c in by_topic[topic]:
                 if c.msgtype not in accepted:
                     raise BagError(f"{self.bag}: topic {topic} ({role}) has type {c.msgtype}, expected "
@@ -508,6 +542,12 @@ class BagIngestor:
             elif kind == events.ABORT:
                 rep.dropped[topic]["abort (episode discarded)"] += 1
                 self.open = None
+            elif kind == events.INTERVENTION:
+                spans = self.open.interventions
+                if detail == "start" and not (spans and spans[-1][1] < 0):
+                    spans.append([now, -1])
+                elif detail == "end" and spans and spans[-1][1] < 0:
+                    spans[-1][1] = now
             else:
                 self._close(now, success=kind == events.SUCCESS)
             return
@@ -537,9 +577,9 @@ class BagIngestor:
             t = M.stamp_ns(msg)
             self._stamped(topic, t)
         bufs = self._targets(topic, t)
-        if role == "image":
+        if is_image_key(role):  # a camera: the live nodes' decoder and crop-and-resize
             try:
-                value = crop_and_resize(M.decode_image(msg, msgtype), s.crop, s.image_size)
+                value = camera_image(msg, s.crop_of(role), s.image_size)
             except (M.UnsupportedEncoding, CalibrationError) as e:
                 raise BagError(f"{self.bag}: {topic} at {_t(t)}: {e}") from None
         elif role == "joint_states":
@@ -548,14 +588,29 @@ class BagIngestor:
             value = M.pose_xyz_yaw(msg)
         else:
             value = self._command(msg, msgtype, topic, t)
-        stream = {"image": "image", "joint_states": "joints", "ee_pose": "ee", "action": "command"}[role]
+        stream = role if is_image_key(role) else {"joint_states": "joints", "ee_pose": "ee", "action": "command"}[role]
         for buf in bufs:
-            getattr(buf, stream).add(t, value)
+            buf.stream(stream).add(t, value)
         if self.has_events:
             self._remember(topic, stream, t, value, not bufs)
 
 
 # --------------------------------------------------------------------------- the command
+
+
+def intervention_flags(spans: list[list[int]], t_start_ns: int, n_steps: int, control_hz: float,
+                       tol_ns: int) -> np.ndarray | None:
+    """Per step of a piece (tick t_start_ns + i / control_hz): whether it lies in a human takeover
+    [start, end) of `spans` (ns; end -1: to the episode's end). The controller announces a
+    takeover just after the first human command's tick, so both ends are moved `tol_ns` earlier.
+    None when there is no takeover (no intervention.npy is written)."""
+    if not spans:
+        return None
+    ticks = t_start_ns + np.round(np.arange(n_steps) * (NS / control_hz)).astype(np.int64)
+    human = np.zeros(n_steps, dtype=np.bool_)
+    for start, end in spans:
+        human |= (ticks >= start - tol_ns) & ((end < 0) | (ticks < end - tol_ns))
+    return human
 
 
 def print_summary(reports: list[BagReport]) -> None:
@@ -596,9 +651,11 @@ def ingest(bag_paths: list[Path], s: IngestSettings, out: Path, overwrite: bool 
     meta = DatasetMeta(
         control_hz=a.control_hz, action_dim=a.action_dim, proprio_dim=a.proprio_dim, state_dim=None,
         image_shape=(s.image_size, s.image_size, 3), robot=s.robot, camera=s.topics["image"] or "unknown",
-        action_space=a.action_space,
+        action_space=a.action_space, extra_cameras=list(s.extra_cameras),
         extra={"ingest": {"bags": [str(b) for b in bag_paths], "action_type": a.action_type,
-                          "crop": crop_label(s.crop), "ros_distro": s.distro}},
+                          "crop": crop_label(s.crop), "ros_distro": s.distro,
+                          **({"cameras": {n: {"topic": s.topics[f"image_{n}"], "crop": crop_label(c)}
+                                          for n, c in s.extra_cameras.items()}} if s.extra_cameras else {})}},
     )
     reports: list[BagReport] = []
     try:
@@ -608,7 +665,10 @@ def ingest(bag_paths: list[Path], s: IngestSettings, out: Path, overwrite: bool 
             writer.write_episode(Episode(
                 image=piece.image, proprio=piece.proprio, action=piece.action, reward=piece.reward,
                 terminal=piece.terminal, instruction=buf.instruction, task=buf.task, success=piece.success,
+                camera_images=piece.camera_images,
                 source=s.source, extra={"bag": rep.bag, "t_start_s": piece.t_start_ns / NS},
+                intervention=intervention_flags(buf.interventions, piece.t_start_ns, len(piece.action), a.control_hz,
+                                                int(a.tolerance_s * NS)),
             ))
 
         for bag in bag_paths:

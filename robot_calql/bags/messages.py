@@ -15,7 +15,12 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-from robot_calql.control.conversions import quaternion_from_yaw, yaw_from_quaternion
+from robot_calql.control.cameras import decode_frame
+from robot_calql.control.conversions import (
+    ImageFormatError,
+    quaternion_from_yaw,
+    yaw_from_quaternion,
+)
 
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 
@@ -30,12 +35,9 @@ FLOAT64 = "std_msgs/msg/Float64"
 STRING = "std_msgs/msg/String"
 BOOL = "std_msgs/msg/Bool"
 
-# encoding -> (channels, conversion to RGB or None)
-RAW_ENCODINGS = {"rgb8": (3, None), "bgr8": (3, cv2.COLOR_BGR2RGB), "mono8": (1, cv2.COLOR_GRAY2RGB)}
-
-
-class UnsupportedEncoding(ValueError):
-    """An image encoding ingest cannot turn into an RGB uint8 frame."""
+# An image encoding or compressed format that cannot become an RGB uint8 frame (one error type
+# for bags and live frames: robot_calql.control.cameras.decode_frame raises it).
+UnsupportedEncoding = ImageFormatError
 
 
 @functools.cache
@@ -57,25 +59,11 @@ def stamp_ns(msg: Any) -> int:
 
 
 def decode_image(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image (rgb8, bgr8, mono8) or CompressedImage."""
-    if msgtype == COMPRESSED_IMAGE:
-        fmt = str(msg.format).lower()
-        if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
-            raise UnsupportedEncoding(f"compressed format '{msg.format}' (supported: jpeg, png)")
-        bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UnsupportedEncoding(f"compressed image ({msg.format}) does not decode")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    enc = str(msg.encoding).lower()
-    if enc not in RAW_ENCODINGS:
-        raise UnsupportedEncoding(f"image encoding '{msg.encoding}' (supported: {', '.join(RAW_ENCODINGS)})")
-    ch, conv = RAW_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * ch or data.size < h * step:
-        raise UnsupportedEncoding(f"{enc} image {w}x{h} with step {step} has only {data.size} bytes")
-    img = data[: h * step].reshape(h, step)[:, : w * ch].reshape(h, w, ch)
-    return img if conv is None else cv2.cvtColor(img, conv)
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image or CompressedImage: the live nodes' decoder,
+    robot_calql.control.cameras.decode_frame. UnsupportedEncoding names the encoding or format."""
+    if msgtype not in (IMAGE, COMPRESSED_IMAGE):
+        raise UnsupportedEncoding(f"{msgtype} is not an image message ({IMAGE} or {COMPRESSED_IMAGE})")
+    return decode_frame(msg)
 
 
 def pose_xyz_yaw(msg: Any) -> np.ndarray:

@@ -41,6 +41,9 @@ class SyntheticSpec:
     camera_gap: tuple[float, float] | None = None  # (from, to) seconds in episode 0: no frames
     backwards_at: float | None = None  # seconds in episode 0: one frame stamped 2 s in the past
     events: bool = True
+    # episode -> (first human step, first step after the takeover): intervention start / end events
+    # 3 ms after those steps' ticks, as the episode controller publishes them
+    interventions: dict[int, tuple[int, int]] = field(default_factory=dict)
     instruction: str = "put the cube in the bowl"
     topics: dict[str, str] = field(default_factory=lambda: {
         "image": "/camera/image_raw", "joint_states": "/joint_states", "action": "/robot_calql/sent_command",
@@ -108,6 +111,10 @@ def _write(rec: BagRecorder, spec: SyntheticSpec) -> None:
             msgs.append((stamp + 2_000_000 + off, top["action"], f.twist(stamp, lin, np.array([0, 0, wz]))))
             msgs.append((stamp + 2_000_000 + off, top["gripper_command"],
                          f.float64(1.0 if k >= spec.steps // 2 else -1.0)))
+        if spec.events and e in spec.interventions:
+            for k, what in zip(spec.interventions[e], ("start", "end"), strict=True):
+                msgs.append((int(round((t + k * dt) * NS)) + 3_000_000 + off, top["episode_event"],
+                             f.string(format_event("intervention", what))))
         t_end = int(round((t + dur) * NS))
         if spec.events:
             ok = spec.success[e % len(spec.success)]

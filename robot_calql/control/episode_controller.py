@@ -23,8 +23,12 @@ RoboFuME practises a task and its reset task in turn, so nobody has to put the s
   and a fresh try of the same direction starts once it is ready again. Without this the first
   try's clock ran out while the policy node was still loading, and that timeout counted.
 
+- Human takeovers (`command_source(source)`, the `source` of each safety-node verdict): the
+  first `human` verdict in a running try gives an `intervention` event with reason `start`, the
+  first `policy` one after it (or the try's end, which comes right after) reason `end`.
+
 The node calls `update(now, success)` at its rate and publishes what `update` returns:
-a list of `Event`s (episode start / end, help). Times are seconds on any clock.
+a list of `Event`s (episode start / end, help, intervention). Times are seconds on any clock.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class ControllerConfig:
 @dataclass
 class Event:
     """What the node publishes: kind is 'start', 'end', 'home' (send the arm home, then call
-    `homed`) or 'help'."""
+    `homed`), 'help' or 'intervention' (reason 'start' / 'end': a human takeover)."""
 
     kind: str
     episode: int
@@ -98,6 +102,8 @@ class ResetFreeController:
         self.consecutive_failures = 0
         self.stats = {"forward": {"tries": 0, "successes": 0},
                       "backward": {"tries": 0, "successes": 0}}
+        self.intervening = False   # a human takeover runs in this try
+        self.interventions = 0
 
     @property
     def task(self) -> str:
@@ -125,14 +131,26 @@ class ResetFreeController:
         self.phase_start = now
         return self._event("start")
 
-    def _end(self, reason: str) -> Event:
+    def _end(self, reason: str) -> list[Event]:
+        """The try ends (after the end of a takeover still running)."""
+        events = self.command_source("policy")
         if reason in ("success", "timeout"):
             self.stats[self.direction]["tries"] += 1
         if reason == "success":
             self.stats[self.direction]["successes"] += 1
-        ev = self._event("end", reason)
+        events.append(self._event("end", reason))
         self.phase_start = None
-        return ev
+        return events
+
+    def command_source(self, source: str) -> list[Event]:
+        """Who commanded the arm ('policy' or 'human', a safety verdict's source): an
+        `intervention` event when a takeover starts in the running try or ends."""
+        human = source == "human"
+        if human == self.intervening or (human and not self.running):
+            return []
+        self.intervening = human
+        self.interventions += int(human)
+        return [self._event("intervention", "start" if human else "end")]
 
     def _next(self, now: float, failed: bool) -> list[Event]:
         """After a try: send the arm home (and wait for `homed`) or start the next try now."""
@@ -160,17 +178,17 @@ class ResetFreeController:
             return []
         if not self.policy_ready:
             # neither a try nor a failure: the policy was not there to try
-            return [self._end("policy_lost")] if self.running else []
+            return self._end("policy_lost") if self.running else []
         if not self.running:
             return [self._start(now)]
         elapsed = now - self.phase_start
         if success and elapsed >= self.cfg.min_phase_s:
-            events = [self._end("success")]
+            events = self._end("success")
             self.consecutive_failures = 0
             self.direction = "backward" if self.direction == "forward" else "forward"
             return events + self._next(now, failed=False)
         if elapsed >= self.cfg.phase_time_limit_s:
-            events = [self._end("timeout")]
+            events = self._end("timeout")
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.cfg.max_failures:
                 return events + self._ask_human(
@@ -196,7 +214,7 @@ class ResetFreeController:
             return []
         self.paused = True
         self.homing_since = None
-        return [self._end("paused")] if self.running else []
+        return self._end("paused") if self.running else []
 
     def resume(self, now: float) -> list[Event]:
         """Resume after a pause or a call for help (the failure count starts again)."""

@@ -9,7 +9,10 @@ verdict said sent. `TransitionAssembler` keeps the steps in order:
   this observation as its next observation (reward 0, not done);
 - `end(next_obs, reward, done, truncated, now)`: the episode ended; the open step gets its end
   flags; `start()` drops an open step left from an episode that never ended;
-- `verdict(stamp, sent, now, reason)`: the safety node's verdict for the command of that stamp.
+- `verdict(stamp, sent, now, reason, source, action)`: the safety node's verdict for the command
+  of that stamp. With `source="human"` (a takeover: the safety node executed the human's command
+  in place of the policy's) the step's action becomes the executed `action` and the transition
+  carries `intervention=True`.
 
 Each call returns the transitions that became ready, in command order. A step is executed when
 its verdict said sent; it is dropped, and counted, when its verdict says held (`held`) or when no
@@ -51,6 +54,7 @@ class Transition:
     episode: int
     step: int
     stamp: float  # stamp of the camera frame `obs` was built from (seconds)
+    intervention: bool = False  # the human's command was executed (the action is the human's)
 
 
 @dataclass
@@ -66,6 +70,7 @@ class _Step:
     reward: float = 0.0
     done: bool = False
     truncated: bool = False
+    intervention: bool = False
 
 
 class TransitionAssembler:
@@ -122,13 +127,22 @@ class TransitionAssembler:
             self._steps.pop()
         return self._resolve(now)
 
-    def verdict(self, stamp: float, sent: bool, now: float, reason: str = "") -> list[Transition]:
-        """The safety node's verdict on the command computed from frame `stamp`."""
+    def verdict(self, stamp: float, sent: bool, now: float, reason: str = "", source: str = "policy",
+                action: np.ndarray | None = None) -> list[Transition]:
+        """The safety node's verdict on the command computed from frame `stamp`; `source` "human"
+        with the executed (normalised) `action`: the human's command ran in place of this step's."""
+        if source not in ("policy", "human"):
+            raise ValueError(f"verdict source must be 'policy' or 'human', got {source!r}")
+        if source == "human" and sent and action is None:
+            raise ValueError("a human step's verdict needs the executed action")
         for s in self._steps:
             if s.sent is None and now <= s.deadline and abs(s.stamp - float(stamp)) <= self.tolerance:
                 s.sent = bool(sent)
                 if not sent:
                     self.last_held_reason = reason
+                elif source == "human":
+                    s.action = np.asarray(action, np.float32).reshape(s.action.shape)
+                    s.intervention = True
                 break
         else:  # a verdict after its deadline (that step is dropped), or for another policy's command
             self.counts["unmatched_verdicts"] += 1
@@ -157,7 +171,7 @@ class TransitionAssembler:
                         last.truncated = True  # its episode ended without an end event
                     out.append(last)
                 tr = Transition(s.obs, s.action, s.next_obs, s.reward, s.done, s.truncated, s.episode, s.step,
-                                s.stamp)
+                                s.stamp, s.intervention)
                 out, self._last = (out + [tr], None) if ends else (out, tr)
                 continue
             self.counts["held" if s.sent is False else "no_verdict"] += 1

@@ -9,7 +9,7 @@ Transition payload (`pack_transition` / `unpack_transition`)::
     b"RCQT" | u8 version | u32 header length | header JSON (utf-8) | raw arrays, back to back
 
 The header holds the scalars (actor id, sequence number, episode, step, reward, done,
-truncated, instruction) and, per array, name / dtype / shape. A 64 px transition (obs and next
+truncated, instruction, intervention: the human's command was executed; absent = false) and, per array, name / dtype / shape. A 64 px transition (obs and next
 obs images, proprio, action) is about 25 kB. Weights (`pack_weights`) are a safetensors byte
 string with the learner's update step in its metadata.
 
@@ -89,7 +89,8 @@ def transition_step(meta: dict, arrays: dict[str, np.ndarray], obs_keys) -> dict
                              f"the learner's observations are {keys})")
     return {"obs": {k: arrays[k] for k in keys}, "action": arrays["action"], "reward": float(meta["reward"]),
             "next_obs": {k: arrays["next_" + k] for k in keys}, "terminal": bool(meta["done"]),
-            "truncated": bool(meta["truncated"]), "instruction": meta["instruction"]}
+            "truncated": bool(meta["truncated"]), "instruction": meta["instruction"],
+            "intervention": bool(meta.get("intervention", False))}
 
 
 def pack_weights(state_dict: dict, step: int, extra: dict | None = None) -> bytes:

@@ -6,11 +6,14 @@ A dataset is a folder:
     <root>/episodes/ep_000000/          one folder per complete episode
         episode.json                    length, instruction, task, success, source, extra
         image.npy    uint8   [T+1, H, W, 3]   (absent when the dataset has no images)
+        image_<name>.npy uint8 [T+1, H, W, 3] one per other camera (meta `extra_cameras`, e.g. wrist)
         proprio.npy  float32 [T+1, P]
         state.npy    float32 [T+1, S]         (absent for real-robot data)
         action.npy   float32 [T, A]
         reward.npy   float32 [T]
         terminal.npy bool    [T]              true only where the episode really ended (success)
+        intervention.npy bool [T]             optional: true where a human's command was executed
+                                              (a takeover); absent: no human step
 
 Observations have T+1 entries (obs_t and next_obs_t share frames: image[t+1] is the next
 observation of step t), so every frame is stored once. An episode whose last terminal is false
@@ -39,7 +42,7 @@ SCHEMA_VERSION = 1
 EPISODE_DIR = "episodes"
 META_FILE = "dataset.json"
 EPISODE_META = "episode.json"
-OBS_KEYS = ("image", "proprio", "state")  # length T+1
+OBS_KEYS = ("image", "proprio", "state")  # length T+1; plus image_<name> per extra camera (obs_keys)
 STEP_KEYS = ("action", "reward", "terminal")  # length T
 DTYPES = {
     "image": np.uint8,
@@ -73,10 +76,35 @@ class DatasetMeta:
     action_space: str = "delta_ee"  # e.g. delta_ee: normalised (dx, dy, dz, dyaw, gripper) in [-1, 1]
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # the other cameras besides the main one (`image`), in order: camera `wrist` is stored as
+    # image_wrist.npy with image_shape; [] (and absent from dataset.json): one camera
+    extra_cameras: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.extra_cameras = [str(n) for n in self.extra_cameras]
+        bad = [n for n in self.extra_cameras if not n.isidentifier() or n in RESERVED_CAMERA_NAMES]
+        if bad or len(set(self.extra_cameras)) != len(self.extra_cameras):
+            raise DatasetError(f"extra_cameras {self.extra_cameras}: names must be distinct identifiers, "
+                               f"not {', '.join(RESERVED_CAMERA_NAMES)}")
+        if self.extra_cameras and self.image_shape is None:
+            raise DatasetError(f"extra_cameras {self.extra_cameras} without image_shape (a dataset without images)")
+
+    @property
+    def image_keys(self) -> list[str]:
+        """The image arrays of every episode: image, then image_<name> per extra camera."""
+        if self.image_shape is None:
+            return []
+        return ["image", *(f"image_{n}" for n in self.extra_cameras)]
+
+    def obs_keys(self) -> tuple[str, ...]:
+        """OBS_KEYS plus the extra cameras' image keys (arrays of length T+1)."""
+        return (*OBS_KEYS, *self.image_keys[1:])
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["image_shape"] = list(self.image_shape) if self.image_shape is not None else None
+        if not self.extra_cameras:
+            del d["extra_cameras"]  # a one-camera dataset's metadata stays as it always was
         return d
 
     @classmethod
@@ -100,8 +128,9 @@ class DatasetMeta:
 
     def expected_shape(self, key: str, length: int) -> tuple[int, ...] | None:
         """Shape that array `key` must have in an episode of `length` steps (None: absent)."""
-        if key == "image":
-            return None if self.image_shape is None else (length + 1, *self.image_shape)
+        if key.startswith("image"):  # image, or an extra camera's image_<name>; None: the dataset has none
+            return None if key not in ("image", *self.image_keys) or self.image_shape is None \
+                else (length + 1, *self.image_shape)
         if key == "proprio":
             return (length + 1, self.proprio_dim)
         if key == "state":
@@ -126,9 +155,16 @@ class Episode:
     success: bool = False
     source: str = "demo"
     extra: dict[str, Any] = field(default_factory=dict)
+    # the extra cameras' images by key (image_<name>: uint8 [T+1, H, W, 3]); {}: one camera
+    camera_images: dict[str, np.ndarray] = field(default_factory=dict)
+    intervention: np.ndarray | None = None  # bool [T]: a human's step (takeover); None: none
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
+
+    def obs(self, key: str) -> np.ndarray | None:
+        """An observation array by key: image, proprio, state or an extra camera's image_<name>."""
+        return getattr(self, key) if key in OBS_KEYS else self.camera_images.get(key)
 
     @property
     def truncated(self) -> bool:
@@ -137,6 +173,8 @@ class Episode:
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: getattr(self, k) for k in (*OBS_KEYS, *STEP_KEYS)}
+        out.update(self.camera_images)
+        out["intervention"] = self.intervention
         return {k: v for k, v in out.items() if v is not None}
 
     def validate(self, meta: DatasetMeta, where: str = "episode") -> None:
@@ -153,8 +191,12 @@ class Episode:
             json.dumps(self.extra)
         except (TypeError, ValueError) as e:
             raise DatasetError(f"{where}: extra is not JSON-serialisable ({e})") from None
-        for key in (*OBS_KEYS, *STEP_KEYS):
-            arr = getattr(self, key)
+        unknown = sorted(set(self.camera_images) - set(meta.image_keys[1:]))
+        if unknown:
+            raise DatasetError(f"{where}: has camera images {unknown} but the dataset's extra cameras are "
+                               f"{meta.extra_cameras}")
+        for key in (*meta.obs_keys(), *STEP_KEYS):
+            arr = self.obs(key) if key not in STEP_KEYS else getattr(self, key)
             want = meta.expected_shape(key, T)
             if want is None:
                 if arr is not None:
@@ -164,9 +206,9 @@ class Episode:
                 raise DatasetError(f"{where}: missing '{key}' (expected shape {want})")
             if tuple(arr.shape) != want:
                 raise DatasetError(f"{where}: '{key}' has shape {tuple(arr.shape)}, expected {want}")
-            if arr.dtype != DTYPES[key]:
-                raise DatasetError(f"{where}: '{key}' has dtype {arr.dtype}, expected {np.dtype(DTYPES[key])}")
-            if key not in ("image", "terminal"):
+            if arr.dtype != DTYPES[_dtype_key(key)]:
+                raise DatasetError(f"{where}: '{key}' has dtype {arr.dtype}, expected {np.dtype(DTYPES[_dtype_key(key)])}")
+            if not key.startswith("image") and key != "terminal":
                 bad = ~np.isfinite(arr)
                 if bad.any():
                     idx = np.argwhere(bad)[0].tolist()
@@ -179,9 +221,26 @@ class Episode:
                         f"{where}: 'action' (action.npy) value {float(arr[t, i]):.6g} at step {t}, axis {i} is "
                         f"outside the action bounds [-{ACTION_BOUND:g}, {ACTION_BOUND:g}] ({int(out.any(axis=1).sum())} "
                         f"of {T} steps out of bounds; actions are normalised, see docs/dataset_format.md)")
+        if self.intervention is not None and (self.intervention.shape != (T,) or self.intervention.dtype != np.bool_):
+            raise DatasetError(f"{where}: 'intervention' has shape {tuple(self.intervention.shape)} dtype "
+                               f"{self.intervention.dtype}, expected ({T},) bool")
         if self.terminal[:-1].any():
             t = int(np.argmax(self.terminal[:-1]))
             raise DatasetError(f"{where}: terminal=True at step {t} before the last step {T - 1}")
+
+
+# camera names an extra camera cannot take: image_latent is the replays' cached-latent key
+RESERVED_CAMERA_NAMES = ("latent",)
+
+
+def is_image_key(key: str) -> bool:
+    """Whether an observation key holds camera images: image (the main camera) or image_<name>."""
+    return key == "image" or (key.startswith("image_") and key[len("image_"):] not in RESERVED_CAMERA_NAMES)
+
+
+def _dtype_key(key: str) -> str:
+    """The DTYPES entry of an array key (an extra camera's image_<name> is an image)."""
+    return "image" if key.startswith("image_") else key
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
@@ -239,7 +298,8 @@ class DatasetWriter:
                 raise DatasetError(f"{self.root}: exists and is not a robot_calql dataset; refusing to delete it")
         if meta_path.exists():
             old = DatasetMeta.from_json(json.loads(meta_path.read_text()), where=str(meta_path))
-            for k in ("control_hz", "action_dim", "proprio_dim", "state_dim", "image_shape", "action_space"):
+            for k in ("control_hz", "action_dim", "proprio_dim", "state_dim", "image_shape", "action_space",
+                      "extra_cameras"):
                 if getattr(old, k) != getattr(meta, k):
                     raise DatasetError(
                         f"{meta_path}: existing dataset has {k}={getattr(old, k)}, new episodes have "
@@ -320,7 +380,7 @@ class Dataset:
         for k in ("length", "instruction", "success", "source"):
             if k not in info:
                 raise DatasetError(f"{path}: missing field '{k}'")
-        for key in (*OBS_KEYS, *STEP_KEYS):
+        for key in (*self.meta.obs_keys(), *STEP_KEYS):
             want = self.meta.expected_shape(key, int(info["length"]))
             f = ep_dir / f"{key}.npy"
             if want is not None and not f.is_file():
@@ -344,19 +404,28 @@ class Dataset:
         ep_dir, info = self.episode_dirs[i], self.infos[i]
         T = int(info["length"])
         arrays: dict[str, np.ndarray | None] = {}
-        for key in (*OBS_KEYS, *STEP_KEYS):
+        for key in (*self.meta.obs_keys(), *STEP_KEYS):
             want = self.meta.expected_shape(key, T)
             if want is None:
                 arrays[key] = None
                 continue
             arr = self._load(ep_dir / f"{key}.npy")
-            if tuple(arr.shape) != want or arr.dtype != DTYPES[key]:
+            if tuple(arr.shape) != want or arr.dtype != DTYPES[_dtype_key(key)]:
                 raise DatasetError(
                     f"{ep_dir / (key + '.npy')}: shape {tuple(arr.shape)} dtype {arr.dtype}, "
-                    f"expected {want} {np.dtype(DTYPES[key])}"
+                    f"expected {want} {np.dtype(DTYPES[_dtype_key(key)])}"
                 )
             arrays[key] = arr
+        cams = {k: arrays.pop(k) for k in self.meta.image_keys[1:]}
+        human = None
+        if (ep_dir / "intervention.npy").is_file():
+            human = self._load(ep_dir / "intervention.npy")
+            if human.shape != (T,) or human.dtype != np.bool_:
+                raise DatasetError(f"{ep_dir / 'intervention.npy'}: shape {human.shape} dtype {human.dtype}, "
+                                   f"expected ({T},) bool")
         return Episode(
+            camera_images=cams,  # type: ignore[arg-type]
+            intervention=human,
             instruction=info["instruction"],
             task=info.get("task", ""),
             success=bool(info["success"]),

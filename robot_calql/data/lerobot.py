@@ -236,6 +236,9 @@ def export_lerobot(dataset: str | os.PathLike, out: str | os.PathLike, *, camera
         raise LeRobotFormatError(f"{src}: control_hz={meta.control_hz}; LeRobot stores an integer fps")
     if chunks_size < 1 or data_file_mb <= 0 or video_file_mb <= 0:
         raise LeRobotFormatError("chunks_size, data_file_mb and video_file_mb must be positive")
+    if meta.extra_cameras:  # never drop a camera silently
+        raise LeRobotFormatError(f"{src}: extra cameras {meta.extra_cameras}: the LeRobot export writes one camera "
+                                 "(image) only")
     features: dict[str, dict[str, Any]] = {}
     if meta.image_shape is not None:
         h, w, c = meta.image_shape

@@ -20,6 +20,10 @@ Latent cache (an agent with a frozen image encoder, `CalQL.frame_encoder()`): gi
 place of the image, and batches carry that key instead of `image`. The offline buffer encodes
 every frame once after loading (`cache_latents`, in chunks, then frees the images); the online
 buffer encodes each new frame once as `add` stores it.
+
+Several cameras: the extra cameras' images (`image_<name>`, robot_calql.control.cameras) are frame
+keys like `image`, stored once per frame and batched under their own keys. The latent cache
+takes one camera only (a frame encoder with extra camera keys is a ReplayError).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from robot_calql.data import IMAGE_LATENT
-from robot_calql.data.dataset import Dataset, Episode
+from robot_calql.data.dataset import Dataset, Episode, is_image_key
 from robot_calql.data.returns import mc_return_to_go, n_step_returns
 
 
@@ -92,13 +96,26 @@ class InstructionVocab:
 _FRAME_DTYPES = {"image": np.uint8, "proprio": np.float32, "state": np.float32, IMAGE_LATENT: np.float32}
 
 
+def _is_frame_key(k: str) -> bool:
+    """Whether an observation key is stored per frame (image, image_<camera>, proprio, state, latent)."""
+    return k in _FRAME_DTYPES or is_image_key(k)
+
+
+def _frame_dtype(k: str) -> Any:
+    return _FRAME_DTYPES[k] if k in _FRAME_DTYPES else np.uint8  # an extra camera's image
+
+
 def _frame_shapes(obs_spec: Mapping[str, tuple[int, ...]], frame_encoder: Any) -> dict[str, tuple[int, ...]]:
     """Stored shape of each frame key; with a frame encoder the image is stored as its latent."""
-    shapes = {k: tuple(v) for k, v in obs_spec.items() if k in _FRAME_DTYPES}
+    shapes = {k: tuple(v) for k, v in obs_spec.items() if _is_frame_key(k)}
     if frame_encoder is None:
         return shapes
     if "image" not in shapes:
         raise ReplayError(f"a frame encoder (latent cache) needs 'image' in the observation spec, got {sorted(shapes)}")
+    cameras = [k for k in shapes if is_image_key(k) and k != "image"]
+    if cameras:
+        raise ReplayError(f"the latent cache (encoder_frozen) takes one camera; the observation spec also has {cameras}: "
+                          "train with encoder_frozen=false for several cameras")
     if tuple(frame_encoder.image_shape) != shapes["image"]:
         raise ReplayError(f"the frame encoder takes {tuple(frame_encoder.image_shape)} images, the observation spec "
                           f"has {shapes['image']}")
@@ -126,9 +143,11 @@ class _Buffer:
         self.discount, self.n_step = float(discount), int(n_step)
         obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}  # agent-spec extra
         self.obs_spec = {k: tuple(int(x) for x in v) for k, v in obs_spec.items()}
-        unknown = set(self.obs_spec) - {"image", "proprio", "state", "text_embedding"}
+        unknown = {k for k in self.obs_spec if not _is_frame_key(k) and k != "text_embedding"} | (
+            {IMAGE_LATENT} & set(self.obs_spec))
         if unknown:
-            raise ReplayError(f"observation keys {sorted(unknown)} are not replayable (known: image, proprio, state, text_embedding)")
+            raise ReplayError(f"observation keys {sorted(unknown)} are not replayable (known: image, image_<camera>, "
+                              "proprio, state, text_embedding)")
         if "text_embedding" in self.obs_spec and text_embeddings is None:
             raise ReplayError("obs spec has 'text_embedding' but no text_embeddings table (one row per instruction id) was given")
         self.text_embeddings = None if text_embeddings is None else np.asarray(text_embeddings, dtype=np.float32)
@@ -138,7 +157,7 @@ class _Buffer:
         self.frame_encoder = frame_encoder
         shapes = _frame_shapes(self.obs_spec, frame_encoder)
         self.frame_keys = list(shapes)
-        self.frames = {k: np.zeros((num_frames, *shapes[k]), dtype=_FRAME_DTYPES[k]) for k in self.frame_keys}
+        self.frames = {k: np.zeros((num_frames, *shapes[k]), dtype=_frame_dtype(k)) for k in self.frame_keys}
         self.obs_idx = np.zeros(num_steps, dtype=np.int64)
         self.next_idx = np.zeros(num_steps, dtype=np.int64)
         self.action = np.zeros((num_steps, self.action_dim), dtype=np.float32)
@@ -147,6 +166,7 @@ class _Buffer:
         self.mc_return = np.zeros(num_steps, dtype=np.float32)
         self.instruction = np.zeros(num_steps, dtype=np.int64)
         self.success = np.zeros(num_steps, dtype=np.bool_)  # the step's episode reached success
+        self.intervention = np.zeros(num_steps, dtype=np.bool_)  # a human's step (takeover)
         # n-step TD (n_step > 1): reward sum over the window, the frame after it, its terminal, gamma^m
         self.n_reward = np.zeros(num_steps, dtype=np.float32)
         self.n_next_idx = np.zeros(num_steps, dtype=np.int64)
@@ -156,8 +176,8 @@ class _Buffer:
     @staticmethod
     def nbytes(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_frames: int, num_steps: int,
                frame_encoder: Any = None) -> int:
-        shapes = _frame_shapes({k: tuple(v) for k, v in obs_spec.items() if k in _FRAME_DTYPES}, frame_encoder)
-        frame = sum(int(np.prod(v)) * np.dtype(_FRAME_DTYPES[k]).itemsize for k, v in shapes.items())
+        shapes = _frame_shapes({k: tuple(v) for k, v in obs_spec.items() if _is_frame_key(k)}, frame_encoder)
+        frame = sum(int(np.prod(v)) * np.dtype(_frame_dtype(k)).itemsize for k, v in shapes.items())
         step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1 + (4 + 8 + 1 + 4)
         return num_frames * frame + num_steps * step
 
@@ -220,9 +240,10 @@ class OfflineReplay(_Buffer):
         meta = dataset.meta
         obs_spec = {k: v for k, v in obs_spec.items() if k != "num_instructions"}
         for k in obs_spec:
-            if k in _FRAME_DTYPES and meta.expected_shape(k, 0) is None:
-                raise ReplayError(f"{dataset.root}: the agent needs '{k}' observations but the dataset has none")
-            if k in _FRAME_DTYPES and tuple(meta.expected_shape(k, 0)[1:]) != tuple(obs_spec[k]):
+            if _is_frame_key(k) and meta.expected_shape(k, 0) is None:
+                raise ReplayError(f"{dataset.root}: the agent needs '{k}' observations but the dataset has none"
+                                  + (f" (its extra cameras: {meta.extra_cameras})" if is_image_key(k) else ""))
+            if _is_frame_key(k) and tuple(meta.expected_shape(k, 0)[1:]) != tuple(obs_spec[k]):
                 raise ReplayError(
                     f"{dataset.root}: '{k}' has shape {meta.expected_shape(k, 0)[1:]}, the agent expects {tuple(obs_spec[k])}"
                 )
@@ -240,7 +261,7 @@ class OfflineReplay(_Buffer):
             ep.validate(meta, where=str(dataset.episode_dirs[i]))
             T = len(ep)
             for k in self.frame_keys:
-                self.frames[k][f : f + T + 1] = getattr(ep, k)
+                self.frames[k][f : f + T + 1] = ep.obs(k)
             steps = slice(s, s + T)
             self.obs_idx[steps] = np.arange(f, f + T)
             self.next_idx[steps] = np.arange(f + 1, f + T + 1)
@@ -351,7 +372,7 @@ class OnlineReplay(_Buffer):
             v = np.asarray(obs[src])
             if v.shape != self.obs_spec[src]:
                 raise ReplayError(f"observation '{src}' has shape {v.shape}, expected {self.obs_spec[src]}")
-            if src != "image" and not np.all(np.isfinite(v)):
+            if not is_image_key(src) and not np.all(np.isfinite(v)):
                 raise ReplayError(f"observation '{src}' has a NaN or infinite value")
             values[k] = v
         if IMAGE_LATENT in values:  # encoded once, here; the image itself is not stored
@@ -379,10 +400,11 @@ class OnlineReplay(_Buffer):
         return True
 
     def add(self, obs: Mapping[str, Any], action: np.ndarray, reward: float, next_obs: Mapping[str, Any],
-            terminal: bool, truncated: bool = False, instruction: str | int = 0) -> None:
+            terminal: bool, truncated: bool = False, instruction: str | int = 0, intervention: bool = False) -> None:
         """Store one transition. Within an episode, a step whose `obs` is the previous step's
         `next_obs` (or has none of the frame keys) shares that frame; any other `obs` (a step was
-        left out, e.g. a command the arm never executed) is stored as a frame of its own."""
+        left out, e.g. a command the arm never executed) is stored as a frame of its own.
+        `intervention`: a human's step (a takeover); MixedReplay also draws it on the offline side."""
         a = np.asarray(action, dtype=np.float32).reshape(-1)
         if a.shape != (self.action_dim,) or not np.all(np.isfinite(a)):
             raise ReplayError(f"action must be finite with shape ({self.action_dim},), got {a.shape} {a}")
@@ -407,6 +429,7 @@ class OnlineReplay(_Buffer):
         self.mc_return[i] = np.nan
         self.instruction[i] = ins
         self.success[i] = False  # set for the whole episode when it ends
+        self.intervention[i] = bool(intervention)
         self.steps_written += 1
         self.first_valid = max(self.first_valid, self.steps_written - self.capacity)
         self._cur_frame = nxt
@@ -433,16 +456,17 @@ class OnlineReplay(_Buffer):
             raise ReplayError("add_episode while an episode added step by step is still open")
         keys = [_source_key(k) for k in self.frame_keys]
         for t in range(T):
-            obs_t = {k: getattr(ep, k)[t] for k in keys}
-            nxt_t = {k: getattr(ep, k)[t + 1] for k in keys}
+            obs_t = {k: ep.obs(k)[t] for k in keys}
+            nxt_t = {k: ep.obs(k)[t + 1] for k in keys}
             last = t == T - 1
             self.add(obs_t, ep.action[t], float(ep.reward[t]), nxt_t, bool(ep.terminal[t]),
-                     truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction)
+                     truncated=last and not bool(ep.terminal[t]), instruction=ep.instruction,
+                     intervention=ep.intervention is not None and bool(ep.intervention[t]))
 
     # -- snapshots (resume)
     _ARRAYS = ("obs_idx", "next_idx", "action", "reward", "done", "mc_return", "instruction", "obs_abs", "success",
-               "n_reward", "n_next_idx", "n_done", "n_discount")
-    _OPTIONAL = {"success"}  # absent from snapshots written before it existed: left False
+               "n_reward", "n_next_idx", "n_done", "n_discount", "intervention")
+    _OPTIONAL = {"success", "intervention"}  # absent from snapshots written before it existed: left False
     _N_STEP = {"n_reward", "n_next_idx", "n_done", "n_discount"}  # ditto; needed only with n_step > 1
     _COUNTERS = ("frames_written", "steps_written", "first_valid", "complete", "_cur_frame")
 
@@ -522,6 +546,15 @@ class OnlineReplay(_Buffer):
             b["mc_return"] = np.full_like(b["mc_return"], -np.inf)
         return b
 
+    def intervention_steps(self) -> np.ndarray:
+        """Buffer positions of the sampleable (finished, frames kept) human steps."""
+        key = (self.first_valid, self.complete)
+        if getattr(self, "_human_key", None) != key:
+            absolute = np.arange(self.first_valid, self.complete)
+            self._human = absolute[self.intervention[absolute % self.capacity]] % self.capacity
+            self._human_key = key
+        return self._human
+
     def recent_numpy(self, n: int) -> dict[str, Any]:
         """The last min(n, len(self)) finished steps, oldest first, with their true MC returns
         whatever `bound_online` says (calibration of the policy's own recent episodes); empty
@@ -543,6 +576,10 @@ class MixedReplay:
     so the first few online episodes are not drawn hundreds of times each while the policy acts
     with the result (docs/experiments/2026-12-05-ros-learner-warmup.md); 0 is the official
     Cal-QL schedule.
+
+    Human steps (online steps added with `intervention=True`) are drawn on the offline side too,
+    as HIL-SERL puts interventions in its demo buffer: the offline rows come uniformly from the
+    offline data plus those steps, which keep their whole episode's MC return.
     """
 
     def __init__(self, offline: OfflineReplay, online: OnlineReplay, mixing_ratio: float = 0.5,
@@ -563,13 +600,23 @@ class MixedReplay:
             n_on = int(round(n_on * held / self.online_warmup))
         return batch_size - n_on, n_on
 
+    def _offline_side(self, n: int) -> dict[str, Any]:
+        """n rows from the offline data and the online buffer's human steps, uniformly over both."""
+        human = self.online.intervention_steps()
+        rng = self.offline.rng
+        k = int(rng.binomial(n, len(human) / (len(self.offline) + len(human)))) if len(human) else 0
+        if k == 0:
+            return self.offline.sample_numpy(n)
+        rows = _Buffer._gather(self.online, human[rng.integers(0, len(human), size=k)])  # true MC returns
+        return rows if k == n else _concat(self.offline.sample_numpy(n - k), rows)
+
     def sample(self, batch_size: int) -> dict[str, Any]:
         n_off, n_on = self.split(batch_size)
         if n_on == 0:
-            b = self.offline.sample_numpy(n_off)
+            b = self._offline_side(n_off)
         elif n_off == 0:
             b = self.online.sample_numpy(n_on)
         else:
-            b = _concat(self.offline.sample_numpy(n_off), self.online.sample_numpy(n_on))
+            b = _concat(self._offline_side(n_off), self.online.sample_numpy(n_on))
         b["online"] = np.arange(batch_size) >= n_off
         return _to_torch(b, self.offline.device)

@@ -20,15 +20,14 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+# the pose conventions of every kinematics model (re-exported here)
+from robot_calql.control.ee_pose import KinematicsError, down_rotation, wrap_angle, yaw_of  # noqa: F401
+
 ASSET = Path(__file__).resolve().parent / "assets" / "standin_cell.xml"
 ARM_JOINTS = ("waist", "shoulder", "elbow", "wrist_angle", "wrist_rotate")
 FINGER_JOINTS = ("left_finger", "right_finger")
 FINGER_OPEN_M = 0.03  # finger slide travel: 0 closed, 0.03 fully open (per finger)
 EE_SITE = "ee"
-
-
-class KinematicsError(ValueError):
-    """Bad joint vector (wrong length, NaN)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,23 +113,6 @@ class ArmKinematics:
             dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
             q = np.clip(q + dq, self.lower, self.upper)
         return q
-
-
-def down_rotation(yaw: float) -> np.ndarray:
-    """Rotation of the gripper frame pointing straight down with heading `yaw` (columns = axes)."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[0.0, -s, c], [0.0, c, s], [-1.0, 0.0, 0.0]])
-
-
-def yaw_of(rot: np.ndarray) -> float:
-    """Heading of a gripper rotation matrix: angle of the finger axis (hand y) in the table plane."""
-    y = rot[:, 1]
-    return float(wrap_angle(np.arctan2(y[1], y[0]) - np.pi / 2))
-
-
-def wrap_angle(a):
-    """Wrap an angle (or array) to [-pi, pi)."""
-    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
 
 @functools.lru_cache(maxsize=1)

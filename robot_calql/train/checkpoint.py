@@ -20,12 +20,20 @@ A process killed with SIGKILL (or a power cut) leaves one behind; the next save 
 folder removes those whose process is gone (same host, pid not running). Loading never reads them.
 
 The policy node only needs `model.safetensors` + `meta.json` (`load_policy_weights`).
+
+Format version: meta.json carries `format_version` (FORMAT_VERSION when written; a checkpoint
+without it is version 0). `load_checkpoint` and `load_meta` bring an older checkpoint to the
+current version through `upgrade_checkpoint`, one step per version (`_UPGRADES`), and refuse a
+newer one with a CheckpointError. A change to what a checkpoint holds adds a step there, so no
+other code needs to know how older checkpoints looked.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import math
 import os
 import re
 import secrets
@@ -38,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from robot_calql.agent.calql import CheckpointError
+
 CKPT_DIR = "checkpoints"
 LATEST = "LATEST"
 WEIGHTS = "model.safetensors"
@@ -46,10 +56,55 @@ BUFFER = "buffer.npz"
 META = "meta.json"
 SEP = "/"
 PARTIAL = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)@(?P<host>.+)\.[^.]+\.partial$")
+FORMAT_VERSION = 1  # what save_checkpoint writes as meta.json "format_version" (0: no such field)
+
+log = logging.getLogger("robot_calql.train.checkpoint")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or does not fit the agent built from the config."""
+# ----------------------------------------------------------------------------- format versions
+def _upgrade_0_to_1(state: dict[str, Any]) -> None:
+    """Version 0 (no format_version) -> 1: the agent settings deleted in version 1 leave the stored
+    agent config (a setting that was on is named in a warning: training continues without it);
+    fine-tuning's gripper-flip state goes; defaults for what early version-0 runs lacked: the
+    fine-tuning loop's arm-home count, the ROS learner's update count, the buffer's success flags."""
+    meta, trainer, buffer = state["meta"], state.get("trainer"), state.get("buffer")
+    agent = meta.get("agent")
+    if isinstance(agent, dict):
+        for key, off in (("num_min_critics", None), ("td_target_max", math.inf), ("bc_offline_only", False),
+                         ("extra", {})):
+            if key in agent and agent.pop(key) != off:
+                log.warning("checkpoint: agent setting %s was removed; this checkpoint used it, training goes on "
+                            "without it", key)
+    if trainer:
+        trainer.pop("gripper_flips", None)
+        if meta.get("phase") == "finetune" and isinstance(trainer.get("loop"), dict):
+            trainer["loop"].setdefault("homes", 0)
+        if meta.get("phase") == "finetune_ros":
+            trainer.setdefault("updates", int(meta.get("step", 0)))
+    if buffer is not None and "obs_idx" in buffer and "success" not in buffer:
+        buffer["success"] = np.zeros(len(buffer["obs_idx"]), dtype=np.bool_)
+
+
+# _UPGRADES[v] brings a version-v checkpoint to version v + 1 (in place).
+_UPGRADES = (_upgrade_0_to_1,)
+assert len(_UPGRADES) == FORMAT_VERSION
+
+
+def upgrade_checkpoint(state: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
+    """Bring a loaded checkpoint ({"meta", and optionally "agent_state", "trainer", "buffer"}) from
+    its format version to FORMAT_VERSION, one step at a time, in place; returns it. A version newer
+    than this code knows is a CheckpointError naming both."""
+    meta = state["meta"]
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{where}: format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where}: format version {version} was written by a newer robot_calql; this one reads "
+                              f"versions up to {FORMAT_VERSION}: update robot_calql to load it")
+    for step in _UPGRADES[version:]:
+        step(state)
+    meta["format_version"] = FORMAT_VERSION
+    return state
 
 
 # ----------------------------------------------------------------------------- state dict split
@@ -227,7 +282,8 @@ def save_checkpoint(
                 np.savez(f, **buffer)
                 f.flush()
                 os.fsync(f.fileno())
-        _fsync_write(tmp / META, (json.dumps({**meta, "step": int(step)}, indent=2, default=str) + "\n").encode())
+        meta = {**meta, "step": int(step), "format_version": FORMAT_VERSION}
+        _fsync_write(tmp / META, (json.dumps(meta, indent=2, default=str) + "\n").encode())
         final = root / name
         if final.exists():  # same step saved twice (e.g. periodic save then exit at that step)
             _discard(final)
@@ -296,19 +352,29 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's meta.json, upgraded to FORMAT_VERSION (upgrade_checkpoint)."""
     ckpt = find_checkpoint(path)
+    return upgrade_checkpoint({"meta": _read_meta(ckpt)}, str(ckpt))["meta"]
+
+
+def _read_meta(ckpt: Path) -> dict[str, Any]:
+    """meta.json of checkpoint folder `ckpt` as stored."""
     try:
-        return json.loads((ckpt / META).read_text())
+        meta = json.loads((ckpt / META).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{ckpt / META}: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{ckpt / META}: not a JSON object")
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint: {"dir", "meta", "agent_state", "trainer", "buffer" (or None)}."""
+    """Load a checkpoint, upgraded to FORMAT_VERSION: {"dir", "meta", "agent_state", "trainer",
+    "buffer" (or None)}."""
     from safetensors.torch import load_file
 
     ckpt = find_checkpoint(path)
-    meta = load_meta(ckpt)
+    meta = _read_meta(ckpt)
     try:
         tensors = load_file(str(ckpt / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types
@@ -328,7 +394,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if (ckpt / BUFFER).is_file():
         with np.load(ckpt / BUFFER, allow_pickle=False) as z:
             buffer = {k: z[k] for k in z.files}
-    return {"dir": ckpt, "meta": meta, "agent_state": agent_state, "trainer": trainer, "buffer": buffer}
+    state = {"dir": ckpt, "meta": meta, "agent_state": agent_state, "trainer": trainer, "buffer": buffer}
+    return upgrade_checkpoint(state, str(ckpt))
 
 
 def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, Any]:

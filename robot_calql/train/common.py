@@ -46,7 +46,9 @@ def obs_spec_from_meta(meta: Any, mode: str) -> dict[str, tuple[int, ...]]:
         return {"state": (int(meta.state_dim),)}
     if meta.image_shape is None:
         raise ConfigError("obs=pixels, but the dataset has no images (collected with image_size=0?): use obs=state")
-    return {"image": tuple(int(x) for x in meta.image_shape), "proprio": (int(meta.proprio_dim),)}
+    shape = tuple(int(x) for x in meta.image_shape)
+    # every camera of the dataset (image, then image_<name> per extra camera) goes to the agent
+    return {**{k: shape for k in meta.image_keys}, "proprio": (int(meta.proprio_dim),)}
 
 
 def agent_obs(obs: dict[str, Any], spec: dict[str, tuple[int, ...]], vocab: InstructionVocab) -> dict[str, Any]:
@@ -148,6 +150,16 @@ def agent_config(cfg: DictConfig, base: dict[str, Any] | None = None) -> Any:
     d = dict(base or {})
     d.update(OmegaConf.to_container(cfg.agent, resolve=True) or {})  # type: ignore[arg-type]
     return CalQLConfig.from_dict(d)
+
+
+def agent_from_meta(meta: Mapping[str, Any], device: str = "cpu") -> Any:
+    """The CalQL agent a checkpoint's meta describes (obs_spec, action_dim, instructions, agent
+    settings), untrained; an unknown or deleted agent setting is a ConfigError naming it."""
+    from robot_calql.agent import CalQL, CalQLConfig
+
+    spec = {k: tuple(int(x) for x in v) for k, v in meta["obs_spec"].items()}
+    return CalQL(spec, int(meta["action_dim"]), CalQLConfig.from_dict(meta.get("agent") or {}), device=device,
+                 num_instructions=max(1, len(meta["instructions"])))
 
 
 def build_agent(spec: dict[str, tuple[int, ...]], action_dim: int, num_instructions: int, cfg: DictConfig,

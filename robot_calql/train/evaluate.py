@@ -17,6 +17,7 @@ from robot_calql.train.evaluation import (
     FAILURES,
     OUTCOMES,
     critic_summary,
+    evaluate,
     run_episode,
     wilson_interval,
 )
@@ -46,7 +47,6 @@ def failure_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path, columns:
 
 def main(cfg: Any) -> int:
     """`robot-calql evaluate checkpoint=<run>`: success rate and failure breakdown of a saved policy."""
-    from omegaconf import OmegaConf
     from tqdm import tqdm
 
     from robot_calql.agent.cpu import configure_cpu_process
@@ -54,7 +54,7 @@ def main(cfg: Any) -> int:
     from robot_calql.data.replay import InstructionVocab
     from robot_calql.sim import get_task, make_env
     from robot_calql.train import checkpoint as ckpt
-    from robot_calql.train.common import build_agent, set_threads, temperature_setting
+    from robot_calql.train.common import agent_from_meta, set_threads, temperature_setting
 
     set_threads(int(cfg.threads))
     configure_cpu_process()  # process-wide: subnormal flush, glibc heap (agent/cpu.py)
@@ -80,8 +80,7 @@ def main(cfg: Any) -> int:
     spec = {k: tuple(v) for k, v in meta["obs_spec"].items()}
     vocab = InstructionVocab(meta["instructions"])
     vocab.id(get_task(task).instruction)  # the policy must know the task's instruction
-    agent = build_agent(spec, int(meta["action_dim"]), len(vocab), OmegaConf.create({"agent": {}, "device": cfg.device}),
-                        base=meta.get("agent"))  # the checkpoint's own agent settings
+    agent = agent_from_meta(meta, str(cfg.device))  # the checkpoint's own agent settings
     agent.load_state_dict(state["agent_state"])
     temps = temperature_setting(cfg, "temperature", int(meta["action_dim"]))
 
@@ -90,11 +89,11 @@ def main(cfg: Any) -> int:
     starts = {k: float(cfg.get(k, 0.0)) for k in ("dropped_start", "rolled_start")}  # make_env checks them
     env = make_env(task, image_size=image_size, max_episode_steps=T, render_mode="rgb_array" if out else None,
                    render_size=int(cfg.frame_size), **starts)
-    env.set_task(task)
     eps: list[dict[str, Any]] = []
     try:
-        for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not cfg.progress):
-            eps.append(run_episode(agent, env, spec, vocab, int(cfg.seed) + i, temps))
+        with tqdm(total=episodes, desc="evaluate", unit="episode", disable=not cfg.progress) as bar:
+            evaluate(agent, env, task, episodes, spec, vocab, seed=int(cfg.seed), temperature=temps, details=eps,
+                     on_episode=lambda _: bar.update(1))
         wins = sum(e["success"] for e in eps)
         lo, hi = wilson_interval(wins, episodes)
         counts = {o: sum(e["outcome"] == o for e in eps) for o in OUTCOMES}

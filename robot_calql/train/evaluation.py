@@ -19,6 +19,7 @@ stalls says why (these are logged next to it during training, `<outcome>_rate`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -105,14 +106,22 @@ def evaluate(
     seed: int = 10_000,
     temperature: Any = 0.0,
     details: list | None = None,
+    on_episode: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
-    """Run `episodes` full-reset episodes of `task` with the deterministic policy (seeds seed + i).
+    """Run `episodes` full-reset episodes of `task` (seeds seed + i) with the policy's mean action,
+    or sampled at `temperature` (run_episode). The one evaluation of the stand-in: training's
+    evaluations, `robot-calql evaluate` and the benchmarks call it.
 
-    Returns {"success_rate", "mean_return", "mean_length", "<failure>_rate" for each of FAILURES};
-    with `details`, each episode's run_episode() record is appended to it.
+    Returns {"success_rate", "mean_return", "mean_length", "<failure>_rate" for each of FAILURES}
+    and the critic's summary (critic_summary); with `details`, each episode's run_episode() record
+    is appended to it; `on_episode` is called with each record as it finishes (e.g. a progress bar).
     """
     env.set_task(task)
-    eps = [run_episode(agent, env, spec, vocab, seed + i, temperature) for i in range(int(episodes))]
+    eps = []
+    for i in range(int(episodes)):
+        eps.append(run_episode(agent, env, spec, vocab, seed + i, temperature))
+        if on_episode is not None:
+            on_episode(eps[-1])
     if details is not None:
         details.extend(eps)
     res = {

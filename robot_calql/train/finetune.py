@@ -20,6 +20,13 @@ used by the learning benchmark). `full_reset_every=N` adds a full reset every N 
 Every `eval_every` steps (and at step 0: the offline policy) the deterministic policy runs
 `eval_episodes` full-reset episodes of the forward task in a separate env instance.
 
+`simulated_human.enabled=true` adds the stand-in's simulated operator
+(robot_calql/sim/simulated_human.py): when the policy is stuck or heading out of the workspace for
+`patience_steps` steps it acts with the scripted demonstrator for at most `takeover_steps` steps,
+within `budget_steps` human steps in all; those steps go to the online buffer with
+`intervention=True` (also drawn on the offline side), one `human/*` row per episode is logged and
+success.png gets a panel with the share of human steps per episode.
+
 `reward_source=classifier` trains from a robot_calql.reward classifier (debounced) instead of
 the simulator's success; ground truth is then only logged, together with the classifier's
 online false-positive rate.
@@ -41,7 +48,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from robot_calql.agent.exploration import GripperFlips
 from robot_calql.config import ConfigError, resolve_path
 from robot_calql.control.episode_controller import HOME_MODES, homes_after
 from robot_calql.train import checkpoint as ckpt
@@ -49,7 +55,6 @@ from robot_calql.train.common import (
     GracefulStop,
     NonFiniteTrainingError,
     agent_obs,
-    build_agent,
     check_finite_state,
     check_losses,
     online_calibration,
@@ -58,22 +63,15 @@ from robot_calql.train.common import (
     temperature_setting,
 )
 from robot_calql.train.logger import Logger, UpdateMeans
+from robot_calql.train.session import open_session
 
 log = logging.getLogger("robot_calql.train.finetune")
 
 SIM_CHECKPOINT = "runs/pretrain"  # env=sim with checkpoint=null: pretrain's default run folder
 SIM_MAX_EPISODE_STEPS = 60  # env=sim with max_episode_steps=null: 6 s at 10 Hz
-
-
-# ----------------------------------------------------------------------------- buffer snapshots
-def load_online_state(buf: Any, s: dict[str, np.ndarray]) -> None:
-    """Refill the online replay from a checkpoint's buffer.npz (OnlineReplay.state_dict)."""
-    from robot_calql.data.replay import ReplayError
-
-    try:
-        buf.load_state_dict(s)
-    except ReplayError as e:
-        raise ckpt.CheckpointError(f"buffer.npz: {e}") from None
+# settings that were tried, lost and were deleted: a config that still sets one is refused with this note
+REMOVED_KEYS = {k: "gripper flips, no gain: docs/experiments/2026-11-22-hover-backups-and-20k-steps.md"
+                for k in ("explore_gripper_flip", "explore_gripper_hold")}
 
 
 # ----------------------------------------------------------------------------- classifier reward
@@ -92,12 +90,16 @@ class ClassifierReward:
         self.deb = Debouncer(k=int(cfg.debounce), threshold=thr)
         self.image_size = int(self.clf.image_shape[0])
         self.positives = self.false_positives = self.negatives_gt = 0
+        self.positives_gt = self.false_negatives = 0  # ground-truth success frames, and those it missed
 
     def __call__(self, obs: dict[str, Any], gt_success: bool) -> bool:
         p = float(self.clf.predict_proba(obs["image"], obs["instruction"])[0])
         success = self.deb.update(p)
         if not gt_success:
             self.negatives_gt += 1
+        else:
+            self.positives_gt += 1
+            self.false_negatives += int(not success)
         if success:
             self.positives += 1
             if not gt_success:
@@ -112,15 +114,19 @@ class ClassifierReward:
             "clf_false_positive_rate": self.false_positives / max(1, self.negatives_gt),
             "clf_precision": (self.positives - self.false_positives) / max(1, self.positives),
             "clf_successes": float(self.positives),
+            "clf_false_positives": float(self.false_positives),
+            "clf_false_negatives": float(self.false_negatives),
+            "clf_false_negative_rate": self.false_negatives / max(1, self.positives_gt),
         }
 
     def state(self) -> dict[str, int]:
         return {"count": self.deb.count, "positives": self.positives, "fp": self.false_positives,
-                "neg": self.negatives_gt}
+                "neg": self.negatives_gt, "pos_gt": self.positives_gt, "fn": self.false_negatives}
 
     def load(self, s: dict[str, int]) -> None:
         self.deb.count, self.positives = int(s["count"]), int(s["positives"])
         self.false_positives, self.negatives_gt = int(s["fp"]), int(s["neg"])
+        self.positives_gt, self.false_negatives = int(s.get("pos_gt", 0)), int(s.get("fn", 0))
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -128,14 +134,7 @@ def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
     from robot_calql.agent.cpu import configure_cpu_process
-    from robot_calql.data.dataset import Dataset
-    from robot_calql.data.replay import (
-        InstructionVocab,
-        MixedReplay,
-        OfflineReplay,
-        OnlineReplay,
-        replay_kwargs,
-    )
+    from robot_calql.data.replay import InstructionVocab, OnlineReplay
     from robot_calql.sim import PAIRS, get_task, make_env
     from robot_calql.train.evaluation import FAILURES, calibration_points, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
@@ -154,7 +153,9 @@ def main(cfg: DictConfig) -> int:
     if steps < 0:
         raise ConfigError(f"steps must be >= 0, got {steps}")
     temperature_setting(cfg, "explore_temperature", None)  # the values now, their number once A is known
-    flips = gripper_flips(cfg)
+    for k in REMOVED_KEYS:
+        if k in cfg:
+            raise ConfigError(f"{k} was removed ({REMOVED_KEYS[k]}): delete it from the config")
     src = resolve_path(SIM_CHECKPOINT if cfg.checkpoint is None else cfg.checkpoint)
     if src is None:
         raise ConfigError("finetune needs checkpoint=<pre-trained run or checkpoint folder>")
@@ -187,22 +188,9 @@ def main(cfg: DictConfig) -> int:
     if not resuming:  # only once the settings are known to work: overwrite=true must not lose a run for nothing
         ckpt.clear_run(out)
 
-    set_seed(int(cfg.seed))
-    agent = build_agent(spec, int(meta["action_dim"]), len(vocab), cfg, base=meta.get("agent"))
-    agent.load_state_dict(state["agent_state"])  # names the tensor whose shape does not fit
-    if state["trainer"].get("optimizer"):
-        agent.load_optimizer_state_dict(state["trainer"]["optimizer"])
-    acfg = agent.cfg
-
     data_dir = resolve_path(cfg.dataset) or resolve_path(meta.get("dataset"))
     if data_dir is None:
         raise ConfigError("dataset=<offline data to mix in> is needed (the checkpoint names none)")
-    dataset = Dataset(data_dir)
-    dataset.verify()
-    rk = replay_kwargs(acfg)
-    frames = agent.frame_encoder()  # a frozen image encoder: both replays store its latents (None: images)
-    offline = OfflineReplay(dataset, spec, vocab=vocab, device=str(cfg.device), seed=int(cfg.seed) + 1,
-                            progress=bool(cfg.progress), frame_encoder=frames, **rk)
     capacity = int(cfg.online_capacity) if cfg.online_capacity else steps + 1
     if resuming and capacity != (saved := int(state["trainer"]["loop"]["capacity"])):
         # a ring that has wrapped holds indices modulo its capacity; one that has not can grow, so a
@@ -217,9 +205,15 @@ def main(cfg: DictConfig) -> int:
             capacity = saved
         else:
             log.info("resume: online buffer capacity %d -> %d steps (it holds %d, none overwritten)", saved, capacity, held)
-    online = OnlineReplay(spec, int(meta["action_dim"]), capacity, vocab=vocab, bound_online=acfg.calql_bound_online,
-                          device=str(cfg.device), seed=int(cfg.seed) + 2, frame_encoder=frames, **rk)
-    replay = MixedReplay(offline, online, float(cfg.mixing_ratio), online_warmup=int(cfg.online_warmup))
+    set_seed(int(cfg.seed))
+    session = open_session(meta, state, agent_overrides=OmegaConf.to_container(cfg.agent, resolve=True),
+                           online_capacity=capacity, dataset=data_dir, mixing_ratio=float(cfg.mixing_ratio),
+                           online_warmup=int(cfg.online_warmup), device=str(cfg.device),
+                           offline_seed=int(cfg.seed) + 1, online_seed=int(cfg.seed) + 2,
+                           progress=bool(cfg.progress), verify_dataset=True)
+    agent, acfg, dataset = session.agent, session.agent.cfg, session.dataset
+    offline, online, replay = session.offline, session.online, session.replay
+    rnd = exploration_bonus(cfg, spec, agent)  # rnd.scale > 0: OOO's optimistic exploration (agent/rnd.py)
 
     clf = ClassifierReward(cfg.classifier, str(cfg.device)) if cfg.reward_source == "classifier" else None
     image_size = int(cfg.image_size if cfg.image_size is not None else meta.get("image_size", 0))
@@ -231,6 +225,8 @@ def main(cfg: DictConfig) -> int:
     env = make_env(forward, image_size=image_size, seed=int(cfg.seed), max_episode_steps=T)
     eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T)
 
+    human, demo, human_stats = _simulated_human(cfg, env)
+
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
             "successes": {forward: 0, backward: 0}, "episodes_by_task": {forward: 0, backward: 0},
@@ -238,17 +234,17 @@ def main(cfg: DictConfig) -> int:
     obs, _ = env.reset(seed=int(cfg.seed))
     if resuming:
         loop = state["trainer"]["loop"]
-        ckpt.set_rng_state(state["trainer"]["rng"])
+        session.resume(state["buffer"])  # RNG states and the online buffer
         env.set_state(state["trainer"]["env"])
         obs = state["trainer"]["obs"]
-        offline.rng.bit_generator.state = state["trainer"]["offline_rng"]
-        if "gripper_flips" in state["trainer"]:  # runs saved before flips existed had none
-            flips.load(state["trainer"]["gripper_flips"])
-        if state["buffer"] is not None:
-            load_online_state(online, state["buffer"])
+        if rnd is not None and "rnd" in state["trainer"]:
+            rnd.load_state_dict(state["trainer"]["rnd"])
         loop["capacity"] = capacity
         if clf is not None and "classifier" in state["trainer"]:
             clf.load(state["trainer"]["classifier"])
+        if human is not None and "human" in loop:
+            human.load(loop["human"]["sim"])
+            human_stats.load(loop["human"]["stats"])
         log.info("resuming %s at online step %d", out, loop["step"])
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
@@ -265,10 +261,11 @@ def main(cfg: DictConfig) -> int:
         weights = agent.state_dict()
         check_finite_state(weights, f"online step {loop['step']}", last_good)
         trainer = {"optimizer": agent.optimizer_state_dict(), "rng": ckpt.rng_state(), "loop": loop,
-                   "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state,
-                   "gripper_flips": flips.state()}
+                   "env": env.get_state(), "obs": obs, "offline_rng": offline.rng.bit_generator.state}
         if clf is not None:
             trainer["classifier"] = clf.state()
+        if rnd is not None:
+            trainer["rnd"] = rnd.state_dict()
         last_good = ckpt.save_checkpoint(out, loop["step"], weights, trainer, run_meta,
                                          buffer=online.state_dict(), keep=int(cfg.keep_checkpoints))
         return last_good
@@ -296,32 +293,46 @@ def main(cfg: DictConfig) -> int:
                 run_eval()
             while loop["step"] < steps:
                 instr = obs["instruction"]
-                action = flips(agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t))
+                was_driving = human is not None and human.driving
+                intervene = human is not None and human.step(obs["proprio"][6:9])  # ee position
+                if intervene:  # the simulated operator drives with the scripted demonstrator
+                    if not was_driving:
+                        demo.reset()
+                    action = demo.act(obs)
+                else:
+                    action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 gt = bool(info["success"])
                 if clf is not None:  # the classifier decides; the simulator's success is only logged
                     terminated = clf(next_obs, gt)
                     reward = float(terminated)
                     truncated = truncated and not terminated
-                online.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated), instr)
+                online.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated), instr,
+                           intervention=intervene)
+                if human is not None and (row := human_stats.add(intervene, terminated or truncated)) is not None:
+                    logger.log(loop["step"] + 1, "human", row)
+                    loop["human"] = {"sim": human.state(), "stats": human_stats.state(),
+                                     "curve": loop.get("human", {}).get("curve", []) +
+                                     [[loop["step"] + 1, row["intervention_rate"]]]}
+                    human.reset()
                 loop["step"] += 1
                 loop["ep_return"] += float(reward)
                 loop["ep_len"] += 1
                 obs = next_obs
                 if terminated or truncated:
                     obs = _next_episode(env, loop, bool(terminated), forward, backward, cfg, clf)
-                    flips.reset()
                 if loop["step"] > starts:
                     for _ in range(utd):
-                        metrics = agent.update(replay.sample(bs))
+                        batch = replay.sample(bs)
+                        bonus = rnd.apply(batch) if rnd is not None else {}  # online rows' rewards only
+                        metrics = {**agent.update(batch), **bonus}
                         check_losses(metrics, f"online step {loop['step']} (update {agent.num_updates})", last_good)
                         means.add(metrics)
                 bar.update(1)
                 step = loop["step"]
                 if step % log_every == 0 or step == steps:
                     logger.log(step, "finetune", means.pop())
-                    online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online),
-                                    "gripper_flips": flips.flips}
+                    online_stats = {"episodes": loop["episodes"], "buffer_steps": len(online)}
                     for t in (forward, backward):
                         online_stats[f"successes_{t}"] = loop["successes"][t]
                         online_stats[f"episodes_{t}"] = loop["episodes_by_task"][t]
@@ -351,8 +362,10 @@ def main(cfg: DictConfig) -> int:
     path = save()
     logger.close()
     evals = np.asarray(loop["evals"], dtype=np.float64).reshape(-1, 2)
+    curve = np.asarray(loop.get("human", {}).get("curve", []), dtype=np.float64).reshape(-1, 2)
     plot = plot_success(evals[:, 0], evals[:, 1], out / "plots" / "success.png",
-                        title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} fine-tuning, {forward}")
+                        title=f"{'Cal-QL' if acfg.enable_calql else 'CQL'} fine-tuning, {forward}",
+                        interventions={"simulated human": (curve[:, 0], curve[:, 1])} if human is not None else None)
     # calibration after fine-tuning: the episodes pre-training held out (when it is the same data)
     # and the policy's own most recent online episodes, where an over-estimating critic shows first
     holdout = meta.get("holdout_episodes") or []
@@ -378,9 +391,13 @@ def main(cfg: DictConfig) -> int:
         "last_eval": dict(last_eval),  # success and failure-kind rates of the final evaluation (this process)
         "online_episodes": loop["episodes"],
         "online_successes": loop["successes"],
-        "arm_homes": loop.get("homes", 0),
-        "gripper_flips": flips.flips,
+        "arm_homes": loop["homes"],
     }
+    if human is not None:
+        summary["human"] = {"steps": human.used_steps, "takeovers": human.takeovers,
+                            "share_of_steps": human.used_steps / max(loop["step"], 1),
+                            "minutes": human.used_steps / 10.0 / 60,
+                            "curve": curve.tolist()}  # [online step, share of human steps] per episode
     if clf is not None:
         summary.update(clf.stats())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -398,13 +415,38 @@ def main(cfg: DictConfig) -> int:
 
 
 
-def gripper_flips(cfg: DictConfig) -> GripperFlips:
-    """The online gripper exploration of cfg.explore_gripper_flip / explore_gripper_hold
-    (robot_calql.agent.exploration); a ConfigError names a bad value."""
+def exploration_bonus(cfg: DictConfig, spec: dict[str, tuple[int, ...]], agent: Any) -> Any:
+    """The RND bonus of cfg.rnd (robot_calql.agent.rnd), or None with rnd.scale 0; a ConfigError
+    names a bad value."""
+    from robot_calql.agent.rnd import RNDBonus, RNDConfig, rnd_obs_dim
+
     try:
-        return GripperFlips(float(cfg.explore_gripper_flip), int(cfg.explore_gripper_hold), seed=int(cfg.seed) + 3)
-    except ValueError as e:
-        raise ConfigError(f"explore_gripper_flip / explore_gripper_hold: {e}") from None
+        rc = RNDConfig(**OmegaConf.to_container(cfg.rnd, resolve=True))  # type: ignore[arg-type]
+        rc.validate()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"rnd: {e}") from None
+    if rc.scale == 0:
+        return None
+    latent = agent.encoder.latent_dim if agent.frozen else None
+    return RNDBonus(rnd_obs_dim(spec, rc.image_pool, latent), rc, device=str(cfg.device), seed=int(cfg.seed) + 4)
+
+
+def _simulated_human(cfg: DictConfig, env: Any) -> tuple[Any, Any, Any]:
+    """(SimulatedHuman, its demonstrator, InterventionStats) for `simulated_human.enabled=true`,
+    else (None, None, None); a bad setting is a ConfigError naming it."""
+    sh = OmegaConf.to_container(cfg.get("simulated_human") or {}, resolve=True)
+    if not sh.get("enabled", False):
+        return None, None, None
+    from robot_calql.sim.demonstrators import make_demonstrator
+    from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig
+    from robot_calql.train.logger import InterventionStats
+
+    noise = float(sh.pop("demo_noise", 0.0))
+    try:
+        human = SimulatedHuman(SimulatedHumanConfig.from_dict(sh))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"simulated_human: {e}") from None
+    return human, make_demonstrator(env, noise=noise, seed=int(cfg.seed) + 5), InterventionStats(10.0)
 
 
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,
@@ -428,5 +470,5 @@ def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: s
         env.set_task(loop["task"])
     home = homes_after(str(cfg.home), success)
     obs, _ = env.reset(options={"full": False, "home": home})
-    loop["homes"] = loop.get("homes", 0) + int(home)  # .get: checkpoints from before homing
+    loop["homes"] += int(home)
     return obs

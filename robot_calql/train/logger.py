@@ -1,6 +1,8 @@
 """Training metrics: TensorBoard scalars and a JSON-lines file with the same numbers.
 
 `<run>/metrics.jsonl` has one object per logged point: {"step": int, "tag": str, ...scalars};
+`InterventionStats` turns the online steps' `intervention` flags into one `human/*` row per
+episode (intervention rate, human steps, human minutes);
 tests, plots and the demo read it without TensorBoard. `<run>/tb/` holds the TensorBoard events
 (`tensorboard --logdir <run>/tb`). On resume the JSON-lines file is truncated back to the resumed
 step, so it never holds the same step twice.
@@ -61,6 +63,44 @@ class Logger:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class InterventionStats:
+    """Human takeovers per online episode: `add(intervention, episode_end)` once per step returns,
+    at an episode's end, the row to log under tag `human`: `intervention_rate` (the episode's share
+    of human steps), `human_steps` (in the episode), `episode_steps`, and the run's totals so far
+    `human_steps_total`, `human_minutes_total` (human steps / control_hz / 60) and
+    `intervention_rate_total`."""
+
+    def __init__(self, control_hz: float):
+        if not control_hz > 0:
+            raise ValueError(f"control_hz must be > 0, got {control_hz}")
+        self.control_hz = float(control_hz)
+        self.steps = self.human = 0            # this episode
+        self.total_steps = self.total_human = 0
+        self.episodes = 0
+
+    def add(self, intervention: bool, episode_end: bool) -> dict[str, float] | None:
+        self.steps += 1
+        self.human += int(bool(intervention))
+        self.total_steps += 1
+        self.total_human += int(bool(intervention))
+        if not episode_end:
+            return None
+        row = {"intervention_rate": self.human / self.steps, "human_steps": self.human, "episode_steps": self.steps,
+               "human_steps_total": self.total_human, "human_minutes_total": self.total_human / self.control_hz / 60,
+               "intervention_rate_total": self.total_human / self.total_steps}
+        self.episodes += 1
+        self.steps = self.human = 0
+        return row
+
+    def state(self) -> dict[str, int]:
+        return {"steps": self.steps, "human": self.human, "total_steps": self.total_steps,
+                "total_human": self.total_human, "episodes": self.episodes}
+
+    def load(self, s: dict[str, int]) -> None:
+        for k in ("steps", "human", "total_steps", "total_human", "episodes"):
+            setattr(self, k, int(s.get(k, 0)))
 
 
 class UpdateMeans:

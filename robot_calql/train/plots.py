@@ -1,7 +1,8 @@
 """PNG plots written at the end of a run (matplotlib, Agg backend: no display needed).
 
 - `success.png`: evaluation success rate against online environment steps (fine-tuning), with
-  the offline (step 0) success as a dashed line.
+  the offline (step 0) success as a dashed line; with `interventions`, a panel beside it with
+  each episode's share of human steps (takeovers) against the same steps.
 - `calibration.png`: learned Q(s, pi(s)) against the Monte-Carlo return of held-out data, one
   point per state, with the y = x line. A calibrated critic (Cal-QL) sits near the line; a
   conservative one (CQL) sits well below it.
@@ -32,13 +33,19 @@ def plot_success(
     curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     checks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     checks_label: str = "other placements",
+    interventions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
     """Success rate (0..1) against online steps. `curves` adds named extra curves (benchmarks);
     `checks[name] = (x, rates)` marks, in that curve's colour, separate evaluations at steps `x`
     (rates: one row per seed, one column per step) as hollow squares at the seeds' mean with bars
-    from their lowest to their highest."""
+    from their lowest to their highest. `interventions[name] = (x, rate)`: per-episode share of
+    human steps at online step x (episode ends), drawn in a second panel to the right."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    if interventions:
+        fig, (ax, ax_h) = plt.subplots(1, 2, figsize=(11, 4))
+        _plot_interventions(ax_h, interventions)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
     steps, success = np.asarray(steps), np.asarray(success)
     if len(steps):
         ax.plot(steps, success, marker="o", ms=3, label="success (eval)")
@@ -61,6 +68,25 @@ def plot_success(
     else:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     return _save(plt, fig, out)
+
+
+def _plot_interventions(ax, interventions: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Per-episode intervention share (dots) and its running mean over 10 episodes (line)."""
+    for name, (x, rate) in interventions.items():
+        x, rate = np.asarray(x, dtype=np.float64), np.asarray(rate, dtype=np.float64)
+        if not len(x):
+            continue
+        (pts,) = ax.plot(x, rate, "o", ms=2, alpha=0.35)
+        k = min(10, len(rate))
+        smooth = np.convolve(rate, np.ones(k) / k, mode="valid")
+        ax.plot(x[k - 1:], smooth, color=pts.get_color(), label=f"{name} (mean of {k} episodes)")
+    ax.set_xlabel("online environment steps")
+    ax.set_ylabel("share of human steps per episode")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title("human takeovers")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_calibration(

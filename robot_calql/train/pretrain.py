@@ -209,7 +209,7 @@ def _pretrain_encoder(agent: Any, replay: Any, cfg: DictConfig, logger: Logger, 
     losses logged under `encoder/` and a NonFiniteTrainingError at the first non-finite loss."""
     from tqdm import tqdm
 
-    from robot_calql.agent.encoder_pretrain import pretrain_encoder
+    from robot_calql.agent.encoder_pretrain import future_sampler, pretrain_encoder
 
     n = int(agent.cfg.encoder_pretrain_steps)
     bar = tqdm(total=n, desc="encoder pre-training", unit="step", disable=not cfg.progress, dynamic_ncols=True)
@@ -225,7 +225,9 @@ def _pretrain_encoder(agent: Any, replay: Any, cfg: DictConfig, logger: Logger, 
             bar.set_postfix(bc=f"{avg['loss_encoder_bc']:.3f}", proprio=f"{avg['loss_encoder_proprio']:.3f}")
 
     try:
-        res = pretrain_encoder(agent, replay.sample, on_step=on_step)
+        horizons = tuple(agent.cfg.encoder_pretrain_future)
+        sample = future_sampler(replay, horizons) if horizons else replay.sample
+        res = pretrain_encoder(agent, sample, on_step=on_step)
     finally:
         bar.close()
     log.info("encoder pre-trained: %d steps in %.0f s, loss %.3f -> %.3f", n, res["seconds"],

@@ -1,7 +1,8 @@
 """ros2 launch robot_calql finetune.launch.py sim:=true [config:=launch_finetune] [checkpoint:=<run>]
 
 A thin wrapper: the nodes and their parameters come from robot_calql_ros.nodeset.node_set, the
-same definition `robot-calql launch finetune sim=true` runs. Extra hydra overrides go in
+same definition `robot-calql launch finetune sim=true` runs; it checks the robot config (schema,
+kinematics, tasks) before any node is made, so a bad robot YAML stops the launch with one line. Extra hydra overrides go in
 `overrides:="learner.device=cuda reward.model=/path/to/classifier"` (space separated).
 
 Ctrl-C: launch sends each node SIGINT, then SIGTERM after `sigterm_timeout` and SIGKILL after

@@ -27,6 +27,8 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from robot_calql.robot_config import OWN_TOPICS
+
 # camera, joint states, EE pose: best effort, keep the newest few (the usual driver QoS)
 SENSOR_QOS = qos_profile_sensor_data
 # the policy's camera input: only the newest frame matters (a lagging node never works off a queue)
@@ -40,26 +42,14 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-# robot_calql's own topics: the name each gets when the robot config does not give one
-DEFAULT_TOPICS = {
-    "policy_command": "/robot_calql/policy_command",
-    "command_status": "/robot_calql/command_status",
-    "gripper_command": "/robot_calql/gripper_command",
-    "instruction": "/robot_calql/instruction",
-    "episode_event": "/robot_calql/episode_event",
-    "success": "/robot_calql/success",
-    "success_prob": "/robot_calql/success_prob",
-    "estop": "/robot_calql/estop",
-    "transitions": "/robot_calql/transitions",
-    "weights": "/robot_calql/policy_weights",
-    "human_help": "/robot_calql/human_help",
-    "learner_status": "/robot_calql/learner_status",
-}
+# robot_calql's own topics: the name each gets when the robot config does not give one (the
+# robot config schema's defaults: robot_calql.robot_config.OWN_TOPICS)
+DEFAULT_TOPICS = dict(OWN_TOPICS)
 # what a missing topic stops, for the error that names it
 TOPIC_NEEDED_FOR = {
     "ee_pose": "the end-effector pose (geometry_msgs/PoseStamped in the base frame: a TF-to-pose relay or the "
-               "driver) is part of the policy's observation and of the safety node's watchdog; the pose from "
-               "the joint states through kinematics is not supported yet",
+               "driver) is part of the policy's observation and of the safety node's watchdog; or set "
+               "ee_pose: fk to compute it from the joint states through the robot's `kinematics` (a URDF)",
     "ground_truth_success": "reward.model=ground_truth reads the stand-in's ground truth; on a real robot train a "
                             "classifier (robot-calql reward-train) and pass reward.model=<its folder>",
     "expert_action": "policy.action_source=expert acts with the stand-in's scripted demonstrator; on a real robot "

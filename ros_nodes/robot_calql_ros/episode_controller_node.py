@@ -20,6 +20,12 @@ subscribes to the episode events (else it would miss the start). A try running w
 says not ready, or none has come for `policy_timeout_s`, ends with reason `policy_lost` (neither
 a try nor a failure), and a fresh one starts when the policy is back.
 
+Human takeovers: the node reads the safety node's verdicts (`topics.command_status`, their
+`source`) and publishes `{"event": "intervention", "reason": "start"}` when the first human
+command of a try is checked and `"reason": "end"` when the policy's are again (the safety node
+says so at once when the teleop input goes stale) or the try ends; `robot-calql ingest` marks
+the steps between them `intervention` (robot_calql/bags/events.py).
+
 Stale success flags: a try ends on success only after the flag has said False at least once since
 its start. The reward node publishes False when it resets at a start, so a True still in flight
 from the previous phase (sent before the reward node heard of the start) cannot end the new try.
@@ -69,6 +75,7 @@ class EpisodeControllerNode(Node):
         self.pub_event = self.create_publisher(String, topics["episode_event"], COMMAND_QOS)
         self.pub_help = self.create_publisher(String, topics["human_help"], COMMAND_QOS)
         self.create_subscription(Bool, topics["success"], self._on_success, COMMAND_QOS)
+        self.create_subscription(String, topics["command_status"], self._on_verdict, COMMAND_QOS)
         self.create_service(SetBool, "~/set_paused", self._on_set_paused)
         if self.policy_node:
             self.create_subscription(String, f"/{self.policy_node}/status", self._on_policy_status, COMMAND_QOS)
@@ -84,6 +91,15 @@ class EpisodeControllerNode(Node):
         elif not self.armed:
             self.stale_flags += 1
         self.success = bool(msg.data) and self.armed
+
+    def _on_verdict(self, msg: String) -> None:
+        """A safety verdict: who commanded the arm (human takeovers start / end)."""
+        try:
+            source = json.loads(msg.data).get("source")
+        except (ValueError, AttributeError):
+            return
+        if source in ("policy", "human"):
+            self._publish(self.ctl.command_source(source))
 
     def _on_policy_status(self, msg: String) -> None:
         try:
@@ -120,6 +136,8 @@ class EpisodeControllerNode(Node):
                 self.get_logger().info(f"episode {ev.episode}: {ev.direction} '{ev.instruction}'")
             elif ev.kind == "end":
                 self.get_logger().info(f"episode {ev.episode} ended: {ev.reason}")
+            elif ev.kind == "intervention":
+                self.get_logger().info(f"episode {ev.episode}: human takeover {ev.reason}s")
             elif ev.kind == "home":
                 self._call_home()
             elif ev.kind == "help":

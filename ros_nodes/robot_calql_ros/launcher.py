@@ -354,10 +354,10 @@ def evaluate_policy(path: str | Path, task: str, episodes: int = 10, max_episode
     success, in this process (no ROS). The same measure as robot_calql.train.evaluate."""
     from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.sim import make_env
-    from robot_calql_ros.agent_io import PolicyActor
+    from robot_calql_ros.agent_io import ActingPolicy
 
     configure_cpu_process()
-    actor = PolicyActor.from_checkpoint(path)
+    actor = ActingPolicy.from_checkpoint(path, threads=None)
     spec = actor.meta["obs_spec"]
     size = int(spec["image"][0]) if "image" in spec else 0
     env = make_env(task, image_size=size, max_episode_steps=int(max_episode_steps), action_scale=action_scale)
@@ -403,14 +403,14 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     import shutil
 
     from robot_calql.config import compose
-    from robot_calql.sim import task_pair
+    from robot_calql.robot_config import load_robot_config
     from robot_calql_ros.nodeset import _abs
 
     cfg = compose("launch_finetune", ["sim=true", *overrides, f"duration_s={float(duration_s)}"])
     run_dir = Path(_abs(str(cfg.run_dir)))
     if (run_dir / "checkpoints").exists() or (run_dir / "transitions.log").exists():
         shutil.rmtree(run_dir)
-    fwd, _ = task_pair(str(cfg.task))
+    fwd = load_robot_config(cfg.robot).task_pair(str(cfg.task))[1].forward.label  # a stand-in task (sim=true)
     scale = (float(cfg.robot.action_scale.translation_m), float(cfg.robot.action_scale.rotation_rad))
     measure = bool(cfg.checkpoint) and eval_episodes > 0
     before = (evaluate_policy(_abs(str(cfg.checkpoint)), fwd, eval_episodes, eval_max_steps, scale)

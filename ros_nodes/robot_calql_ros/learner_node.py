@@ -76,9 +76,8 @@ class LearnerNode(Node):
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         import torch
 
-        from robot_calql.data.replay import InstructionVocab, OnlineReplay, replay_kwargs
         from robot_calql.train import checkpoint as ckpt
-        from robot_calql_ros.agent_io import build_agent
+        from robot_calql.train.session import open_session
 
         p = node_params(self)
         self.topics = t = topic_names(p["robot"]["topics"])
@@ -92,7 +91,6 @@ class LearnerNode(Node):
         self.updates = 0
         self.resumed_from = ""
         self.last_checkpoint = None   # this run's newest checkpoint on disk
-        trainer_state = None
 
         # a run folder whose first checkpoint was cut short by a crash holds only a hidden
         # partial folder: that is no checkpoint, start as a new run
@@ -107,53 +105,39 @@ class LearnerNode(Node):
         else:
             state = None
         if state is not None:
-            meta = dict(state["meta"])
-            trainer_state = state.get("trainer") or {}
+            meta = {**state["meta"], "phase": "finetune_ros"}
         else:
             s = int(p["robot"]["image_size"])
             meta = {"obs": "pixels", "obs_spec": {"image": [s, s, 3], "proprio": [10]}, "action_dim": 5,
                     "instructions": list(c["instructions"]), "agent": json.loads(c["agent_json"]),
-                    "dataset": ""}
-        self.meta = {**meta, "phase": "finetune_ros"}
+                    "dataset": "", "phase": "finetune_ros"}
+        overrides = {}
         if float(c.get("policy_lr", 0) or 0) > 0:  # online actor lr (the pre-training one is often too high)
-            self.meta["agent"] = {**(self.meta.get("agent") or {}), "policy_lr": float(c["policy_lr"])}
+            overrides["policy_lr"] = float(c["policy_lr"])
         # learner.agent: other settings for fine-tuning, e.g. n_step (unknown keys: a ConfigError naming them)
-        self.meta["agent"] = {**(self.meta.get("agent") or {}), **json.loads(c.get("agent_overrides_json") or "{}")}
-        self.agent = build_agent(self.meta, self.device)
-        if state is not None:
-            self.agent.load_state_dict(state["agent_state"])
-            # Adam's moments continue from pre-training too, as in `robot-calql finetune`: fresh
-            # moments make the first few hundred steps lr-sized in every direction, and in the
-            # stand-in that took the policy from 80% to 60% within 750 updates (docs/ros.md).
-            # The configured learning rates are kept (load_optimizer_state_dict).
-            if trainer_state.get("optimizer"):
-                self.agent.load_optimizer_state_dict(trainer_state["optimizer"])
-            if self.resumed_from == str(state["dir"]):
-                self.updates = int(trainer_state.get("updates", self.meta.get("step", 0)))
+        overrides.update(json.loads(c.get("agent_overrides_json") or "{}"))
+        dataset = meta.get("dataset") or ""
+        mixed = bool(dataset) and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0
+        # Adam's moments continue from pre-training too, as in `robot-calql finetune`: fresh moments
+        # make the first few hundred steps lr-sized in every direction, and in the stand-in that took
+        # the policy from 80% to 60% within 750 updates (docs/ros.md). The configured learning rates
+        # are kept. The offline replay prints no progress bar into a node log.
+        session = open_session(meta, state, agent_overrides=overrides, online_capacity=int(c["online_capacity"]),
+                               dataset=dataset if mixed else None, mixing_ratio=float(c["mixing_ratio"]),
+                               online_warmup=int(c.get("online_warmup", 0)), device=self.device,
+                               online_seed=int(c["seed"]), offline_seed=int(c["seed"]))
+        self.meta, self.agent, self.spec = session.meta, session.agent, session.spec
+        self.online, self.replay = session.online, session.replay
+        if own:  # this run's own checkpoint: continue its update count
+            self.updates = int(session.trainer["updates"])
         if state is None and self.agent.frame_encoder() is not None:
             from robot_calql.config import ConfigError
 
             raise ConfigError("learner: agent.encoder_frozen needs a pre-trained checkpoint (its image encoder is "
                               "pre-trained on the demos, then frozen): pass checkpoint=<pretrain run>")
-        self.spec = {k: tuple(int(x) for x in v) for k, v in self.meta["obs_spec"].items()}
-        vocab = InstructionVocab(self.meta["instructions"])
-        rk = replay_kwargs(self.agent.cfg)
-        frames = self.agent.frame_encoder()  # a frozen image encoder: the replays store its latents
-        self.online = OnlineReplay(self.spec, int(self.meta["action_dim"]), int(c["online_capacity"]),
-                                   bound_online=self.agent.cfg.calql_bound_online, vocab=vocab,
-                                   device=self.device, seed=int(c["seed"]), frame_encoder=frames, **rk)
-        self.replay = self.online
-        dataset = self.meta.get("dataset") or ""
-        if dataset and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0:
-            from robot_calql.data.dataset import Dataset
-            from robot_calql.data.replay import MixedReplay, OfflineReplay
-
-            offline = OfflineReplay(Dataset(dataset), self.spec, vocab=vocab, device=self.device, seed=int(c["seed"]),
-                                    progress=False, frame_encoder=frames, **rk)  # no bar in a node log
-            warmup = int(c.get("online_warmup", 0))
-            self.replay = MixedReplay(offline, self.online, float(c["mixing_ratio"]), online_warmup=warmup)
+        if mixed:
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}; the online share "
-                                   f"grows to full over the first {warmup} online steps")
+                                   f"grows to full over the first {c.get('online_warmup', 0)} online steps")
 
         from robot_calql.train.logger import Logger, UpdateMeans
 
@@ -163,6 +147,10 @@ class LearnerNode(Node):
                              resume_step=self.updates if own else None)  # own: this run, restarted
         self.means = UpdateMeans()
         self.episodes = {"episodes": 0, "successes": 0}
+        # human takeovers per episode (`human/*`: intervention rate, human steps and minutes)
+        from robot_calql.train.logger import InterventionStats
+
+        self.human = InterventionStats(float(p["robot"]["control_hz"]))
         self.lock = threading.Lock()
         self.last_seq: dict[str, int] = {}
         self.log = TransitionLog(self.run_dir / "transitions.log")
@@ -231,6 +219,9 @@ class LearnerNode(Node):
                 if step["terminal"] or step["truncated"]:
                     self.episodes["episodes"] += 1
                     self.episodes["successes"] += int(step["terminal"])
+                row = self.human.add(step["intervention"], step["terminal"] or step["truncated"])
+                if row is not None and store:
+                    self.logger.log(self.updates, "human", row)
             except ValueError as e:
                 self.counts["rejected"] += 1
                 self.get_logger().warning(f"transition not used for training: {e}")

@@ -1,17 +1,23 @@
 """policy: acts at the control rate on the newest camera frame and joint state.
 
-Inputs: `topics.image` (sensor_msgs/Image), `topics.joint_states`, `topics.ee_pose`, the
+Inputs: the cameras (robot config `cameras`, else `topics.image`; sensor_msgs/Image or
+CompressedImage per camera), `topics.joint_states`, `topics.ee_pose`, the
 instruction and episode events of the episode controller, the safety node's verdicts
 (`topics.command_status`), the learner's weights (`topics.weights`, transient local), and in the
 stand-in `topics.sim_state` (privileged state, for state-mode checkpoints; optional) and
 `topics.expert_action` (only with `policy.action_source=expert`). Topic names:
-robot_calql_ros.common.topic_names; a robot config without `topics.ee_pose` stops the node at
+robot_calql_ros.common.topic_names; with robot config `ee_pose: fk` the EE pose is the forward
+kinematics of each joint state (robot_calql.robot_config.build_kinematics) and no `topics.ee_pose`
+is read; otherwise a robot config without `topics.ee_pose` stops the node at
 start with a line naming it.
 
-Image: each frame is cropped to the robot's calibrated crop (parameter `crop`, x/y/width/height,
-from calibration/<cell>/crop.yaml through robot_calql_ros.nodeset; none: the whole frame) and
-resized to `image_size` by robot_calql.calibration.crop.crop_and_resize, the function bag
-ingestion applies to training frames.
+Image: each frame is decoded (raw or jpeg/png), cropped to its camera's crop (the main camera:
+parameter `crop`, x/y/width/height, from calibration/<cell>/crop.yaml through
+robot_calql_ros.nodeset, unless its `cameras` entry sets one; none: the whole frame) and resized
+to `image_size` by robot_calql.control.cameras, the functions bag ingestion applies to training
+frames. Several cameras: the main camera's frame triggers a step; every other camera's newest
+frame goes with it under `image_<name>` if it is stamped within `limits.stale_image_s` (0.2 s
+when unset) of the main frame, else the node does not act and warns naming the stale camera.
 
 Timing: the node acts on the first camera frame at or after each control tick (1/control_hz),
 so the camera-to-command latency is the processing time only, and it stops acting as soon as
@@ -33,18 +39,22 @@ dropped and counted; the next transition starts from its own observation
 (robot_calql.control.transitions.TransitionAssembler).
 
 Action source (`policy.action_source`): `agent` (the Cal-QL actor, weights from
-`policy.checkpoint` and then from the learner) or `expert` (the stand-in's scripted demonstrator,
-used by tests and demos to make successes happen fast; the agent still runs when it has weights,
-so inference and weight swaps are exercised). New weights are decoded in a thread of their own
+`policy.checkpoint` and then from the learner, held as robot_calql.train.acting.ActingPolicy:
+encoder + actor only, no critics, targets or optimisers in this process) or `expert` (the
+stand-in's scripted demonstrator, used by tests and demos to make successes happen fast; the
+agent still runs when it has weights, so inference and weight swaps are exercised). New weights are decoded in a thread of their own
 and swapped in with one reference assignment: control never waits for them, and the node spins
 on a single-threaded executor (cheapest dispatch for the 30 Hz camera + 50 Hz joint states).
 
 Status on `~/status` (String JSON, 1 Hz, and at once when readiness changes): steps,
 transitions sent, steps dropped (`held_dropped`: the safety node held the command;
-`no_verdict_dropped`: no verdict in time) and the last hold reason, weights received, the last
+`no_verdict_dropped`: no verdict in time) and the last hold reason, weights received,
+`instruction_error` (the running instruction is unknown to the policy's vocabulary: logged as an
+error when the instruction or new weights arrive, and the agent does not act on it), the last
 200 steps' frame-to-command latency and actor time (p50/p99, ms), and `ready`: whether the node could act now (an action source: weights, or the
-stand-in's expert action; a joint state and end-effector pose; a camera frame within the last
-second). The episode controller starts no try until it reads ready.
+stand-in's expert action; a joint state and end-effector pose; a main camera frame received
+within the last second, and every other camera's newest frame stamped within the last second).
+The episode controller starts no try until it reads ready.
 """
 
 from __future__ import annotations
@@ -56,14 +66,16 @@ import uuid
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, String, UInt8MultiArray
 
+from robot_calql.control.cameras import FrameSet, StaleCamera, camera_specs
 from robot_calql.control.conversions import (
     ACTION_AXES,
     CommandFormatError,
     ImageFormatError,
     action_to_delta,
+    delta_to_action,
     joint_state_to_positions,
     pack_policy_command,
     yaw_from_quaternion,
@@ -77,7 +89,6 @@ from robot_calql_ros.common import (
     SENSOR_QOS,
     ThrottledWarner,
     crop_param,
-    frame_to_policy_image,
     node_params,
     required_topic,
     stamp_to_s,
@@ -109,6 +120,10 @@ class PolicyNode(Node):
         self.image_size = int(r["image_size"])
         self.expected_hw = (int(r["limits"]["camera_height"]), int(r["limits"]["camera_width"]))
         self.crop = crop_param(p)
+        # the cameras, main first (robot_calql.control.cameras); the main camera's frame triggers a step
+        self.cameras = camera_specs(r, self.crop)
+        max_skew = float((r.get("limits") or {}).get("stale_image_s") or 0.2)
+        self.frames = FrameSet(self.cameras, self.image_size, max_skew, self.expected_hw) if self.cameras else None
         self.source = self.cfg["action_source"]
         from robot_calql.agent import exploration_temperature
 
@@ -118,7 +133,14 @@ class PolicyNode(Node):
             raise ValueError(f"policy.explore_temperature: {e}") from None
         if self.source not in ("agent", "expert"):
             raise ValueError(f"policy.action_source must be 'agent' or 'expert', got '{self.source}'")
-        for key in ("image", "joint_states", "ee_pose") + (("expert_action",) if self.source == "expert" else ()):
+        self.kin = None  # ee_pose: fk -> the EE pose from the joint states
+        if r.get("ee_pose", "topic") == "fk":
+            from robot_calql.robot_config import build_kinematics
+
+            self.kin = build_kinematics(r)
+        pose_key = () if self.kin is not None else ("ee_pose",)
+        cam_key = () if self.cameras else ("image",)  # no camera: the error names topics.image
+        for key in (*cam_key, "joint_states", *pose_key) + (("expert_action",) if self.source == "expert" else ()):
             required_topic(t, key, "the policy node")
         self.warn = ThrottledWarner(self)
         self.actor_id = uuid.uuid4().hex[:12]
@@ -134,7 +156,8 @@ class PolicyNode(Node):
         # steps waiting for their next observation and the safety node's verdict
         self.assembler = TransitionAssembler(max(VERDICT_TIMEOUT_S, 2 * self.period))
         self.next_tick = 0.0
-        self.actor = None          # robot_calql_ros.agent_io.PolicyActor
+        self.actor = None          # robot_calql.train.acting.ActingPolicy: encoder + actor, no critics
+        self.instruction_error = ""  # the running instruction is unknown to the policy (said when it arrived)
         self.weights_step = -1
         self.weights_received = 0
         self.steps = 0
@@ -150,18 +173,22 @@ class PolicyNode(Node):
 
             torch.set_num_threads(int(self.cfg["threads"]))
         if self.cfg.get("checkpoint"):
-            from robot_calql_ros.agent_io import PolicyActor
+            from robot_calql_ros.agent_io import ActingPolicy
 
-            self.actor = PolicyActor.from_checkpoint(self.cfg["checkpoint"], device=self.cfg.get("device", "cpu"))
+            self.actor = ActingPolicy.from_checkpoint(self.cfg["checkpoint"], device=self.cfg.get("device", "cpu"),
+                                                      threads=None)  # threads: set above (policy.threads)
             self.weights_step = self.actor.step
             self.get_logger().info(f"policy weights from {self.cfg['checkpoint']} (step {self.actor.step})")
 
         self.pub_cmd = self.create_publisher(Float64MultiArray, t["policy_command"], COMMAND_QOS)
         self.pub_tr = self.create_publisher(UInt8MultiArray, t["transitions"],
                                             transitions_qos(int(self.cfg["transition_history"])))
-        self.create_subscription(Image, t["image"], self._on_image, NEWEST_FRAME_QOS)
+        for cam in self.cameras:
+            cb = self._on_image if cam.main else (lambda msg, name=cam.name: self._on_other_camera(name, msg))
+            self.create_subscription(CompressedImage if cam.compressed else Image, cam.topic, cb, NEWEST_FRAME_QOS)
         self.create_subscription(JointState, t["joint_states"], self._on_joints, SENSOR_QOS)
-        self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
+        if self.kin is None:
+            self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
         self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
         self.create_subscription(String, t["command_status"], self._on_verdict, COMMAND_QOS)
@@ -194,6 +221,7 @@ class PolicyNode(Node):
                 "held_dropped": c["held"], "no_verdict_dropped": c["no_verdict"],
                 "last_hold_reason": self.assembler.last_held_reason,
                 "weights_received": self.weights_received, "weights_step": self.weights_step, "source": self.source,
+                "instruction_error": self.instruction_error,
                 "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
                 "act_ms_p50": pct(act, 50), "act_ms_p99": pct(act, 99)}
 
@@ -201,7 +229,7 @@ class PolicyNode(Node):
         """Whether the node could act on the next frame (see the module docstring)."""
         source = self.expert_action is not None if self.source == "expert" else self.actor is not None
         return (source and self.joint_obs is not None and self.ee is not None
-                and wall_s() - self.last_frame_t < 1.0)
+                and wall_s() - self.last_frame_t < 1.0 and not self.frames.stale(wall_s(), 1.0))
 
     def _publish_status(self) -> None:
         with self._lock:  # steps whose verdict is overdue are dropped even while no frame comes
@@ -229,6 +257,8 @@ class PolicyNode(Node):
             return
         lo, hi = self.gripper_range
         self.joint_obs = (q, float(np.clip((g - lo) / (hi - lo), 0.0, 1.0)))
+        if self.kin is not None:
+            self.ee = self.kin.pose(q)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         p, o = msg.pose.position, msg.pose.orientation
@@ -243,6 +273,23 @@ class PolicyNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data
+        self._check_instruction()
+
+    def _check_instruction(self) -> None:
+        """Say at once (an error in the log and `instruction_error` in the status) when the running
+        instruction is one the policy was not trained with; called when an instruction or new
+        weights arrive. The node then does not act with the agent until it knows the instruction."""
+        from robot_calql_ros.agent_io import UnknownInstructionError
+
+        actor, error = self.actor, ""
+        if actor is not None and self.instruction:
+            try:
+                actor.instruction_id(self.instruction)
+            except UnknownInstructionError as e:
+                error = str(e)
+        if error and error != self.instruction_error:
+            self.get_logger().error(f"policy cannot act: {error}")
+        self.instruction_error = error
 
     def _on_event(self, msg: String) -> None:
         ev = json.loads(msg.data)
@@ -250,6 +297,7 @@ class PolicyNode(Node):
             if ev["event"] == "start":
                 self.episode = int(ev["episode"])
                 self.instruction = ev["instruction"]
+                self._check_instruction()
                 self.step_in_episode = 0
                 self._send(self.assembler.start(wall_s()))
             elif ev["event"] == "end" and self.episode == int(ev["episode"]):
@@ -267,18 +315,25 @@ class PolicyNode(Node):
             if v["stamp"] is None:
                 return  # a command without a readable stamp: it was never one of ours
             stamp, sent, reason = float(v["stamp"]), bool(v["sent"]), str(v.get("reason", ""))
+            source = str(v.get("source") or "policy")
+            # a takeover: the human's executed delta, normalised like the policy's actions
+            human = delta_to_action(np.asarray(v["action"], np.float64), *self.scale) \
+                if source == "human" and sent else None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             self.warn.warn("verdict", f"unreadable command verdict {msg.data[:80]!r} ({e})")
             return
         with self._lock:
-            self._send(self.assembler.verdict(stamp, sent, wall_s(), reason))
+            try:
+                self._send(self.assembler.verdict(stamp, sent, wall_s(), reason, source, human))
+            except ValueError as e:
+                self.warn.warn("verdict", f"unusable command verdict {msg.data[:80]!r} ({e})")
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         self._new_weights = msg.data  # only the newest payload matters
         self._weights_ready.set()
 
     def _decode_loop(self) -> None:
-        from robot_calql_ros.agent_io import PolicyActor
+        from robot_calql_ros.agent_io import ActingPolicy
 
         while not self._stop.is_set():
             if not self._weights_ready.wait(0.2):
@@ -288,11 +343,12 @@ class PolicyNode(Node):
             if payload is None:
                 continue
             try:
-                actor = PolicyActor.from_payload(payload, device=self.cfg.get("device", "cpu"))
+                actor = ActingPolicy.from_payload(payload, device=self.cfg.get("device", "cpu"), threads=None)
             except ValueError as e:
                 self.warn.warn("weights", f"ignoring weights: {e}")
                 continue
             self.actor = actor  # one reference assignment: the control path never waits
+            self._check_instruction()  # the new weights may know other instructions
             self.weights_step = actor.step
             self.weights_received += 1
             self.get_logger().info(f"new weights from the learner (update {actor.step})")
@@ -306,13 +362,15 @@ class PolicyNode(Node):
     last_obs = None
 
     # ------------------------------------------------------------------ control
-    def _observation(self, msg: Image) -> dict | None:
-        if (msg.height, msg.width) != self.expected_hw:
-            self.warn.warn("image_size", f"policy not acting: frame {msg.width}x{msg.height}, expected "
-                           f"{self.expected_hw[1]}x{self.expected_hw[0]}")
+    def _on_other_camera(self, name: str, msg: Image | CompressedImage) -> None:
+        self.frames.put(name, msg, stamp_to_s(msg.header.stamp))  # decoded only when a step uses it
+
+    def _observation(self, msg: Image | CompressedImage) -> dict | None:
+        try:  # every camera's policy image: the main frame + the others' newest (robot_calql.control.cameras)
+            images = self.frames.images(msg, stamp_to_s(msg.header.stamp))
+        except StaleCamera as e:
+            self.warn.warn("stale_camera", f"policy not acting: {e}")
             return None
-        try:
-            rgb = frame_to_policy_image(msg, self.crop, self.image_size)
         except ImageFormatError as e:
             self.warn.warn("image", f"policy not acting: {e}")
             return None
@@ -321,13 +379,13 @@ class PolicyNode(Node):
             return None
         q, grip = self.joint_obs
         pos, yaw = self.ee
-        obs = {"image": rgb, "proprio": np.concatenate([q, [grip], pos, [yaw]]).astype(np.float32),
+        obs = {**images, "proprio": np.concatenate([q, [grip], pos, [yaw]]).astype(np.float32),
                "instruction": self.instruction}
         if self.sim_state is not None:
             obs["state"] = self.sim_state
         return obs
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         now = wall_s()
         self.last_frame_t = now
         if now < self.next_tick - 0.5 * self.camera_period:
@@ -357,14 +415,20 @@ class PolicyNode(Node):
             self.step_in_episode += 1
 
     def _act(self, obs: dict) -> np.ndarray | None:
-        actor = self.actor
-        agent_action = actor.act(obs, self.temperature) if actor is not None else None
+        from robot_calql_ros.agent_io import UnknownInstructionError
+
+        actor, agent_action = self.actor, None
+        if actor is not None:
+            try:
+                agent_action = actor.act(obs, obs["instruction"], self.temperature)
+            except UnknownInstructionError as e:  # logged when the instruction arrived (_check_instruction)
+                self.warn.warn("instruction", f"policy not acting with the agent: {e}")
         if self.source == "expert":
             if self.expert_action is None or self.expert_action.shape != (len(ACTION_AXES),):
                 self.warn.warn("expert", "policy not acting: no expert action from the stand-in yet")
                 return None
             return self.expert_action.astype(np.float32)
-        if agent_action is None:
+        if actor is None:
             self.warn.warn("no_weights", "policy not acting: no weights yet (policy.checkpoint or the learner)")
         return agent_action
 
@@ -376,9 +440,11 @@ class PolicyNode(Node):
                       "next_image": nxt["image"], "next_proprio": nxt["proprio"]}
             if "state" in obs and "state" in nxt:
                 arrays["state"], arrays["next_state"] = obs["state"], nxt["state"]
+            for cam in self.cameras[1:]:  # the other cameras' images (image_<name>)
+                arrays[cam.key], arrays["next_" + cam.key] = obs[cam.key], nxt[cam.key]
             meta = {"actor": self.actor_id, "seq": self.seq, "episode": tr.episode, "step": tr.step,
                     "stamp": tr.stamp, "reward": tr.reward, "done": tr.done, "truncated": tr.truncated,
-                    "instruction": obs["instruction"]}
+                    "instruction": obs["instruction"], "intervention": tr.intervention}
             self.pub_tr.publish(UInt8MultiArray(data=pack_transition(meta, arrays)))
             self.seq += 1
 

@@ -1,9 +1,12 @@
 """reward: success probability and a debounced success flag from camera frames.
 
 With `reward.model` set to a classifier folder (robot-calql reward-train), every frame (at most
-`reward.rate_hz`) is cropped to the robot's calibrated crop and resized (parameter `crop`, the
-policy node's function: robot_calql_ros.common.frame_to_policy_image) and goes through
-robot_calql.reward's classifier with the current instruction.
+`reward.rate_hz`) of the camera the classifier judges goes through robot_calql.reward's
+classifier with the current instruction. That camera is `reward.camera` (a name in the robot
+config's `cameras`), by default the main camera, whose images (dataset key `image`) reward-train
+learns from; its frames (sensor_msgs/Image or CompressedImage, per camera) are decoded, cropped
+(its camera's crop; the main camera: parameter `crop`, the calibrated crop.yaml) and resized by
+robot_calql.control.cameras.camera_image, the policy node's and bag ingestion's functions.
 With `reward.model: ground_truth` (stand-in only) the probability is the simulator's
 ground-truth success (`topics.ground_truth_success`, std_msgs/String JSON: task, instruction,
 success; a robot config without that topic stops the node at start, naming it); the node says
@@ -21,9 +24,11 @@ from __future__ import annotations
 import json
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, String
 
+from robot_calql.config import ConfigError
+from robot_calql.control.cameras import camera_image, camera_specs
 from robot_calql.control.conversions import ImageFormatError
 from robot_calql_ros.common import (
     COMMAND_QOS,
@@ -31,7 +36,6 @@ from robot_calql_ros.common import (
     SENSOR_QOS,
     ThrottledWarner,
     crop_param,
-    frame_to_policy_image,
     node_params,
     required_topic,
     topic_names,
@@ -68,8 +72,16 @@ class RewardNode(Node):
 
             self.clf = load_classifier(self.model, device=str(cfg.get("device", "cpu")))
             self.debouncer = Debouncer(k=int(cfg["debounce_k"]), threshold=float(self.clf.threshold))
-            self.create_subscription(Image, required_topic(topics, "image", "the reward node"), self._on_image,
-                                     SENSOR_QOS)
+            cams = camera_specs(r, self.crop)
+            if not cams:
+                required_topic(topics, "image", "the reward node")  # ConfigError naming topics.image
+            name = str(cfg.get("camera") or cams[0].name)
+            by_name = {c.name: c for c in cams}
+            if name not in by_name:
+                raise ConfigError(f"reward.camera={name}: not one of the robot's cameras {list(by_name)}")
+            self.camera = by_name[name]
+            self.create_subscription(CompressedImage if self.camera.compressed else Image, self.camera.topic,
+                                     self._on_image, SENSOR_QOS)
             self.get_logger().info(f"reward classifier {self.model} (threshold {self.clf.threshold:.3f})")
         self.pub_prob = self.create_publisher(Float32, topics["success_prob"], COMMAND_QOS)
         self.pub_flag = self.create_publisher(Bool, topics["success"], COMMAND_QOS)
@@ -100,13 +112,13 @@ class RewardNode(Node):
             return
         self._emit(1.0 if ok else 0.0, ok)
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         now = wall_s()
         if now - self._last < self.min_period or not self.instruction:
             return
         self._last = now
         try:
-            rgb = frame_to_policy_image(msg, self.crop, self.image_size)
+            rgb = camera_image(msg, self.camera.crop, self.image_size)
         except ImageFormatError as e:
             self.warn.warn("image", f"reward skips a frame: {e}")
             return

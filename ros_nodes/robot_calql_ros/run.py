@@ -83,9 +83,10 @@ def run_single(node_cls, name: str, args=None) -> None:
     class sets EXECUTOR_THREADS > 1 (the policy: weights decode beside control). Long work (the
     learner's updates, the stand-in's physics) runs in the nodes' own threads anyway.
 
-    A node that cannot start (a bad parameter, a missing file or topic: the errors in
-    START_ERRORS) prints one line `[<node>] cannot start: <why>` on stderr, with no traceback,
-    and the process exits with code 1; the launchers then stop the other nodes."""
+    A node that cannot start (a bad parameter, a missing file or topic, an autostarted lifecycle
+    node that cannot configure: the errors in START_ERRORS) prints one line
+    `[<node>] cannot start: <why>` on stderr, with no traceback, and the process exits with code
+    1; the launchers then stop the other nodes."""
     import rclpy
     from rclpy.executors import (
         ExternalShutdownException,
@@ -98,6 +99,8 @@ def run_single(node_cls, name: str, args=None) -> None:
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = node_cls(name)
+        if hasattr(node, "autostart"):  # a lifecycle node that configures itself (the stand-in's safety)
+            node.autostart()
     except BaseException as e:
         stop.requested = True
         if rclpy.ok():
@@ -108,8 +111,6 @@ def run_single(node_cls, name: str, args=None) -> None:
         raise
     ex = None
     try:
-        if hasattr(node, "autostart"):
-            node.autostart()
         threads = int(getattr(node_cls, "EXECUTOR_THREADS", 1))
         ex = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         ex.add_node(node)

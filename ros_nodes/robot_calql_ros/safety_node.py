@@ -14,6 +14,9 @@ robot_calql.control.safety before anything reaches `topics.command`:
   that position plus the delta, then joint limits and `max_joint_step_rad`, then the forward
   kinematics of the result must be inside the box and within `max_translation_step_m`, else
   the joint step is cut (halved up to three times) or the arm held;
+- the EE pose comes from `topics.ee_pose`, or (robot config `ee_pose: fk`) from each joint state
+  through the robot's `kinematics` (robot_calql.robot_config.build_kinematics: standin or a URDF),
+  with the joint state's stamp; the joint interfaces use the same model for IK and FK;
 - a watchdog: camera frames (of the expected size), joint states (finite) and the EE pose must
   be fresh (by their stamps when stamped), and the command must come from a fresh frame;
   otherwise the arm holds (zero twist, or the joints it was last sent to / the measured joints),
@@ -27,9 +30,18 @@ robot_calql.control.safety before anything reaches `topics.command`:
   at the current joints would cancel a homing trajectory) and refuses policy commands. An e-stop
   still holds at once.
 
+Human takeover (robot_calql.control.teleop.TakeoverArbiter): while the teleop node's newest
+command (`topics.teleop_command`, same layout, stamped with the time of the device input) is at
+most one control period old, it replaces each policy command and goes through exactly the same
+checks (an e-stop still wins); a teleop command arriving alone moves nothing. When a takeover's
+input goes stale (dead-man released, device unplugged) the node holds the arm within one control
+period and publishes `{"stamp": null, "sent": false, "source": "policy", "reason": "takeover
+ended"}` on `topics.command_status`, and the policy's next command is checked as before.
+
 Everything actually sent (commands and holds) is echoed on `topics.sent_command` (same type).
 Each policy command gets a verdict on `topics.command_status` (std_msgs/String JSON
-`{"stamp": <the command's frame stamp>, "sent": bool, "reason": "" or why it was held}`).
+`{"stamp": <the command's frame stamp>, "sent": bool, "reason": "" or why it was held,
+"source": "policy" or "human", "action": the executed delta + gripper or null}`).
 Problems are logged as throttled warnings that name them.
 """
 
@@ -60,6 +72,7 @@ from robot_calql.control.safety import (
     load_workspace,
     position_bounds,
 )
+from robot_calql.control.teleop import TakeoverArbiter
 from robot_calql_ros.common import (
     COMMAND_QOS,
     SENSOR_QOS,
@@ -87,11 +100,20 @@ class SafetyNode(LifecycleNode):
         self.homing_until = 0.0   # wall time: the arm's home routine owns it until then
         self.warn = ThrottledWarner(self)
         self._subs, self._pubs, self._timers = [], [], []
+        self.configure_error = ""  # why the last configure failed
+        self._autostarting = False
 
     def autostart(self) -> None:
-        """Configure and activate right away (parameter `autostart`, used in the stand-in)."""
+        """Configure and activate right away (parameter `autostart`, used in the stand-in). A
+        configuration that fails is then a start error (ValueError naming the problem), so
+        `run_single` and the launchers stop with one line instead of running an unconfigured node."""
         if bool(node_params(self).get("autostart", False)):
-            self.trigger_configure()
+            self._autostarting = True
+            try:
+                if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    raise ValueError(f"cannot configure: {self.configure_error}")
+            finally:
+                self._autostarting = False
             self.trigger_activate()
 
     # ------------------------------------------------------------------ lifecycle
@@ -112,13 +134,17 @@ class SafetyNode(LifecycleNode):
             self.image_size = (int(lim["camera_height"]), int(lim["camera_width"]))
             self.home_timeout_s = float(p.get("home_timeout_s", 30.0))
             self.workspace = load_workspace(p["workspace_file"])
+            # the EE pose: from topics.ee_pose, or (ee_pose: fk) the joint states through the kinematics
+            self.pose_from_fk = r.get("ee_pose", "topic") == "fk"
             self.kin = None
-            if self.interface != "delta_ee_twist":
-                self.kin = self._kinematics(p.get("kinematics", ""))
-            for key in ("image", "joint_states", "ee_pose", "command", "sent_command"):
+            if self.interface != "delta_ee_twist" or self.pose_from_fk:
+                self.kin = self._kinematics(r)
+            for key in ("image", "joint_states", "command", "sent_command") + (() if self.pose_from_fk else ("ee_pose",)):
                 required_topic(self.topics, key, "the safety node")
         except (ValueError, KeyError) as e:
-            self.get_logger().error(f"cannot configure: {e}")
+            self.configure_error = str(e)
+            if not self._autostarting:  # autostart raises it as the node's start error instead
+                self.get_logger().error(f"cannot configure: {e}")
             return TransitionCallbackReturn.FAILURE
         self.watchdog = Watchdog({"image": self.limits.stale_image_s,
                                   "joint_states": self.limits.stale_joint_state_s,
@@ -130,6 +156,9 @@ class SafetyNode(LifecycleNode):
         self.pose_track = SinceMeasurement(self.limits.command_settle_s)
         self.joint_track = SinceMeasurement(self.limits.command_settle_s)
         self._last_hold = -1e9
+        self.arbiter = TakeoverArbiter(1.0 / self.control_hz)   # the human's command while fresh
+        self._executed: list[float] | None = None   # the delta + gripper last sent to the arm
+        self._takeovers_logged = 0
         self.pub_cmd = self.create_publisher(INTERFACES[self.interface], self.topics["command"], COMMAND_QOS)
         self.pub_sent = self.create_publisher(INTERFACES[self.interface], self.topics["sent_command"], COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, self.topics["gripper_command"], COMMAND_QOS)
@@ -141,7 +170,10 @@ class SafetyNode(LifecycleNode):
             self.create_subscription(String, self.topics["episode_event"], self._on_episode_event, COMMAND_QOS),
             self.create_subscription(Image, self.topics["image"], self._on_image, SENSOR_QOS),
             self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
-            self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS),
+            *([] if self.pose_from_fk else
+              [self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS)]),
+            self.create_subscription(Float64MultiArray, self.topics["teleop_command"], self._on_teleop_command,
+                                     COMMAND_QOS),
             self.create_subscription(Float64MultiArray, self.topics["policy_command"], self._on_policy_command, COMMAND_QOS),
         ]
         self._timers = [self.create_timer(0.25 / self.control_hz, self._check_watchdog)]
@@ -178,13 +210,16 @@ class SafetyNode(LifecycleNode):
         self.active = False
         return TransitionCallbackReturn.SUCCESS
 
-    def _kinematics(self, name: str):
-        if name == "standin":
-            from robot_calql.sim.kinematics import ArmKinematics
+    def _kinematics(self, robot: dict):
+        """The robot config's kinematics model (robot_calql.robot_config.build_kinematics)."""
+        from robot_calql.robot_config import build_kinematics
 
-            return ArmKinematics()
-        raise ValueError(f"command_interface {self.interface} needs a kinematics model (the robot config's "
-                         f"`kinematics`; only `standin` exists so far), got '{name}'")
+        kin = build_kinematics(robot)
+        if kin is None:
+            need = "ee_pose: fk" if self.interface == "delta_ee_twist" else f"command_interface {self.interface}"
+            raise ValueError(f"{need} needs a kinematics model: the robot config's `kinematics` (standin, or "
+                             "{urdf: <file>} of the arm's URDF)")
+        return kin
 
     # ------------------------------------------------------------------ inputs
     def _future_stamp(self, name: str, stamp, now: float) -> bool:
@@ -237,20 +272,24 @@ class SafetyNode(LifecycleNode):
         if np.any(q < self.limits.joint_lower - 0.05) or np.any(q > self.limits.joint_upper + 0.05):
             self.warn.warn("joint_limits", f"joint state outside the joint limits: {np.round(q, 3).tolist()}")
         self.watchdog.feed("joint_states", t_feed)
+        if self.pose_from_fk:  # the EE pose of these joints, measured when they were
+            self._pose_measured(self.kin.fk(q)[0], msg.header.stamp, now)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        now = wall_s()
         p = msg.pose.position
-        pos = np.array([p.x, p.y, p.z])
+        self._pose_measured(np.array([p.x, p.y, p.z]), msg.header.stamp, wall_s())
+
+    def _pose_measured(self, pos: np.ndarray, stamp, now: float) -> None:
+        """An EE position (from topics.ee_pose, or FK of a joint state) with its stamp."""
         if not np.all(np.isfinite(pos)):
             self.ee = None
             self.pose_track.invalidate()
             self.watchdog.invalidate("ee_pose")
             self.warn.warn("ee_pose", f"non-finite end-effector pose {pos.tolist()}; arm held")
             return
-        if self._future_stamp("ee_pose", msg.header.stamp, now):
+        if self._future_stamp("ee_pose", stamp, now):
             return
-        t_meas, t_feed = self._measured_at(msg.header.stamp, now)
+        t_meas, t_feed = self._measured_at(stamp, now)
         if not self.pose_track.measure(pos, t_meas):
             self.warn.warn("ee_pose_order", "end-effector pose older than the one held: ignored")
             return
@@ -281,13 +320,33 @@ class SafetyNode(LifecycleNode):
         return wall_s() < self.homing_until
 
     # ------------------------------------------------------------------ commands
+    def _on_teleop_command(self, msg: Float64MultiArray) -> None:
+        """The human's newest command: kept for the arbitration, never sent on its own."""
+        try:
+            delta, stamp = unpack_policy_command(msg.data)
+        except CommandFormatError as e:
+            self.warn.warn("teleop", f"ignored teleop command: {e}")
+            return
+        problem = self.arbiter.human(delta, stamp, wall_s())
+        if problem:
+            self.warn.warn("teleop_stale", f"ignored teleop command: {problem}")
+
     def _on_policy_command(self, msg: Float64MultiArray) -> None:
         stamp = float(msg.data[-1]) if len(msg.data) else float("nan")
+        human = self.arbiter.current(wall_s())
+        if human is not None:  # a takeover: the human's command, at the policy's tick and frame stamp
+            if self._takeovers_logged != self.arbiter.takeovers:
+                self._takeovers_logged = self.arbiter.takeovers
+                self.get_logger().info("human takeover: teleop commands replace the policy's")
+            msg = Float64MultiArray(data=[float(x) for x in human] + [stamp])
+        self._executed = None
         reason = self._handle_policy_command(msg)
         # the verdict on every policy command: the policy node turns only sent commands into
-        # transitions (an action that was held never happened on the arm)
+        # transitions (an action that was held never happened on the arm), with the human's
+        # executed action while a takeover runs
         self.pub_status.publish(String(data=json.dumps(
-            {"stamp": stamp if np.isfinite(stamp) else None, "sent": not reason, "reason": reason})))
+            {"stamp": stamp if np.isfinite(stamp) else None, "sent": not reason, "reason": reason,
+             "source": "policy" if human is None else "human", "action": None if reason else self._executed})))
 
     def _handle_policy_command(self, msg: Float64MultiArray) -> str:
         """Check one policy command and send it or hold; returns "" when sent, else why not."""
@@ -346,6 +405,7 @@ class SafetyNode(LifecycleNode):
             self.joint_track.record(now, q_safe)
         self.watchdog.feed("command", now)
         self.holding_reason = ""
+        self._executed = [float(x) for x in safe[:5]]
         self._send(out, safe[4])
         return ""
 
@@ -415,6 +475,12 @@ class SafetyNode(LifecycleNode):
     def _check_watchdog(self) -> None:
         if not self.active:
             return
+        if self.arbiter.ended(wall_s()):  # dead-man released or the device stopped: hold, tell the graph
+            self.get_logger().info("human takeover ended (teleop input stale or released): arm held")
+            if not self.homing:  # (a hold would fight the home routine)
+                self._hold("takeover ended")
+            self.pub_status.publish(String(data=json.dumps(
+                {"stamp": None, "sent": False, "reason": "takeover ended", "source": "policy", "action": None})))
         stale = self.watchdog.stale(wall_s())
         if self.estopped:
             self._hold("e-stop")

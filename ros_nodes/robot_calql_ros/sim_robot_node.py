@@ -105,7 +105,9 @@ class SimRobotNode(Node):
         self.pub_pose = self.create_publisher(PoseStamped, self.topics["ee_pose"], SENSOR_QOS)
         self.pub_gt = self.create_publisher(String, self.topics["ground_truth_success"], COMMAND_QOS)
         self.pub_expert = self.create_publisher(Float64MultiArray, self.topics["expert_action"], COMMAND_QOS)
-        self.pub_state = self.create_publisher(Float32MultiArray, self.topics["sim_state"], SENSOR_QOS)
+        # the privileged state only on request (debug, state-mode checkpoints): a real cell has none
+        self.pub_state = (self.create_publisher(Float32MultiArray, self.topics["sim_state"], SENSOR_QOS)
+                          if sim.get("publish_sim_state", False) else None)
         cmd_type = {"delta_ee_twist": TwistStamped, "joint_position_array": Float64MultiArray,
                     "joint_trajectory": JointTrajectory}.get(self.interface)
         if cmd_type is None:
@@ -272,7 +274,8 @@ class SimRobotNode(Node):
         task = self.env.task
         self.pub_gt.publish(String(data=json.dumps({"task": task.name, "instruction": task.instruction,
                                                     "success": bool(info["success"])})))
-        self.pub_state.publish(Float32MultiArray(data=[float(x) for x in self.obs["state"]]))
+        if self.pub_state is not None:
+            self.pub_state.publish(Float32MultiArray(data=[float(x) for x in self.obs["state"]]))
         if self.expert is not None:
             a = np.asarray(self.expert.act(self.obs), float)
             self.pub_expert.publish(Float64MultiArray(data=[float(x) for x in a]))

@@ -1,6 +1,6 @@
 """Pixels with a frozen, pre-trained encoder: the latent cache of both replays, frozen weights,
 pixel agents never reading `state`, encoder pre-training, a toy task learned from cached
-latents, and the frozen agent's checkpoint in the policy node's actor."""
+latents, and the frozen agent's checkpoint in the acting policy (robot_calql.train.acting)."""
 
 import numpy as np
 import pytest
@@ -247,9 +247,8 @@ def test_frozen_latent_agent_learns_the_line_task_from_images():
 
 # ------------------------------------------------------------------ checkpoint -> policy node
 def test_frozen_agent_checkpoint_acts_the_same_in_the_policy_actor(tmp_path):
-    from robot_calql_ros.agent_io import PolicyActor, weights_payload
-
     from robot_calql.train import checkpoint as ckpt
+    from robot_calql.train.acting import ActingPolicy, weights_payload
 
     agent = _agent()
     pretrain_encoder(agent, lambda B: _pixel_batch(B), steps=3, batch_size=8)
@@ -262,9 +261,9 @@ def test_frozen_agent_checkpoint_acts_the_same_in_the_policy_actor(tmp_path):
                       "encoder_latent_dim": 8}}
     ckpt.save_checkpoint(tmp_path / "run", 3, agent.state_dict(), {}, meta)
     rng = np.random.default_rng(1)
-    for actor in (PolicyActor.from_checkpoint(tmp_path / "run"),
-                  PolicyActor.from_payload(weights_payload(agent, meta, 3))):
-        assert actor.agent.frozen
+    for actor in (ActingPolicy.from_checkpoint(tmp_path / "run"),
+                  ActingPolicy.from_payload(weights_payload(agent, meta, 3))):
+        assert actor.encoder.frozen_cnn
         for _ in range(3):
             obs = {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
                    "proprio": rng.normal(size=2).astype(np.float32), "instruction": "take the cube out"}

@@ -111,7 +111,7 @@ def test_colour_channels_survive(tmp_path):
 
 def test_unsupported_encoding_is_a_clear_error_and_nothing_is_written(tmp_path):
     b = bag(tmp_path, encoding="16UC1", episodes=1, steps=4)
-    with pytest.raises(BagError, match=r"/camera/image_raw at t=100\.000s: image encoding '16UC1'") as e:
+    with pytest.raises(BagError, match=r"/camera/image_raw at t=100\.000s: unsupported image encoding '16UC1'") as e:
         ingest([b], settings(), tmp_path / "ds", progress=False)
     assert str(b) in str(e.value)
     assert not (tmp_path / "ds").exists() and leftovers(tmp_path / "ds") == []

@@ -61,6 +61,21 @@ def test_demo_smoke(tmp_path):
     assert ros["weights_received"] >= 1 and ros["policy_steps"] > 0
 
 
+def test_demo_smoke_pixels_with_classifier_rewards(tmp_path):
+    """The real robot's path: frames, a success classifier trained on the demos, a pixel policy
+    fine-tuned on the classifier's rewards (ground truth only counts its mistakes)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1", "obs=pixels", "reward_source=classifier",
+                 "max_episode_steps=60", "ros_session_s=0"]) == 0  # 60 steps: the demos must succeed for positives
+    assert (out / "reward" / "train_report.json").is_file()
+    ft = json.loads((out / "finetune" / "summary.json").read_text())
+    assert {"clf_successes", "clf_false_positives", "clf_false_negatives"} <= set(ft)
+    cfg = (out / "finetune" / "config.yaml").read_text()
+    assert "reward_source: classifier" in cfg and str(out / "reward") in cfg
+    assert json.loads((out / "pretrain" / "checkpoints" / "LATEST").parent.joinpath(
+        (out / "pretrain" / "checkpoints" / "LATEST").read_text().strip(), "meta.json").read_text())["obs"] == "pixels"
+
+
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     assert main(["pretrain", f"dataset={tmp_path / 'missing'}", f"out={tmp_path / 'r'}", "steps=1", *QUIET]) == 1
     assert "does not exist" in capsys.readouterr().err

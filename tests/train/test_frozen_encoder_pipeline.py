@@ -23,7 +23,7 @@ def _cnn(state: dict) -> dict:
 
 
 def test_pretrain_resume_finetune_and_act_with_a_frozen_encoder(tmp_path):
-    from robot_calql_ros.agent_io import PolicyActor
+    from robot_calql.train.acting import ActingPolicy
 
     data, pre, ft = tmp_path / "data", tmp_path / "pre", tmp_path / "ft"
     assert main(["collect", "task=cube_bowl", "episodes=1", "image_size=64", "max_episode_steps=10", f"out={data}"]) == 0
@@ -53,10 +53,10 @@ def test_pretrain_resume_finetune_and_act_with_a_frozen_encoder(tmp_path):
     assert "frames_image_latent" in tuned["buffer"] and "frames_image" not in tuned["buffer"]  # latents, no images
     assert all(torch.equal(v, cnn[k]) for k, v in _cnn(tuned["agent_state"]).items())
 
-    actor = PolicyActor.from_checkpoint(ft)
-    assert actor.agent.frozen
+    actor = ActingPolicy.from_checkpoint(ft)
+    assert actor.encoder.frozen_cnn
     rng = np.random.default_rng(0)
     obs = {"image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "proprio": rng.normal(size=10).astype(np.float32),
            "instruction": actor.meta["instructions"][0]}
-    again = PolicyActor.from_checkpoint(ft)
+    again = ActingPolicy.from_checkpoint(ft)
     np.testing.assert_array_equal(actor.act(obs), again.act(obs))

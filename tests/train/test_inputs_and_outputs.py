@@ -66,22 +66,15 @@ def test_negative_exploration_temperature_is_refused(tmp_path, pretrained, capsy
     assert "one per action dimension (5)" in capsys.readouterr().err
 
 
-def test_bad_gripper_flip_setting_is_refused(tmp_path, pretrained, capsys):
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={tmp_path / 'ft'}", "steps=2",
-                 "explore_gripper_flip=2", *QUIET]) == 1
-    assert "explore_gripper_flip" in (err := capsys.readouterr().err) and "in [0, 1]" in err
-    assert not (tmp_path / "ft").exists()
-
-
-def test_gripper_flips_are_what_the_arm_did_and_what_the_buffer_holds(tmp_path, pretrained):
-    """With a flip every step lasting one step, every executed gripper command is the full opposite
-    of the policy's: the buffer holds only -1 and +1 there, and the summary counts one flip a step."""
-    out = tmp_path / "ft"
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=12", "eval_every=0",
-                 "max_episode_steps=8", "explore_gripper_flip=1", "explore_gripper_hold=1", *QUIET]) == 0
-    grip = ckpt.load_checkpoint(out)["buffer"]["action"][:12, -1]
-    assert set(np.abs(grip).tolist()) == {1.0}
-    assert json.loads((out / "summary.json").read_text())["gripper_flips"] == 12
+def test_removed_settings_are_refused_by_name(tmp_path, pretrained, capsys):
+    """Settings that were deleted (gripper flips; agent flags that lost) stop the run with an error
+    naming the key, whether the key is overridden or added, before anything is written."""
+    for arg in ("explore_gripper_flip=0.3", "+explore_gripper_flip=0.3", "+explore_gripper_hold=2",
+                "+agent.td_target_max=5", "+agent.bc_offline_only=true", "+agent.num_min_critics=1"):
+        assert main(["finetune", f"checkpoint={pretrained}", f"out={tmp_path / 'ft'}", "steps=2", arg, *QUIET]) in (1, 2)
+        key = arg.lstrip("+").split("=")[0].removeprefix("agent.")
+        assert key in capsys.readouterr().err, arg
+        assert not (tmp_path / "ft").exists()
 
 
 def test_pretrain_outputs(pretrained):

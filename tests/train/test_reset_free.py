@@ -27,7 +27,7 @@ class FakeEnv:
 
 def _loop():
     return {"step": 0, "episodes": 0, "task": "fwd", "ep_return": 0.0, "ep_len": 0,
-            "successes": {"fwd": 0, "bwd": 0}, "episodes_by_task": {"fwd": 0, "bwd": 0}}
+            "successes": {"fwd": 0, "bwd": 0}, "episodes_by_task": {"fwd": 0, "bwd": 0}, "homes": 0}
 
 
 def _cfg(**kw):

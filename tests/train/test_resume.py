@@ -46,7 +46,7 @@ def test_pretrain_resume_is_exact(tmp_path, tiny_dataset):
 
 def test_finetune_ctrl_c_then_resume_is_exact_buffer_included(tmp_path, pretrained, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
-    ft = [*FT, "explore_gripper_flip=0.3", "explore_gripper_hold=4"]  # a flip may be under way at the stop
+    ft = FT
     assert main(["finetune", f"checkpoint={pretrained}", f"out={a}", "steps=20", *ft]) == 0
     _InterruptAfter(monkeypatch, 11, sigint=True)  # a real Ctrl-C (SIGINT) during update 11
     assert main(["finetune", f"checkpoint={pretrained}", f"out={b}", "steps=20", *ft]) == 130

@@ -1,0 +1,116 @@
+"""sim_human: the stand-in's simulated operator, driving through the same topics as a person.
+
+Once per control period while an episode runs (episode events `start` .. `end`) it passes the
+end-effector pose (`topics.ee_pose`) to robot_calql.sim.simulated_human.SimulatedHuman. While that
+says the human drives, it publishes sensor_msgs/Joy on `teleop.joy_topic` at 4x the control rate:
+the dead-man held and the sticks / gripper buttons set so that the teleop node's mapping
+(`teleop`, configs/teleop/gamepad.yaml) gives the stand-in's scripted demonstrator action
+(`topics.expert_action`). The teleop node turns that into `topics.teleop_command` and the safety
+node checks it like a person's; nothing here reaches the arm any other way. When it lets go it
+simply stops publishing, as a released gamepad's dead-man does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Float64MultiArray, String
+
+from robot_calql.control.safety import load_workspace
+from robot_calql.control.teleop import TeleopConfig, joy_for_action
+from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig
+from robot_calql_ros.common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    node_params,
+    required_topic,
+    topic_names,
+    wall_s,
+)
+
+
+class SimulatedHumanNode(Node):
+    def __init__(self, name: str = "sim_human", **kwargs):
+        super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        p = node_params(self)
+        r = p["robot"]
+        tp = dict(p.get("teleop") or {})
+        self.topics = t = topic_names(r["topics"])
+        for key in ("ee_pose", "expert_action"):
+            required_topic(t, key, "the simulated human")
+        self.period = 1.0 / float(r["control_hz"])
+        self.mapping = TeleopConfig.from_dict({k: v for k, v in tp.items() if k != "simulated_human"})
+        sh = dict(tp.get("simulated_human") or {})
+        if p.get("workspace_file"):
+            box = load_workspace(p["workspace_file"])
+            sh.setdefault("workspace_min", [float(x) for x in box.min])
+            sh.setdefault("workspace_max", [float(x) for x in box.max])
+        self.human = SimulatedHuman(SimulatedHumanConfig.from_dict(sh))
+        self.ee: np.ndarray | None = None
+        self.expert: np.ndarray | None = None
+        self.running = False
+        self.joy_sent = 0
+        self.pub = self.create_publisher(Joy, str(tp.get("joy_topic") or "/joy"), SENSOR_QOS)
+        self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
+        self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
+        self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
+        self.create_timer(self.period, self._decide)
+        self.create_timer(0.25 * self.period, self._publish)
+        self.get_logger().info(f"simulated human: takes over after {self.human.cfg.patience_steps} stuck or "
+                               f"outward steps, for at most {self.human.cfg.takeover_steps} steps; budget "
+                               f"{self.human.cfg.budget_steps} steps")
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self.ee = np.array([p.x, p.y, p.z])
+
+    def _on_expert(self, msg: Float64MultiArray) -> None:
+        self.expert = np.asarray(msg.data, np.float64)
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            kind = json.loads(msg.data).get("event")
+        except (ValueError, AttributeError):
+            return
+        if kind == "start":
+            self.running = True
+            self.human.reset()
+        elif kind in ("end", "help", "home"):
+            self.running = False
+            self.human.reset()
+
+    def _decide(self) -> None:
+        if not self.running or self.ee is None:
+            return
+        was = self.human.driving
+        self.human.step(self.ee)
+        if self.human.driving != was:
+            self.get_logger().info(f"simulated human {'takes over' if self.human.driving else 'lets go'} "
+                                   f"({self.human.used_steps} of {self.human.cfg.budget_steps} steps used)")
+
+    def _publish(self) -> None:
+        if not (self.running and self.human.driving) or self.expert is None or self.expert.shape != (5,):
+            return
+        axes, buttons = joy_for_action(self.mapping, self.expert)
+        msg = Joy(axes=[float(a) for a in axes], buttons=[int(b) for b in buttons])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub.publish(msg)
+        self.joy_sent += 1
+
+    def status(self) -> dict:
+        return {"driving": self.human.driving, "used_steps": self.human.used_steps,
+                "takeovers": self.human.takeovers, "joy_sent": self.joy_sent, "t": wall_s()}
+
+
+def main(args=None):
+    from robot_calql_ros.run import run_single
+
+    run_single(SimulatedHumanNode, "sim_human", args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Human steps in the data: datasets store the flag, MC returns of mixed episodes are the whole
+episode's, and the replay draws human steps on the offline (demo) side too, as HIL-SERL does."""
+
+import numpy as np
+import pytest
+
+from robot_calql.data.dataset import Dataset, DatasetError, DatasetMeta, DatasetWriter, Episode
+from robot_calql.data.replay import InstructionVocab, MixedReplay, OfflineReplay, OnlineReplay
+from robot_calql.data.returns import mc_return_to_go
+
+GAMMA = 0.9
+
+
+def _episode(T, success, start, human=None):
+    state = (start + np.arange(T + 1, dtype=np.float32))[:, None].repeat(2, 1)
+    reward, terminal = np.zeros(T, np.float32), np.zeros(T, bool)
+    if success:
+        reward[-1], terminal[-1] = 1.0, True
+    return Episode(proprio=state.copy(), state=state, action=np.full((T, 2), 0.5, np.float32), reward=reward,
+                   terminal=terminal, instruction="go", success=success, intervention=human)
+
+
+META = DatasetMeta(control_hz=10, action_dim=2, proprio_dim=2, state_dim=2)
+
+
+def test_datasets_store_the_intervention_flag_and_refuse_a_bad_one(tmp_path):
+    w = DatasetWriter(tmp_path / "ds", META)
+    human = np.array([False, True, True, False, False])
+    w.write_episode(_episode(5, True, 0, human))
+    w.write_episode(_episode(3, False, 100))            # all policy: no intervention.npy
+    ds = Dataset(tmp_path / "ds")
+    ds.verify()
+    np.testing.assert_array_equal(ds[0].intervention, human)
+    assert ds[1].intervention is None and not (ds.episode_dirs[1] / "intervention.npy").exists()
+    with pytest.raises(DatasetError, match="'intervention' has shape"):
+        w.write_episode(_episode(4, True, 0, np.ones(3, bool)))
+    np.save(ds.episode_dirs[0] / "intervention.npy", np.ones(5, np.float32))
+    with pytest.raises(DatasetError, match="intervention.npy"):
+        Dataset(tmp_path / "ds")[0]
+
+
+def test_mc_returns_of_an_episode_mixing_policy_and_human_steps_run_over_the_whole_episode():
+    # policy, policy, human x3 (the human finishes the task), reward on the last step
+    rewards = np.array([0, 0, 0, 0, 1], np.float32)
+    terminals = np.array([0, 0, 0, 0, 1], bool)
+    human = np.array([0, 0, 1, 1, 1], bool)
+    g = mc_return_to_go(rewards, terminals, GAMMA)
+    np.testing.assert_allclose(g, [GAMMA ** 4, GAMMA ** 3, GAMMA ** 2, GAMMA, 1.0], rtol=1e-6)
+    # cutting the human segment out as an episode of its own would give its steps the same returns here, but
+    # the policy's steps before it would lose the success the human reached: returns are per whole episode
+    seg = mc_return_to_go(rewards[~human], terminals[~human], GAMMA)
+    assert np.all(seg == 0) and np.all(g[~human] > 0)
+    # in the online replay, human and policy steps of one episode share that episode's returns
+    buf = OnlineReplay({"state": (2,)}, 2, capacity=50, discount=GAMMA, vocab=InstructionVocab(["go"]))
+    buf.add_episode(_episode(5, True, 0, human))
+    np.testing.assert_allclose(buf.mc_return[:5], g, rtol=1e-6)
+    np.testing.assert_array_equal(buf.intervention[:5], human)
+
+
+def test_human_steps_are_drawn_on_the_offline_side_with_their_episodes_returns(tmp_path):
+    w = DatasetWriter(tmp_path / "ds", META)
+    for e in range(4):
+        w.write_episode(_episode(6, True, 1000 + 10 * e))
+    offline = OfflineReplay(Dataset(tmp_path / "ds"), {"state": (2,)}, discount=GAMMA, seed=0, progress=False)
+    online = OnlineReplay({"state": (2,)}, 2, capacity=200, discount=GAMMA, vocab=offline.vocab, seed=1,
+                          bound_online=False)
+    human = np.zeros(20, bool)
+    human[8:14] = True
+    online.add_episode(_episode(20, True, 0, human))       # states 0..20; human steps 8..13
+    online.add_episode(_episode(10, False, 500))           # a policy episode
+    mixed = MixedReplay(offline, online, mixing_ratio=0.5)
+    g = mc_return_to_go(np.eye(20, dtype=np.float32)[-1], np.eye(20, dtype=bool)[-1], GAMMA)
+    n_human_off = n_off = 0
+    for _ in range(200):
+        b = mixed.sample(32)
+        s, on, mc = b["obs"]["state"][:, 0].numpy(), b["online"].numpy(), b["mc_return"].numpy()
+        off = ~on
+        n_off += off.sum()
+        from_online = off & (s < 1000)                       # offline-side rows that came from the online buffer
+        n_human_off += from_online.sum()
+        assert np.all((s[from_online] >= 8) & (s[from_online] <= 13)), "a policy step on the offline side"
+        np.testing.assert_allclose(mc[from_online], g[s[from_online].astype(int)], rtol=1e-6)
+        assert np.all(np.isinf(mc[on])), "online rows keep bound_online=False (-inf)"
+    share = n_human_off / n_off
+    expect = 6 / (len(offline) + 6)                           # uniform over offline steps + human steps
+    print(f"human share of the offline side: {share:.3f} (expected {expect:.3f})")
+    assert abs(share - expect) < 0.03
+    # with no human step the offline side is the offline data alone
+    plain = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=offline.vocab)
+    plain.add_episode(_episode(10, False, 500))
+    b = MixedReplay(offline, plain, 0.5).sample(64)
+    assert np.all(b["obs"]["state"][~b["online"]][:, 0].numpy() >= 1000)
+
+
+def test_the_flag_survives_a_replay_snapshot():
+    buf = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]))
+    buf.add_episode(_episode(6, True, 0, np.array([0, 1, 1, 0, 0, 0], bool)))
+    sd = buf.state_dict()
+    again = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]))
+    again.load_state_dict(sd)
+    np.testing.assert_array_equal(np.sort(again.intervention_steps()), [1, 2])
+    del sd["intervention"]                                   # a snapshot from before the flag existed
+    old = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]))
+    old.load_state_dict(sd)
+    assert len(old.intervention_steps()) == 0

@@ -1,0 +1,63 @@
+"""The stand-in's simulated human drives through the teleop topics (real rclpy + DDS): when the end
+effector is stuck it publishes Joy (dead-man held) that the real teleop node turns into the
+scripted demonstrator's action on topics.teleop_command; after takeover_steps it lets go."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def test_simulated_human_takes_over_through_joy_and_the_teleop_node(ros):
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS, topic_names
+    from robot_calql_ros.launcher import NodeSpinners, build_nodes
+    from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import Float64MultiArray, String
+
+    from robot_calql.config import compose
+    from robot_calql.control.conversions import action_to_delta, unpack_policy_command
+
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human",
+                                      "teleop.simulated_human.patience_steps=3",
+                                      "teleop.simulated_human.takeover_steps=6"])
+    specs = node_set(cfg)
+    assert [s.name for s in specs] == ["sim_robot", "teleop", "sim_human"]
+    assert specs[0].params["sim"]["publish_expert"], "the stand-in publishes the demonstrator's action for it"
+    nodes = build_nodes(specs[1:])
+    teleop, human = nodes
+    t = cfg.robot.topics
+    probe = rclpy.create_node("probe")
+    got = []
+    probe.create_subscription(Float64MultiArray, topic_names(t)["teleop_command"],
+                              lambda m: got.append((time.time(), list(m.data))), COMMAND_QOS)
+    pub_pose = probe.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
+    pub_expert = probe.create_publisher(Float64MultiArray, t.expert_action, COMMAND_QOS)
+    pub_event = probe.create_publisher(String, t.episode_event, COMMAND_QOS)
+    expert = np.array([0.5, -0.25, 0.75, 0.0, 1.0])
+    pose = PoseStamped()
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.25, 0.0, 0.1   # never moves: stuck
+    probe.create_timer(1 / 30, lambda: (pub_pose.publish(pose),
+                                        pub_expert.publish(Float64MultiArray(data=list(expert)))))
+    ros.add(probe)
+    spinners = NodeSpinners(nodes)
+    try:
+        wait_for(lambda: pub_event.get_subscription_count() >= 1, 20, "the simulated human listening to events")
+        time.sleep(0.5)
+        assert got == [], "no takeover before an episode runs"
+        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
+        wait_for(lambda: len(got) >= 5, 20, "teleop commands from the simulated human's Joy")
+        delta, _ = unpack_policy_command(got[-1][1])
+        np.testing.assert_allclose(delta, action_to_delta(expert, float(cfg.robot.action_scale.translation_m),
+                                                          float(cfg.robot.action_scale.rotation_rad)), atol=1e-9)
+        wait_for(lambda: human.human.takeovers >= 2, 20, "it lets go after takeover_steps and takes over again")
+        assert human.human.used_steps <= 6 * human.human.takeovers
+    finally:
+        spinners.stop()
+        for n in nodes:
+            n.destroy_node()

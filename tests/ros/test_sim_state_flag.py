@@ -1,0 +1,73 @@
+"""The stand-in publishes its privileged state (`topics.sim_state`) only when the debug flag
+`sim_robot.publish_sim_state` asks for it, so a graph that runs a pixel checkpoint sees what a
+real cell gives: camera frames, joint states and the pose. A state-mode checkpoint is refused
+where that state does not exist (a real robot) or was not asked for, naming the flag.
+
+Before: the stand-in always published `sim_state`, and a state checkpoint started on any config."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def _compose(*overrides):
+    from robot_calql.config import compose
+
+    return compose("launch_finetune", list(overrides))
+
+
+def _fake_run(tmp_path: Path, obs: str) -> Path:
+    """A run folder whose newest checkpoint's meta says `obs` (only the meta is read here)."""
+    ckpt = tmp_path / f"run_{obs}" / "checkpoints" / "step_00000010"
+    ckpt.mkdir(parents=True)
+    from robot_calql.train import checkpoint
+
+    (ckpt / checkpoint.WEIGHTS).write_bytes(b"")
+    (ckpt / checkpoint.META).write_text(json.dumps({"obs": obs, "step": 10}))
+    return ckpt.parents[1]
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_stand_in_publishes_privileged_state_only_on_request(ros, tmp_path, flag):
+    import rclpy
+    from robot_calql_ros.common import SENSOR_QOS
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32MultiArray
+
+    cfg = _compose("sim=true", "nodes=[sim_robot]", f"sim_robot.publish_sim_state={str(flag).lower()}")
+    (sim,) = build_nodes(node_set(cfg))
+    probe = rclpy.create_node("probe")
+    states, frames = [], []
+    probe.create_subscription(Float32MultiArray, cfg.robot.topics.sim_state, states.append, SENSOR_QOS)
+    probe.create_subscription(Image, cfg.robot.topics.image, frames.append, SENSOR_QOS)
+    ros.add(probe, sim)
+    wait_for(lambda: len(frames) >= 5, 60, "camera frames from the stand-in")
+    assert probe.count_publishers(cfg.robot.topics.sim_state) == int(flag)
+    if flag:
+        wait_for(lambda: states, 10, "the privileged state, asked for")
+        assert len(states[-1].data) > 0
+    else:
+        assert states == []
+
+
+def test_state_checkpoint_needs_the_debug_flag_and_the_stand_in(tmp_path):
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import ConfigError
+
+    state_run, pixel_run = _fake_run(tmp_path, "state"), _fake_run(tmp_path, "pixels")
+    nodes = "nodes=[policy,episode_controller]"
+    with pytest.raises(ConfigError, match=r"privileged state \(obs=state\).*sim_robot\.publish_sim_state=true"):
+        node_set(_compose("sim=true", nodes, f"checkpoint={state_run}"))
+    specs = node_set(_compose("sim=true", nodes, f"checkpoint={state_run}", "sim_robot.publish_sim_state=true"))
+    assert [s.name for s in specs] == ["policy", "episode_controller"]
+    assert [s.name for s in node_set(_compose("sim=true", nodes, f"checkpoint={pixel_run}"))] == [
+        "policy", "episode_controller"]
+    with pytest.raises(ConfigError, match=r"a real robot does not have: pre-train with obs=pixels"):
+        node_set(_compose("sim=false", "robot=widowx250_example", nodes, f"checkpoint={state_run}"))

@@ -1,0 +1,65 @@
+"""The simulated operator's decisions (robot_calql.sim.simulated_human), without ROS or MuJoCo."""
+
+import numpy as np
+import pytest
+
+from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig
+
+MID = np.array([0.25, 0.0, 0.10])
+
+
+def run(human, positions):
+    return [human.step(p) for p in positions]
+
+
+def test_takes_over_after_n_stuck_steps_drives_a_bounded_number_then_lets_go():
+    h = SimulatedHuman(SimulatedHumanConfig(patience_steps=5, takeover_steps=4, budget_steps=100))
+    got = run(h, [MID] * 20)
+    # the 6th call sees 5 steps without motion; it drives 4 steps, then the policy gets 5 fresh steps
+    assert got[:5] == [False] * 5
+    assert got[5:9] == [True] * 4
+    assert got[9:14] == [False] * 5 and got[14:18] == [True] * 4
+    assert got[18:] == [False, False] and h.takeovers == 2 and h.used_steps == 8
+
+
+def test_a_moving_policy_is_never_taken_over():
+    h = SimulatedHuman(SimulatedHumanConfig(patience_steps=5))
+    path = [MID + np.array([0.003 * np.sin(k / 3), 0.004 * k % 0.1, 0.0]) for k in range(200)]
+    assert not any(run(h, path))
+    assert h.used_steps == 0
+
+
+def test_heading_out_of_the_box_for_n_steps_triggers_a_takeover():
+    cfg = SimulatedHumanConfig(patience_steps=4, stuck_m=0.0, edge_margin_m=0.02)
+    h = SimulatedHuman(cfg)
+    x_hi = cfg.workspace_max[0]
+    # fast toward the +x wall: outside the margin first, then 4 steps inside it moving outward
+    xs = [x_hi - 0.10, x_hi - 0.05, x_hi - 0.015, x_hi - 0.01, x_hi - 0.005, x_hi - 0.002]
+    got = run(h, [np.array([x, 0.0, 0.1]) for x in xs])
+    assert got == [False, False, False, False, False, True]
+    # moving away from the wall inside the margin is not heading out
+    h2 = SimulatedHuman(cfg)
+    assert not any(run(h2, [np.array([x, 0.0, 0.1]) for x in reversed(xs)]))
+
+
+def test_the_budget_bounds_every_human_step():
+    h = SimulatedHuman(SimulatedHumanConfig(patience_steps=2, takeover_steps=10, budget_steps=7))
+    got = run(h, [MID] * 100)
+    assert sum(got) == 7 == h.used_steps and h.budget_left == 0
+    h0 = SimulatedHuman(SimulatedHumanConfig(patience_steps=2, budget_steps=0))
+    assert not any(run(h0, [MID] * 50))
+
+
+def test_reset_at_an_episode_start_lets_go_and_clears_the_window():
+    h = SimulatedHuman(SimulatedHumanConfig(patience_steps=3, takeover_steps=10))
+    assert run(h, [MID] * 4) == [False, False, False, True]
+    h.reset()
+    assert run(h, [MID] * 4) == [False, False, False, True]
+    assert h.takeovers == 2 and h.used_steps == 2
+
+
+@pytest.mark.parametrize("bad", [{"patience_steps": 0}, {"budget_steps": -1}, {"stuck_m": -1.0},
+                                 {"workspace_min": (0.5, 0, 0)}, {"speed": 2}])
+def test_bad_settings_are_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+        SimulatedHumanConfig.from_dict(bad)

@@ -1,0 +1,34 @@
+"""`robot-calql finetune simulated_human.enabled=true`: the simulated operator takes over in the loop,
+its steps are flagged in the online buffer, logged per episode and plotted beside the success curve."""
+
+import json
+
+import numpy as np
+
+from tests.train.conftest import QUIET
+
+
+def test_finetune_with_the_simulated_human(tmp_path, pretrained):
+    from robot_calql.cli import main
+    from robot_calql.train.logger import read_metrics
+    from robot_calql.train.plots import plot_success  # noqa: F401  (the plot the run draws)
+
+    out = tmp_path / "ft"
+    rc = main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=120", "max_episode_steps=30",
+               "eval_every=0", "log_every=40", "save_every=0", "simulated_human.enabled=true",
+               "simulated_human.patience_steps=3", "simulated_human.stuck_m=1.0",  # anything counts as stuck
+               "simulated_human.takeover_steps=5", "simulated_human.budget_steps=40", *QUIET])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # per 30-step episode: 3 policy steps, then 5 human ones, from steps 3, 11, 19 and 27 (3 steps, cut by the
+    # episode's end), so 18 human steps in each of the first two episodes and the last 4 of the budget in the third
+    assert summary["human"]["steps"] == 40 and summary["human"]["takeovers"] == 9
+    rows = read_metrics(out, "human")
+    assert len(rows) == 4 and rows[-1]["human_steps_total"] == 40          # 120 steps = 4 episodes of 30
+    np.testing.assert_allclose([r["intervention_rate"] for r in rows], [18 / 30, 18 / 30, 4 / 30, 0.0])
+    from robot_calql.train import checkpoint as ckpt
+
+    buf = ckpt.load_checkpoint(out)["buffer"]
+    flags = np.asarray(buf["intervention"])
+    assert flags.sum() == 40 and flags[:3].sum() == 0 and flags[3:8].all()
+    assert (out / "plots" / "success.png").exists()
