@@ -185,6 +185,7 @@ def main(cfg: DictConfig) -> int:
     print("  plots:       " + "\n               ".join(str(x) for x in result["plots"].values() if x))
     print(f"  checkpoints: {pre['checkpoint']}\n               {ft['checkpoint']}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
+    classifier_used = clf_dir is not None
     if ros:
         print(f"  ROS 2 graph ({ros['duration_s']:.0f} s, reset-free, from the pre-trained checkpoint): "
               f"{ros['forward_successes']}/{ros['forward_tries']} forward and {ros['backward_successes']}/"
@@ -192,6 +193,9 @@ def main(cfg: DictConfig) -> int:
               f"reached the learner, {ros['updates']} updates, {ros['weights_received']} weight sets reached "
               f"the policy; the arm went home {ros.get('arm_homes', 0)} time(s) after a failed try, a human was "
               f"called {ros.get('human_help', 0)} time(s)")
+        if classifier_used:
+            print(f"  ROS 2 reward classifier against the simulator: {ros.get('reward_false_successes', 0)} false "
+                  f"successes, {ros.get('reward_missed_successes', 0)} missed successes")
     print("=" * 72)
     return 0
 

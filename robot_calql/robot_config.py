@@ -167,6 +167,19 @@ class TaskPair:
 
 
 @dataclass
+class SimArm:
+    """The MuJoCo stand-in's model of the arm (robot_calql.sim.kinematics.ArmSpec); `standin: true` needs it."""
+
+    mjcf: str = field(metadata=_doc("the cell's MJCF: the arm, table, cube, bowl and cameras (relative: as kinematics.urdf)"))
+    finger_joints: list[str] = field(metadata=_doc("the MJCF's finger slide joints (actuators of the same names)"))
+    ee_site: str = field(metadata=_doc("the MJCF site between the fingertips (x: approach axis, y: finger axis)"))
+    home_q: list[float] = field(metadata=_doc("arm joints near home, pointing down (the IK's seed), one per joint"))
+    finger_open_m: float = field(default=0.03, metadata=_doc("finger slide position when fully open (m)"))
+    cameras: list[str] | None = field(default=None, metadata=_doc(
+        "the MJCF cameras rendered, main first (default: the names of `cameras`, else [front])"))
+
+
+@dataclass
 class RobotConfig:
     """configs/robot/<name>.yaml."""
 
@@ -199,6 +212,7 @@ class RobotConfig:
         "task pairs by name (launch task=<pair or label>)"))
     bag_topics: dict[str, Any] | None = field(default=None, metadata=_doc(
         "which bag topic holds what, for robot-calql ingest (checked there; docs/bags.md)"))
+    sim: SimArm | None = field(default=None, metadata=_doc("the stand-in's MuJoCo model of the arm (standin: true)"))
 
     def node_params(self) -> dict:
         """The config as the nodes' `robot` parameter: plain values, defaults filled in, unset
@@ -372,6 +386,16 @@ def _check_values(r: RobotConfig) -> None:
     if isinstance(r.kinematics, UrdfModel) and not resolve_path(r.kinematics.urdf).is_file():
         raise RobotConfigError(f"kinematics.urdf: no file {r.kinematics.urdf} (looked in the working folder and "
                                f"{REPO_ROOT})")
+    if r.standin and r.sim is None:
+        raise RobotConfigError("sim: standin: true needs the arm's MuJoCo model (sim: {mjcf, finger_joints, ee_site, home_q})")
+    if r.sim is not None:
+        if len(r.sim.home_q) != len(r.joints):
+            raise RobotConfigError(f"sim.home_q: {len(r.sim.home_q)} values for {len(r.joints)} joints {r.joints}")
+        if not resolve_path(r.sim.mjcf).is_file():
+            raise RobotConfigError(f"sim.mjcf: no file {r.sim.mjcf} (looked in the working folder and {REPO_ROOT})")
+        n_cams = len(r.sim.cameras or r.cameras or ["front"])
+        if r.cameras and n_cams != len(r.cameras):
+            raise RobotConfigError(f"sim.cameras: {n_cams} MJCF cameras for the {len(r.cameras)} `cameras` {list(r.cameras)}")
     for pname, pair in (r.tasks or {}).items():
         if pair.forward.label == pair.backward.label:
             raise RobotConfigError(f"tasks.{pname}: forward and backward need different labels")
@@ -429,9 +453,14 @@ def build_kinematics(robot: RobotConfig | dict):
     k = robot.kinematics
     if k is None:
         return None
-    if k == "standin":
-        from robot_calql.sim.kinematics import ARM_JOINTS, ArmKinematics
+    if k == "standin":  # the simulated arm's MJCF (its `sim` section), else the stand-in's 5-joint arm
+        from robot_calql.sim.kinematics import ARM_JOINTS, ArmKinematics, KinematicsError, arm_spec
 
+        if robot.sim is not None:
+            try:
+                return ArmKinematics(arm=arm_spec(robot))
+            except KinematicsError as e:
+                raise RobotConfigError(f"robot config '{robot.name}': kinematics: standin: {e}") from None
         if tuple(robot.joints) != ARM_JOINTS:
             raise RobotConfigError(f"robot config '{robot.name}': kinematics: standin is the stand-in arm's, "
                                    f"joints {list(ARM_JOINTS)}; joints are {robot.joints}")

@@ -64,6 +64,7 @@ ALLOWED = {a: reachable(a) | BASE | {a} for a in EDGES}
 COMMANDS_RUN_BY_THE_DEMO = {
     ("robot_calql.demo", "robot_calql.train.pretrain"),
     ("robot_calql.demo", "robot_calql.train.finetune"),
+    ("robot_calql.demo", "robot_calql.reward.train"),  # the success classifier (reward_source=classifier)
 }
 
 # Of the ROS package, a node module (*_node.py) may import only these.
@@ -199,7 +200,7 @@ def test_demo_ros_stage_runs_in_a_child_process(tmp_path):
 
     from robot_calql.demo import ros_session
 
-    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc"})
+    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc", "obs": "state"})
     loaded = set(sys.modules)
     with pytest.raises(ValueError, match="batch_size"):
         ros_session(cfg, tmp_path / "pretrain", tmp_path / "ros_session")

@@ -198,7 +198,7 @@ class ObsEncoder(nn.Module):
             if encoder == "robofume":
                 self.cnn: nn.Module | None = RoboFuMEEncoder(shape, strides=tuple(conv_strides), latent_dim=latent_dim)
             elif encoder == "spatial":
-                self.cnn = SpatialSoftmaxEncoder(shape, latent_dim=latent_dim)
+                self.cnn = SpatialSoftmaxEncoder(shape, strides=tuple(conv_strides), latent_dim=latent_dim)
             elif encoder == "resnet":
                 self.cnn = SmallResNet(shape, latent_dim=latent_dim)
             else:

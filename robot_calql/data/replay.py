@@ -178,7 +178,7 @@ class _Buffer:
                frame_encoder: Any = None) -> int:
         shapes = _frame_shapes({k: tuple(v) for k, v in obs_spec.items() if _is_frame_key(k)}, frame_encoder)
         frame = sum(int(np.prod(v)) * np.dtype(_frame_dtype(k)).itemsize for k, v in shapes.items())
-        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1 + (4 + 8 + 1 + 4)
+        step = 8 + 8 + 4 * action_dim + 4 + 1 + 4 + 8 + 1 + 1 + (4 + 8 + 1 + 4)  # ... success, intervention, n-step
         return num_frames * frame + num_steps * step
 
     def _fill_n_step(self, idx: np.ndarray) -> None:

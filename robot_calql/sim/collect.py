@@ -3,6 +3,9 @@
     robot-calql collect task=cube_in_bowl episodes=20 out=data/cube_in_bowl
     robot-calql collect task=cube_bowl episodes=50 failures=10 prior_tasks=[cube_left,cube_right] out=data/bowl
 
+The arm is the robot config's (`robot=<name>`, its `sim:` section: the MJCF cell and its names;
+the stand-in's by default); its dataset holds every camera of that cell (image, image_<name>).
+
 `task` is a task name or a task-pair name (then `episodes` demos are recorded for each
 direction). Demos are stored with source "demo", deliberate failures with "failure", episodes
 of `prior_tasks` with "prior" (each under its own instruction). Each episode records its `seed`
@@ -34,6 +37,7 @@ from robot_calql.data.dataset import (
     replace_folder,
 )
 from robot_calql.sim.env import StandInEnv, make_env
+from robot_calql.sim.kinematics import arm_spec
 from robot_calql.sim.episodes import (  # noqa: F401  collect_episodes, rollout: re-exported for older imports
     DEFAULT_MAX_STEPS,
     collect_episodes,
@@ -83,6 +87,8 @@ def main(cfg) -> int:
         raise ValueError(f"episodes and failures must be >= 0, got episodes={n}, failures={n_fail}")
     image_size = int(cfg.image_size)
     scale = (float(cfg.robot.action_scale.translation_m), float(cfg.robot.action_scale.rotation_rad))
+    arm = arm_spec(cfg.robot)  # the robot config's `sim:` section (RobotConfigError naming the key)
+    robot = str(cfg.robot.name)
     max_steps = int(cfg.get("max_episode_steps", DEFAULT_MAX_STEPS))
     out = resolve_path(cfg.out)
     if out is None:
@@ -111,9 +117,9 @@ def main(cfg) -> int:
     # overwrite: build beside `out` and swap when complete, so a failure keeps the old dataset
     target = out.parent / f".{out.name}.collect-{os.getpid()}" if overwrite and existing else out
     env = make_env(tasks[0], image_size=image_size, max_episode_steps=max_steps, action_scale=scale,
-                   dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start))
+                   dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start), arm=arm)
     try:
-        writer = DatasetWriter(target, dataset_meta(image_size, scale), overwrite=overwrite)
+        writer = DatasetWriter(target, dataset_meta(image_size, scale, arm, robot), overwrite=overwrite)
         results = _collect(writer, env, plan, seed=seed, noise=float(cfg.noise), max_steps=max_steps, scale=scale)
         if target != out:
             replace_folder(target, out)

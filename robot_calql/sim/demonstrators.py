@@ -2,7 +2,7 @@
 
 Every task is a pick-and-place of the cube (grasp it from above, carry it at a safe height, put
 it down at a task-dependent spot, let go). The demonstrator reads the privileged `state`
-observation (layout in robot_calql.sim.env: S_EE, S_CUBE, ...) and returns a normalised action
+observation (where each quantity sits: robot_calql.sim.env.StateLayout of the arm) and returns a normalised action
 like a human with a spacemouse would: a proportional move toward the current waypoint, with
 per-step Gaussian noise, a slowly drifting bias, a per-episode speed, jittered waypoints and the
 occasional pause. Demos are therefore narrow (one strategy) and noisy, like teleoperated data.
@@ -20,15 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from robot_calql.control.conversions import yaw_from_quaternion
-from robot_calql.sim.env import (
-    DEFAULT_ACTION_SCALE,
-    S_BOWL,
-    S_CUBE,
-    S_CUBE_QUAT,
-    S_EE,
-    S_GRIP,
-    S_YAW,
-)
+from robot_calql.sim.env import DEFAULT_ACTION_SCALE, STANDIN_LAYOUT, StateLayout
 from robot_calql.sim.kinematics import wrap_angle
 from robot_calql.sim.tasks import BOWL_OUTER_HALF, get_task
 
@@ -55,8 +47,10 @@ class ScriptedDemonstrator:
         rng: np.random.Generator | None = None,
         failure: bool | str = False,
         action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
+        layout: StateLayout = STANDIN_LAYOUT,
     ):
         self.task = get_task(task)
+        self.layout = layout  # the state vector of the arm (env.layout)
         self.noise = float(noise)
         self.rng = rng if rng is not None else np.random.default_rng()
         if failure is True:
@@ -85,7 +79,7 @@ class ScriptedDemonstrator:
     # -- where the cube has to go
     def _place_target(self, state: np.ndarray) -> tuple[np.ndarray, float]:
         """(xy, ee height at which to let go) for the task, chosen once per episode."""
-        bowl = state[S_BOWL]
+        bowl = state[self.layout.bowl]
         if self.place_xy is None:
             r, name = self.rng, self.task.name
             if name == "cube_in_bowl":
@@ -104,8 +98,9 @@ class ScriptedDemonstrator:
 
     def act(self, state: np.ndarray) -> np.ndarray:
         """Normalised action (5,) float32 for the privileged state observation."""
-        ee, yaw, grip = state[S_EE], float(state[S_YAW]), float(state[S_GRIP])
-        cube = state[S_CUBE]
+        lay = self.layout
+        ee, yaw, grip = state[lay.ee], float(state[lay.yaw]), float(state[lay.grip])
+        cube = state[lay.cube]
         held = np.linalg.norm(cube - ee) < 0.03 and 0.15 < grip < 0.8  # fingers stopped by the cube
         target = ee.copy()
         target_yaw = yaw
@@ -121,12 +116,12 @@ class ScriptedDemonstrator:
             self.phase = "approach"  # dropped it: try again
         if self.phase == "approach":
             goal = np.array([*(cube[:2] + self.grasp_offset), self.carry_z])
-            target, target_yaw = goal, cube_yaw(state[S_CUBE_QUAT])
+            target, target_yaw = goal, cube_yaw(state[lay.cube_quat])
             if np.linalg.norm(goal[:2] - ee[:2]) < 0.01 and abs(wrap_angle(target_yaw - yaw)) < 0.12:
                 self.phase = "descend"
         elif self.phase == "descend":
             target = np.array([*(cube[:2] + self.grasp_offset), GRASP_Z])
-            target_yaw = cube_yaw(state[S_CUBE_QUAT])
+            target_yaw = cube_yaw(state[lay.cube_quat])
             if ee[2] - GRASP_Z < 0.008:
                 self.phase, self.timer = "grasp", 0
         elif self.phase == "grasp":
@@ -198,7 +193,7 @@ class EnvDemonstrator:
         task = self.env.task.name
         if self._demo is None or self._demo.task.name != task:
             self._demo = ScriptedDemonstrator(task, noise=self.noise, rng=self.rng, failure=self.failure,
-                                              action_scale=self.env.action_scale)
+                                              action_scale=self.env.action_scale, layout=self.env.layout)
         return self._demo.act(np.asarray(state))
 
 

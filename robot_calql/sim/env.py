@@ -5,6 +5,12 @@ third-person camera. The policy commands normalised end-effector deltas; damped 
 IK turns them into joint position targets that the simulated servos track for one control
 period (10 Hz, 20 physics substeps of 5 ms).
 
+The arm is an `ArmSpec` (robot_calql.sim.kinematics; a robot config's `sim:` section through
+`arm_spec`): any MJCF cell with the same table, cube and bowl, an arm of n joints and its cameras.
+Observation "proprio" = joints (n), gripper opening, ee xyz, ee yaw; "state" = proprio, cube xyz,
+cube quaternion, bowl xyz, cube - ee (`StateLayout(n)` says where each sits; S_* below are the
+stand-in's); "image" is the main camera, "image_<name>" every other camera.
+
 Reset-free use: `reset(options={"full": False})` starts a new episode where the last one ended
 (the scene is kept; with `"home": True` the arm goes home first, objects kept); `reset()` / `reset(seed=...)` is a full reset that re-randomises the objects
 into the current task's start condition and puts the arm at home.
@@ -12,6 +18,7 @@ into the current task's start condition and puts the arm at home.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -39,13 +46,63 @@ CUBE_REACH_MAX = 0.46  # a cube farther than this from the base axis cannot be g
 YAW_LIMIT = np.pi / 2  # the cube is square: +-90 degrees of heading is enough
 DEFAULT_MAX_EPISODE_STEPS = 60  # time limit at 10 Hz (also gymnasium.make's default)
 HOME_EE = np.array([0.25, 0.0, 0.15])
-HOME_Q = np.array([0.0, -0.1, 0.35, 1.32, 0.0])  # IK seed near HOME_EE (pointing down)
+HOME_Q = np.array(kin.HOME_Q)  # the stand-in arm's IK seed near HOME_EE (pointing down)
 IMAGE_SIZES = (0, 64, 100, 128)
 PROPRIO_DIM = 10  # joints (5), gripper opening (1), ee position (3), ee yaw (1)
 STATE_DIM = 23  # proprio (10), cube position (3), cube quaternion wxyz (4), bowl position (3), cube - ee (3)
 # state slices, for demonstrators and tests
 S_Q, S_GRIP, S_EE, S_YAW = slice(0, 5), 5, slice(6, 9), 9
 S_CUBE, S_CUBE_QUAT, S_BOWL, S_CUBE_REL = slice(10, 13), slice(13, 17), slice(17, 20), slice(20, 23)
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Where each quantity sits in the proprio and state vectors of an arm with `n_joints` joints."""
+
+    n_joints: int
+
+    @property
+    def q(self) -> slice:
+        return slice(0, self.n_joints)
+
+    @property
+    def grip(self) -> int:
+        return self.n_joints
+
+    @property
+    def ee(self) -> slice:
+        return slice(self.n_joints + 1, self.n_joints + 4)
+
+    @property
+    def yaw(self) -> int:
+        return self.n_joints + 4
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.n_joints + 5
+
+    @property
+    def cube(self) -> slice:
+        return slice(self.proprio_dim, self.proprio_dim + 3)
+
+    @property
+    def cube_quat(self) -> slice:
+        return slice(self.proprio_dim + 3, self.proprio_dim + 7)
+
+    @property
+    def bowl(self) -> slice:
+        return slice(self.proprio_dim + 7, self.proprio_dim + 10)
+
+    @property
+    def cube_rel(self) -> slice:
+        return slice(self.proprio_dim + 10, self.proprio_dim + 13)
+
+    @property
+    def state_dim(self) -> int:
+        return self.proprio_dim + 13
+
+
+STANDIN_LAYOUT = StateLayout(5)
 
 
 class ActionError(ValueError):
@@ -68,6 +125,7 @@ class StandInEnv(gym.Env):
         action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
         dropped_start: float = 0.0,
         rolled_start: float = 0.0,
+        arm: kin.ArmSpec = kin.STANDIN_ARM,
     ):
         if image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES} (0 = no image), got {image_size}")
@@ -89,20 +147,31 @@ class StandInEnv(gym.Env):
         self.render_size = int(render_size)
         self.action_scale = (float(action_scale[0]), float(action_scale[1]))
 
-        self.model = mujoco.MjModel.from_xml_path(str(kin.ASSET))
+        self.arm = arm
+        self.layout = StateLayout(len(arm.arm_joints))
+        self.model = mujoco.MjModel.from_xml_path(str(arm.mjcf))
         side = max(self.image_size, self.render_size if render_mode else 0, 1)
         self.model.vis.global_.offwidth = side
         self.model.vis.global_.offheight = side
         self.data = mujoco.MjData(self.model)
-        self.kin = kin.ArmKinematics(self.model)
+        self.kin = kin.ArmKinematics(self.model, arm)
         m = self.model
         self.n_substeps = int(round(1.0 / CONTROL_HZ / m.opt.timestep))
-        self.joint_names: tuple[str, ...] = kin.ARM_JOINTS
+        self.joint_names: tuple[str, ...] = arm.arm_joints
+        self._home_q = np.array(arm.home_q, dtype=np.float64)
+        self._finger_open = float(arm.finger_open_m)
         self._q_adr = self.kin.qpos_adr
-        self._finger_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in kin.FINGER_JOINTS])
-        self._finger_dof = np.array([m.jnt_dofadr[m.joint(n).id] for n in kin.FINGER_JOINTS])
-        self._arm_act = np.array([m.actuator(n).id for n in kin.ARM_JOINTS])
-        self._finger_act = np.array([m.actuator(n).id for n in kin.FINGER_JOINTS])
+        try:
+            self._finger_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in arm.finger_joints])
+            self._finger_dof = np.array([m.jnt_dofadr[m.joint(n).id] for n in arm.finger_joints])
+            self._arm_act = np.array([m.actuator(n).id for n in arm.arm_joints])
+            self._finger_act = np.array([m.actuator(n).id for n in arm.finger_joints])
+            for c in arm.cameras:
+                m.camera(c)
+        except KeyError as e:
+            raise kin.KinematicsError(f"MJCF {arm.mjcf}: {e} (robot config `sim` section)") from None
+        # observation keys of the cameras: "image" (main), "image_<name>" (others)
+        self.camera_keys = {c: ("image" if i == 0 else f"image_{c}") for i, c in enumerate(arm.cameras)}
         self._cube_adr = m.jnt_qposadr[m.joint("cube").id]
         self._cube_dof = m.jnt_dofadr[m.joint("cube").id]
         self._bowl_mocap = m.body_mocapid[m.body("bowl").id]
@@ -111,13 +180,14 @@ class StandInEnv(gym.Env):
         self._big_renderer: mujoco.Renderer | None = None
 
         spaces: dict[str, gym.Space] = {
-            "proprio": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
-            "state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (self.layout.proprio_dim,), np.float32),
+            "state": gym.spaces.Box(-np.inf, np.inf, (self.layout.state_dim,), np.float32),
             "instruction": gym.spaces.Text(max_length=200, min_length=1,
                                            charset="abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.-'"),
         }
         if self.image_size:
-            spaces["image"] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+            for key in self.camera_keys.values():
+                spaces[key] = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
@@ -126,7 +196,7 @@ class StandInEnv(gym.Env):
         self._elapsed = 0
         self._target_pos = HOME_EE.copy()
         self._target_yaw = 0.0
-        self._q_cmd = HOME_Q.copy()
+        self._q_cmd = self._home_q.copy()
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -162,7 +232,7 @@ class StandInEnv(gym.Env):
             return None
         if self._big_renderer is None:
             self._big_renderer = self._make_renderer(self.render_size)
-        self._big_renderer.update_scene(self.data, camera="front")
+        self._big_renderer.update_scene(self.data, camera=self.arm.cameras[0])
         return self._big_renderer.render().copy()
 
     def close(self):
@@ -249,7 +319,7 @@ class StandInEnv(gym.Env):
 
     # ------------------------------------------------------------------ joint-level access
     def joint_positions(self) -> np.ndarray:
-        """Arm joint positions (5,) in radians, ordered as `joint_names`."""
+        """Arm joint positions (n,) in radians, ordered as `joint_names`."""
         return self.data.qpos[self._q_adr].copy()
 
     def joint_velocities(self) -> np.ndarray:
@@ -257,7 +327,7 @@ class StandInEnv(gym.Env):
 
     def gripper_opening(self) -> float:
         """Gripper opening in [0, 1] (0 closed, 1 fully open)."""
-        return float(np.clip(self.data.qpos[self._finger_adr].mean() / kin.FINGER_OPEN_M, 0.0, 1.0))
+        return float(np.clip(self.data.qpos[self._finger_adr].mean() / self._finger_open, 0.0, 1.0))
 
     def ee_pose(self) -> tuple[np.ndarray, float]:
         """End-effector position (3,) in the base frame and yaw (rad)."""
@@ -266,7 +336,7 @@ class StandInEnv(gym.Env):
     def step_joint_targets(self, q, gripper: float):
         """Command joint position targets directly (ROS stand-in, joint-level command formats).
 
-        q: (5,) radians, clipped to the joint limits; gripper in [-1, 1] (> 0 close), as in the
+        q: (n,) radians, clipped to the joint limits; gripper in [-1, 1] (> 0 close), as in the
         action. Runs one control period; returns the same 5-tuple as `step`.
         """
         q = np.asarray(q, dtype=np.float64)
@@ -295,7 +365,7 @@ class StandInEnv(gym.Env):
         g = float(np.clip(gripper, -1.0, 1.0))
         self._q_cmd = q
         self.data.ctrl[self._arm_act] = q
-        self.data.ctrl[self._finger_act] = (1.0 - g) / 2.0 * kin.FINGER_OPEN_M
+        self.data.ctrl[self._finger_act] = (1.0 - g) / 2.0 * self._finger_open
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         mujoco.mj_kinematics(self.model, self.data)  # positions after the last substep
         self._elapsed += 1
@@ -325,11 +395,11 @@ class StandInEnv(gym.Env):
     def _put_arm_home(self) -> None:
         d = self.data
         home = HOME_EE + self.np_random.uniform(-0.02, 0.02, size=3)
-        q = self.kin.ik(home, 0.0, HOME_Q, iters=30)
+        q = self.kin.ik(home, 0.0, self._home_q, iters=30)
         d.qpos[self._q_adr] = q
-        d.qpos[self._finger_adr] = kin.FINGER_OPEN_M
+        d.qpos[self._finger_adr] = self._finger_open
         d.ctrl[self._arm_act] = q
-        d.ctrl[self._finger_act] = kin.FINGER_OPEN_M
+        d.ctrl[self._finger_act] = self._finger_open
         self._q_cmd = q
 
     def _full_reset(self) -> None:
@@ -384,10 +454,11 @@ class StandInEnv(gym.Env):
             r.scene.flags[flag] = 0
         return r
 
-    def _image(self) -> np.ndarray:
+    def _image(self, camera: str | None = None) -> np.ndarray:
+        """The image_size px frame of an MJCF camera (default: the main one)."""
         if self._renderer is None:
             self._renderer = self._make_renderer(self.image_size)
-        self._renderer.update_scene(self.data, camera="front")
+        self._renderer.update_scene(self.data, camera=camera or self.arm.cameras[0])
         return self._renderer.render().copy()
 
     def _proprio(self) -> np.ndarray:
@@ -397,10 +468,11 @@ class StandInEnv(gym.Env):
     def _obs(self) -> dict[str, Any]:
         p = self._proprio()
         cube = self.cube_pos()
-        state = np.concatenate([p, cube, self.cube_quat(), self.bowl_pos(), cube - p[S_EE]]).astype(np.float32)
+        state = np.concatenate([p, cube, self.cube_quat(), self.bowl_pos(), cube - p[self.layout.ee]]).astype(np.float32)
         obs: dict[str, Any] = {"proprio": p, "state": state, "instruction": self.task.instruction}
         if self.image_size:
-            obs["image"] = self._image()
+            for camera, key in self.camera_keys.items():
+                obs[key] = self._image(camera)
         return obs
 
     def _info(self, success: bool | None = None) -> dict[str, Any]:
@@ -423,6 +495,7 @@ def make_env(
     render_size: int = 256,
     dropped_start: float = 0.0,
     rolled_start: float = 0.0,
+    arm: kin.ArmSpec = kin.STANDIN_ARM,
 ) -> StandInEnv:
     """Build the stand-in env (unwrapped, so the joint-level methods are at hand).
 
@@ -431,11 +504,12 @@ def make_env(
     "rgb_array": env.render() gives render_size px third-person frames; dropped_start: probability
     that a full reset into a cube-in-the-bowl start drops the cube in (tipped or leaning) instead of
     placing it flat; rolled_start: probability that a full reset into a cube-on-the-table start
-    lays the cube on a random one of its six faces (top face up one time in six).
+    lays the cube on a random one of its six faces (top face up one time in six); arm: the simulated
+    arm (default: the stand-in's; another robot's: robot_calql.sim.kinematics.arm_spec(robot config)).
     """
     return StandInEnv(task=task, image_size=image_size, seed=seed, max_episode_steps=max_episode_steps,
                       render_mode=render_mode, action_scale=action_scale, render_size=render_size,
-                      dropped_start=dropped_start, rolled_start=rolled_start)
+                      dropped_start=dropped_start, rolled_start=rolled_start, arm=arm)
 
 
 def make_registered_env(**kwargs: Any) -> StandInEnv:

@@ -10,12 +10,18 @@ simulator too, e.g. to turn recorded joint states into end-effector positions fo
 The end effector is the point between the fingertips (site "ee"). Its yaw is the heading of the
 gripper in the table plane: 0 when the waist is at 0 and the gripper points down with the fingers
 opening along the base y axis.
+
+Another simulated arm is an `ArmSpec` (its MJCF cell and the names in it), built from a robot
+config's `sim:` section by `arm_spec(robot)`; `ArmKinematics(arm=...)` then works for any MJCF arm
+(MuJoCo's Jacobian). The module's constants and functions are the stand-in arm's (`STANDIN_ARM`).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -28,6 +34,45 @@ ARM_JOINTS = ("waist", "shoulder", "elbow", "wrist_angle", "wrist_rotate")
 FINGER_JOINTS = ("left_finger", "right_finger")
 FINGER_OPEN_M = 0.03  # finger slide travel: 0 closed, 0.03 fully open (per finger)
 EE_SITE = "ee"
+HOME_Q = (0.0, -0.1, 0.35, 1.32, 0.0)  # IK seed near the home EE position, pointing down
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """A simulated arm: its MJCF cell (arm, table, cube, bowl, cameras) and the names in it."""
+
+    mjcf: Path                        # the cell's MJCF file
+    arm_joints: tuple[str, ...]       # arm joints in command order (each has a position actuator of its name)
+    finger_joints: tuple[str, ...]    # finger slide joints (each has a position actuator of its name)
+    ee_site: str                      # the site between the fingertips (x: approach axis, y: finger axis)
+    home_q: tuple[float, ...]         # IK seed near the home EE position, pointing down
+    cameras: tuple[str, ...] = ("front",)  # MJCF cameras rendered, main view first
+    finger_open_m: float = FINGER_OPEN_M   # finger slide position when fully open (0: closed)
+
+    def __post_init__(self) -> None:
+        if len(self.home_q) != len(self.arm_joints):
+            raise KinematicsError(f"home_q has {len(self.home_q)} values for the {len(self.arm_joints)} arm joints "
+                                  f"{list(self.arm_joints)}")
+        if not self.cameras:
+            raise KinematicsError("a simulated arm needs at least one camera")
+
+
+STANDIN_ARM = ArmSpec(ASSET, ARM_JOINTS, FINGER_JOINTS, EE_SITE, HOME_Q)
+
+
+def arm_spec(robot: Any) -> ArmSpec:
+    """The simulated arm of a robot config (a RobotConfig, or its dict / OmegaConf form) from its
+    `sim:` section; RobotConfigError when it has none (a real arm has no MuJoCo model)."""
+    from robot_calql.robot_config import RobotConfig, RobotConfigError, load_robot_config, resolve_path
+
+    rc = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
+    s = rc.sim
+    if s is None:
+        raise RobotConfigError(f"robot config '{rc.name}': no `sim` section: the MuJoCo stand-in needs the arm's "
+                               "MJCF cell and its names (sim: {mjcf, finger_joints, ee_site, home_q, ...})")
+    cameras = tuple(s.cameras) if s.cameras else (tuple(rc.cameras) if rc.cameras else ("front",))
+    return ArmSpec(resolve_path(s.mjcf), tuple(rc.joints), tuple(s.finger_joints), s.ee_site, tuple(s.home_q),
+                   cameras, float(s.finger_open_m))
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,39 +82,48 @@ def load_model() -> mujoco.MjModel:
 
 
 class ArmKinematics:
-    """Forward kinematics, Jacobian and damped least-squares IK of the 5-joint arm.
+    """Forward kinematics, Jacobian and damped least-squares IK of a simulated arm (the stand-in's
+    5-joint arm unless `arm` says otherwise; `model` is the arm's compiled MJCF when given).
 
     Holds its own MjData, so it can be used beside a running simulation without disturbing it.
     """
 
-    def __init__(self, model: mujoco.MjModel | None = None):
-        self.model = model if model is not None else load_model()
+    def __init__(self, model: mujoco.MjModel | None = None, arm: ArmSpec = STANDIN_ARM):
+        if model is None:
+            model = load_model() if arm.mjcf == ASSET else mujoco.MjModel.from_xml_path(str(arm.mjcf))
+        self.model = model
+        self.arm = arm
+        self.joints = arm.arm_joints
         self.data = mujoco.MjData(self.model)
         m = self.model
-        self.qpos_adr = np.array([m.jnt_qposadr[m.joint(n).id] for n in ARM_JOINTS])
-        self.dof_adr = np.array([m.jnt_dofadr[m.joint(n).id] for n in ARM_JOINTS])
-        self.lower = np.array([m.jnt_range[m.joint(n).id][0] for n in ARM_JOINTS])
-        self.upper = np.array([m.jnt_range[m.joint(n).id][1] for n in ARM_JOINTS])
-        self.site = m.site(EE_SITE).id
+        try:
+            ids = [m.joint(n).id for n in arm.arm_joints]
+            self.site = m.site(arm.ee_site).id
+        except KeyError as e:
+            raise KinematicsError(f"MJCF {arm.mjcf}: {e}") from None
+        self.qpos_adr = np.array([m.jnt_qposadr[i] for i in ids])
+        self.dof_adr = np.array([m.jnt_dofadr[i] for i in ids])
+        self.lower = np.array([m.jnt_range[i][0] for i in ids])
+        self.upper = np.array([m.jnt_range[i][1] for i in ids])
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
 
     def _set(self, q: np.ndarray) -> None:
         q = np.asarray(q, dtype=np.float64)
-        if q.shape != (len(ARM_JOINTS),):
-            raise KinematicsError(f"joint vector must have shape ({len(ARM_JOINTS)},) for {ARM_JOINTS}, got {q.shape}")
+        if q.shape != (len(self.joints),):
+            raise KinematicsError(f"joint vector must have shape ({len(self.joints)},) for {self.joints}, got {q.shape}")
         if not np.all(np.isfinite(q)):
             raise KinematicsError(f"joint vector has NaN or infinite values: {q}")
         self.data.qpos[self.qpos_adr] = q
         mujoco.mj_kinematics(self.model, self.data)
 
     def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """End-effector position (3,) and rotation matrix (3, 3) for joint positions q (5,)."""
+        """End-effector position (3,) and rotation matrix (3, 3) for arm joint positions q."""
         self._set(q)
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
     def pose(self, q: np.ndarray) -> tuple[np.ndarray, float]:
-        """End-effector position (3,) and yaw (rad) for joint positions q (5,)."""
+        """End-effector position (3,) and yaw (rad) for arm joint positions q."""
         pos, rot = self.fk(q)
         return pos, yaw_of(rot)
 

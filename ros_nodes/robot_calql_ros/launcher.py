@@ -110,6 +110,13 @@ class Monitor:
         self.homes = 0
         self.help: list[str] = []
         self.t0 = time.monotonic()
+        # the reward's mistakes, where the stand-in publishes its ground truth (it never rewards here):
+        # a try ended "success" while the simulator said no, or timed out after the simulator said yes
+        self.false_successes = self.missed_successes = 0
+        self._try: dict | None = None  # {"instruction", "gt_seen", "gt_now"} of the running try
+        self.judged = bool(topics.get("ground_truth_success"))
+        if self.judged:
+            node.create_subscription(String, topics["ground_truth_success"], self._on_ground_truth, COMMAND_QOS)
         node.create_subscription(String, topics["episode_event"], self._on_event, COMMAND_QOS)
         node.create_subscription(String, topics["learner_status"], self._on_status, COMMAND_QOS)
         node.create_subscription(String, topics["human_help"], lambda m: self.help.append(m.data), COMMAND_QOS)
@@ -119,8 +126,26 @@ class Monitor:
     def _on_event(self, msg) -> None:
         ev = json.loads(msg.data)
         self.homes += ev["event"] == "home"
+        if ev["event"] == "start":
+            self._try = {"instruction": ev.get("instruction"), "gt_seen": False, "gt_now": False}
         if ev["event"] == "end" and ev["reason"] in ("success", "timeout"):
             self.ends.append({**ev, "t_s": time.monotonic() - self.t0})
+            t = self._try
+            if t is not None and self.judged:
+                self.false_successes += ev["reason"] == "success" and not t["gt_now"]
+                self.missed_successes += ev["reason"] == "timeout" and t["gt_seen"]
+            self._try = None
+
+    def _on_ground_truth(self, msg) -> None:
+        t = self._try
+        try:
+            gt = json.loads(msg.data)
+            ok, instruction = bool(gt["success"]), gt["instruction"]
+        except (ValueError, TypeError, KeyError):
+            return
+        if t is not None and (t["instruction"] is None or instruction == t["instruction"]):
+            t["gt_now"] = ok
+            t["gt_seen"] = t["gt_seen"] or ok
 
     def _on_policy(self, msg) -> None:
         self.policy = json.loads(msg.data)
@@ -389,6 +414,9 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     - eval_success_before / eval_success_after: those two success rates (None when not measured)
     - forward_tries, forward_successes, backward_tries, backward_successes: the session's
       reset-free tries (ground-truth or classifier reward, as configured)
+    - reward_false_successes / reward_missed_successes: tries the reward (classifier or ground
+      truth) ended "success" while the stand-in's ground truth said no at that moment, and tries
+      that timed out although the ground truth had said yes during them
     - forward_first_half / forward_second_half: success rate of the first / last half of the
       forward tries; windows: [{"t0_s", "tries", "successes"}] per `window_s` of session time
     - transitions_received, transitions_stored, updates, weights_published (learner status),
@@ -435,6 +463,8 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     out = {"eval_success_before": before, "eval_success_after": after,
            "forward_tries": len(fwd_ok), "forward_successes": int(sum(fwd_ok)),
            "backward_tries": len(bwd_ok), "backward_successes": int(sum(bwd_ok)),
+           "reward_false_successes": mon.false_successes if mon is not None else 0,
+           "reward_missed_successes": mon.missed_successes if mon is not None else 0,
            "forward_first_half": rate(fwd_ok[:half]), "forward_second_half": rate(fwd_ok[half:]),
            "windows": mon.windows(window_s) if mon is not None else [],
            "transitions_received": int(learner.get("received", 0)),

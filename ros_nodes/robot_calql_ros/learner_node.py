@@ -30,7 +30,9 @@ Can run on another machine (a GPU server, `learner.device: cuda`): it only talks
   0 or 1); updates, online (buffer steps), weights_published, resumed_from.
 - Metrics as `robot-calql finetune` writes them: `<run_dir>/metrics.jsonl` and TensorBoard
   (`<run_dir>/tb`), tag `learner/*` (means of every update metric over `log_every` updates) and
-  `online/*` (episodes, successes, buffer size); on exit `<run_dir>/plots/calibration.png`
+  `online/*` (episodes, successes, buffer size), and per finished episode `human/*` (intervention
+  rate, human steps, human minutes: robot_calql.train.logger.InterventionStats; human steps are
+  also drawn on the offline side of the batches); on exit `<run_dir>/plots/calibration.png`
   (learned Q against the MC returns of the recent online episodes).
 """
 
@@ -107,8 +109,13 @@ class LearnerNode(Node):
         if state is not None:
             meta = {**state["meta"], "phase": "finetune_ros"}
         else:
-            s = int(p["robot"]["image_size"])
-            meta = {"obs": "pixels", "obs_spec": {"image": [s, s, 3], "proprio": [10]}, "action_dim": 5,
+            from robot_calql.control.cameras import camera_specs, image_keys
+
+            # a fresh agent for the robot's observations: every camera's image, proprio = joints,
+            # gripper opening, EE xyz and yaw (as the policy node builds them)
+            s, r = int(p["robot"]["image_size"]), p["robot"]
+            images = {k: [s, s, 3] for k in (image_keys(camera_specs(r)) or ["image"])}
+            meta = {"obs": "pixels", "obs_spec": {**images, "proprio": [len(r["joints"]) + 5]}, "action_dim": 5,
                     "instructions": list(c["instructions"]), "agent": json.loads(c["agent_json"]),
                     "dataset": "", "phase": "finetune_ros"}
         overrides = {}

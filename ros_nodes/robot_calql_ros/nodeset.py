@@ -252,6 +252,8 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
     for name in c["nodes"]:
         if name == "sim_robot" and not c["sim"]:
             continue
+        if name not in per_node:  # teleop, sim_human
+            raise ConfigError(f"nodes: {name} is started by teleop=<device> (configs/teleop/), not named in nodes")
         module, cls = NODES[name]
         specs.append(NodeSpec(name, module, cls, per_node[name]))
     return specs + _teleop_specs(c, robot)

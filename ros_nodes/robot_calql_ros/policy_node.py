@@ -26,7 +26,8 @@ frames stop (the safety watchdog then holds the arm) and resumes when they retur
 Output: `topics.policy_command` (std_msgs/Float64MultiArray, physical delta + gripper + the
 frame's stamp; the safety node checks it) and one transition per executed step on
 `topics.transitions` (robot_calql.control.transport payload: obs, action, next obs, reward,
-done, truncated, instruction, episode, step, frame stamp, actor id, sequence number). Reward is
+done, truncated, instruction, episode, step, frame stamp, actor id, sequence number, intervention:
+a step the safety node executed the human's command for, with the human's action). Reward is
 sparse: 1 on the step that ends an episode with success (the controller's `end` event with
 reason `success`).
 

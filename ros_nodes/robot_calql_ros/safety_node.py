@@ -17,7 +17,8 @@ robot_calql.control.safety before anything reaches `topics.command`:
 - the EE pose comes from `topics.ee_pose`, or (robot config `ee_pose: fk`) from each joint state
   through the robot's `kinematics` (robot_calql.robot_config.build_kinematics: standin or a URDF),
   with the joint state's stamp; the joint interfaces use the same model for IK and FK;
-- a watchdog: camera frames (of the expected size), joint states (finite) and the EE pose must
+- a watchdog: camera frames of the main camera (robot config `cameras`' first, raw or compressed,
+  else `topics.image`; of the expected size), joint states (finite) and the EE pose must
   be fresh (by their stamps when stamped), and the command must come from a fresh frame;
   otherwise the arm holds (zero twist, or the joints it was last sent to / the measured joints),
   checked at 4x the control rate, so within one period. A stamp more than
@@ -52,10 +53,11 @@ import json
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from robot_calql.control.cameras import camera_specs, decode_frame
 from robot_calql.control.conversions import (
     CommandFormatError,
     delta_to_twist,
@@ -139,7 +141,9 @@ class SafetyNode(LifecycleNode):
             self.kin = None
             if self.interface != "delta_ee_twist" or self.pose_from_fk:
                 self.kin = self._kinematics(r)
-            for key in ("image", "joint_states", "command", "sent_command") + (() if self.pose_from_fk else ("ee_pose",)):
+            self.camera = next(iter(camera_specs(r)), None)  # the watched camera: the main one
+            for key in (() if self.camera else ("image",)) + ("joint_states", "command", "sent_command") + (
+                    () if self.pose_from_fk else ("ee_pose",)):
                 required_topic(self.topics, key, "the safety node")
         except (ValueError, KeyError) as e:
             self.configure_error = str(e)
@@ -168,7 +172,8 @@ class SafetyNode(LifecycleNode):
         self._subs = [
             self.create_subscription(Bool, self.topics["estop"], self._on_estop, COMMAND_QOS),
             self.create_subscription(String, self.topics["episode_event"], self._on_episode_event, COMMAND_QOS),
-            self.create_subscription(Image, self.topics["image"], self._on_image, SENSOR_QOS),
+            self.create_subscription(CompressedImage if self.camera.compressed else Image, self.camera.topic,
+                                     self._on_image, SENSOR_QOS),
             self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
             *([] if self.pose_from_fk else
               [self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS)]),
@@ -241,11 +246,18 @@ class SafetyNode(LifecycleNode):
             return now - self.limits.stale_joint_state_s, now
         return min(t, now), min(t, now)
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         now = wall_s()
-        if (msg.height, msg.width) != self.image_size or len(msg.data) < msg.height * msg.step:
+        if isinstance(msg, CompressedImage):  # its size is known once decoded
+            try:
+                (h, w), enc, short = decode_frame(msg).shape[:2], msg.format, False
+            except ValueError:
+                (h, w), enc, short = (0, 0), msg.format, True
+        else:
+            (h, w), enc, short = (msg.height, msg.width), msg.encoding, len(msg.data) < msg.height * msg.step
+        if (h, w) != self.image_size or short:
             self.watchdog.invalidate("image")
-            self.warn.warn("image_size", f"camera frame {msg.width}x{msg.height} ({msg.encoding}) is not the "
+            self.warn.warn("image_size", f"camera frame {w}x{h} ({enc}) is not the "
                            f"expected {self.image_size[1]}x{self.image_size[0]}: treated as no image, arm held")
             return
         if self._future_stamp("image", msg.header.stamp, now):

@@ -1,8 +1,12 @@
 """sim_robot: the MuJoCo stand-in cell behind the same topics as a real arm.
 
-Publishes `sensor_msgs/Image` (camera_hz), `sensor_msgs/JointState` and the end-effector
-`geometry_msgs/PoseStamped` (joint_state_hz); takes the command message of the robot config's
-`command_interface` on `topics.command`:
+The simulated arm is the robot config's `sim:` section (its MJCF cell and the names in it,
+robot_calql.sim.kinematics.arm_spec). Publishes every camera of the robot config (`cameras`, else
+`topics.image`) at camera_hz, each rendered from its MJCF camera (`sim.cameras`, in order):
+`sensor_msgs/CompressedImage` (jpeg) where the camera is compressed, else `sensor_msgs/Image`;
+`sensor_msgs/JointState` (the gripper joint at its position in `gripper_range`) and, when the
+config has `topics.ee_pose`, the end-effector `geometry_msgs/PoseStamped` (joint_state_hz); takes
+the command message of the robot config's `command_interface` on `topics.command`:
 
 - delta_ee_twist: `geometry_msgs/TwistStamped` (m/s, rad/s about z, held for one control
   period) + `std_msgs/Float64` gripper on `topics.gripper_command`;
@@ -25,7 +29,7 @@ task's start; after a call for help the controller is resumed through its `set_p
 (`sim.controller_pause_service`). Without it a reset-free session stops at the first call for
 help.
 
-Homing: the service `~/home` (std_srvs/Trigger; the stand-in's `robot.home_service`) opens the
+Homing: the service `robot.home_service` (std_srvs/Trigger; `~/home` when it is unset) opens the
 fingers and puts the arm at home, the objects left where they are (a held cube falls), and
 answers when that is done. The episode controller calls it between tries (`controller.home`).
 """
@@ -36,14 +40,16 @@ import json
 import threading
 import time
 
+import cv2
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from robot_calql.control.cameras import camera_specs
 from robot_calql.control.conversions import (
     delta_to_action,
     quaternion_from_yaw,
@@ -67,6 +73,7 @@ class SimRobotNode(Node):
         self._thread: threading.Thread | None = None
         super().__init__(name, automatically_declare_parameters_from_overrides=True, **kwargs)
         from robot_calql.sim import TASKS, make_env
+        from robot_calql.sim.kinematics import arm_spec
 
         self.p = node_params(self)
         r = self.p["robot"]
@@ -76,12 +83,20 @@ class SimRobotNode(Node):
         self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
         self.joints = list(r["joints"])
         self.gripper_joint = r["gripper_joint"]
+        self.gripper_range = [float(x) for x in r["gripper_range"]]
         self.frames = r["frames"]
         self.encoding = self.p.get("image_encoding", "rgb8")
         sim = self.p["sim"]
         # The env (and its EGL context, which is bound to one thread) lives in one physics thread.
         self.env = make_env(sim["task"], image_size=int(r["image_size"]), seed=int(sim["seed"]),
-                            max_episode_steps=10**9, action_scale=self.scale)
+                            max_episode_steps=10**9, action_scale=self.scale, arm=arm_spec(r))
+        # the robot's cameras (main first), each rendered by the env's camera of the same position
+        self.cameras = camera_specs(r)
+        keys = list(self.env.camera_keys.values())
+        if len(self.cameras) != len(keys):
+            raise ValueError(f"robot config: {len(self.cameras)} cameras but the MJCF renders {len(keys)} "
+                             f"({list(self.env.camera_keys)}; sim.cameras)")
+        self.camera_keys = dict(zip((c.name for c in self.cameras), keys, strict=True))
         self.obs = None
         self._ready = threading.Event()
         self._by_instruction = {t.instruction: name for name, t in TASKS.items()}
@@ -100,9 +115,11 @@ class SimRobotNode(Node):
         if sim.get("publish_expert", False):
             self.expert = self._make_expert()
 
-        self.pub_image = self.create_publisher(Image, self.topics["image"], SENSOR_QOS)
+        self.pub_images = {c.name: self.create_publisher(CompressedImage if c.compressed else Image, c.topic, SENSOR_QOS)
+                           for c in self.cameras}
         self.pub_joints = self.create_publisher(JointState, self.topics["joint_states"], SENSOR_QOS)
-        self.pub_pose = self.create_publisher(PoseStamped, self.topics["ee_pose"], SENSOR_QOS)
+        self.pub_pose = (self.create_publisher(PoseStamped, self.topics["ee_pose"], SENSOR_QOS)
+                         if self.topics.get("ee_pose") else None)
         self.pub_gt = self.create_publisher(String, self.topics["ground_truth_success"], COMMAND_QOS)
         self.pub_expert = self.create_publisher(Float64MultiArray, self.topics["expert_action"], COMMAND_QOS)
         # the privileged state only on request (debug, state-mode checkpoints): a real cell has none
@@ -117,7 +134,7 @@ class SimRobotNode(Node):
         self.create_subscription(Float64, self.topics["gripper_command"], self._on_gripper, COMMAND_QOS)
         self.create_subscription(String, self.topics["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_service(SetBool, "~/set_camera", self._on_set_camera)
-        self.create_service(Trigger, "~/home", self._on_home)
+        self.create_service(Trigger, r.get("home_service") or "~/home", self._on_home)
         self._home_requested = threading.Event()
         self._home_done = threading.Event()
         self.homes = 0
@@ -137,7 +154,8 @@ class SimRobotNode(Node):
         self.create_timer(1.0, self._publish_status)
         self.get_logger().info(
             f"stand-in cell: task {self.env.task.name}, {self.interface} on {self.topics['command']}, "
-            f"camera {r['image_size']} px @ {r['camera_hz']} Hz, control {self.control_hz} Hz")
+            f"cameras {[c.topic for c in self.cameras]} {r['image_size']} px @ {r['camera_hz']} Hz, "
+            f"control {self.control_hz} Hz")
 
     def _make_expert(self):
         try:
@@ -292,12 +310,21 @@ class SimRobotNode(Node):
     def _publish_image(self) -> None:
         if not self.camera_enabled or self.obs is None or "image" not in self.obs:
             return
-        f = rgb_to_image(self.obs["image"], self.encoding)
-        msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0,
-                    step=f["step"], data=f["data"])
-        s_to_stamp(wall_s(), msg.header.stamp)
-        msg.header.frame_id = self.frames["camera"]
-        self.pub_image.publish(msg)
+        obs, now = self.obs, wall_s()
+        for cam in self.cameras:
+            rgb = obs[self.camera_keys[cam.name]]
+            if cam.compressed:
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                if not ok:  # pragma: no cover - cv2 encodes any uint8 image
+                    continue
+                msg = CompressedImage(format="jpeg", data=buf.tobytes())
+            else:
+                f = rgb_to_image(rgb, self.encoding)
+                msg = Image(height=f["height"], width=f["width"], encoding=f["encoding"], is_bigendian=0,
+                            step=f["step"], data=f["data"])
+            s_to_stamp(now, msg.header.stamp)
+            msg.header.frame_id = (self.frames.get("camera") or cam.name) if cam.main else cam.name
+            self.pub_images[cam.name].publish(msg)
 
     def _publish_joints(self) -> None:
         if self.obs is None:
@@ -306,9 +333,12 @@ class SimRobotNode(Node):
         js = JointState()
         s_to_stamp(now, js.header.stamp)
         js.name = self.joints + [self.gripper_joint]
-        js.position = [float(x) for x in self.env.joint_positions()] + [self.env.gripper_opening()]
+        lo, hi = self.gripper_range
+        js.position = [float(x) for x in self.env.joint_positions()] + [lo + self.env.gripper_opening() * (hi - lo)]
         js.velocity = [float(x) for x in self.env.joint_velocities()] + [0.0]
         self.pub_joints.publish(js)
+        if self.pub_pose is None:
+            return
         pos, yaw = self.env.ee_pose()
         ps = PoseStamped()
         ps.header.stamp = js.header.stamp

@@ -142,3 +142,18 @@ def test_bad_pa_rl_settings_are_named():
         CalQLConfig.from_dict({"policy": "diffusion", "pa_rl": {"topk": 3}})
     with pytest.raises(ValueError, match="top_k <= num_samples"):
         PARLConfig.from_dict({"num_samples": 4, "top_k": 8})
+
+
+def test_fast_sampler_equals_the_plain_reverse_process():
+    """sample() splits the denoiser's first layer (features and time once per call); it must give
+    exactly the K reverse steps written with eps()."""
+    torch.manual_seed(2)
+    policy = DiffusionPolicy(6, 3, (32, 32), steps=5)
+    f = torch.randn(9, 6)
+    a = torch.zeros(9, 3)
+    with torch.no_grad():
+        for t in range(4, -1, -1):
+            e = policy.eps(a, torch.full((9,), t), f)
+            a0 = ((a - (1 - policy.abar[t]).sqrt() * e) / policy.abar[t].sqrt()).clamp(-1, 1)
+            a = policy.c0[t] * a0 + policy.ct[t] * a
+        assert torch.allclose(policy.sample(f, 0.0), a.clamp(-1, 1), atol=1e-5)

@@ -1,7 +1,7 @@
 """The acting policy (robot_calql.train.acting): encoder + actor only, built from a checkpoint, an
 agent or the learner's weights message, acting exactly as the full agent does (state, pixels end
-to end, frozen encoder), taking weight updates as the agent does, and naming an unknown
-instruction. No rclpy."""
+to end, frozen encoder, two cameras), taking weight updates as the agent does, and naming an
+unknown instruction. No rclpy."""
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ MODES = {
     "state": ({"state": [9]}, {}),
     "pixels": ({"image": [S, S, 3], "proprio": [4]}, {}),
     "frozen": ({"image": [S, S, 3], "proprio": [4]}, {"encoder_frozen": True}),
+    "two cameras": ({"image": [S, S, 3], "image_wrist": [S, S, 3], "proprio": [4]}, {}),
 }
 
 
@@ -37,10 +38,8 @@ def _agent(mode: str, seed: int = 0, instructions=INSTRUCTIONS, **extra) -> tupl
 
 def _obs(mode: str, rng) -> dict:
     spec = MODES[mode][0]
-    if "state" in spec:
-        return {"state": rng.normal(size=spec["state"][0]).astype(np.float32)}
-    return {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
-            "proprio": rng.normal(size=spec["proprio"][0]).astype(np.float32)}
+    return {k: rng.integers(0, 256, tuple(v), dtype=np.uint8) if k.startswith("image")
+            else rng.normal(size=v[0]).astype(np.float32) for k, v in spec.items()}
 
 
 def _batch(agent: CalQL, mode: str, rng, n: int = 8) -> dict:
@@ -133,7 +132,7 @@ def test_policy_with_one_instruction_and_a_torch_generator():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("mode", ["state", "pixels"])
+@pytest.mark.parametrize("mode", ["state", "pixels", "two cameras"])
 def test_weight_updates_change_the_policy_as_the_agent(tmp_path, mode):
     """The learner's weights message (and a whole agent state dict) after updates: the policy
     then acts as the updated agent, and differently from before."""

@@ -5,13 +5,12 @@ import json
 
 import numpy as np
 
-from tests.train.conftest import QUIET
+from .conftest import QUIET
 
 
 def test_finetune_with_the_simulated_human(tmp_path, pretrained):
     from robot_calql.cli import main
     from robot_calql.train.logger import read_metrics
-    from robot_calql.train.plots import plot_success  # noqa: F401  (the plot the run draws)
 
     out = tmp_path / "ft"
     rc = main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=120", "max_episode_steps=30",
