@@ -37,7 +37,6 @@ from robot_calql.data.dataset import (
     replace_folder,
 )
 from robot_calql.sim.env import StandInEnv, make_env
-from robot_calql.sim.kinematics import arm_spec
 from robot_calql.sim.episodes import (  # noqa: F401  collect_episodes, rollout: re-exported for older imports
     DEFAULT_MAX_STEPS,
     collect_episodes,
@@ -45,6 +44,7 @@ from robot_calql.sim.episodes import (  # noqa: F401  collect_episodes, rollout:
     iter_episodes,
     rollout,
 )
+from robot_calql.sim.kinematics import arm_spec
 from robot_calql.sim.tasks import get_task, resolve_tasks
 
 log = logging.getLogger(__name__)

@@ -63,7 +63,12 @@ STANDIN_ARM = ArmSpec(ASSET, ARM_JOINTS, FINGER_JOINTS, EE_SITE, HOME_Q)
 def arm_spec(robot: Any) -> ArmSpec:
     """The simulated arm of a robot config (a RobotConfig, or its dict / OmegaConf form) from its
     `sim:` section; RobotConfigError when it has none (a real arm has no MuJoCo model)."""
-    from robot_calql.robot_config import RobotConfig, RobotConfigError, load_robot_config, resolve_path
+    from robot_calql.robot_config import (
+        RobotConfig,
+        RobotConfigError,
+        load_robot_config,
+        resolve_path,
+    )
 
     rc = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
     s = rc.sim
@@ -73,6 +78,20 @@ def arm_spec(robot: Any) -> ArmSpec:
     cameras = tuple(s.cameras) if s.cameras else (tuple(rc.cameras) if rc.cameras else ("front",))
     return ArmSpec(resolve_path(s.mjcf), tuple(rc.joints), tuple(s.finger_joints), s.ee_site, tuple(s.home_q),
                    cameras, float(s.finger_open_m))
+
+
+def sim_arm(robot: str | None) -> ArmSpec:
+    """The simulated arm of the robot config named `robot` (configs/robot/<robot>.yaml, the name
+    datasets and checkpoints record): its `sim:` section; the stand-in's arm for None, a robot
+    without a config file here or without a `sim` section (a real arm's data evaluated in the sim)."""
+    from robot_calql.config import REPO_ROOT
+    from robot_calql.robot_config import load_robot_config
+
+    path = REPO_ROOT / "configs" / "robot" / f"{robot}.yaml"
+    if not robot or robot == "sim_standin" or not path.is_file():
+        return STANDIN_ARM
+    rc = load_robot_config(path)
+    return arm_spec(rc) if rc.sim is not None else STANDIN_ARM
 
 
 @functools.lru_cache(maxsize=1)

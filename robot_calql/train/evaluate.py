@@ -53,6 +53,7 @@ def main(cfg: Any) -> int:
     from robot_calql.config import ConfigError, resolve_path
     from robot_calql.data.replay import InstructionVocab
     from robot_calql.sim import get_task, make_env
+    from robot_calql.sim.kinematics import sim_arm
     from robot_calql.train import checkpoint as ckpt
     from robot_calql.train.common import agent_from_meta, set_threads, temperature_setting
 
@@ -88,7 +89,7 @@ def main(cfg: Any) -> int:
     out = resolve_path(cfg.out)
     starts = {k: float(cfg.get(k, 0.0)) for k in ("dropped_start", "rolled_start")}  # make_env checks them
     env = make_env(task, image_size=image_size, max_episode_steps=T, render_mode="rgb_array" if out else None,
-                   render_size=int(cfg.frame_size), **starts)
+                   render_size=int(cfg.frame_size), arm=sim_arm(meta.get("robot")), **starts)
     eps: list[dict[str, Any]] = []
     try:
         with tqdm(total=episodes, desc="evaluate", unit="episode", disable=not cfg.progress) as bar:

@@ -136,6 +136,7 @@ def main(cfg: DictConfig) -> int:
     from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.data.replay import InstructionVocab, OnlineReplay
     from robot_calql.sim import PAIRS, get_task, make_env
+    from robot_calql.sim.kinematics import sim_arm
     from robot_calql.train.evaluation import FAILURES, calibration_points, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
 
@@ -222,8 +223,9 @@ def main(cfg: DictConfig) -> int:
     elif clf and clf.image_size != image_size:
         raise ConfigError(f"the classifier expects {clf.image_size} px frames, the policy {image_size} px")
     T = int(SIM_MAX_EPISODE_STEPS if cfg.max_episode_steps is None else cfg.max_episode_steps)
-    env = make_env(forward, image_size=image_size, seed=int(cfg.seed), max_episode_steps=T)
-    eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T)
+    arm = sim_arm(meta.get("robot"))  # the simulated arm of the pre-training data's robot
+    env = make_env(forward, image_size=image_size, seed=int(cfg.seed), max_episode_steps=T, arm=arm)
+    eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T, arm=arm)
 
     human, demo, human_stats = _simulated_human(cfg, env)
 

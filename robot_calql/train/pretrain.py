@@ -126,6 +126,7 @@ def main(cfg: DictConfig) -> int:
         "tasks": sorted({info.get("task", "") for info in dataset.infos} - {""}),
         "agent": OmegaConf.to_container(cfg.agent, resolve=True),
         "image_size": int(dataset.meta.image_shape[0]) if dataset.meta.image_shape else 0,
+        "robot": str(dataset.meta.robot),  # its simulated arm evaluates the policy (sim.kinematics.sim_arm)
     }
 
     def save(step: int) -> Path:
@@ -237,12 +238,14 @@ def _pretrain_encoder(agent: Any, replay: Any, cfg: DictConfig, logger: Logger, 
 
 def _eval_in_sim(agent: Any, cfg: DictConfig, meta: dict, spec: dict, vocab: Any) -> dict[str, float]:
     from robot_calql.sim import make_env
+    from robot_calql.sim.kinematics import sim_arm
     from robot_calql.train.evaluation import evaluate
 
     task = cfg.eval_task or (meta["tasks"][0] if meta["tasks"] else None)
     if task is None:
         raise ConfigError("eval: the dataset names no task; set eval_task=<stand-in task>")
-    env = make_env(task, image_size=meta["image_size"], max_episode_steps=int(cfg.max_episode_steps))
+    env = make_env(task, image_size=meta["image_size"], max_episode_steps=int(cfg.max_episode_steps),
+                   arm=sim_arm(meta.get("robot")))
     try:
         return evaluate(agent, env, task, int(cfg.eval_episodes), spec, vocab)
     finally:

@@ -95,3 +95,19 @@ def test_mjcf_without_a_named_joint_is_a_clear_error(tmp_path):
     with pytest.raises(KinematicsError, match="jaw_c"):
         make_env("cube_in_bowl", image_size=0, arm=arm)
     assert Path(arm.mjcf).is_file()
+
+
+def test_collect_command_records_the_robots_arm_and_cameras(tmp_path, capsys):
+    from robot_calql.cli import main
+    from robot_calql.data.dataset import Dataset
+    from robot_calql.sim.kinematics import sim_arm
+
+    out = tmp_path / "demos"
+    assert main(["collect", f"robot={NAME}", "task=cube_in_bowl", "episodes=2", "image_size=64", f"out={out}"]) == 0
+    ds = Dataset(out)
+    assert (ds.meta.robot, ds.meta.proprio_dim, ds.meta.state_dim, ds.meta.extra_cameras) == (NAME, 11, 24, ["wrist"])
+    ep = ds[0]
+    assert ep.camera_images["image_wrist"].shape == ep.image.shape
+    # the name a dataset records gives its simulated arm back (pretrain / finetune / evaluate)
+    assert sim_arm(ds.meta.robot) == arm_spec(CFG) and sim_arm("sim_standin") == STANDIN_ARM
+    assert sim_arm("widowx250_example") == STANDIN_ARM  # a real arm's data: evaluated on the stand-in
