@@ -393,9 +393,6 @@ def _check_values(r: RobotConfig) -> None:
             raise RobotConfigError(f"sim.home_q: {len(r.sim.home_q)} values for {len(r.joints)} joints {r.joints}")
         if not resolve_path(r.sim.mjcf).is_file():
             raise RobotConfigError(f"sim.mjcf: no file {r.sim.mjcf} (looked in the working folder and {REPO_ROOT})")
-        n_cams = len(r.sim.cameras or r.cameras or ["front"])
-        if r.cameras and n_cams != len(r.cameras):
-            raise RobotConfigError(f"sim.cameras: {n_cams} MJCF cameras for the {len(r.cameras)} `cameras` {list(r.cameras)}")
     for pname, pair in (r.tasks or {}).items():
         if pair.forward.label == pair.backward.label:
             raise RobotConfigError(f"tasks.{pname}: forward and backward need different labels")

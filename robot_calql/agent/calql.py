@@ -320,7 +320,7 @@ class CalQL:
         t, batched = self._obs_to_tensors(obs)
         f = self.encoder(t)
         if self.pa_rl is not None:
-            a = self.pa_rl.act(f, 0.0 if deterministic else float(temp.max()))
+            a = self.pa_rl.act(f, 0.0 if deterministic else float(temp.max()), self._min_q)
         elif deterministic or not temp.any():
             a = self.actor.deterministic(f)
         else:
@@ -512,6 +512,10 @@ class CalQL:
             out.update(self._pa_rl_update(batch))
         return out
 
+    def _min_q(self, f: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Min over the critics of Q(s, a) for features f (B, D) and actions (B, K, A): (B, K)."""
+        return self.critic(f, actions).float().amin(0)
+
     def _pa_rl_update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """PA-RL's step of the diffusion policy (pa_rl.py): BC on an offline-only batch (successful
         episodes' rows only with bc_success_only), else sample-rerank-optimize-distill with the
@@ -585,14 +589,20 @@ class CalQL:
         self.num_updates = int(sd["num_updates"])
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """What the policy node needs to act: the actor and the observation encoder."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("actor.", "encoder.", "diffusion."))}
+        """What the policy node needs to act: the actor and the observation encoder (PA-RL: and
+        the diffusion policy; the critics too when it acts with the best of several samples)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(self._policy_parts())}
+
+    def _policy_parts(self) -> tuple[str, ...]:
+        if self.pa_rl is None:
+            return ("actor.", "encoder.")
+        return ("actor.", "encoder.", "diffusion.", *(("critic.",) if self.pa_rl.cfg.act_samples > 1 else ()))
 
     def load_policy_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
         expected = self.policy_state_dict()
         _check_state(expected, sd, "policy")
-        for name in ("actor", "encoder", *(("diffusion",) if self.pa_rl is not None else ())):
-            prefix = f"{name}."
+        for prefix in self._policy_parts():
+            name = prefix[:-1]
             self._modules()[name].load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
 
     def frame_encoder(self) -> FrameEncoder | None:

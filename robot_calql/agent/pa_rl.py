@@ -47,6 +47,8 @@ class PARLConfig:
     grad_steps: int = 5  # gradient-ascent steps on Q per kept action (paper: 10)
     step_size: float = 0.05  # length of each (normalised) gradient step, in action units
     distill_rows: int = 64  # rows of each batch that get improved actions (0: the whole batch)
+    act_samples: int = 1  # acting: 1 = the base policy's sample; K > 1 = the best of K samples by Q (the
+    # policy weights then carry the critics)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PARLConfig:
@@ -62,6 +64,8 @@ class PARLConfig:
         if cfg.diffusion_steps < 1 or cfg.num_samples < 1 or not 1 <= cfg.top_k <= cfg.num_samples:
             raise ValueError(f"agent config pa_rl: need diffusion_steps >= 1, num_samples >= 1 and 1 <= top_k <= "
                              f"num_samples, got {cfg.diffusion_steps}, {cfg.num_samples}, {cfg.top_k}")
+        if cfg.act_samples < 1:
+            raise ValueError(f"agent config pa_rl: act_samples must be >= 1, got {cfg.act_samples}")
         if cfg.grad_steps < 0 or cfg.step_size < 0 or cfg.distill_rows < 0 or not cfg.lr > 0:
             raise ValueError("agent config pa_rl: grad_steps, step_size and distill_rows must be >= 0 and lr > 0")
         return cfg
@@ -118,9 +122,17 @@ class PARL:
             a = self.policy.sample(f.repeat_interleave(n, 0), temperature)
         return a.view(B, n, -1)
 
-    def act(self, f: torch.Tensor, temperature: float) -> torch.Tensor:
-        """One action per state (B, A): the base policy's sample (temperature 0: deterministic)."""
-        return self.policy.sample(f, float(temperature))
+    def act(self, f: torch.Tensor, temperature: float,
+            q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """One action per state (B, A). act_samples 1: the base policy's sample (temperature 0:
+        deterministic). act_samples K > 1: the action of highest Q (q_fn(f, (B, K, A)) -> (B, K))
+        among the temperature-0 sample and K - 1 samples at temperature max(T, 1)."""
+        K = self.cfg.act_samples
+        if K == 1 or q_fn is None:
+            return self.policy.sample(f, float(temperature))
+        det = self.policy.sample(f, 0.0)[:, None]
+        cand = torch.cat([det, self.sample(f, K - 1, max(1.0, float(temperature)))], dim=1)
+        return select_best(cand, q_fn(f, cand))
 
     def improved_actions(self, f: torch.Tensor, q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                          ) -> tuple[torch.Tensor, dict[str, float]]:

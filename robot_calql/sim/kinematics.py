@@ -61,37 +61,52 @@ STANDIN_ARM = ArmSpec(ASSET, ARM_JOINTS, FINGER_JOINTS, EE_SITE, HOME_Q)
 
 
 def arm_spec(robot: Any) -> ArmSpec:
-    """The simulated arm of a robot config (a RobotConfig, or its dict / OmegaConf form) from its
-    `sim:` section; RobotConfigError when it has none (a real arm has no MuJoCo model)."""
-    from robot_calql.robot_config import (
-        RobotConfig,
-        RobotConfigError,
-        load_robot_config,
-        resolve_path,
-    )
+    """The simulated arm of a robot config (a YAML file path, or the config as a mapping: a dict,
+    an OmegaConf node, RobotConfig.node_params()) from its `sim:` section and `joints`; ConfigError
+    naming the key when it has none or its MJCF is missing. (robot_calql.robot_config checks the
+    whole file; sim sits below it and reads only these keys.)"""
+    import yaml
 
-    rc = robot if isinstance(robot, RobotConfig) else load_robot_config(robot)
-    s = rc.sim
-    if s is None:
-        raise RobotConfigError(f"robot config '{rc.name}': no `sim` section: the MuJoCo stand-in needs the arm's "
-                               "MJCF cell and its names (sim: {mjcf, finger_joints, ee_site, home_q, ...})")
-    cameras = tuple(s.cameras) if s.cameras else (tuple(rc.cameras) if rc.cameras else ("front",))
-    return ArmSpec(resolve_path(s.mjcf), tuple(rc.joints), tuple(s.finger_joints), s.ee_site, tuple(s.home_q),
-                   cameras, float(s.finger_open_m))
+    from robot_calql.config import REPO_ROOT, ConfigError
+
+    if isinstance(robot, (str, Path)):
+        robot = yaml.safe_load(Path(robot).read_text())
+    name = robot.get("name", "?")
+    s = robot.get("sim")
+    if not s:
+        raise ConfigError(f"robot config '{name}': no `sim` section: the MuJoCo stand-in needs the arm's MJCF cell "
+                          "and its names (sim: {mjcf, finger_joints, ee_site, home_q, ...})")
+    for key in ("mjcf", "finger_joints", "ee_site", "home_q"):
+        if not s.get(key):
+            raise ConfigError(f"robot config '{name}': sim.{key}: missing")
+    mjcf = Path(str(s["mjcf"])).expanduser()
+    if not mjcf.is_absolute():
+        mjcf = mjcf.resolve() if mjcf.exists() else REPO_ROOT / mjcf
+    if not mjcf.is_file():
+        raise ConfigError(f"robot config '{name}': sim.mjcf: no file {s['mjcf']}")
+    cams = robot.get("cameras")
+    cameras = tuple(s.get("cameras") or (list(cams) if cams else ["front"]))
+    try:
+        return ArmSpec(mjcf, tuple(robot["joints"]), tuple(s["finger_joints"]), str(s["ee_site"]),
+                       tuple(float(x) for x in s["home_q"]), tuple(str(c) for c in cameras),
+                       float(s.get("finger_open_m", FINGER_OPEN_M)))
+    except KinematicsError as e:
+        raise ConfigError(f"robot config '{name}': sim: {e}") from None
 
 
 def sim_arm(robot: str | None) -> ArmSpec:
     """The simulated arm of the robot config named `robot` (configs/robot/<robot>.yaml, the name
     datasets and checkpoints record): its `sim:` section; the stand-in's arm for None, a robot
     without a config file here or without a `sim` section (a real arm's data evaluated in the sim)."""
+    import yaml
+
     from robot_calql.config import REPO_ROOT
-    from robot_calql.robot_config import load_robot_config
 
     path = REPO_ROOT / "configs" / "robot" / f"{robot}.yaml"
     if not robot or robot == "sim_standin" or not path.is_file():
         return STANDIN_ARM
-    rc = load_robot_config(path)
-    return arm_spec(rc) if rc.sim is not None else STANDIN_ARM
+    data = yaml.safe_load(path.read_text())
+    return arm_spec(data) if data.get("sim") else STANDIN_ARM
 
 
 @functools.lru_cache(maxsize=1)

@@ -157,3 +157,23 @@ def test_fast_sampler_equals_the_plain_reverse_process():
             a0 = ((a - (1 - policy.abar[t]).sqrt() * e) / policy.abar[t].sqrt()).clamp(-1, 1)
             a = policy.c0[t] * a0 + policy.ct[t] * a
         assert torch.allclose(policy.sample(f, 0.0), a.clamp(-1, 1), atol=1e-5)
+
+
+def test_acting_with_the_best_of_several_samples_picks_the_highest_q():
+    torch.manual_seed(3)
+    cfg = CalQLConfig(actor_hidden=(16, 16), critic_hidden=(16, 16), policy="diffusion",
+                      pa_rl={"hidden": [16, 16], "act_samples": 8})
+    agent = CalQL({"state": (2,)}, 2, cfg)
+    obs = {"state": np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)}
+    a = agent.act(obs)
+    with torch.no_grad():
+        f = agent.encoder(agent._obs_to_tensors(obs)[0])
+        det = agent.pa_rl.policy.sample(f, 0.0)
+    q_chosen = agent.q_values(obs, a)
+    assert (q_chosen >= agent.q_values(obs, det.numpy()) - 1e-5).all()  # never worse than the base action
+    # the policy weights carry the critics it ranks with
+    sd = agent.policy_state_dict()
+    assert any(k.startswith("critic.") for k in sd)
+    other = CalQL({"state": (2,)}, 2, cfg)
+    other.load_policy_state_dict(sd)
+    assert np.allclose(other.q_values(obs, a), q_chosen)

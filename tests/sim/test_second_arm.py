@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_calql.config import REPO_ROOT
+from robot_calql.config import REPO_ROOT, ConfigError
 from robot_calql.robot_config import RobotConfigError, build_kinematics, load_robot_config
 from robot_calql.sim.episodes import dataset_meta, iter_episodes
 from robot_calql.sim.kinematics import STANDIN_ARM, ArmKinematics, arm_spec
@@ -32,7 +32,7 @@ def test_standin_config_gives_the_standin_arm():
 def test_urdf_and_mjcf_forward_kinematics_agree():
     robot = load_robot_config(CFG)
     urdf = build_kinematics(robot)
-    mjcf = ArmKinematics(arm=arm_spec(robot))
+    mjcf = ArmKinematics(arm=arm_spec(CFG))
     assert len(robot.joints) == 6 and mjcf.joints == tuple(robot.joints)
     np.testing.assert_allclose(urdf.lower, mjcf.lower)
     np.testing.assert_allclose(urdf.upper, mjcf.upper)
@@ -74,15 +74,14 @@ def test_sim_section_errors_name_the_key(tmp_path):
         load_robot_config(bad)
     with pytest.raises(RobotConfigError, match=r"^robot config 'kestrel6': sim: standin: true needs"):
         load_robot_config({k: v for k, v in data.items() if k != "sim"})
-    bad = {**data, "sim": {**data["sim"], "cameras": ["front"]}}
-    with pytest.raises(RobotConfigError, match=r"sim\.cameras: 1 MJCF cameras for the 2 `cameras`"):
-        load_robot_config(bad)
     bad = {**data, "sim": {**data["sim"], "mjcf": str(tmp_path / "none.xml")}}
     with pytest.raises(RobotConfigError, match=r"sim\.mjcf: no file"):
         load_robot_config(bad)
     real = yaml.safe_load((REPO_ROOT / "configs" / "robot" / "widowx250_example.yaml").read_text())
-    with pytest.raises(RobotConfigError, match="no `sim` section"):
+    with pytest.raises(ConfigError, match="no `sim` section"):
         arm_spec(real)
+    with pytest.raises(ConfigError, match="sim: home_q has 5 values for the 6 arm joints"):
+        arm_spec({**data, "sim": {**data["sim"], "home_q": [0.0] * 5}})
 
 
 def test_mjcf_without_a_named_joint_is_a_clear_error(tmp_path):
