@@ -42,11 +42,10 @@ regret <= CQL's.
     .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
         --offline-steps 15000 --online-steps 10000 --eval-every 500 --methods calql --pretrained runs/bl_rf \
         --finetune-agent max_target_backup=false --out runs/bl_rf_onebackup
-    # reset-free, one-action backup and 5-step targets while fine-tuning, bf16 matmuls (cheaper on a
-    # CPU with bf16 units), the issue's 20000 online steps, Cal-QL and CQL
-    .venv/bin/python benchmarks/bench_learning.py --reset-free --episodes 40 --failures 5 --batch 128 \
-        --offline-steps 15000 --online-steps 20000 --eval-every 500 --methods calql,cql --agent precision=bf16 \
-        --finetune-agent max_target_backup=false n_step=5 --out runs/bl_rf_bf16
+    # the working recipe (configs/recipe/bench_reset_free.yaml: reset-free, one-action backup and
+    # 5-step targets while fine-tuning, bf16 matmuls, 20000 online steps, Cal-QL and CQL); a flag
+    # given beside --recipe overrides the recipe's value
+    .venv/bin/python benchmarks/bench_learning.py --recipe bench_reset_free --out runs/bl_rf_bf16
     # more online steps for a finished run: the same command, a larger --online-steps, --extend
     .venv/bin/python benchmarks/bench_learning.py ... --online-steps 20000 --extend --out runs/bl_rf_onebackup
 
@@ -72,7 +71,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from robot_calql.config import compose  # noqa: E402
+from robot_calql.config import CONFIG_DIR, compose  # noqa: E402
 from robot_calql.train import finetune, pretrain  # noqa: E402
 
 METHODS = ("calql", "cql", "scratch")
@@ -349,7 +348,7 @@ def extended_run(out: Path, a: argparse.Namespace) -> dict:
     if not f.is_file():
         raise SystemExit(f"--extend: no bench_learning.json in {out} (--out names the run to continue)")
     prev = json.loads(f.read_text())
-    skip = {"online_steps", "out", "merge", "threads", "extend", "fresh_episodes"}  # (evaluation only)
+    skip = {"online_steps", "out", "merge", "threads", "extend", "fresh_episodes", "recipe"}  # (evaluation only)
     theirs, ours = settings(prev["config"], skip), settings(vars(a), skip)
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:
@@ -367,7 +366,8 @@ def merge(paths: list[str], out: Path) -> int:
     "unknown" and is merged with a warning; a "-dirty" version cannot vouch for its working tree)."""
     parts = [json.loads((Path(p) / "bench_learning.json" if Path(p).is_dir() else Path(p)).read_text())
              for p in paths]
-    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods", "pretrained", "extend"}  # like runs of other methods merge too
+    skip = {"seeds", "first_seed", "out", "merge", "threads", "methods", "pretrained", "extend",  # like runs of
+            "recipe"}  # other methods merge too; a recipe's values are in the config itself
     base = settings(parts[0]["config"], skip)
     for p, part in zip(paths, parts, strict=True):
         other = settings(part["config"], skip)
@@ -403,6 +403,9 @@ def temperatures(text: str) -> float | list[float]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help="take the flags' values from configs/recipe/<NAME>.yaml (or a YAML file's path; keys: the "
+                        "flags' names with _, e.g. offline_steps); flags given beside it override it")
     p.add_argument("--task", default="cube_in_bowl")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
@@ -464,6 +467,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+RECIPE_DIR = CONFIG_DIR / "recipe"
+
+
+def recipe_values(p: argparse.ArgumentParser, name: str) -> dict:
+    """The flag values of recipe `name` (configs/recipe/<name>.yaml or a path), converted with each
+    flag's type. SystemExit names a missing file, an unknown key or a value its flag does not take."""
+    from omegaconf import OmegaConf
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(f.stem for f in RECIPE_DIR.glob("*.yaml")))
+        raise SystemExit(f"--recipe {name}: no {path} (recipes: {known})")
+    raw = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    actions = {a.dest: a for a in p._actions if a.dest not in ("help", "recipe")}
+    values = {}
+    for key, v in raw.items():
+        act = actions.get(key)
+        if act is None:
+            raise SystemExit(f"--recipe {path}: unknown key '{key}' (known: {', '.join(sorted(actions))})")
+        try:
+            if act.nargs in ("*", "+"):
+                values[key] = [str(x) for x in (v if isinstance(v, list) else [v])]
+            elif act.type is None and isinstance(act.const, bool) or isinstance(act, argparse.BooleanOptionalAction):
+                if not isinstance(v, bool):
+                    raise ValueError("expects true or false")
+                values[key] = v
+            elif act.type is not None:
+                values[key] = act.type(",".join(map(str, v)) if isinstance(v, list) else str(v))
+            else:
+                values[key] = str(v)
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise SystemExit(f"--recipe {path}: {key}: {v!r}: {e}") from None
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, on top of --recipe's values where one is named."""
+    p = parser()
+    first, _ = p.parse_known_args(argv)
+    if first.recipe:
+        p.set_defaults(**recipe_values(p, first.recipe))
+    return p.parse_args(argv)
+
+
 def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
     """One seed's scripted demos and failures: of the task, or of both tasks of its pair (--reset-free)."""
     from robot_calql.sim import task_pair
@@ -478,7 +525,7 @@ def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
 
 
 def main() -> int:
-    a = parser().parse_args()
+    a = parse_args()
     if a.merge:
         return merge(a.merge, Path(a.out).resolve())
     out = Path(a.out).resolve()

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_pa_rl.py [--n 2000] [--updates 20]
 
-Acting: `CalQL.act` with `policy=diffusion` (robot_calql/agent/pa_rl.py), one observation, one
-thread, deterministic (temperature 0) and exploring (temperature 1), end to end (numpy in, numpy
+Acting: `CalQL.act` with `policy=diffusion` (robot_calql/agent/pa_rl.py; alone, and acting with
+the best of 16 samples by Q, `pa_rl.act_samples=16`), one observation, one thread, deterministic (temperature 0) and exploring (temperature 1), end to end (numpy in, numpy
 out) as the policy node calls it, beside the Gaussian actor: state mode (obs 39, action 7) and
 pixels (64x64 RGB + proprio 10 + instruction, the RoboFuME encoder, end to end and frozen).
 Targets (issue 30): p99 < 5 ms (state) and < 20 ms (pixels).
@@ -67,9 +67,13 @@ def main() -> None:
     cases = {
         "state, Gaussian actor": (CalQL({"state": (39,)}, 7, CalQLConfig()), state_obs),
         "state, diffusion (5 steps)": (CalQL({"state": (39,)}, 7, CalQLConfig(**diff)), state_obs),
+        "state, diffusion, best of 16 by Q": (
+            CalQL({"state": (39,)}, 7, CalQLConfig(policy="diffusion", pa_rl={"act_samples": 16})), state_obs),
         "pixels e2e, diffusion": (CalQL(pix_spec, 7, CalQLConfig(**diff), num_instructions=4), pix_obs),
         "pixels frozen encoder, diffusion": (
             CalQL(pix_spec, 7, CalQLConfig(encoder_frozen=True, **diff), num_instructions=4), pix_obs),
+        "pixels e2e, diffusion, best of 16 by Q": (
+            CalQL(pix_spec, 7, CalQLConfig(policy="diffusion", pa_rl={"act_samples": 16}), num_instructions=4), pix_obs),
     }
     print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
     for name, (agent, obs) in cases.items():

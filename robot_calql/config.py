@@ -8,6 +8,8 @@ key's line in the YAML is its one-line description (`describe`, `robot-calql <co
 
 from __future__ import annotations
 
+import ast
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Di
 
     if not (CONFIG_DIR / f"{config_name}.yaml").is_file():
         raise ConfigError(f"no config '{config_name}.yaml' in {CONFIG_DIR}")
+    overrides = [_agent_override(o) for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
@@ -73,9 +76,60 @@ def _known_keys(config_name: str) -> list[str]:
         return []
 
 
-# a block whose keys are a config file's keys (CalQLConfig fields): undocumented keys take their
-# description, and `+block.key=value` its type, from that file
-_REFERENCE_FILES = {"agent": "agent/calql.yaml"}
+# An `agent:` block holds only a recipe's changes to CalQLConfig (robot_calql/agent/calql.py), the
+# one source of the agent's defaults: its fields' types and one-line docs come from there.
+_AGENT_KEY = re.compile(r"^\+{0,2}(?P<key>(?:[\w-]+\.)*agent\.[\w.-]+=)")
+
+
+def _agent_override(text: str) -> str:
+    """`agent.<key>=v` and `+agent.<key>=v` (also under a block, e.g. learner.agent) as hydra's
+    `++` (set or add): any CalQLConfig field can be set whether or not the recipe changes it."""
+    m = _AGENT_KEY.match(text)
+    return "++" + text[m.start("key"):] if m else text
+
+
+# CalQLConfig's source (read as text: this module imports no agent code, and help stays fast)
+_AGENT_CONFIG = (Path(__file__).resolve().parent / "agent" / "calql.py", "CalQLConfig")
+
+
+def _default_value(node: ast.expr) -> Any:
+    """A dataclass field's default from its source expression: literals, tuples (as lists),
+    [-]math.inf and field(default=... | default_factory=dict/list/tuple)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "field":
+        for kw in node.keywords:
+            if kw.arg == "default":
+                return _default_value(kw.value)
+            if kw.arg == "default_factory" and getattr(kw.value, "id", "") in ("dict", "list", "tuple"):
+                return {} if kw.value.id == "dict" else []  # type: ignore[attr-defined]
+    if isinstance(node, ast.Attribute) and node.attr == "inf":
+        return math.inf
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_default_value(node.operand)
+    v = ast.literal_eval(node)
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _agent_fields() -> dict[str, tuple[Any, str]]:
+    """{field: (default, the comment on its line)} of CalQLConfig, read from its source."""
+    path, name = _AGENT_CONFIG
+    text = path.read_text()
+    lines = text.splitlines()
+    cls = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == name)
+    out: dict[str, tuple[Any, str]] = {}
+    for n in cls.body:
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None:
+            out[n.target.id] = (_default_value(n.value), _split_comment(lines[n.end_lineno - 1])[1])  # type: ignore[index]
+    return out
+
+
+def agent_defaults() -> dict[str, Any]:
+    """CalQLConfig's defaults as plain config values (tuples as lists), by field name."""
+    return {k: v for k, (v, _) in _agent_fields().items()}
+
+
+def agent_field_docs() -> dict[str, str]:
+    """The comment on each CalQLConfig field's line (its one-line doc), by field name."""
+    return {k: doc for k, (_, doc) in _agent_fields().items()}
 
 
 def check_override_types(config_name: str, overrides: list[str] | tuple[str, ...], cfg: DictConfig) -> None:
@@ -93,11 +147,9 @@ def check_override_types(config_name: str, overrides: list[str] | tuple[str, ...
             continue
         key = ov.key_or_group
         default = _select(base, key)
-        if default is _ABSENT:  # a new key (+key=...): only a reference file's keys have a type
+        if default is _ABSENT:  # a new key (+key=...): only an agent block's keys have a type
             parent, _, leaf = key.rpartition(".")
-            ref = _REFERENCE_FILES.get(parent.rpartition(".")[2])
-            default = OmegaConf.load(CONFIG_DIR / ref).get(leaf, _ABSENT) if ref else _ABSENT
-            default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+            default = agent_defaults().get(leaf, _ABSENT) if parent.rpartition(".")[2] == "agent" else _ABSENT
         value = _select(cfg, key)
         if default is _ABSENT or value is _ABSENT:
             continue
@@ -261,14 +313,15 @@ def describe(config_name: str) -> list[KeyDoc]:
             where += f"; one of its keys: {group}.<key>=<value>"
         doc = f"{comment} ({where})" if comment else where
         docs.append(KeyDoc(group, option, doc, group=True))
-    refs = {block: yaml_comments(CONFIG_DIR / f)[0] for block, f in _REFERENCE_FILES.items()}
+    agent_docs: dict[str, str] | None = None
     for key, value in _leaves(base):
         if key.split(".")[0] in subtree_groups:
             continue
         doc = comments.get(key, "")
         parent, _, leaf = key.rpartition(".")
-        if not doc and parent.rpartition(".")[2] in refs:
-            doc = refs[parent.rpartition(".")[2]].get(leaf, "")
+        if not doc and parent.rpartition(".")[2] == "agent":
+            agent_docs = agent_field_docs() if agent_docs is None else agent_docs
+            doc = agent_docs.get(leaf, "")
         docs.append(KeyDoc(key, _fmt(value), doc))
     return docs
 

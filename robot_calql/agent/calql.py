@@ -69,31 +69,31 @@ class CalQLConfig:
     """Every knob of the agent. Defaults are the official Cal-QL ones unless noted (docs/agent.md)."""
 
     enable_calql: bool = True  # False: plain CQL
-    discount: float = 0.99
-    policy_lr: float = 1e-4
-    critic_lr: float = 3e-4
+    discount: float = 0.99  # discount factor gamma
+    policy_lr: float = 1e-4  # actor (and entropy temperature) Adam learning rate
+    critic_lr: float = 3e-4  # critic Adam learning rate
     tau: float = 5e-3  # soft target update rate, every update
-    actor_hidden: tuple[int, ...] = (256, 256, 256)
-    critic_hidden: tuple[int, ...] = (256, 256, 256)
-    num_critics: int = 2
-    critic_layer_norm: bool = False
+    actor_hidden: tuple[int, ...] = (256, 256, 256)  # actor MLP layer sizes (official: 256-256; antmaze 4x256)
+    critic_hidden: tuple[int, ...] = (256, 256, 256)  # critic MLP layer sizes
+    num_critics: int = 2  # critic ensemble size (the target takes their minimum)
+    critic_layer_norm: bool = False  # layer norm after each critic hidden layer
     # CQL
     cql_alpha: float = 5.0  # official `cql_min_q_weight`
-    cql_n_actions: int = 10
-    cql_importance_sample: bool = True
-    cql_temp: float = 1.0
-    cql_lagrange: bool = False
-    cql_target_action_gap: float = 1.0
-    cql_clip_diff_min: float = -math.inf
-    cql_clip_diff_max: float = math.inf
+    cql_n_actions: int = 10  # sampled actions per state in the CQL logsumexp (random, current, next)
+    cql_importance_sample: bool = True  # importance-weight the sampled actions by their density
+    cql_temp: float = 1.0  # temperature of the CQL logsumexp
+    cql_lagrange: bool = False  # tune cql_alpha by dual gradient descent to reach cql_target_action_gap
+    cql_target_action_gap: float = 1.0  # Lagrange only: the target conservative gap (antmaze 0.8)
+    cql_clip_diff_min: float = -math.inf  # lower clip of the CQL gap per critic (-inf: off)
+    cql_clip_diff_max: float = math.inf  # upper clip of the CQL gap per critic (inf: off)
     # backup
-    max_target_backup: bool = True
+    max_target_backup: bool = True  # target: max over cql_n_actions sampled next actions (antmaze style)
     n_step: int = 1  # n-step TD targets from the replay's reward windows (1: the official one-step target)
-    backup_entropy: bool = False
+    backup_entropy: bool = False  # subtract the entropy term in the TD target
     # SAC actor
-    automatic_entropy_tuning: bool = True
+    automatic_entropy_tuning: bool = True  # tune the SAC temperature alpha toward target_entropy
     alpha_init: float = 1.0  # official log_alpha starts at 0
-    alpha_multiplier: float = 1.0
+    alpha_multiplier: float = 1.0  # scale of alpha in the actor and backup
     target_entropy: float | None = None  # None: -|A|
     bc_weight: float = 0.0  # RoboFuME-style behaviour-cloning term: + bc_weight * -log pi(a_data|s)
     bc_z_clip: float = math.inf  # Huber-clip the BC z-scores beyond this many std (inf: plain -log pi);
@@ -101,14 +101,14 @@ class CalQLConfig:
     bc_success_only: bool = False  # BC only on rows whose episode reached success (filtered BC, as in
     # self-imitation): the policy clones demos and its own online successes, never failures
     # rewards and returns (applied by robot_calql.data.replay, recorded here so a run has one config)
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
+    reward_scale: float = 1.0  # r * reward_scale + reward_bias before MC returns (antmaze: 10)
+    reward_bias: float = 0.0  # see reward_scale (antmaze: -5)
     failure_reward: float | None = None  # sparse fill r_fail / (1 - gamma) (after scale/bias)
     calql_bound_online: bool = True  # False: CORL's variant, mc_return = -inf for online data
     # pixels
     encoder: str = "robofume"  # robofume | spatial (keypoints: spatial softmax) | resnet
-    encoder_latent_dim: int = 64
-    conv_strides: tuple[int, ...] = (2, 2, 1, 1)
+    encoder_latent_dim: int = 64  # pixels: image latent size
+    conv_strides: tuple[int, ...] = (2, 2, 1, 1)  # pixels: strides of the CNN's conv layers
     aug_pad: int = 4  # random-shift augmentation in pixels (0: off)
     encoder_frozen: bool = False  # pixels: pre-train the CNN on the offline data (below), then freeze it; the
     # replays cache its latents and an update costs about a state-mode update (docs/agent.md, "Pixel modes")
@@ -116,7 +116,7 @@ class CalQLConfig:
     encoder_pretrain_batch: int = 64  # frozen encoder: pre-training batch size
     encoder_pretrain_lr: float = 1e-3  # frozen encoder: Adam learning rate of the pre-training
     encoder_pretrain_future: tuple[int, ...] = ()  # frozen encoder: also predict the demo's proprio this many steps ahead (-1: the episode's last frame)
-    instruction_dim: int = 16
+    instruction_dim: int = 16  # size of the learned instruction embedding
     # speed
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses)
@@ -528,6 +528,9 @@ class CalQL:
             return self.critic(feat, actions, detach_params=True).float().amin(0)
 
         keep = batch["success"].float() if self.cfg.bc_success_only and "success" in batch else None
+        if online:  # BC (pa_rl.bc_anchor) on the offline rows only
+            offline = (~batch["online"].bool()).float()
+            keep = offline if keep is None else keep * offline
         return self.pa_rl.update(f, batch["action"], online, q_fn, keep)  # BC rows as bc_success_only says
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:

@@ -47,6 +47,8 @@ class PARLConfig:
     grad_steps: int = 5  # gradient-ascent steps on Q per kept action (paper: 10)
     step_size: float = 0.05  # length of each (normalised) gradient step, in action units
     distill_rows: int = 64  # rows of each batch that get improved actions (0: the whole batch)
+    bc_anchor: float = 0.0  # online batches: + bc_anchor * BC loss on the offline rows (bc_success_only: of
+    # successful episodes), keeping the distilled policy near the data (0: distillation alone)
     act_samples: int = 1  # acting: 1 = the base policy's sample; K > 1 = the best of K samples by Q (the
     # policy weights then carry the critics)
 
@@ -66,6 +68,8 @@ class PARLConfig:
                              f"num_samples, got {cfg.diffusion_steps}, {cfg.num_samples}, {cfg.top_k}")
         if cfg.act_samples < 1:
             raise ValueError(f"agent config pa_rl: act_samples must be >= 1, got {cfg.act_samples}")
+        if cfg.bc_anchor < 0:
+            raise ValueError(f"agent config pa_rl: bc_anchor must be >= 0, got {cfg.bc_anchor}")
         if cfg.grad_steps < 0 or cfg.step_size < 0 or cfg.distill_rows < 0 or not cfg.lr > 0:
             raise ValueError("agent config pa_rl: grad_steps, step_size and distill_rows must be >= 0 and lr > 0")
         return cfg
@@ -153,19 +157,22 @@ class PARL:
                bc_weight: torch.Tensor | None = None) -> dict[str, float]:
         """One step of the diffusion policy on features f (B, D) (detached): BC on the data's
         actions a_data (B, A) when `online` is False (rows weighted by `bc_weight`, e.g. 1 for
-        rows of successful episodes only), else distillation of the improved actions."""
+        rows of successful episodes only), else distillation of the improved actions, plus
+        `bc_anchor` times that BC loss (bc_weight then also zero on the online rows)."""
         f = f.detach()
         stats: dict[str, float] = {}
-        weight = None
+        data = a_data.float().clamp(-1.0, 1.0)
         if online:
             rows = self.cfg.distill_rows
+            f_d = f
             if rows and rows < f.shape[0]:
-                pick = torch.randperm(f.shape[0], device=f.device)[:rows]
-                f = f[pick]
-            target, stats = self.improved_actions(f, q_fn)
+                f_d = f[torch.randperm(f.shape[0], device=f.device)[:rows]]
+            target, stats = self.improved_actions(f_d, q_fn)
+            loss = self.policy.loss(f_d, target)
+            if self.cfg.bc_anchor > 0:
+                loss = loss + self.cfg.bc_anchor * self.policy.loss(f, data, bc_weight)
         else:
-            target, weight = a_data.float().clamp(-1.0, 1.0), bc_weight
-        loss = self.policy.loss(f, target, weight)
+            loss = self.policy.loss(f, data, bc_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -61,8 +61,8 @@ STANDIN_ARM = ArmSpec(ASSET, ARM_JOINTS, FINGER_JOINTS, EE_SITE, HOME_Q)
 
 
 def arm_spec(robot: Any) -> ArmSpec:
-    """The simulated arm of a robot config (a YAML file path, or the config as a mapping: a dict,
-    an OmegaConf node, RobotConfig.node_params()) from its `sim:` section and `joints`; ConfigError
+    """The simulated arm of a robot config (a YAML file path, a RobotConfig, or the config as a
+    mapping: a dict, an OmegaConf node, the nodes' `robot` parameter) from its `sim:` section and `joints`; ConfigError
     naming the key when it has none or its MJCF is missing. (robot_calql.robot_config checks the
     whole file; sim sits below it and reads only these keys.)"""
     import yaml
@@ -71,6 +71,8 @@ def arm_spec(robot: Any) -> ArmSpec:
 
     if isinstance(robot, (str, Path)):
         robot = yaml.safe_load(Path(robot).read_text())
+    elif hasattr(robot, "node_params"):  # a RobotConfig (robot_calql.robot_config, above sim)
+        robot = robot.node_params()
     name = robot.get("name", "?")
     s = robot.get("sim")
     if not s:

@@ -90,16 +90,18 @@ class ClassifierReward:
         self.deb = Debouncer(k=int(cfg.debounce), threshold=thr)
         self.image_size = int(self.clf.image_shape[0])
         self.positives = self.false_positives = self.negatives_gt = 0
-        self.positives_gt = self.false_negatives = 0  # ground-truth success frames, and those it missed
+        # episodes in which the simulator said success at some point, and those of them the
+        # classifier never ended (a missed success: the try ran on to its time limit)
+        self.episodes_gt = self.missed = 0
+        self._ep_gt = self._ep_fired = False
 
     def __call__(self, obs: dict[str, Any], gt_success: bool) -> bool:
         p = float(self.clf.predict_proba(obs["image"], obs["instruction"])[0])
         success = self.deb.update(p)
         if not gt_success:
             self.negatives_gt += 1
-        else:
-            self.positives_gt += 1
-            self.false_negatives += int(not success)
+        self._ep_gt = self._ep_gt or gt_success
+        self._ep_fired = self._ep_fired or success
         if success:
             self.positives += 1
             if not gt_success:
@@ -107,6 +109,10 @@ class ClassifierReward:
         return success
 
     def reset(self) -> None:
+        """At every episode's end: count a missed success, start the debouncer afresh."""
+        self.episodes_gt += self._ep_gt
+        self.missed += self._ep_gt and not self._ep_fired
+        self._ep_gt = self._ep_fired = False
         self.deb.reset()
 
     def stats(self) -> dict[str, float]:
@@ -115,18 +121,20 @@ class ClassifierReward:
             "clf_precision": (self.positives - self.false_positives) / max(1, self.positives),
             "clf_successes": float(self.positives),
             "clf_false_positives": float(self.false_positives),
-            "clf_false_negatives": float(self.false_negatives),
-            "clf_false_negative_rate": self.false_negatives / max(1, self.positives_gt),
+            "clf_missed_successes": float(self.missed),
+            "clf_miss_rate": self.missed / max(1, self.episodes_gt),
         }
 
     def state(self) -> dict[str, int]:
         return {"count": self.deb.count, "positives": self.positives, "fp": self.false_positives,
-                "neg": self.negatives_gt, "pos_gt": self.positives_gt, "fn": self.false_negatives}
+                "neg": self.negatives_gt, "ep_gt": self.episodes_gt, "missed": self.missed,
+                "ep": [self._ep_gt, self._ep_fired]}
 
     def load(self, s: dict[str, int]) -> None:
         self.deb.count, self.positives = int(s["count"]), int(s["positives"])
         self.false_positives, self.negatives_gt = int(s["fp"]), int(s["neg"])
-        self.positives_gt, self.false_negatives = int(s.get("pos_gt", 0)), int(s.get("fn", 0))
+        self.episodes_gt, self.missed = int(s.get("ep_gt", 0)), int(s.get("missed", 0))
+        self._ep_gt, self._ep_fired = (bool(x) for x in s.get("ep", (False, False)))
 
 
 # ----------------------------------------------------------------------------- main loop

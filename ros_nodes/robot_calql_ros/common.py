@@ -133,6 +133,21 @@ def node_params(node) -> dict:
     return out
 
 
+def agent_params(d: dict | None, where: str) -> dict:
+    """CalQLConfig settings from a node's nested agent parameters (`where`: their prefix, e.g.
+    learner.agent), '' (how flatten_params writes None) back to None, checked by building the typed
+    CalQLConfig: an unknown key or a bad value is a ConfigError naming `where`."""
+    from robot_calql.agent import CalQLConfig
+    from robot_calql.config import ConfigError
+
+    out = {k: None if v == "" else v for k, v in (d or {}).items()}
+    try:
+        CalQLConfig.from_dict(out)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
 def flatten_params(d: dict, prefix: str = "") -> dict:
     """Nested dict -> {'a.b': value} with ROS-friendly values (None -> '', tuples -> lists)."""
     out = {}

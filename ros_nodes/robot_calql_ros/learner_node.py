@@ -62,6 +62,7 @@ from robot_calql.train.common import (
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
+    agent_params,
     node_params,
     topic_names,
     transitions_qos,
@@ -116,13 +117,13 @@ class LearnerNode(Node):
             s, r = int(p["robot"]["image_size"]), p["robot"]
             images = {k: [s, s, 3] for k in (image_keys(camera_specs(r)) or ["image"])}
             meta = {"obs": "pixels", "obs_spec": {**images, "proprio": [len(r["joints"]) + 5]}, "action_dim": 5,
-                    "instructions": list(c["instructions"]), "agent": json.loads(c["agent_json"]),
+                    "instructions": list(c["instructions"]), "agent": agent_params(p.get("agent"), "agent"),
                     "dataset": "", "phase": "finetune_ros"}
         overrides = {}
         if float(c.get("policy_lr", 0) or 0) > 0:  # online actor lr (the pre-training one is often too high)
             overrides["policy_lr"] = float(c["policy_lr"])
         # learner.agent: other settings for fine-tuning, e.g. n_step (unknown keys: a ConfigError naming them)
-        overrides.update(json.loads(c.get("agent_overrides_json") or "{}"))
+        overrides.update(agent_params(c.get("agent"), "learner.agent"))
         dataset = meta.get("dataset") or ""
         mixed = bool(dataset) and Path(dataset).is_dir() and float(c["mixing_ratio"]) > 0
         # Adam's moments continue from pre-training too, as in `robot-calql finetune`: fresh moments

@@ -25,7 +25,6 @@ by robot_calql.calibration.crop.robot_crop as bag ingestion reads it) as paramet
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
@@ -237,16 +236,12 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
             "forward_instruction": fwd_instruction, "backward_instruction": bwd_instruction}},
         "safety": {"robot": robot, "workspace_file": _abs(c["workspace_file"]), "autostart": bool(c["sim"]),
                    "home_timeout_s": float(c["controller"].get("home_timeout_s", 30.0))},
-        "learner": {"robot": robot, "learner": {**{k: v for k, v in c["learner"].items() if k != "agent"},
-                                                "run_dir": _abs(c["run_dir"]),
-                                                # agent settings changed for fine-tuning (ROS params are flat)
-                                                "agent_overrides_json": json.dumps(c["learner"].get("agent") or {}),
-                                                "checkpoint": _abs(c["checkpoint"]),
-                                                "transition_history": int(c["policy"]["transition_history"]),
-                                                "seed": int(c["seed"]),
-                                                # a fresh agent (no checkpoint): its config and vocabulary
-                                                "agent_json": json.dumps(c.get("agent") or {}),
-                                                "instructions": [fwd_instruction, bwd_instruction]}},
+        # agent settings as nested parameters, as in the config: `agent.*` a fresh agent's (no
+        # checkpoint), `learner.agent.*` the ones changed for fine-tuning (CalQLConfig fields)
+        "learner": {"robot": robot, "agent": c.get("agent") or {},
+                    "learner": {**c["learner"], "run_dir": _abs(c["run_dir"]), "checkpoint": _abs(c["checkpoint"]),
+                                "transition_history": int(c["policy"]["transition_history"]), "seed": int(c["seed"]),
+                                "instructions": [fwd_instruction, bwd_instruction]}},
     }
     specs = []
     for name in c["nodes"]:

@@ -69,7 +69,7 @@ def test_demo_smoke_pixels_with_classifier_rewards(tmp_path):
                  "max_episode_steps=60", "ros_session_s=0"]) == 0  # 60 steps: the demos must succeed for positives
     assert (out / "reward" / "train_report.json").is_file()
     ft = json.loads((out / "finetune" / "summary.json").read_text())
-    assert {"clf_successes", "clf_false_positives", "clf_false_negatives"} <= set(ft)
+    assert {"clf_successes", "clf_false_positives", "clf_missed_successes"} <= set(ft)
     cfg = (out / "finetune" / "config.yaml").read_text()
     assert "reward_source: classifier" in cfg and str(out / "reward") in cfg
     assert json.loads((out / "pretrain" / "checkpoints" / "LATEST").parent.joinpath(
