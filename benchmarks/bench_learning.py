@@ -402,6 +402,13 @@ def temperatures(text: str) -> float | list[float]:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The flags; a setting the benchmark shares with the demo defaults to configs/demo.yaml's value,
+    cql_alpha to CalQLConfig's."""
+    from omegaconf import OmegaConf
+
+    from robot_calql.config import agent_defaults
+
+    demo = OmegaConf.to_container(compose("demo", []), resolve=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default=None, metavar="NAME",
                    help="take the flags' values from configs/recipe/<NAME>.yaml (or a YAML file's path; keys: the "
@@ -415,12 +422,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--online-steps", type=int, default=20000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--max-episode-steps", type=int, default=80)
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--max-episode-steps", type=int, default=demo["max_episode_steps"])
+    p.add_argument("--hidden", type=int, default=demo["agent"]["actor_hidden"][0], help="width of both 2-layer MLPs")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--cql-alpha", type=float, default=5.0)
+    p.add_argument("--cql-alpha", type=float, default=agent_defaults()["cql_alpha"])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--bc-weight", type=float, default=20.0)
+    p.add_argument("--bc-weight", type=float, default=demo["agent"]["bc_weight"])
     p.add_argument("--bc-success-only", action=argparse.BooleanOptionalAction, default=True,
                    help="BC only on rows of successful episodes (demos and the policy's own successes)")
     p.add_argument("--bc-z-clip", type=float, default=3.0,
@@ -432,16 +439,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--utd", type=int, default=1, help="updates per online step while fine-tuning")
     p.add_argument("--rnd-scale", type=float, default=0.0,
                    help="OOO's optimistic exploration: RND bonus scale on the online rewards (finetune rnd.scale; 0: off)")
-    p.add_argument("--policy-lr", type=float, default=1e-3, help="actor lr offline")
-    p.add_argument("--online-policy-lr", type=float, default=1e-4, help="actor lr online")
-    p.add_argument("--explore-temperature", type=temperatures, default=0.2,
+    p.add_argument("--policy-lr", type=float, default=demo["agent"]["policy_lr"], help="actor lr offline")
+    p.add_argument("--online-policy-lr", type=float, default=demo["finetune_policy_lr"], help="actor lr online")
+    p.add_argument("--explore-temperature", type=temperatures, default=demo["explore_temperature"],
                    help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md); "
                         "or one per action axis, e.g. 0.2,0.2,0.2,0.2,1 (dx,dy,dz,dyaw,gripper)")
-    p.add_argument("--noise", type=float, default=0.1, help="demonstrator noise")
+    p.add_argument("--noise", type=float, default=demo["noise"], help="demonstrator noise")
     p.add_argument("--reset-free", action="store_true",
                    help="RoboFuME's setting: demos of both directions of the task's pair, online practice "
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
-    p.add_argument("--full-reset-every", type=int, default=10,
+    p.add_argument("--full-reset-every", type=int, default=demo["full_reset_every"],
                    help="with --reset-free: a full reset every N online episodes (the demo's setting)")
     p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
                    help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "

@@ -47,6 +47,7 @@ from pathlib import Path
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
+from robot_calql.config import ConfigError
 from robot_calql.control.transport import (
     TransitionLog,
     TransportError,
@@ -68,6 +69,11 @@ from robot_calql_ros.common import (
     transitions_qos,
 )
 
+# the learner's parameters (learner.<key>); `checkpoint` and `agent` may be absent
+LEARNER_SETTINGS = ("device", "batch_size", "utd", "min_online", "publish_every", "checkpoint_every", "log_every",
+                    "tensorboard", "mixing_ratio", "online_warmup", "online_capacity", "threads", "nice", "policy_lr",
+                    "run_dir", "transition_history", "seed", "instructions")
+
 
 class LearnerNode(Node):
     def __init__(self, name: str = "learner", **kwargs):
@@ -85,9 +91,14 @@ class LearnerNode(Node):
         p = node_params(self)
         self.topics = t = topic_names(p["robot"]["topics"])
         c = self.cfg = p["learner"]
-        if int(c.get("threads", 0)) > 0:
+        # every setting comes from configs/launch_finetune.yaml's learner block (the node set's parameters)
+        missing = sorted(set(LEARNER_SETTINGS) - set(c))
+        if missing:
+            raise ConfigError(f"learner parameters missing: {', '.join('learner.' + k for k in missing)} (the node set "
+                              "writes them from configs/launch_finetune.yaml)")
+        if int(c["threads"]) > 0:
             torch.set_num_threads(int(c["threads"]))
-        self.device = str(c.get("device", "cpu"))
+        self.device = str(c["device"])
         self.run_dir = Path(c["run_dir"])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt = ckpt
@@ -120,7 +131,7 @@ class LearnerNode(Node):
                     "instructions": list(c["instructions"]), "agent": agent_params(p.get("agent"), "agent"),
                     "dataset": "", "phase": "finetune_ros"}
         overrides = {}
-        if float(c.get("policy_lr", 0) or 0) > 0:  # online actor lr (the pre-training one is often too high)
+        if float(c["policy_lr"] or 0) > 0:  # online actor lr (the pre-training one is often too high)
             overrides["policy_lr"] = float(c["policy_lr"])
         # learner.agent: other settings for fine-tuning, e.g. n_step (unknown keys: a ConfigError naming them)
         overrides.update(agent_params(c.get("agent"), "learner.agent"))
@@ -132,26 +143,24 @@ class LearnerNode(Node):
         # are kept. The offline replay prints no progress bar into a node log.
         session = open_session(meta, state, agent_overrides=overrides, online_capacity=int(c["online_capacity"]),
                                dataset=dataset if mixed else None, mixing_ratio=float(c["mixing_ratio"]),
-                               online_warmup=int(c.get("online_warmup", 0)), device=self.device,
+                               online_warmup=int(c["online_warmup"]), device=self.device,
                                online_seed=int(c["seed"]), offline_seed=int(c["seed"]))
         self.meta, self.agent, self.spec = session.meta, session.agent, session.spec
         self.online, self.replay = session.online, session.replay
         if own:  # this run's own checkpoint: continue its update count
             self.updates = int(session.trainer["updates"])
         if state is None and self.agent.frame_encoder() is not None:
-            from robot_calql.config import ConfigError
-
             raise ConfigError("learner: agent.encoder_frozen needs a pre-trained checkpoint (its image encoder is "
                               "pre-trained on the demos, then frozen): pass checkpoint=<pretrain run>")
         if mixed:
             self.get_logger().info(f"offline data {dataset} mixed in at {c['mixing_ratio']}; the online share "
-                                   f"grows to full over the first {c.get('online_warmup', 0)} online steps")
+                                   f"grows to full over the first {c['online_warmup']} online steps")
 
         from robot_calql.train.logger import Logger, UpdateMeans
 
         # metrics.jsonl + TensorBoard in run_dir, as `robot-calql finetune` writes them: `learner/*`
         # (update means, every log_every updates) and `online/*` (episodes, successes, buffer)
-        self.logger = Logger(self.run_dir, tensorboard=bool(c.get("tensorboard", True)),
+        self.logger = Logger(self.run_dir, tensorboard=bool(c["tensorboard"]),
                              resume_step=self.updates if own else None)  # own: this run, restarted
         self.means = UpdateMeans()
         self.episodes = {"episodes": 0, "successes": 0}
@@ -249,7 +258,7 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ training
     def _train_loop(self) -> None:
         c = self.cfg
-        if int(c.get("nice", 0)) > 0:
+        if int(c["nice"]) > 0:
             import os
 
             # Linux nice values are per thread: only this update thread yields the CPU to the
@@ -271,7 +280,7 @@ class LearnerNode(Node):
                 return
             self.means.add(metrics)
             self.updates += 1
-            if self.updates % int(c.get("log_every", 100)) == 0:
+            if self.updates % int(c["log_every"]) == 0:
                 self.logger.log(self.updates, "learner", self.means.pop())
                 with self.lock:
                     online = {**self.episodes, "buffer_steps": len(self.online), "transitions": self.transitions_total,

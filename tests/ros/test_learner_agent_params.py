@@ -43,3 +43,17 @@ def test_an_unknown_fresh_agent_setting_is_named_with_its_parameter_prefix(ros, 
                                       "agent.bogus=1"])
     with pytest.raises(ConfigError, match=r"^agent: agent config: unknown keys \['bogus'\]"):
         build_nodes(node_set(bad))
+
+
+def test_a_learner_parameter_left_out_is_named_not_given_a_second_default(ros, tmp_path):
+    """The learner's settings have one default, in configs/launch_finetune.yaml: a parameter file
+    without one is refused naming it (it used to start with online_warmup 0 and nice 0)."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import ConfigError, compose
+
+    (spec,) = node_set(compose("launch_finetune", ["sim=true", "nodes=[learner]", f"run_dir={tmp_path / 'run'}", *SMALL]))
+    del spec.params["learner"]["online_warmup"], spec.params["learner"]["nice"]
+    with pytest.raises(ConfigError, match=r"learner parameters missing: learner.nice, learner.online_warmup"):
+        build_nodes([spec])

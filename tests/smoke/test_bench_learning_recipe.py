@@ -47,3 +47,15 @@ def test_a_bad_recipe_is_named(tmp_path):
         bench.parse_args(["--recipe", str(bad)])
     bad.write_text("explore_temperature: [0.2, 0.2, 0.2, 0.2, 1]\n")
     assert bench.parse_args(["--recipe", str(bad)]).explore_temperature == [0.2, 0.2, 0.2, 0.2, 1.0]
+
+
+def test_settings_shared_with_the_demo_default_to_the_demos_recipe():
+    from robot_calql.agent import CalQLConfig
+    from robot_calql.config import compose
+
+    a, demo = _bench().parse_args([]), compose("demo")
+    assert (a.explore_temperature, a.bc_weight, a.policy_lr, a.online_policy_lr, a.noise, a.max_episode_steps,
+            a.full_reset_every, a.hidden, a.cql_alpha) == (
+        demo.explore_temperature, demo.agent.bc_weight, demo.agent.policy_lr, demo.finetune_policy_lr, demo.noise,
+        demo.max_episode_steps, demo.full_reset_every, demo.agent.actor_hidden[0], CalQLConfig().cql_alpha)
+    assert (a.explore_temperature, a.bc_weight, a.policy_lr, a.online_policy_lr) == (0.2, 20.0, 1e-3, 1e-4)
