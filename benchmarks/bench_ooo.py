@@ -129,8 +129,8 @@ def main() -> int:
               "target_gain_ge_5pts": gain >= 0.05, "minutes": (time.time() - t0) / 60}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_ooo.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = (f"OOO on {cfg['task']}: {cfg['online_steps']} online steps (rnd.scale {cfg.get('rnd_scale', 0.0)}), "
-             f"{a.exploit_steps} exploit updates, {a.fresh_episodes} placements")
+    title = (f"OOO on {cfg['task']}: {cfg['online_steps']} online steps (rnd.scale {cfg.get('rnd_scale', 0.0)}),\n"
+             f"{a.exploit_steps} exploitation updates, {a.fresh_episodes} fresh placements per seed")
     png = plot(rows, out / "bench_ooo.png", title)
     if a.img:
         Path(a.img).parent.mkdir(parents=True, exist_ok=True)

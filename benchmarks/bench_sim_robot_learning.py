@@ -8,8 +8,8 @@ Steps (state mode, forward task cube_in_bowl):
 1. `robot-calql collect robot=<name>`: scripted demos + failures of that arm;
 2. `robot-calql evaluate` of an untrained policy (pretrain steps=0) on --episodes fresh placements;
 3. `robot-calql pretrain` for --pretrain-steps updates, then `evaluate` on the same placements;
-4. `robot-calql finetune` for --online-steps online steps (the checkpoint's robot: that arm), then
-   `evaluate` again.
+4. `robot-calql finetune` for --online-steps online steps (the checkpoint's robot: that arm; the
+   demo's explore_temperature and online policy_lr), then `evaluate` again.
 Prints each success rate with its 95% interval and the wall time of each step.
 """
 
@@ -72,7 +72,9 @@ def main() -> None:
     figures["pretrained"] = evaluate(root / "pre", root / "eval_pre", a.episodes, a.max_episode_steps)
     t = time.perf_counter()
     assert cli(["finetune", f"checkpoint={root / 'pre'}", f"out={root / 'ft'}", "forward_task=cube_in_bowl",
-                f"steps={a.online_steps}", f"max_episode_steps={a.max_episode_steps}", "backward=false", "eval_every=0", "tensorboard=false", *QUIET]) == 0
+                f"steps={a.online_steps}", f"max_episode_steps={a.max_episode_steps}", "backward=false",
+                # the demo's fine-tuning settings (configs/demo.yaml)
+                "explore_temperature=0.2", "+agent.policy_lr=1e-4", "eval_every=0", "tensorboard=false", *QUIET]) == 0
     figures["finetune_s"] = time.perf_counter() - t
     figures["finetuned"] = evaluate(root / "ft", root / "eval_ft", a.episodes, a.max_episode_steps)
     (root / "bench_sim_robot_learning.json").write_text(json.dumps(figures, indent=1))
