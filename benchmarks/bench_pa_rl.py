@@ -59,18 +59,18 @@ def main() -> None:
     configure_cpu_process()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    diff = {"policy": "diffusion"}
+    diff = {"policy": "diffusion", "pa_rl": {"act_samples": 1}}  # the base policy's sample alone
     pix_spec = {"image": (64, 64, 3), "proprio": (10,)}
     pix_obs = {"image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
                "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2}
     state_obs = {"state": rng.normal(size=39).astype(np.float32)}
     cases = {
         "state, Gaussian actor": (CalQL({"state": (39,)}, 7, CalQLConfig()), state_obs),
-        "state, diffusion (5 steps)": (CalQL({"state": (39,)}, 7, CalQLConfig(**diff)), state_obs),
+        "state, diffusion alone (5 steps)": (CalQL({"state": (39,)}, 7, CalQLConfig(**diff)), state_obs),
         "state, diffusion, best of 16 by Q": (
             CalQL({"state": (39,)}, 7, CalQLConfig(policy="diffusion", pa_rl={"act_samples": 16})), state_obs),
-        "pixels e2e, diffusion": (CalQL(pix_spec, 7, CalQLConfig(**diff), num_instructions=4), pix_obs),
-        "pixels frozen encoder, diffusion": (
+        "pixels e2e, diffusion alone": (CalQL(pix_spec, 7, CalQLConfig(**diff), num_instructions=4), pix_obs),
+        "pixels frozen encoder, diffusion alone": (
             CalQL(pix_spec, 7, CalQLConfig(encoder_frozen=True, **diff), num_instructions=4), pix_obs),
         "pixels e2e, diffusion, best of 16 by Q": (
             CalQL(pix_spec, 7, CalQLConfig(policy="diffusion", pa_rl={"act_samples": 16}), num_instructions=4), pix_obs),
@@ -79,12 +79,12 @@ def main() -> None:
     for name, (agent, obs) in cases.items():
         for det in (True, False):
             ms = latency(agent, obs, args.n, det)
-            print(f"  {name:34s} {'mean ' if det else 'explore'}  p50 {np.percentile(ms, 50):6.3f} ms   "
+            print(f"  {name:40s} {'mean ' if det else 'explore'}  p50 {np.percentile(ms, 50):6.3f} ms   "
                   f"p99 {np.percentile(ms, 99):6.3f} ms   max {ms.max():6.2f} ms")
     if args.updates:
         print(f"update cost, state 39 / action 7, batch 256, 1 thread, {args.updates} updates each:")
         gauss = CalQL({"state": (39,)}, 7, CalQLConfig())
-        parl = CalQL({"state": (39,)}, 7, CalQLConfig(**diff))
+        parl = CalQL({"state": (39,)}, 7, CalQLConfig(policy="diffusion"))
         print(f"  Gaussian Cal-QL                         {update_ms(gauss, batch(256, 39, 7, True), args.updates):7.1f} ms")
         print(f"  PA-RL, offline batch (BC)               {update_ms(parl, batch(256, 39, 7, False), args.updates):7.1f} ms")
         print(f"  PA-RL, mixed batch (rerank + distill)   {update_ms(parl, batch(256, 39, 7, True), args.updates):7.1f} ms")

@@ -35,6 +35,15 @@ REPO_ROOT = _data_root()
 CONFIG_DIR = Path(os.environ.get("ROBOT_CALQL_CONFIGS", REPO_ROOT / "configs"))
 
 
+def data_path(path: str | os.PathLike) -> Path:
+    """A relative data path of a config (calibration/..., robot_calql/sim/assets/...) from REPO_ROOT;
+    in an installed wheel a path under robot_calql/ is the installed package's own file."""
+    p = Path(path)
+    if p.parts[:1] == ("robot_calql",) and not (REPO_ROOT / p).exists():
+        return Path(__file__).resolve().parent.parent / p
+    return REPO_ROOT / p
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be composed or does not make sense."""
 

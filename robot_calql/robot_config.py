@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from robot_calql.config import REPO_ROOT, ConfigError
+from robot_calql.config import REPO_ROOT, ConfigError, data_path
 
 CommandInterface = Literal["delta_ee_twist", "joint_position_array", "joint_trajectory"]
 EePoseSource = Literal["topic", "fk", "tf"]
@@ -404,7 +404,7 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    return p.resolve() if p.exists() else REPO_ROOT / p
+    return p.resolve() if p.exists() else data_path(p)
 
 
 def load_robot_config(source: Any) -> RobotConfig:

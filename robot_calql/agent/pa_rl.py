@@ -16,11 +16,13 @@ which still proposes the CQL term's policy samples):
 
 The TD target's next actions come from the diffusion policy too (the `cql_n_actions` samples at
 s' with the max-target backup, one otherwise), so the critic evaluates the policy that acts.
-Acting is the diffusion policy alone (no critic on the robot computer): temperature 0 gives
-its deterministic sample, > 0 a stochastic one.
+Acting (`act_samples` K): the best by Q of the base policy's temperature-0 sample and K - 1
+stochastic ones (the policy weights then carry the critics); K = 1 acts with the base policy's
+sample alone. Online batches also keep `bc_anchor` times the BC loss on the offline rows.
 
 The paper's settings are 32 samples, 10 kept, 10 gradient steps; the defaults here are smaller
-so a CPU update stays cheap (docs/training.md, "PA-RL").
+so a CPU update stays cheap. In the stand-in, distillation without the BC anchor and acting with
+the base sample alone fell from 20% to 0% (docs/experiments/2026-12-06-ooo-pa-rl.md).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ class PARLConfig:
     grad_steps: int = 5  # gradient-ascent steps on Q per kept action (paper: 10)
     step_size: float = 0.05  # length of each (normalised) gradient step, in action units
     distill_rows: int = 64  # rows of each batch that get improved actions (0: the whole batch)
-    bc_anchor: float = 0.0  # online batches: + bc_anchor * BC loss on the offline rows (bc_success_only: of
+    bc_anchor: float = 1.0  # online batches: + bc_anchor * BC loss on the offline rows (bc_success_only: of
     # successful episodes), keeping the distilled policy near the data (0: distillation alone)
-    act_samples: int = 1  # acting: 1 = the base policy's sample; K > 1 = the best of K samples by Q (the
+    act_samples: int = 16  # acting: 1 = the base policy's sample; K > 1 = the best of K samples by Q (the
     # policy weights then carry the critics)
 
     @classmethod

@@ -67,7 +67,7 @@ def arm_spec(robot: Any) -> ArmSpec:
     whole file; sim sits below it and reads only these keys.)"""
     import yaml
 
-    from robot_calql.config import REPO_ROOT, ConfigError
+    from robot_calql.config import ConfigError, data_path
 
     if isinstance(robot, (str, Path)):
         robot = yaml.safe_load(Path(robot).read_text())
@@ -83,7 +83,7 @@ def arm_spec(robot: Any) -> ArmSpec:
             raise ConfigError(f"robot config '{name}': sim.{key}: missing")
     mjcf = Path(str(s["mjcf"])).expanduser()
     if not mjcf.is_absolute():
-        mjcf = mjcf.resolve() if mjcf.exists() else REPO_ROOT / mjcf
+        mjcf = mjcf.resolve() if mjcf.exists() else data_path(mjcf)
     if not mjcf.is_file():
         raise ConfigError(f"robot config '{name}': sim.mjcf: no file {s['mjcf']}")
     cams = robot.get("cameras")

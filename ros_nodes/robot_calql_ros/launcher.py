@@ -374,18 +374,24 @@ def main(cfg: DictConfig, report: dict | None = None) -> int:
 
 def evaluate_policy(path: str | Path, task: str, episodes: int = 10, max_episode_steps: int = 80,
                     action_scale: tuple[float, float] = (0.02, 0.15), seed: int = 10_000) -> float:
-    """Success rate of the deterministic policy of checkpoint/run `path` on stand-in `task`:
-    `episodes` full-reset episodes of at most `max_episode_steps` control steps, ground-truth
-    success, in this process (no ROS). The same measure as robot_calql.train.evaluate."""
+    """Success rate of the deterministic policy of checkpoint/run `path` on `task` in the simulated
+    cell of the checkpoint's robot (its meta `robot`, sim.kinematics.sim_arm: the stand-in's arm
+    for a robot without one): `episodes` full-reset episodes of at most `max_episode_steps`
+    control steps, ground-truth success, in this process (no ROS). The same measure as
+    robot_calql.train.evaluate."""
+    from robot_calql import sim
     from robot_calql.agent.cpu import configure_cpu_process
-    from robot_calql.sim import make_env
+    from robot_calql.sim.kinematics import sim_arm
+    from robot_calql.train import checkpoint as ckpt
     from robot_calql_ros.agent_io import ActingPolicy
 
     configure_cpu_process()
     actor = ActingPolicy.from_checkpoint(path, threads=None)
+    robot = ckpt.load_meta(ckpt.find_checkpoint(path)).get("robot")
     spec = actor.meta["obs_spec"]
     size = int(spec["image"][0]) if "image" in spec else 0
-    env = make_env(task, image_size=size, max_episode_steps=int(max_episode_steps), action_scale=action_scale)
+    env = sim.make_env(task, image_size=size, max_episode_steps=int(max_episode_steps), action_scale=action_scale,
+                       arm=sim_arm(robot))
     wins = 0
     try:
         for i in range(int(episodes)):

@@ -106,7 +106,8 @@ def test_diffusion_agent_bc_then_distill_checkpoint_and_act():
     rng = np.random.default_rng(0)
     cfg = CalQLConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), discount=0.9, cql_n_actions=4,
                       policy="diffusion", pa_rl={"hidden": [32, 32], "num_samples": 8, "top_k": 2, "grad_steps": 2,
-                                                 "distill_rows": 16, "lr": 3e-3})
+                                                 "distill_rows": 16, "lr": 3e-3,
+                                                 "act_samples": 1})
     agent = CalQL({"state": (1,)}, 1, cfg)
     offline = _toy_batch(rng, 64, cfg.discount, False)
     m = {}

@@ -1,5 +1,5 @@
-"""A built (non-editable) wheel works on its own: configs, MuJoCo assets and the stand-in's
-calibration are inside it, and the commands run from a folder outside the repository."""
+"""A built (non-editable) wheel works on its own: configs, MuJoCo assets and every shipped
+robot's calibration and model files (MJCF, URDF) are inside it, and the commands run from a folder outside the repository."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_wheel_holds_every_package_config_and_stand_in_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for init in (ROOT / "robot_calql").rglob("__init__.py"):  # pyproject.toml lists packages by hand
         assert init.relative_to(ROOT).as_posix() in names, f"{init.parent} is missing from pyproject's packages"
-    for f in [*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "calibration" / "sim_standin").glob("*.yaml")]:
+    for f in [*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "calibration").glob("*/*.*")]:
         assert f"robot_calql/_data/{f.relative_to(ROOT).as_posix()}" in names, f
     assert "robot_calql/sim/assets/standin_cell.xml" in names
     version = re.search(r'__version__ = "(.+)"', (ROOT / "robot_calql/__init__.py").read_text())[1]
@@ -73,6 +73,21 @@ def test_installed_wheel_runs_outside_the_repository(wheel, tmp_path):
         "env = gym.make(ENV_ID, image_size=64, max_episode_steps=5)\n"
         "obs, _ = env.reset(seed=0)\n"
         "assert obs['image'].shape == (64, 64, 3) and env.spec.max_episode_steps == 5\n"
+        # every shipped robot: its config, its URDF kinematics and its MuJoCo cell from the wheel
+        "import mujoco, numpy as np\n"
+        "from robot_calql.robot_config import build_kinematics, load_robot_config, resolve_path\n"
+        "from robot_calql.sim.kinematics import sim_arm\n"
+        "for name in ('kestrel6', 'widowx250_example'):\n"
+        "    node = compose('collect', [f'robot={name}']).robot\n"
+        "    robot = load_robot_config(node)\n"
+        "    assert resolve_path(robot.kinematics.urdf).is_relative_to(site), robot.kinematics.urdf\n"
+        "    kin = build_kinematics(robot)\n"
+        "    p, rot = kin.fk(np.zeros(len(robot.joints)))\n"
+        "    assert p.shape == (3,) and np.all(np.isfinite(p)), (name, p)\n"
+        "    assert calibration_dir(node).is_relative_to(site)\n"
+        "arm = sim_arm('kestrel6')\n"
+        "assert arm.mjcf.is_relative_to(site) and len(arm.arm_joints) == 6, arm\n"
+        "assert mujoco.MjModel.from_xml_path(str(arm.mjcf)).njnt > 6\n"
     )
     _run([sys.executable, "-c", check], cwd=work, env=env)
     cli = [str(site / "bin" / "robot-calql")]  # the wheel's console script
