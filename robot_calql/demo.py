@@ -12,7 +12,10 @@
 6. print the success rate before and after fine-tuning (95% intervals) and where the plots and
    checkpoints are.
 
-State mode by default, so it ends in 9-15 minutes on 2 CPU cores. Every stage is the real
+By default it runs what a real cell has: camera frames and joint states (`obs=pixels`, a keypoint
+encoder pre-trained on the demos and then frozen) and rewards from the success classifier
+(`reward_source=classifier`); `obs=state reward_source=sim` is the privileged-state baseline.
+Every stage is the real
 command with its own config (configs/pretrain.yaml, configs/finetune.yaml); the demo only sets
 the keys in configs/demo.yaml. `robot-calql demo experiment=demo_smoke` is a one-minute version.
 """

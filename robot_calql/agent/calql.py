@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robot_calql.agent.cpu import resolve_precision
 from robot_calql.agent.encoders import IMAGE_LATENT, FrameEncoder, ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
 
@@ -119,7 +120,7 @@ class CalQLConfig:
     instruction_dim: int = 16  # size of the learned instruction embedding
     # speed
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
-    precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses)
+    precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses) | auto (bf16 where the CPU/GPU has native bf16 units, else fp32)
     policy: str = "gaussian"  # gaussian: the SAC actor acts | diffusion: PA-RL (robot_calql/agent/pa_rl.py)
     pa_rl: dict[str, Any] = field(default_factory=dict)  # policy=diffusion: PARLConfig keys (pa_rl.py)
 
@@ -166,8 +167,8 @@ class CalQLConfig:
                 PARLConfig.from_dict(self.pa_rl)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"agent config: precision must be fp32 or bf16, got '{self.precision}'")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"agent config: precision must be fp32, bf16 or auto, got '{self.precision}'")
         if not 0.0 <= self.discount < 1.0:
             raise ConfigError(f"agent config: discount must be in [0, 1), got {self.discount}")
         if self.num_critics < 1:
@@ -243,6 +244,7 @@ class CalQL:
         self.num_instructions = int(num_instructions or n_from_spec or 1)
         self.action_dim = A = int(action_dim)
         self.device = torch.device(device)
+        self.precision = resolve_precision(cfg.precision, self.device)  # the one in use: fp32 or bf16
         self.encoder = ObsEncoder(
             spec, self.num_instructions, cfg.instruction_dim, cfg.encoder, cfg.encoder_latent_dim,
             cfg.conv_strides, cfg.aug_pad, cfg.obs_clip, frozen_cnn=cfg.encoder_frozen,
@@ -347,7 +349,7 @@ class CalQL:
 
     # ------------------------------------------------------------------ learning
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _losses(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """All losses of one update from the current parameters; returns (total loss, metrics)."""

@@ -57,3 +57,26 @@ def cpu_process_state() -> dict[str, bool]:
     multiplying a subnormal float) and `malloc_settings` (glibc's thresholds applied)."""
     tiny = torch.tensor([1e-39], dtype=torch.float32)
     return {"flush_subnormals": (tiny * 1.0).item() == 0.0, "malloc_settings": _malloc_set}
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether bfloat16 matmuls run natively here: a CUDA device that supports them, or a CPU with
+    AVX512-BF16 or AMX-BF16 units (Linux /proc/cpuinfo flags). Elsewhere bf16 is emulated and
+    slower than fp32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """`auto` -> bf16 where `native_bf16(device)`, else fp32; fp32 and bf16 stay as they are."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+

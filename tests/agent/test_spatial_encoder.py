@@ -59,3 +59,15 @@ def test_keypoint_latent_learns_where_an_object_is():
     after = error()
     print(f"mean abs error (unit square): {before:.3f} -> {after:.3f}  (1 px = {2 / 32:.3f})")
     assert after < before / 5 and after < 0.1
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    """`precision: auto` is bf16 only where bf16 runs natively (else it would be emulated, slower)."""
+    from robot_calql.agent import cpu
+    from robot_calql.agent.calql import CalQL, CalQLConfig
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(cpu, "native_bf16", lambda device="cpu", n=native: n)
+        agent = CalQL({"state": (4,)}, 2, CalQLConfig(precision="auto", actor_hidden=(8,), critic_hidden=(8,)))
+        assert agent.precision == expected
+    assert cpu.resolve_precision("fp32") == "fp32" and cpu.resolve_precision("bf16") == "bf16"

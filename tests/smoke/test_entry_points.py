@@ -56,24 +56,30 @@ def test_demo_smoke(tmp_path):
         assert Path(p).is_file() and Path(p).suffix == ".png"
     for p in result["checkpoints"].values():
         assert (Path(p) / "model.safetensors").is_file()
-    ros = result["ros_session"]  # stage 4: the ROS 2 node set over real DDS from the pre-trained checkpoint
+    # the default path: pixels, a success classifier trained on the demos, fine-tuning on its rewards
+    assert (out / "reward" / "train_report.json").is_file()
+    ft = json.loads((out / "finetune" / "summary.json").read_text())
+    assert {"clf_successes", "clf_false_positives", "clf_missed_successes"} <= set(ft)
+    assert "reward_source: classifier" in (out / "finetune" / "config.yaml").read_text()
+    latest = out / "pretrain" / "checkpoints" / "LATEST"
+    meta = json.loads((latest.parent / latest.read_text().strip() / "meta.json").read_text())
+    assert meta["obs"] == "pixels" and meta["agent"]["encoder_frozen"] is True
+    ros = result["ros_session"]  # the ROS 2 node set over real DDS from the pre-trained checkpoint
     assert ros["transitions_stored"] > 0 and ros["transitions_stored"] == ros["transitions_received"]
     assert ros["weights_received"] >= 1 and ros["policy_steps"] > 0
 
 
-def test_demo_smoke_pixels_with_classifier_rewards(tmp_path):
-    """The real robot's path: frames, a success classifier trained on the demos, a pixel policy
-    fine-tuned on the classifier's rewards (ground truth only counts its mistakes)."""
+def test_demo_smoke_state_baseline_with_simulator_rewards(tmp_path):
+    """The privileged-state baseline (obs=state reward_source=sim): no classifier stage, the
+    demo's pixel-encoder settings are ignored by a state agent, and the checkpoint is state-mode."""
     out = tmp_path / "demo"
-    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1", "obs=pixels", "reward_source=classifier",
-                 "max_episode_steps=60", "ros_session_s=0"]) == 0  # 60 steps: the demos must succeed for positives
-    assert (out / "reward" / "train_report.json").is_file()
+    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1", "obs=state", "reward_source=sim",
+                 "ros_session_s=0"]) == 0
+    assert not (out / "reward").exists()
     ft = json.loads((out / "finetune" / "summary.json").read_text())
-    assert {"clf_successes", "clf_false_positives", "clf_missed_successes"} <= set(ft)
-    cfg = (out / "finetune" / "config.yaml").read_text()
-    assert "reward_source: classifier" in cfg and str(out / "reward") in cfg
-    assert json.loads((out / "pretrain" / "checkpoints" / "LATEST").parent.joinpath(
-        (out / "pretrain" / "checkpoints" / "LATEST").read_text().strip(), "meta.json").read_text())["obs"] == "pixels"
+    assert "clf_successes" not in ft and ft["success_after"] is not None
+    latest = out / "pretrain" / "checkpoints" / "LATEST"
+    assert json.loads((latest.parent / latest.read_text().strip() / "meta.json").read_text())["obs"] == "state"
 
 
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
