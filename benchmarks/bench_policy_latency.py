@@ -61,6 +61,8 @@ def main() -> None:
         f"pixels e2e ({S}x{S} RGB + proprio 10, action 7)": (policy(pix_spec, CalQLConfig(), INSTRUCTIONS), pix_obs),
         "pixels e2e, NCHW weights": (nchw, pix_obs),
         "pixels frozen encoder": (policy(pix_spec, CalQLConfig(encoder_frozen=True), INSTRUCTIONS), pix_obs),
+        "pixels frozen keypoint encoder (the demo's)": (policy(pix_spec, CalQLConfig(
+            encoder_frozen=True, encoder="spatial", conv_strides=(2, 1, 1, 1)), INSTRUCTIONS), pix_obs),
     }
     print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
     for name, (pol, obs) in cases.items():

@@ -11,6 +11,10 @@ own topics (DEFAULT_TOPICS) have defaults a robot config may leave out; the robo
 (camera, joint states, commands, EE pose) and the stand-in's (ground truth, expert action,
 privileged state) have none: absent, null or "" means the robot has no such topic, and a node
 that needs one refuses to start naming it (`required_topic`).
+
+TF (robot config `ee_pose: tf`): `TfPoseSource` keeps /tf and /tf_static in a
+robot_calql.control.tf_tree.TfTree and hands the EE pose (frames.base -> frames.ee) to the node;
+`require_tf2_msgs` refuses, in one line, a machine without the tf2_msgs package.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from robot_calql.control.tf_tree import TfError, TfTree
 from robot_calql.robot_config import OWN_TOPICS
 
 # camera, joint states, EE pose: best effort, keep the newest few (the usual driver QoS)
@@ -202,3 +207,78 @@ class ThrottledWarner:
             self._last[key] = now
             n = self.counts[key]
             self.node.get_logger().warning(f"{msg}" + (f" ({n} times so far)" if n > 1 else ""))
+
+
+TF2_MSGS_MISSING = ("ee_pose: tf needs the tf2_msgs package (ROS 2's tf2_msgs/TFMessage for /tf and /tf_static, "
+                    "installed with a system ROS 2, e.g. ros-<distro>-tf2-msgs); use ee_pose: fk with the URDF "
+                    "or a PoseStamped topic (ee_pose: topic)")
+# /tf: reliable, volatile, deep (tf2_ros's listener); /tf_static: latched, every static transform once
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                    durability=DurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def require_tf2_msgs():
+    """The tf2_msgs.msg module; ValueError(TF2_MSGS_MISSING) where it cannot be imported."""
+    try:
+        from tf2_msgs import msg
+    except ImportError:
+        raise ValueError(TF2_MSGS_MISSING) from None
+    return msg
+
+
+def add_transform(tree: TfTree, frame_id: str, child_frame_id: str, translation, rotation, stamp_s: float,
+                  static: bool) -> None:
+    """One geometry_msgs/TransformStamped's fields into `tree` (frame names without a leading '/',
+    as tf2 takes them); TfError naming the frames for a bad one."""
+    tree.set(frame_id.lstrip("/"), child_frame_id.lstrip("/"), translation, rotation, stamp_s, static)
+
+
+class TfPoseSource:
+    """The EE pose of `ee` in `base` from TF transforms (robot config `ee_pose: tf`).
+
+    `add(transforms, static)` stores (frame_id, child_frame_id, translation, rotation, stamp_s)
+    tuples; each call then looks the chain up and calls `on_pose(position, yaw, stamp_s)` when it
+    has a newer stamp than the last pose handed over (an all-static chain: every call, stamped
+    `now`). A bad transform or a chain that cannot be looked up (unknown frame, stale link older
+    than `max_age_s`) is a throttled warning and no pose. `subscribe(node)` feeds it from /tf and
+    /tf_static (tf2_msgs/TFMessage) and returns the subscriptions.
+    """
+
+    def __init__(self, base: str, ee: str, max_age_s: float, on_pose, warn: ThrottledWarner):
+        self.base, self.ee, self.max_age_s = base, ee, float(max_age_s)
+        self.on_pose, self.warn = on_pose, warn
+        self.tree = TfTree()
+        self.last_stamp: float | None = None
+
+    def add(self, transforms, static: bool, now: float | None = None) -> None:
+        for frame_id, child, translation, rotation, stamp_s in transforms:
+            try:
+                add_transform(self.tree, frame_id, child, translation, rotation, stamp_s, static)
+            except TfError as e:
+                self.warn.warn("tf_bad", f"TF {'static ' if static else ''}transform ignored: {e}")
+        now = wall_s() if now is None else now
+        try:
+            pos, yaw, stamp = self.tree.pose(self.base, self.ee, now, self.max_age_s)
+        except TfError as e:
+            self.warn.warn("tf_pose", f"no end-effector pose from TF ({self.base} -> {self.ee}): {e}")
+            return
+        if stamp is not None and self.last_stamp is not None and stamp <= self.last_stamp:
+            return  # the chain did not change
+        self.last_stamp = stamp
+        self.on_pose(pos, yaw, now if stamp is None else stamp)
+
+    def subscribe(self, node) -> list:
+        msgs = require_tf2_msgs()
+
+        def callback(static: bool):
+            def on_tf(msg) -> None:
+                self.add([(t.header.frame_id, t.child_frame_id,
+                           (t.transform.translation.x, t.transform.translation.y, t.transform.translation.z),
+                           (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+                            t.transform.rotation.w), stamp_to_s(t.header.stamp)) for t in msg.transforms], static)
+            return on_tf
+
+        return [node.create_subscription(msgs.TFMessage, "/tf", callback(False), TF_QOS),
+                node.create_subscription(msgs.TFMessage, "/tf_static", callback(True), TF_STATIC_QOS)]

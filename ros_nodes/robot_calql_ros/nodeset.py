@@ -13,7 +13,8 @@ Before any node starts, `node_set` checks the robot config against its schema
 (robot_calql.robot_config.load_robot_config) and loads its kinematics model (a URDF), and refuses
 (ConfigError, one line naming the key) a config the nodes could not run: `sim=false` with the
 stand-in's robot config (name the real robot's: `robot=<name>`), a policy or safety node without
-an EE pose (`ee_pose: topic` without `topics.ee_pose`; `ee_pose: tf`), a joint command interface
+an EE pose (`ee_pose: topic` without `topics.ee_pose`; `ee_pose: tf` where the tf2_msgs
+package cannot be imported), a joint command interface
 without `kinematics`, joint limits beyond the model's, a `task` not in the robot's `tasks`, the
 ground-truth reward without the stand-in's `topics.ground_truth_success`, a calibrated crop
 outside the camera frame. The nodes get the checked config (defaults filled in) as parameter
@@ -38,7 +39,7 @@ from robot_calql.robot_config import (
     load_robot_config,
     resolve_path,
 )
-from robot_calql_ros.common import required_topic, topic_names
+from robot_calql_ros.common import require_tf2_msgs, required_topic, topic_names
 
 NODES = {  # name -> (module, class)
     "sim_robot": ("robot_calql_ros.sim_robot_node", "SimRobotNode"),
@@ -91,9 +92,10 @@ def _check_robot(c: dict, robot: dict, rcfg: RobotConfig) -> None:
     topics = topic_names(robot.get("topics"))
     pose_users = [n for n in ("policy", "safety") if n in c["nodes"]]
     if pose_users and rcfg.ee_pose == "tf":
-        raise RobotConfigError(f"robot config '{rcfg.name}': ee_pose: tf is not supported by the nodes yet: use "
-                               "ee_pose: fk (the joint states through `kinematics`) or ee_pose: topic with a "
-                               "TF-to-pose relay publishing topics.ee_pose (geometry_msgs/PoseStamped)")
+        try:
+            require_tf2_msgs()
+        except ValueError as e:
+            raise RobotConfigError(f"robot config '{rcfg.name}': {e}") from None
     if pose_users and rcfg.ee_pose == "topic":
         required_topic(topics, "ee_pose", f"the {pose_users[0]} node")
     if "policy" in c["nodes"] and c["policy"].get("action_source") == "expert":

@@ -7,9 +7,10 @@ instruction and episode events of the episode controller, the safety node's verd
 stand-in `topics.sim_state` (privileged state, for state-mode checkpoints; optional) and
 `topics.expert_action` (only with `policy.action_source=expert`). Topic names:
 robot_calql_ros.common.topic_names; with robot config `ee_pose: fk` the EE pose is the forward
-kinematics of each joint state (robot_calql.robot_config.build_kinematics) and no `topics.ee_pose`
-is read; otherwise a robot config without `topics.ee_pose` stops the node at
-start with a line naming it.
+kinematics of each joint state (robot_calql.robot_config.build_kinematics), with `ee_pose: tf` the
+transform frames.base -> frames.ee from /tf and /tf_static (robot_calql_ros.common.TfPoseSource;
+refused in one line without the tf2_msgs package), and no `topics.ee_pose` is read; otherwise a
+robot config without `topics.ee_pose` stops the node at start with a line naming it.
 
 Image: each frame is decoded (raw or jpeg/png), cropped to its camera's crop (the main camera:
 parameter `crop`, x/y/width/height, from calibration/<cell>/crop.yaml through
@@ -88,9 +89,11 @@ from robot_calql_ros.common import (
     LATCHED_QOS,
     NEWEST_FRAME_QOS,
     SENSOR_QOS,
+    TfPoseSource,
     ThrottledWarner,
     crop_param,
     node_params,
+    require_tf2_msgs,
     required_topic,
     stamp_to_s,
     topic_names,
@@ -139,7 +142,13 @@ class PolicyNode(Node):
             from robot_calql.robot_config import build_kinematics
 
             self.kin = build_kinematics(r)
-        pose_key = () if self.kin is not None else ("ee_pose",)
+        self.tf = None  # ee_pose: tf -> the EE pose from /tf and /tf_static (frames.base -> frames.ee)
+        if r.get("ee_pose", "topic") == "tf":
+            require_tf2_msgs()
+            self.tf = TfPoseSource(r["frames"]["base"], r["frames"]["ee"],
+                                   float((r.get("limits") or {}).get("stale_joint_state_s") or 0.2),
+                                   self._on_tf_pose, ThrottledWarner(self))
+        pose_key = () if self.kin is not None or self.tf is not None else ("ee_pose",)
         cam_key = () if self.cameras else ("image",)  # no camera: the error names topics.image
         for key in (*cam_key, "joint_states", *pose_key) + (("expert_action",) if self.source == "expert" else ()):
             required_topic(t, key, "the policy node")
@@ -188,7 +197,9 @@ class PolicyNode(Node):
             cb = self._on_image if cam.main else (lambda msg, name=cam.name: self._on_other_camera(name, msg))
             self.create_subscription(CompressedImage if cam.compressed else Image, cam.topic, cb, NEWEST_FRAME_QOS)
         self.create_subscription(JointState, t["joint_states"], self._on_joints, SENSOR_QOS)
-        if self.kin is None:
+        if self.tf is not None:
+            self.tf.subscribe(self)
+        elif self.kin is None:
             self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
         self.create_subscription(String, t["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
@@ -265,6 +276,9 @@ class PolicyNode(Node):
         p, o = msg.pose.position, msg.pose.orientation
         pos = np.array([p.x, p.y, p.z])
         self.ee = (pos, yaw_from_quaternion(o.x, o.y, o.z, o.w)) if np.all(np.isfinite(pos)) else None
+
+    def _on_tf_pose(self, pos: np.ndarray, yaw: float, stamp_s: float) -> None:
+        self.ee = (pos, yaw)
 
     def _on_state(self, msg: Float32MultiArray) -> None:
         self.sim_state = np.asarray(msg.data, np.float32)

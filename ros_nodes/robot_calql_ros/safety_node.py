@@ -16,7 +16,10 @@ robot_calql.control.safety before anything reaches `topics.command`:
   the joint step is cut (halved up to three times) or the arm held;
 - the EE pose comes from `topics.ee_pose`, or (robot config `ee_pose: fk`) from each joint state
   through the robot's `kinematics` (robot_calql.robot_config.build_kinematics: standin or a URDF),
-  with the joint state's stamp; the joint interfaces use the same model for IK and FK;
+  with the joint state's stamp, or (`ee_pose: tf`) from /tf and /tf_static, frames.base ->
+  frames.ee (robot_calql_ros.common.TfPoseSource), with its oldest moving link's stamp (the
+  tf2_msgs package is needed: without it configuring fails in one line saying so); the joint
+  interfaces use the same model for IK and FK;
 - a watchdog: camera frames of the main camera (robot config `cameras`' first, raw or compressed,
   else `topics.image`; of the expected size), joint states (finite) and the EE pose must
   be fresh (by their stamps when stamped), and the command must come from a fresh frame;
@@ -51,6 +54,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -78,8 +82,10 @@ from robot_calql.control.teleop import TakeoverArbiter
 from robot_calql_ros.common import (
     COMMAND_QOS,
     SENSOR_QOS,
+    TfPoseSource,
     ThrottledWarner,
     node_params,
+    require_tf2_msgs,
     required_topic,
     s_to_stamp,
     stamp_to_s,
@@ -138,12 +144,15 @@ class SafetyNode(LifecycleNode):
             self.workspace = load_workspace(p["workspace_file"])
             # the EE pose: from topics.ee_pose, or (ee_pose: fk) the joint states through the kinematics
             self.pose_from_fk = r.get("ee_pose", "topic") == "fk"
+            self.pose_from_tf = r.get("ee_pose", "topic") == "tf"   # frames.base -> frames.ee from /tf
+            if self.pose_from_tf:
+                require_tf2_msgs()
             self.kin = None
             if self.interface != "delta_ee_twist" or self.pose_from_fk:
                 self.kin = self._kinematics(r)
             self.camera = next(iter(camera_specs(r)), None)  # the watched camera: the main one
             for key in (() if self.camera else ("image",)) + ("joint_states", "command", "sent_command") + (
-                    () if self.pose_from_fk else ("ee_pose",)):
+                    () if self.pose_from_fk or self.pose_from_tf else ("ee_pose",)):
                 required_topic(self.topics, key, "the safety node")
         except (ValueError, KeyError) as e:
             self.configure_error = str(e)
@@ -158,6 +167,8 @@ class SafetyNode(LifecycleNode):
         self.ee = None
         # the last EE pose / joint state and what was sent since (translations / joint targets)
         self.pose_track = SinceMeasurement(self.limits.command_settle_s)
+        self.tf_source = TfPoseSource(r["frames"]["base"], r["frames"]["ee"], self.limits.stale_joint_state_s,
+                                      self._on_tf_pose, self.warn) if self.pose_from_tf else None
         self.joint_track = SinceMeasurement(self.limits.command_settle_s)
         self._last_hold = -1e9
         self.arbiter = TakeoverArbiter(1.0 / self.control_hz)   # the human's command while fresh
@@ -175,8 +186,9 @@ class SafetyNode(LifecycleNode):
             self.create_subscription(CompressedImage if self.camera.compressed else Image, self.camera.topic,
                                      self._on_image, SENSOR_QOS),
             self.create_subscription(JointState, self.topics["joint_states"], self._on_joints, SENSOR_QOS),
-            *([] if self.pose_from_fk else
+            *([] if self.pose_from_fk or self.pose_from_tf else
               [self.create_subscription(PoseStamped, self.topics["ee_pose"], self._on_pose, SENSOR_QOS)]),
+            *(self.tf_source.subscribe(self) if self.tf_source else []),
             self.create_subscription(Float64MultiArray, self.topics["teleop_command"], self._on_teleop_command,
                                      COMMAND_QOS),
             self.create_subscription(Float64MultiArray, self.topics["policy_command"], self._on_policy_command, COMMAND_QOS),
@@ -290,6 +302,11 @@ class SafetyNode(LifecycleNode):
     def _on_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
         self._pose_measured(np.array([p.x, p.y, p.z]), msg.header.stamp, wall_s())
+
+    def _on_tf_pose(self, pos: np.ndarray, yaw: float, stamp_s: float) -> None:
+        stamp = Time()
+        s_to_stamp(stamp_s, stamp)
+        self._pose_measured(pos, stamp, wall_s())
 
     def _pose_measured(self, pos: np.ndarray, stamp, now: float) -> None:
         """An EE position (from topics.ee_pose, or FK of a joint state) with its stamp."""

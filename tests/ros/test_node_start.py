@@ -51,8 +51,9 @@ def test_node_set_refuses_what_the_robot_config_cannot_run_naming_the_key():
         node_set(_compose(*WIDOWX, "robot.ee_pose=topic"))  # a pose topic without one
     with pytest.raises(ConfigError, match=r"no topics\.ee_pose, which the safety node needs"):
         node_set(_compose(*WIDOWX, "robot.ee_pose=topic", "nodes=[safety]"))
-    with pytest.raises(ConfigError, match=r"ee_pose: tf is not supported by the nodes yet"):
-        node_set(_compose(*WIDOWX, "robot.ee_pose=tf"))
+    with pytest.raises(ConfigError, match=r"^robot config 'widowx250_example': ee_pose: tf needs the tf2_msgs "
+                                          r"package \(ROS 2.*\); use ee_pose: fk with the URDF or a PoseStamped topic"):
+        node_set(_compose(*WIDOWX, "robot.ee_pose=tf"))  # (no tf2_msgs on this machine; see test_tf_pose_source)
     with pytest.raises(ConfigError, match=r"no topics\.ground_truth_success, which the reward node needs.*"
                                           r"reward\.model=<its folder>"):
         node_set(_compose(*WIDOWX, "nodes=[reward]"))
