@@ -203,7 +203,7 @@ class RobotConfig:
         "cameras by name (first: the main view); absent: topics.image"))
     ee_pose: EePoseSource = field(default="topic", metadata=_doc(
         "where the EE pose comes from: topic (topics.ee_pose), fk (the joint states through `kinematics`), "
-        "tf (frames.base -> frames.ee; not supported by the nodes yet)"))
+        "tf (frames.base -> frames.ee from /tf and /tf_static; needs ROS 2's tf2_msgs)"))
     home_service: str | None = field(default=None, metadata=_doc("std_srvs/Trigger that homes the arm (absent: none)"))
     kinematics: Union[Literal["standin"], UrdfModel, None] = field(default=None, metadata=_doc(
         "FK/IK model: standin (robot_calql.sim.kinematics) or {urdf, base, ee}; joint interfaces and ee_pose: fk need one"))

@@ -82,9 +82,11 @@ class DiffusionPolicy(nn.Module):
             return per_row.mean()
         return (per_row * weight).sum() / weight.sum().clamp(min=1e-8)
 
-    def sample(self, f: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def sample(self, f: torch.Tensor, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions (N, A) in [-1, 1] for features f (N, D) by K reverse steps (temperature 0:
-        deterministic, from zeros without noise). Differentiable in f; call under no_grad to act."""
+        deterministic, from zeros without noise). Noise from `generator` (None: torch's global
+        one; a_K is drawn even at temperature 0). Differentiable in f; call under no_grad to act."""
         n, D, A = f.shape[0], f.shape[1], self.action_dim
         # The first layer of eps(a_t, t, f) = W [f, a_t, emb(t)] + b, split by input: the feature
         # and time parts are computed once per call, only the action part at every step.
@@ -93,13 +95,14 @@ class DiffusionPolicy(nn.Module):
         h_f = torch.addmm(first.bias, f, w[:, :D].t())
         h_t = self._time(torch.arange(self.steps, device=f.device)) @ w[:, D + A:].t()  # (K, H)
         w_a = w[:, D : D + A].t()
-        a = torch.randn(n, A, device=f.device, dtype=f.dtype) * temperature
+        a = torch.randn(n, A, generator=generator, device=f.device, dtype=f.dtype) * temperature
         for t in range(self.steps - 1, -1, -1):
             e = rest(h_f + h_t[t] + a @ w_a)
             a0 = ((a - (1 - self.abar[t]).sqrt() * e) / self.abar[t].sqrt()).clamp(-1.0, 1.0)
             a = self.c0[t] * a0 + self.ct[t] * a
             if t > 0 and temperature > 0:
-                a = a + temperature * self.var[t].sqrt() * torch.randn_like(a)
+                noise = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+                a = a + temperature * self.var[t].sqrt() * noise
         return a.clamp(-1.0, 1.0)
 
 

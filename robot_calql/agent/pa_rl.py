@@ -110,6 +110,24 @@ def select_best(actions: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return actions[torch.arange(actions.shape[0], device=actions.device), q.argmax(1)]
 
 
+def act_best_of(policy: DiffusionPolicy, f: torch.Tensor, samples: int, temperature: float,
+                q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """PA-RL's acting rule, one action per state (B, A) for features f (B, D): `samples` 1 (or no
+    q_fn): the base policy's sample at `temperature`; K > 1: the action of highest Q
+    (q_fn(f, (B, K, A)) -> (B, K)) among the temperature-0 sample and K - 1 samples at
+    temperature max(T, 1). Noise from `generator` (None: torch's global one). `PARL.act` and the
+    acting policy (robot_calql.train.acting) both act with it."""
+    if samples == 1 or q_fn is None:
+        return policy.sample(f, float(temperature), generator)
+    B = f.shape[0]
+    det = policy.sample(f, 0.0, generator)[:, None]
+    with torch.no_grad():
+        rest = policy.sample(f.repeat_interleave(samples - 1, 0), max(1.0, float(temperature)), generator)
+    cand = torch.cat([det, rest.view(B, samples - 1, -1)], dim=1)
+    return select_best(cand, q_fn(f, cand))
+
+
 # ---------------------------------------------------------------------- the policy and its update
 class PARL:
     """The diffusion policy, its optimiser and the sample-rerank-optimize-distill step."""
@@ -133,12 +151,7 @@ class PARL:
         """One action per state (B, A). act_samples 1: the base policy's sample (temperature 0:
         deterministic). act_samples K > 1: the action of highest Q (q_fn(f, (B, K, A)) -> (B, K))
         among the temperature-0 sample and K - 1 samples at temperature max(T, 1)."""
-        K = self.cfg.act_samples
-        if K == 1 or q_fn is None:
-            return self.policy.sample(f, float(temperature))
-        det = self.policy.sample(f, 0.0)[:, None]
-        cand = torch.cat([det, self.sample(f, K - 1, max(1.0, float(temperature)))], dim=1)
-        return select_best(cand, q_fn(f, cand))
+        return act_best_of(self.policy, f, self.cfg.act_samples, temperature, q_fn)
 
     def improved_actions(self, f: torch.Tensor, q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                          ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -181,4 +194,4 @@ class PARL:
         return {"loss_diffusion": float(loss.detach()), **stats}
 
 
-__all__ = ["PARL", "PARLConfig", "optimize_actions", "rerank", "select_best"]
+__all__ = ["PARL", "PARLConfig", "act_best_of", "optimize_actions", "rerank", "select_best"]

@@ -66,7 +66,7 @@ def test_tf_pose_source_hands_over_each_newer_chain_pose():
     assert len(poses) == 2 and poses[-1][2] == 10.12 and poses[-1][1] == pytest.approx(0.0)
     src.add([], static=False, now=11.0)  # nothing new for 0.88 s: stale, no pose
     assert len(poses) == 2 and warnings.messages[-1][0] == "tf_pose"
-    assert "-> 'ee_link'): transform '" in warnings.messages[-1][1]
+    assert "TF (base_link -> ee_link): transform '" in warnings.messages[-1][1]
     assert "is stale: 0.880 s old (max 0.2 s)" in warnings.messages[-1][1]
     tree = TfTree()  # message fields straight into a tree
     add_transform(tree, "/a", "/b", (1, 2, 3), (0, 0, 0, 1), 5.0, static=True)

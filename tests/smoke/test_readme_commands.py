@@ -40,6 +40,8 @@ TINY: dict[str, list[str]] = {
     "evaluate": ["episodes=2", "max_episode_steps=5", "frame_size=32", *QUIET],
     "reward-train": ["train.steps=3", "train.batch_size=8", "cnn.channels=8", "cnn.feature_dim=16"],
     "reward-eval": [],
+    "exploit": ["steps=4", "batch_size=8", "eval_episodes=1", "max_episode_steps=5", "log_every=2",
+                "tensorboard=false", *TINY_AGENT, *QUIET],
     "launch": ["--cfg"],  # a ROS 2 graph: composed only (tests/ros run it)
     "calibrate-camera": [],
     # the documented bag is the user's teach-in recording: here the stand-in's bag from sim-to-bag
@@ -59,6 +61,7 @@ PRODUCES: dict[str, str] = {
     "evaluate": "runs/eval/evaluation.json",
     "reward-train": "runs/reward",
     "reward-eval": "runs/reward/eval",
+    "exploit": "runs/exploit/summary.json",
     "calibrate-camera": "calibration/sim_standin/camera_info.yaml",
     "calibrate-workspace": "calibration/sim_standin/workspace.yaml",
     "calibrate-crop": "calibration/sim_standin/crop.yaml",

@@ -187,3 +187,96 @@ def test_weights_that_do_not_fit_are_refused_naming_why(tmp_path):
         ActingPolicy.from_payload(pack_weights(agent.policy_state_dict(), 1))
     with pytest.raises(ValueError, match="instructions given"):
         ActingPolicy.from_agent(agent, INSTRUCTIONS[:2])
+
+
+# ---------------------------------------------------------------------- PA-RL (agent.policy=diffusion)
+def _pa_rl(k: int) -> dict:
+    return {"policy": "diffusion", "pa_rl": {"hidden": [16, 16], "diffusion_steps": 3, "act_samples": k}}
+
+
+def _same_pa_rl_actions(policy: ActingPolicy, agent: CalQL, mode: str, seed: int) -> None:
+    """Temperature 0, 1 and per axis (PA-RL samples at their max), torch's global generator and a
+    torch.Generator seeded alike: bit-identical to the agent's act, every instruction."""
+    rng = np.random.default_rng(seed)
+    for i, ins in enumerate(INSTRUCTIONS):
+        obs = _obs(mode, rng)
+        for j, temp in enumerate((0.0, 1.0, [0.0, 0.5, 1.0, 0.2, 2.0])):
+            torch.manual_seed(seed + 10 * i + j)
+            want = agent.act({**obs, "instruction": i}, deterministic=False, temperature=temp)
+            torch.manual_seed(seed + 10 * i + j)
+            got = policy.act(obs, ins, temp)
+            assert got.dtype == np.float32 and got.shape == (5,)
+            np.testing.assert_array_equal(got, want)
+            gen = torch.Generator().manual_seed(seed + 10 * i + j)
+            np.testing.assert_array_equal(policy.act(obs, ins, temp, gen), want)
+
+
+@pytest.mark.parametrize("k", [1, 16])
+@pytest.mark.parametrize("mode", ["state", "pixels"])
+def test_pa_rl_policy_from_a_checkpoint_acts_as_the_agent(tmp_path, mode, k):
+    agent, meta = _agent(mode, **_pa_rl(k))
+    _save(agent, meta, tmp_path / "run")
+    policy = ActingPolicy.from_checkpoint(tmp_path / "run")
+    assert policy.step == 7 and policy.act_samples == k
+    _same_pa_rl_actions(policy, agent, mode, seed=1)
+    if k > 1:  # the critics rank the samples: not always the base policy's temperature-0 sample
+        base = ActingPolicy({**meta, "agent": {**meta["agent"], **_pa_rl(1)}}, agent.state_dict())
+        rng = np.random.default_rng(2)
+        obs = [_obs(mode, rng) for _ in range(6)]
+        assert any(not np.array_equal(policy.act(o, INSTRUCTIONS[0]), base.act(o, INSTRUCTIONS[0])) for o in obs)
+
+
+@pytest.mark.parametrize("k", [1, 16])
+def test_pa_rl_policy_holds_critics_only_to_rank_samples(tmp_path, k):
+    """K = 1: encoder + diffusion policy, no critic. K = 16: + the online critic ensemble, in eval
+    mode without gradients; never the target critics or encoder, nor an optimiser (the
+    checkpoint's optimiser states are damaged here: not read)."""
+    agent, meta = _agent("pixels", **_pa_rl(k))
+    _save(agent, meta, tmp_path / "run")
+    (ckpt.find_checkpoint(tmp_path / "run") / ckpt.TRAINER).write_bytes(b"not a torch file")
+    policy = ActingPolicy.from_checkpoint(tmp_path / "run")
+    modules = {k: v for k, v in vars(policy).items() if isinstance(v, torch.nn.Module)}
+    held = ["critic", "diffusion", "encoder"] if k > 1 else ["diffusion", "encoder"]
+    assert sorted(modules) == held and sorted(policy.modules) == held
+    critics = [m for mod in modules.values() for m in mod.modules() if isinstance(m, EnsembleCritic)]
+    assert len(critics) == (1 if k > 1 else 0)
+    assert not any(isinstance(v, torch.optim.Optimizer) for v in vars(policy).values())
+    want_modules = [agent.encoder, agent.pa_rl.policy, *([agent.critic] if k > 1 else [])]
+    n_policy = sum(p.numel() for m in modules.values() for p in m.parameters())
+    assert n_policy == sum(p.numel() for m in want_modules for p in m.parameters())  # no target copy, no actor
+    assert not any(p.requires_grad for m in modules.values() for p in m.parameters())
+    assert not any(m.training for m in modules.values())
+    want = {n: v for n, v in agent.policy_state_dict().items() if not n.startswith("actor.")}
+    got = policy.state_dict()
+    assert sorted(got) == sorted(want) and all(torch.equal(got[n], want[n]) for n in want)
+    assert any(n.startswith("critic.") for n in got) == (k > 1)
+
+
+@pytest.mark.parametrize("k", [1, 16])
+def test_pa_rl_weight_updates_change_the_policy_as_the_agent(tmp_path, k):
+    """The learner's weights message after offline (BC) and online (distillation) updates carries
+    the agent's policy tensors (+ the critics when K > 1); the policy then acts as the updated agent."""
+    mode = "pixels"
+    agent, meta = _agent(mode, **_pa_rl(k))
+    _save(agent, meta, tmp_path / "run")
+    policy = ActingPolicy.from_checkpoint(tmp_path / "run")
+    rng = np.random.default_rng(4)
+    probe = _obs(mode, rng)
+    before = policy.act(probe, INSTRUCTIONS[1])
+    for online in (False, True, True):
+        batch = _batch(agent, mode, rng)
+        agent.update({**batch, "online": torch.arange(8) % 2 == 1} if online else batch)
+    payload = weights_payload(agent, meta, 10)
+    sd, _ = unpack_weights(payload)
+    assert sorted(sd) == sorted(agent.policy_state_dict())
+    assert any(n.startswith("critic.") for n in sd) == (k > 1)
+    assert not any(n.startswith(("critic_target.", "encoder_target.")) for n in sd)
+    assert policy.load_weights(payload) == 10
+    assert not np.array_equal(policy.act(probe, INSTRUCTIONS[1]), before)
+    _same_pa_rl_actions(policy, agent, mode, seed=5)
+    fresh = ActingPolicy.from_payload(payload, threads=None)
+    assert fresh.step == 10
+    _same_pa_rl_actions(fresh, agent, mode, seed=6)
+    other, other_meta = _agent(mode, **_pa_rl(17 - k))  # K 1 <-> 16: another policy
+    with pytest.raises(ValueError, match=r"another policy \(different \[.*'agent.pa_rl.act_samples'"):
+        policy.load_weights(weights_payload(other, other_meta, 1))
