@@ -8,6 +8,11 @@ mode (obs 39) and in each pixel mode (64x64 RGB + proprio 10 + instruction id, t
 encoder): end to end with the CNN's weights channels-last (the default) and NCHW, and with the
 frozen, pre-trained encoder (`encoder_frozen`; the live frame goes through the CNN once, as end
 to end). Target (issues 3 and 25): p99 under 5 ms at 64 px.
+
+PA-RL cases (`agent.policy=diffusion`, issue 30): the diffusion base policy (5 denoising steps)
+plus the best of `pa_rl.act_samples` K = 16 samples by the minimum over the critics' Q (the
+acting policy then holds the critics), in state mode and 64 px pixels end to end; K = 1 (the base
+sample alone) for comparison. Targets: p99 under 5 ms (state) and 20 ms (pixels).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. PA-RL)")
     args = p.parse_args()
     torch.set_num_threads(1)
     configure_cpu_process()  # as the policy node does
@@ -51,6 +57,10 @@ def main() -> None:
     def policy(spec: dict, cfg: CalQLConfig, instructions: list[str]) -> ActingPolicy:
         return ActingPolicy.from_agent(CalQL(spec, 7, cfg, num_instructions=len(instructions)), instructions)
 
+    def pa_rl(k: int) -> CalQLConfig:
+        return CalQLConfig(policy="diffusion", pa_rl={"act_samples": k})
+
+    state_obs = {"state": rng.normal(size=39).astype(np.float32)}
     nchw = policy(pix_spec, CalQLConfig(), INSTRUCTIONS)
     nchw.encoder.cnn.to(memory_format=torch.contiguous_format)
     cases = {
@@ -63,9 +73,15 @@ def main() -> None:
         "pixels frozen encoder": (policy(pix_spec, CalQLConfig(encoder_frozen=True), INSTRUCTIONS), pix_obs),
         "pixels frozen keypoint encoder (the demo's)": (policy(pix_spec, CalQLConfig(
             encoder_frozen=True, encoder="spatial", conv_strides=(2, 1, 1, 1)), INSTRUCTIONS), pix_obs),
+        "PA-RL state, K=1 (base sample)": (policy({"state": (39,)}, pa_rl(1), ["a"]), state_obs),
+        "PA-RL state, K=16 (best by Q)": (policy({"state": (39,)}, pa_rl(16), ["a"]), state_obs),
+        f"PA-RL pixels e2e {S} px, K=1": (policy(pix_spec, pa_rl(1), INSTRUCTIONS), pix_obs),
+        f"PA-RL pixels e2e {S} px, K=16": (policy(pix_spec, pa_rl(16), INSTRUCTIONS), pix_obs),
     }
     print(f"policy latency, 1 thread, {args.n} calls each (torch {torch.__version__}):")
     for name, (pol, obs) in cases.items():
+        if args.only not in name:
+            continue
         ms = measure(pol, obs, args.n)
         print(f"  {name:46s} p50 {np.percentile(ms, 50):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
               f"max {ms.max():6.2f} ms")
