@@ -42,7 +42,8 @@ dropped and counted; the next transition starts from its own observation
 
 Action source (`policy.action_source`): `agent` (the Cal-QL actor, weights from
 `policy.checkpoint` and then from the learner, held as robot_calql.train.acting.ActingPolicy:
-encoder + actor only, no critics, targets or optimisers in this process) or `expert` (the
+encoder + actor only, no targets or optimisers in this process, and no critics except a PA-RL
+policy's, forward only, to rank its samples) or `expert` (the
 stand-in's scripted demonstrator, used by tests and demos to make successes happen fast; the
 agent still runs when it has weights, so inference and weight swaps are exercised). New weights are decoded in a thread of their own
 and swapped in with one reference assignment: control never waits for them, and the node spins
@@ -166,7 +167,7 @@ class PolicyNode(Node):
         # steps waiting for their next observation and the safety node's verdict
         self.assembler = TransitionAssembler(max(VERDICT_TIMEOUT_S, 2 * self.period))
         self.next_tick = 0.0
-        self.actor = None          # robot_calql.train.acting.ActingPolicy: encoder + actor, no critics
+        self.actor = None          # robot_calql.train.acting.ActingPolicy: encoder + actor (PA-RL: + critics to rank)
         self.instruction_error = ""  # the running instruction is unknown to the policy (said when it arrived)
         self.weights_step = -1
         self.weights_received = 0
