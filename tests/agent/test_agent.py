@@ -201,4 +201,8 @@ def test_configure_cpu_process_keeps_freed_memory_so_updates_do_not_page_fault()
     if not got["on"]["applied"]:
         pytest.skip("not glibc: malloc settings not applied")
     off, on = got["off"]["faults"], got["on"]["faults"]
-    assert on < 1000 and on < off / 3, f"page faults per update: {on:.0f} with the settings, {off:.0f} without"
+    # Without the settings a fresh process pays 2,000-11,000 faults per update here, but glibc's
+    # dynamic mmap threshold sometimes rises on its own and the count drops, so the unset figure
+    # is only reported; with the settings it is about 1.
+    print(f"page faults per update: {on:.2f} with the settings, {off:.0f} without")
+    assert on < 500, f"page faults per update: {on:.0f} with the settings ({off:.0f} without)"
