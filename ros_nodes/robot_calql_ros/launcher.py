@@ -377,33 +377,30 @@ def evaluate_policy(path: str | Path, task: str, episodes: int = 10, max_episode
     """Success rate of the deterministic policy of checkpoint/run `path` on `task` in the simulated
     cell of the checkpoint's robot (its meta `robot`, sim.kinematics.sim_arm: the stand-in's arm
     for a robot without one): `episodes` full-reset episodes of at most `max_episode_steps`
-    control steps, ground-truth success, in this process (no ROS). The same measure as
-    robot_calql.train.evaluate."""
+    control steps, ground-truth success, in this process (no ROS), through
+    robot_calql.train.evaluation.evaluate (the one evaluation routine)."""
     from robot_calql import sim
     from robot_calql.agent.cpu import configure_cpu_process
+    from robot_calql.data.replay import InstructionVocab
     from robot_calql.sim.kinematics import sim_arm
     from robot_calql.train import checkpoint as ckpt
-    from robot_calql_ros.agent_io import ActingPolicy
+    from robot_calql.train.common import agent_from_meta
+    from robot_calql.train.evaluation import evaluate
 
     configure_cpu_process()
-    actor = ActingPolicy.from_checkpoint(path, threads=None)
-    robot = ckpt.load_meta(ckpt.find_checkpoint(path)).get("robot")
-    spec = actor.meta["obs_spec"]
+    state = ckpt.load_checkpoint(path)
+    meta = state["meta"]
+    agent = agent_from_meta(meta)
+    agent.load_state_dict(state["agent_state"])
+    spec = {k: tuple(int(x) for x in v) for k, v in meta["obs_spec"].items()}
     size = int(spec["image"][0]) if "image" in spec else 0
     env = sim.make_env(task, image_size=size, max_episode_steps=int(max_episode_steps), action_scale=action_scale,
-                       arm=sim_arm(robot))
-    wins = 0
+                       arm=sim_arm(meta.get("robot")))
     try:
-        for i in range(int(episodes)):
-            obs, _ = env.reset(seed=seed + i)
-            while True:
-                obs, _, terminated, truncated, info = env.step(actor.act(obs))
-                if terminated or truncated:
-                    wins += bool(info.get("success", terminated))
-                    break
+        res = evaluate(agent, env, task, int(episodes), spec, InstructionVocab(meta["instructions"]), seed=seed)
     finally:
         env.close()
-    return wins / max(1, int(episodes))
+    return float(res["success_rate"])
 
 
 def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float = 300.0,
