@@ -359,7 +359,7 @@ def extended_run(out: Path, a: argparse.Namespace) -> dict:
     return prev
 
 
-def merge(paths: list[str], out: Path) -> int:
+def merge(paths: list[str], out: Path, across_commits: bool = False) -> int:
     """Combine bench_learning.json files of runs made separately (e.g. one seed per process,
     --first-seed) into one report. Their settings must match, and so must the code that ran where
     the runs recorded it (a run made before the record existed, or outside a git clone, counts as
@@ -377,15 +377,18 @@ def merge(paths: list[str], out: Path) -> int:
     codes = [part.get("code", "unknown") for part in parts]
     known = sorted({c for c in codes if c != "unknown"})
     if len(known) > 1:
-        raise SystemExit("the runs were made by different code (" + ", ".join(
-            f"{p}: {c}" for p, c in zip(paths, codes, strict=True)) + "); only runs of one version merge")
+        which = ", ".join(f"{p}: {c}" for p, c in zip(paths, codes, strict=True))
+        if not across_commits:
+            raise SystemExit(f"the runs were made by different code ({which}); only runs of one version merge "
+                             "(--merge-across-commits merges them anyway, once you have checked the difference)")
+        print(f"warning: merging runs of different commits ({which})", file=sys.stderr)
     if "unknown" in codes or any(c.endswith("-dirty") for c in codes):
         print(f"warning: cannot tell that the merged runs ran the same code ({sorted(set(codes))})", file=sys.stderr)
     runs: dict = {}
     for part in parts:
         for m, rs in part["runs"].items():
             runs.setdefault(m, []).extend(rs)
-    merged = {"config": parts[0]["config"], "code": known[0] if known else "unknown", "runs": runs,
+    merged = {"config": parts[0]["config"], "code": ", ".join(known) if known else "unknown", "runs": runs,
               "merged_from": [str(p) for p in paths],
               "minutes": sum(part.get("minutes", 0.0) for part in parts)}
     report(merged, out, base["task"])
@@ -471,6 +474,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",
                    help="only combine earlier runs' bench_learning.json (folders or files) into --out")
+    p.add_argument("--merge-across-commits", action="store_true",
+                   help="--merge runs made by different commits (all of them are recorded in the merged 'code')")
     return p
 
 
@@ -534,7 +539,7 @@ def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
 def main() -> int:
     a = parse_args()
     if a.merge:
-        return merge(a.merge, Path(a.out).resolve())
+        return merge(a.merge, Path(a.out).resolve(), a.merge_across_commits)
     out = Path(a.out).resolve()
     methods = [m for m in a.methods.split(",") if m]
     if a.interventions and "calql_human" not in methods:

@@ -69,6 +69,10 @@ def test_merge_refuses_runs_of_different_code_and_warns_when_it_cannot_tell(tmp_
     assert bench.merge([str(a), str(old)], tmp_path / "out") == 0
     assert "cannot tell" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "bench_learning.json").read_text())["code"] == "1111111"
+    # once the difference is checked, runs of two commits merge and both commits are recorded
+    assert bench.merge([str(a), str(b)], tmp_path / "out2", across_commits=True) == 0
+    assert "merging runs of different commits" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out2" / "bench_learning.json").read_text())["code"] == "1111111, 2222222"
 
 
 def test_sustained_90_needs_three_evaluations_in_a_row_on_average():
