@@ -133,7 +133,7 @@ def main(cfg: DictConfig) -> int:
           flush=True)
     agent_over = agent_overrides(cfg)
     pre_cfg = compose("pretrain", [f"dataset={data}", f"out={pre_dir}", _override("steps", cfg.pretrain_steps),
-                                   _override("obs", cfg.obs), "holdout_fraction=0.1", *common, *agent_over])
+                                   _override("obs", cfg.obs), *common, *agent_over])
     rc = pretrain.main(pre_cfg)
     if rc:
         return rc

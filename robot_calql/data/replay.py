@@ -46,14 +46,14 @@ class ReplayError(ValueError):
 
 
 def replay_kwargs(cfg: Any) -> dict[str, Any]:
-    """The return/reward settings of an agent config (CalQLConfig or a mapping) for the buffers."""
-    get = (lambda k, d: cfg.get(k, d)) if isinstance(cfg, Mapping) else (lambda k, d: getattr(cfg, k, d))
+    """The return/reward settings of an agent config (a CalQLConfig: its defaults are the only ones)
+    for the buffers."""
     return {
-        "discount": float(get("discount", 0.99)),
-        "reward_scale": float(get("reward_scale", 1.0)),
-        "reward_bias": float(get("reward_bias", 0.0)),
-        "failure_reward": get("failure_reward", None),
-        "n_step": int(get("n_step", 1)),
+        "discount": float(cfg.discount),
+        "reward_scale": float(cfg.reward_scale),
+        "reward_bias": float(cfg.reward_bias),
+        "failure_reward": cfg.failure_reward,
+        "n_step": int(cfg.n_step),
     }
 
 

@@ -132,8 +132,10 @@ class PolicyNode(Node):
         self.source = self.cfg["action_source"]
         from robot_calql.agent import exploration_temperature
 
+        if "explore_temperature" not in self.cfg:  # configs/launch_finetune.yaml holds the one default
+            raise ValueError("policy.explore_temperature is not set (the node set passes configs/launch_finetune.yaml's)")
         try:  # one number, or one per action axis (dx, dy, dz, dyaw, gripper)
-            self.temperature = exploration_temperature(self.cfg.get("explore_temperature", 0.0), len(ACTION_AXES))
+            self.temperature = exploration_temperature(self.cfg["explore_temperature"], len(ACTION_AXES))
         except ValueError as e:
             raise ValueError(f"policy.explore_temperature: {e}") from None
         if self.source not in ("agent", "expert"):

@@ -192,17 +192,25 @@ def test_configure_cpu_process_keeps_freed_memory_so_updates_do_not_page_fault()
     import sys
 
     pytest.importorskip("resource")
-    got = {}
-    for mode in ("off", "on"):
+
+    def faults(mode: str) -> dict:
         r = subprocess.run([sys.executable, "-c", _PAGE_FAULT_SCRIPT, mode], capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, r.stderr
-        got[mode] = json.loads(r.stdout.strip().splitlines()[-1])
-    if not got["on"]["applied"]:
-        pytest.skip("not glibc: malloc settings not applied")
-    off, on = got["off"]["faults"], got["on"]["faults"]
-    # Without the settings a fresh process pays 2,000-11,000 faults per update here, but glibc's
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    off = faults("off")["faults"]
+    runs = []
+    for _ in range(3):  # the least of three: the kernel's own memory reclaim (e.g. DAMON) adds faults at random
+        got = faults("on")
+        if not got["applied"]:
+            pytest.skip("not glibc: malloc settings not applied")
+        runs.append(got["faults"])
+        if got["faults"] < 100:
+            break
+    on = min(runs)
+    # Without the settings a fresh process pays 2,000-13,000 faults per update here, but glibc's
     # dynamic mmap threshold sometimes rises on its own and the count drops, so the unset figure
-    # is only reported; with the settings it is about 1.
-    print(f"page faults per update: {on:.2f} with the settings, {off:.0f} without")
-    assert on < 500, f"page faults per update: {on:.0f} with the settings ({off:.0f} without)"
+    # is only reported; with the settings it is about 1 (once 654, in a run beside other work).
+    print(f"page faults per update: {runs} with the settings, {off:.0f} without")
+    assert on < 100, f"page faults per update: {runs} with the settings ({off:.0f} without)"
