@@ -411,15 +411,9 @@ def load_robot_config(source: Any) -> RobotConfig:
     """A checked RobotConfig from a dict, an OmegaConf node or a YAML file path; RobotConfigError
     (one line naming the key, prefixed with the robot's name) when it does not fit the schema."""
     if isinstance(source, (str, Path)):
-        import yaml
+        from robot_calql.calibration import read_yaml
 
-        path = Path(source)
-        if not path.is_file():
-            raise RobotConfigError(f"no robot config file {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise RobotConfigError(f"robot config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = read_yaml(source, "robot config", RobotConfigError)
     else:
         data = source
     if not isinstance(data, dict):

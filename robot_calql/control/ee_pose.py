@@ -30,3 +30,23 @@ def yaw_of(rot: np.ndarray) -> float:
 def wrap_angle(a):
     """Wrap an angle (or array) to [-pi, pi)."""
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def rotation_error(r: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Small-angle rotation (3,) from `r` to `target` (both 3x3, columns = axes), base frame."""
+    return 0.5 * (np.cross(r[:, 0], target[:, 0]) + np.cross(r[:, 1], target[:, 1]) + np.cross(r[:, 2], target[:, 2]))
+
+
+def dls_step(q: np.ndarray, jacp: np.ndarray, jacr: np.ndarray, err_p: np.ndarray, err_r: np.ndarray,
+             lower: np.ndarray, upper: np.ndarray, damping: float, rot_weight: float, max_err: float) -> np.ndarray:
+    """One damped-least-squares IK step of every kinematics model: the position error (clipped to
+    `max_err` metres) and the rotation error weighted by `rot_weight`, through the position and
+    rotation Jacobians (3, n) of the arm's joints; the result is clipped to the joint limits."""
+    jac = np.vstack([jacp, rot_weight * jacr])
+    n = np.linalg.norm(err_p)
+    if n > max_err:
+        err_p = err_p * (max_err / n)
+    err = np.concatenate([err_p, rot_weight * err_r])
+    dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
+    return np.clip(q + dq, lower, upper)
+

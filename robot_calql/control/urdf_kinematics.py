@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_calql.control.ee_pose import KinematicsError, down_rotation, yaw_of
+from robot_calql.control.ee_pose import (
+    KinematicsError,
+    dls_step,
+    down_rotation,
+    rotation_error,
+    yaw_of,
+)
 
 
 class UrdfError(ValueError):
     """A URDF that cannot be read, or that lacks the named links or joints."""
-
-
-def _rotation_error(r: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Small-angle rotation (3,) from `r` to `target` (both 3x3, columns = axes), base frame."""
-    return 0.5 * (np.cross(r[:, 0], target[:, 0]) + np.cross(r[:, 1], target[:, 1])
-                  + np.cross(r[:, 2], target[:, 2]))
 
 
 class UrdfKinematics:
@@ -151,17 +151,11 @@ class UrdfKinematics:
             self._set(q)
             m = self._ee_in_base()
             err_p = pos - np.array(m.translation)
-            err_r = _rotation_error(np.array(m.rotation), target_r)
+            err_r = rotation_error(np.array(m.rotation), target_r)
             if np.linalg.norm(err_p) < tol and np.linalg.norm(err_r) < 10 * tol:
                 break
             jac = self._jacobian()
-            jac = np.vstack([jac[:3], rot_weight * jac[3:]])
-            n = np.linalg.norm(err_p)
-            if n > max_err:
-                err_p = err_p * (max_err / n)
-            err = np.concatenate([err_p, rot_weight * err_r])
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
-            q = np.clip(q + dq, self.lower, self.upper)
+            q = dls_step(q, jac[:3], jac[3:], err_p, err_r, self.lower, self.upper, damping, rot_weight, max_err)
         return q
 
     def ik(self, pos, yaw: float, q0, iters: int = 8, damping: float = 0.03, rot_weight: float = 0.3,

@@ -27,7 +27,14 @@ import mujoco
 import numpy as np
 
 # the pose conventions of every kinematics model (re-exported here)
-from robot_calql.control.ee_pose import KinematicsError, down_rotation, wrap_angle, yaw_of  # noqa: F401
+from robot_calql.control.ee_pose import (  # noqa: F401
+    KinematicsError,
+    dls_step,
+    down_rotation,
+    rotation_error,
+    wrap_angle,
+    yaw_of,
+)
 
 ASSET = Path(__file__).resolve().parent / "assets" / "standin_cell.xml"
 ARM_JOINTS = ("waist", "shoulder", "elbow", "wrist_angle", "wrist_rotate")
@@ -190,18 +197,13 @@ class ArmKinematics:
             self._set(q)
             err_p = pos - d.site_xpos[self.site]
             r = d.site_xmat[self.site].reshape(3, 3)
-            err_r = 0.5 * (np.cross(r[:, 0], target_r[:, 0]) + np.cross(r[:, 1], target_r[:, 1]) + np.cross(r[:, 2], target_r[:, 2]))
+            err_r = rotation_error(r, target_r)
             if np.linalg.norm(err_p) < tol and np.linalg.norm(err_r) < 10 * tol:
                 break
             mujoco.mj_comPos(m, d)
             mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)
-            jac = np.vstack([self._jacp[:, self.dof_adr], rot_weight * self._jacr[:, self.dof_adr]])
-            n = np.linalg.norm(err_p)
-            if n > max_err:
-                err_p = err_p * (max_err / n)
-            err = np.concatenate([err_p, rot_weight * err_r])
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
-            q = np.clip(q + dq, self.lower, self.upper)
+            q = dls_step(q, self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr], err_p, err_r,
+                         self.lower, self.upper, damping, rot_weight, max_err)
         return q
 
 
