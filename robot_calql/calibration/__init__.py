@@ -33,11 +33,14 @@ class CalibrationError(ValueError):
 
 
 def calibration_dir(robot_cfg: Any) -> Path:
-    """The calibration folder a robot config names (`calibration:` key).
+    """The calibration folder, as an absolute path, that a robot config names (`calibration:` key);
+    `robot_cfg` may also be the folder itself. `~` is expanded.
 
-    A relative path is taken from the current directory if it exists there, else from the
-    repository root (so `calibration/sim_standin` works from anywhere in a source checkout, and
-    from an installed wheel, which carries the stand-in's calibration files).
+    A relative path is taken from the current directory, unless it is missing there but exists
+    under REPO_ROOT (the source checkout, or an installed wheel's data folder, which carries the
+    stand-in's calibration files): then from REPO_ROOT. So `calibration/sim_standin` works from
+    any directory. The folder is not required to exist; a config without `calibration:` raises
+    CalibrationError.
     """
     value = robot_cfg.get("calibration") if hasattr(robot_cfg, "get") else robot_cfg
     if not value:

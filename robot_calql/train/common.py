@@ -16,8 +16,9 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -231,3 +232,26 @@ class GracefulStop:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def finish_early(exc: BaseException, bar: _Closable, logger: _Closable, save: Callable[[], Path], where: str,
+                 hint: str) -> int:
+    """End a training loop that stopped before its last step; call it as
+    `except (KeyboardInterrupt, NonFiniteTrainingError) as e: return finish_early(e, ...)`.
+
+    Closes the progress bar and the logger. A KeyboardInterrupt (Ctrl-C) then saves a checkpoint
+    with `save()`, prints "interrupted at <where>; checkpoint saved to <path> <hint>" and returns
+    130; any other exception (a NonFiniteTrainingError) is raised again with nothing saved.
+    """
+    bar.close()
+    if not isinstance(exc, KeyboardInterrupt):
+        logger.close()
+        raise exc
+    path = save()
+    logger.close()
+    print(f"\ninterrupted at {where}; checkpoint saved to {path} {hint}")
+    return 130

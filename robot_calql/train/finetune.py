@@ -57,6 +57,7 @@ from robot_calql.train.common import (
     agent_obs,
     check_finite_state,
     check_losses,
+    finish_early,
     online_calibration,
     set_seed,
     set_threads,
@@ -356,16 +357,8 @@ def main(cfg: DictConfig) -> int:
                     save()
                 if stop.requested:
                     raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        bar.close()
-        path = save()
-        logger.close()
-        print(f"\ninterrupted at online step {loop['step']}; checkpoint saved to {path} (resume with resume=true)")
-        return 130
-    except NonFiniteTrainingError:
-        bar.close()
-        logger.close()
-        raise
+    except (KeyboardInterrupt, NonFiniteTrainingError) as e:
+        return finish_early(e, bar, logger, save, f"online step {loop['step']}", "(resume with resume=true)")
     bar.close()
     if eval_every > 0 and (not loop["evals"] or loop["evals"][-1][0] != loop["step"]):
         run_eval()

@@ -45,6 +45,7 @@ from robot_calql.train.common import (
     build_agent,
     check_finite_state,
     check_losses,
+    finish_early,
     online_calibration,
     set_seed,
     set_threads,
@@ -283,17 +284,9 @@ def finetune_gym(cfg: DictConfig, episodes: Any = None) -> int:
                     save()
                 if stop.requested:
                     raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        bar.close()
-        path = save()
-        logger.close()
-        print(f"\ninterrupted at online step {loop['step']}; checkpoint saved to {path} "
-              f"(continue with checkpoint={out} out=<a new folder>)")
-        return 130
-    except NonFiniteTrainingError:
-        bar.close()
-        logger.close()
-        raise
+    except (KeyboardInterrupt, NonFiniteTrainingError) as e:
+        return finish_early(e, bar, logger, save, f"online step {loop['step']}",
+                            f"(continue with checkpoint={out} out=<a new folder>)")
     finally:
         env.close()
     bar.close()

@@ -40,6 +40,7 @@ from robot_calql.train.common import (
     check_finite_state,
     check_losses,
     check_obs_mode,
+    finish_early,
     obs_spec_from_meta,
     set_seed,
     set_threads,
@@ -169,16 +170,8 @@ def main(cfg: DictConfig) -> int:
                     bar.set_postfix(success=f"{res['success_rate']:.2f}")
                 if stop.requested:
                     raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        bar.close()
-        path = save(step)
-        logger.close()
-        print(f"\ninterrupted at update {step}; checkpoint saved to {path} (resume with resume=true)")
-        return 130
-    except NonFiniteTrainingError:
-        bar.close()
-        logger.close()
-        raise
+    except (KeyboardInterrupt, NonFiniteTrainingError) as e:
+        return finish_early(e, bar, logger, lambda: save(step), f"update {step}", "(resume with resume=true)")
     bar.close()
     path = save(step)
 
