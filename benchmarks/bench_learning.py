@@ -1,4 +1,5 @@
-"""Learning benchmark in the stand-in: Cal-QL vs CQL vs no pre-training (state mode, one task).
+"""Learning benchmark in the stand-in: Cal-QL vs CQL vs no pre-training (one task; state mode and
+simulator rewards, or --obs pixels --reward-source classifier).
 
 For every seed: collect scripted demos (+ failures) of one forward task, then
 - Cal-QL: pre-train offline, fine-tune online,
@@ -14,6 +15,11 @@ With --reset-free it runs RoboFuME's setting instead (what `make demo` and the R
 and failures of both directions of the task's pair, and online practice that alternates the
 forward and the backward task without resets (a full reset every --full-reset-every episodes);
 success is still measured on the forward task, from full resets.
+With --obs pixels the data records camera frames (--image-size) and every method learns from them and
+the proprio with configs/demo.yaml's keypoint-encoder agent (PIXEL_AGENT_KEYS); with --reward-source
+classifier a success classifier trained on each seed's demos (robot_calql.demo.train_classifier) gives
+the fine-tuning rewards, the simulator's success still scores the evaluations, and the JSON records the
+classifier's online counts per method and seed (what `make demo` runs: both flags).
 
 Figures per method (mean over seeds):
 - offline success (eval at online step 0),
@@ -46,6 +52,12 @@ regret <= CQL's.
     # 5-step targets while fine-tuning, bf16 matmuls, 20000 online steps, Cal-QL and CQL); a flag
     # given beside --recipe overrides the recipe's value
     .venv/bin/python benchmarks/bench_learning.py --recipe bench_reset_free --out runs/bl_rf_bf16
+    # on what a real robot has (what `make demo` runs): camera frames + proprio with the demo's keypoint
+    # encoder (configs/demo.yaml agent:), rewards from a success classifier trained on each seed's demos
+    # (the simulator's success only scores the evaluations); the recipe: bench_reset_free in this mode
+    .venv/bin/python benchmarks/bench_learning.py --obs pixels --reward-source classifier --seeds 1 \
+        --offline-steps 2000 --online-steps 3000 --out runs/bl_pixels
+    .venv/bin/python benchmarks/bench_learning.py --recipe bench_pixels --out runs/bl_pixels_rf
     # more online steps for a finished run: the same command, a larger --online-steps, --extend
     .venv/bin/python benchmarks/bench_learning.py ... --online-steps 20000 --extend --out runs/bl_rf_onebackup
 
@@ -80,7 +92,14 @@ METHODS = ("calql", "cql", "scratch")
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
-               "human_patience": 10, "human_takeover": 25}
+               "human_patience": 10, "human_takeover": 25, "obs": "state", "reward_source": "sim", "image_size": 64,
+               "classifier_steps": 1500}
+# the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
+# pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
+PIXEL_AGENT_KEYS = ("encoder", "conv_strides", "encoder_frozen", "encoder_pretrain_future", "precision")
+# --reward-source classifier: the classifier's online counts in finetune's summary.json (rewards of
+# success it gave, those of them the simulator calls false, real successes it never rewarded)
+CLF_COUNTS = ("clf_successes", "clf_false_positives", "clf_missed_successes")
 
 
 def code_version() -> str:
@@ -110,15 +129,18 @@ def agent_overrides(method: str, a: argparse.Namespace) -> list[str]:
              # the same for every method
              f"agent.bc_weight={a.bc_weight}", f"agent.policy_lr={a.policy_lr}",
              *(f"agent.{k}={demo[k]}" for k in ("reward_scale", "reward_bias", "failure_reward")),
+             # --obs pixels: the demo's keypoint-encoder settings
+             *(f"++agent.{k}={demo[k]}" for k in (PIXEL_AGENT_KEYS if a.obs == "pixels" else ())),
              f"++agent.bc_success_only={str(a.bc_success_only).lower()}", f"++agent.bc_z_clip={a.bc_z_clip}",
              # ++: add the key, or override it where configs/pretrain.yaml lists it (discount, tau, ...)
              *(f"++agent.{kv}" for kv in a.agent)]
 
 
 def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed: int,
-               pre_dir: Path | None = None) -> dict:
+               pre_dir: Path | None = None, classifier: Path | None = None) -> dict:
     """Pre-train (unless `pre_dir` holds an earlier run's pre-training of this method and seed, or
-    --extend), then fine-tune (with --extend: continue the fine-tuning run already there)."""
+    --extend), then fine-tune (with --extend: continue the fine-tuning run already there), on the
+    rewards of the success classifier in `classifier` where given (else the simulator's success)."""
     ft_dir = root / f"{method}_ft"
     common = [f"seed={seed}", f"batch_size={a.batch}", f"threads={a.threads}", "progress=false", "overwrite=true",
               "tensorboard=false"]
@@ -131,7 +153,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         if not a.extend:  # (extending: the run's pre-training is there already)
             steps = 0 if method == "scratch" else a.offline_steps
             rc = pretrain.main(compose("pretrain", [f"dataset={data}", f"out={pre_dir}", f"steps={steps}",
-                                                    "log_every=500", *agent_overrides(method, a), *common]))
+                                                    f"obs={a.obs}", "log_every=500", *agent_overrides(method, a),
+                                                    *common]))
             assert rc == 0, f"{method}: pretrain failed"
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
@@ -140,7 +163,8 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         f"utd={a.utd}", f"rnd.scale={a.rnd_scale}", *human_overrides(method, a),
-        *(f"++agent.{kv}" for kv in a.finetune_agent), f"resume={str(a.extend).lower()}", *common]))
+        *(f"++agent.{kv}" for kv in a.finetune_agent), f"resume={str(a.extend).lower()}",
+        *(["reward_source=classifier", f"classifier.path={classifier}"] if classifier else []), *common]))
     assert rc == 0, f"{method}: finetune failed"
     summary = json.loads((ft_dir / "summary.json").read_text())
     summary["q_gap_success"] = critic_gaps(ft_dir)
@@ -181,7 +205,7 @@ def fresh_eval(run: Path, out: Path, a: argparse.Namespace) -> dict:
 # the settings that shape a seed's data and pre-training (what --pretrained must match)
 PRETRAIN_SETTINGS = ("task", "episodes", "failures", "offline_steps", "max_episode_steps", "hidden", "batch",
                      "cql_alpha", "bc_weight", "bc_success_only", "bc_z_clip", "agent", "policy_lr", "noise",
-                     "reset_free")
+                     "reset_free", "obs", "image_size")
 
 
 def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path], list[str]]:
@@ -285,6 +309,8 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["human_minutes"] = float(np.mean([h["minutes"] for h in humans]))
             c = np.asarray(humans[0]["curve"], dtype=np.float64).reshape(-1, 2)
             shares[m] = (c[:, 0], c[:, 1])
+        if all(k in r for r in runs for k in CLF_COUNTS):  # --reward-source classifier: per seed
+            summary[m].update({k: [r[k] for r in runs] for k in CLF_COUNTS})
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)
         curves[m] = (np.asarray(runs[0]["evals"])[:, 0], e)
         if fresh:  # (each method's squares a little to the side, so that they do not hide each other)
@@ -302,15 +328,19 @@ def report(results: dict, out: Path, task: str) -> None:
         if "pa_rl" in summary and "fresh_final" in summary["pa_rl"] and "fresh_final" in c:
             summary["targets"]["pa_rl_final_ge_calql_on_fresh_placements"] = summary["pa_rl"]["fresh_final"] >= c["fresh_final"]
     results["summary"] = summary
+    cfg = {**BEFORE_FLAG, **results["config"]}  # (a run made before --obs: state, simulator rewards)
+    results["mode"] = {"obs": cfg["obs"], "reward_source": cfg["reward_source"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
     fresh_n = next((summary[m]["fresh_episodes"] for m in methods if "fresh_episodes" in summary[m]), 0)
     plot_success([], [], out / "bench_learning.png", title=f"{task}: mean success over {len(seeds)} seed(s)",
                  curves=curves, checks=checks, checks_label=f"{fresh_n} fresh placements (seed range)",
                  interventions=shares or None)
-    cfg = results["config"]
     print(f"\nlearning benchmark ({task}, seeds {seeds}, {cfg['offline_steps']} offline + {cfg['online_steps']} "
           f"online steps, {results.get('minutes', 0.0):.1f} min, code {results.get('code', 'unknown')})")
+    print(f"mode: obs={cfg['obs']}, reward_source={cfg['reward_source']} (rewards from "
+          f"{'the success classifier' if cfg['reward_source'] == 'classifier' else 'the simulator'}; "
+          "the simulator's success scores every evaluation)")
     print(f"{'method':<8} {'offline':>8} {'final':>7} {'last 3':>7} {'dip':>7} {'regret':>7}  steps to 90%: "
           "first evaluation / mean of 3 evaluations")
     for m in methods:
@@ -330,6 +360,11 @@ def report(results: dict, out: Path, task: str) -> None:
         if "human_steps" in summary[m]:
             print(f"{m}: simulated human {summary[m]['human_steps']} steps per seed ({summary[m]['human_share']:.1%} of "
                   f"the online steps, {summary[m]['human_minutes']:.1f} min at 10 Hz)")
+    for m in methods:
+        if "clf_successes" in summary[m]:
+            n = {k: [int(x) for x in summary[m][k]] for k in CLF_COUNTS}
+            print(f"{m}: classifier rewards online per seed: {n['clf_successes']} successes given, "
+                  f"{n['clf_false_positives']} of them false, {n['clf_missed_successes']} real successes missed")
     if "targets" in summary:
         print("targets:", summary["targets"])
     print(f"JSON: {out / 'bench_learning.json'}\nplot: {out / 'bench_learning.png'}")
@@ -410,6 +445,7 @@ def parser() -> argparse.ArgumentParser:
     from omegaconf import OmegaConf
 
     from robot_calql.config import agent_defaults
+    from robot_calql.sim.env import IMAGE_SIZES
 
     demo = OmegaConf.to_container(compose("demo", []), resolve=True)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -448,6 +484,16 @@ def parser() -> argparse.ArgumentParser:
                    help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md); "
                         "or one per action axis, e.g. 0.2,0.2,0.2,0.2,1 (dx,dy,dz,dyaw,gripper)")
     p.add_argument("--noise", type=float, default=demo["noise"], help="demonstrator noise")
+    p.add_argument("--obs", choices=("state", "pixels"), default="state",
+                   help="state: the stand-in's privileged state; pixels: camera frames (--image-size) + proprio, "
+                        "with the demo's keypoint encoder (configs/demo.yaml agent: encoder ..., precision)")
+    p.add_argument("--reward-source", choices=("sim", "classifier"), default="sim",
+                   help="fine-tuning rewards: the simulator's success, or a success classifier trained on each "
+                        "seed's demos (the simulator's success still scores the evaluations)")
+    p.add_argument("--image-size", type=int, default=demo["image_size"], choices=[s for s in IMAGE_SIZES if s],
+                   help="camera frames' size with --obs pixels or --reward-source classifier")
+    p.add_argument("--classifier-steps", type=int, default=demo["classifier_steps"],
+                   help="--reward-source classifier: the classifier's training steps")
     p.add_argument("--reset-free", action="store_true",
                    help="RoboFuME's setting: demos of both directions of the task's pair, online practice "
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
@@ -509,6 +555,8 @@ def recipe_values(p: argparse.ArgumentParser, name: str) -> dict:
                 values[key] = act.type(",".join(map(str, v)) if isinstance(v, list) else str(v))
             else:
                 values[key] = str(v)
+            if act.choices is not None and values[key] not in act.choices:
+                raise ValueError(f"expects one of {', '.join(map(str, act.choices))}")
         except (ValueError, argparse.ArgumentTypeError) as e:
             raise SystemExit(f"--recipe {path}: {key}: {v!r}: {e}") from None
     return values
@@ -524,16 +572,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
-    """One seed's scripted demos and failures: of the task, or of both tasks of its pair (--reset-free)."""
+    """One seed's scripted demos and failures: of the task, or of both tasks of its pair (--reset-free);
+    with camera frames of --image-size where the policy (--obs pixels) or the classifier needs them."""
     from robot_calql.sim import task_pair
     from robot_calql.sim.collect import collect_episodes
 
+    size = a.image_size if a.obs == "pixels" or a.reward_source == "classifier" else 0
     for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
-        collect_episodes(task, a.episodes, image_size=0, seed=seed, out=data, overwrite=i == 0,
+        collect_episodes(task, a.episodes, image_size=size, seed=seed, out=data, overwrite=i == 0,
                          max_episode_steps=a.max_episode_steps, noise=a.noise)
         if a.failures:
-            collect_episodes(task, a.failures, image_size=0, seed=seed + 1000, failure=True, source="failure",
+            collect_episodes(task, a.failures, image_size=size, seed=seed + 1000, failure=True, source="failure",
                              out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
+
+
+def seed_classifier(a: argparse.Namespace, seed: int, root: Path, reuse: list[Path]) -> Path | None:
+    """--reward-source classifier: the seed's success classifier, trained on its demos into <root>/reward
+    (robot_calql.demo.train_classifier, --classifier-steps); --extend and --pretrained reuse the one
+    already there (SystemExit if there is none). None with --reward-source sim."""
+    if a.reward_source != "classifier":
+        return None
+    if a.extend or reuse:
+        for run in ([root] if a.extend else [r / f"seed{seed}" for r in reuse]):
+            if (run / "reward" / "train_report.json").is_file():
+                return run / "reward"
+        raise SystemExit(f"--reward-source classifier: no trained classifier (seed{seed}/reward) in "
+                         + ", ".join(map(str, [root.parent] if a.extend else reuse)))
+    from robot_calql.demo import train_classifier
+
+    cfg = compose("demo", [f"seed={seed}", f"threads={a.threads}", f"classifier_steps={a.classifier_steps}"])
+    return train_classifier(cfg, root / "data", root / "reward")
 
 
 def main() -> int:
@@ -565,11 +633,13 @@ def main() -> int:
         data = root / "data"
         if not (reuse or a.extend):  # (reused pre-training fine-tunes on the data it was trained on)
             collect(a, seed, data)
+        clf = seed_classifier(a, seed, root, reuse)
         for m in methods:
-            s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None)
+            s = run_method(m, data, root, a, seed, find_pretrained(reuse, seed, m) if reuse else None, clf)
             results["runs"][m].append({"seed": seed, "evals": s["evals"], "q_gap_success": s["q_gap_success"],
                                        **figures(s["evals"]), **({"fresh": s["fresh"]} if "fresh" in s else {}),
-                                       **({"human": s["human"]} if "human" in s else {})})
+                                       **({"human": s["human"]} if "human" in s else {}),
+                                       **{k: s[k] for k in CLF_COUNTS if k in s}})
             print(f"[seed {seed}] {m}: {figures(s['evals'])}  ({(time.time() - t0) / 60:.1f} min)", flush=True)
             (out / "bench_learning.json").write_text(json.dumps(results, indent=2) + "\n")
 
