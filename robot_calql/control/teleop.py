@@ -238,9 +238,15 @@ class TeleopMapper:
         motion = self.motion if fresh else np.zeros(4)
         return np.concatenate([motion, [self.gripper if self.gripper is not None else -1.0]]).astype(np.float64)
 
-    def input_stamp(self) -> float:
-        """Time of the newest input that keeps the takeover alive (Joy, or a key)."""
-        return self.t_motion if self.cfg.motion == "keyboard" else self.t_joy
+    def input_stamp(self, now: float | None = None) -> float:
+        """Time of the newest input that keeps the takeover alive: the newest Joy. Keyboard: a key
+        press holds for key_hold_s, so within that hold it is `now` (the safety node takes a command
+        for one control period after its stamp); the key's time when `now` is None."""
+        if self.cfg.motion != "keyboard":
+            return self.t_joy
+        if now is None:
+            return self.t_motion
+        return min(now, self.t_motion + self.cfg.key_hold_s)
 
 
 def teleop_command(action: np.ndarray, translation_m: float, rotation_rad: float, input_stamp: float) -> list[float]:

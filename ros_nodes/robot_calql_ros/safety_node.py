@@ -35,7 +35,8 @@ robot_calql.control.safety before anything reaches `topics.command`:
   still holds at once.
 
 Human takeover (robot_calql.control.teleop.TakeoverArbiter): while the teleop node's newest
-command (`topics.teleop_command`, same layout, stamped with the time of the device input) is at
+command (`topics.teleop_command`, same layout, stamped with the time of the device input; a held key:
+the tick's time while its hold lasts) is at
 most one control period old, it replaces each policy command and goes through exactly the same
 checks (an e-stop still wins); a teleop command arriving alone moves nothing. When a takeover's
 input goes stale (dead-man released, device unplugged) the node holds the arm within one control

@@ -10,8 +10,9 @@ at a takeover's start, so taking over never drops what the arm holds).
 Output: while the dead-man is held and the input is fresh (`TeleopMapper.driving`), the human's
 command on `topics.teleop_command` (std_msgs/Float64MultiArray, the policy command's layout
 robot_calql.control.conversions.POLICY_COMMAND_LAYOUT, stamped with the time of the newest
-device input) at 4x the control rate. The safety node decides: it replaces the policy's command
-with it while it is fresh and checks it like any other (robot_calql_ros/safety_node.py).
+device input; keyboard: the tick's time while a key's `key_hold_s` lasts) at 4x the control rate.
+The safety node decides: it replaces the policy's command with it while it is fresh and checks
+it like any other (robot_calql_ros/safety_node.py).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class TeleopNode(Node):
                                    else "dead-man released or input stale: the policy drives")
         if action is None:
             return
-        self.pub.publish(Float64MultiArray(data=teleop_command(action, *self.scale, self.mapper.input_stamp())))
+        self.pub.publish(Float64MultiArray(data=teleop_command(action, *self.scale, self.mapper.input_stamp(now))))
         self.commands += 1
 
     def destroy_node(self):
