@@ -93,7 +93,7 @@ BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [],
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
                "human_patience": 10, "human_takeover": 25, "obs": "state", "reward_source": "sim", "image_size": 64,
-               "classifier_steps": 1500}
+               "classifier_steps": 1500, "home": "never"}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
 # pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
 PIXEL_AGENT_KEYS = ("encoder", "conv_strides", "encoder_frozen", "encoder_pretrain_future", "precision")
@@ -159,7 +159,7 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
     rc = finetune.main(compose("finetune", [
         f"checkpoint={pre_dir}", f"out={ft_dir}", f"forward_task={a.task}", f"steps={a.online_steps}",
         f"reset_free={str(a.reset_free).lower()}", f"backward={str(a.reset_free).lower()}",
-        f"full_reset_every={a.full_reset_every}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
+        f"full_reset_every={a.full_reset_every}", f"home={a.home}", f"eval_every={a.eval_every}", f"eval_episodes={a.eval_episodes}",
         f"max_episode_steps={a.max_episode_steps}", "log_every=500", f"+agent.policy_lr={a.online_policy_lr}",
         f"explore_temperature={a.explore_temperature}",  # a list prints as hydra's [a, b, ...]
         f"utd={a.utd}", f"rnd.scale={a.rnd_scale}", *human_overrides(method, a),
@@ -499,6 +499,9 @@ def parser() -> argparse.ArgumentParser:
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
     p.add_argument("--full-reset-every", type=int, default=demo["full_reset_every"],
                    help="with --reset-free: a full reset every N online episodes (the demo's setting)")
+    p.add_argument("--home", choices=("never", "after_failure", "always"), default=demo["home"],
+                   help="with --reset-free: send the arm home (objects kept) before the next try (finetune home; "
+                        "the demo's setting)")
     p.add_argument("--pretrained", nargs="+", default=None, metavar="RUN",
                    help="reuse the data and pre-training of earlier runs of this benchmark (their --out folders; "
                         "their data and pre-training settings must match) and only fine-tune")

@@ -146,7 +146,7 @@ def main(cfg: DictConfig) -> int:
                                   _override("eval_episodes", cfg.eval_episodes),
                                   _override("max_episode_steps", cfg.max_episode_steps),
                                   _override("mixing_ratio", cfg.mixing_ratio),
-                                  _override("full_reset_every", cfg.full_reset_every),
+                                  _override("full_reset_every", cfg.full_reset_every), _override("home", cfg.home),
                                   _override("explore_temperature", cfg.explore_temperature),
                                   _override("+agent.policy_lr", cfg.finetune_policy_lr), *reward_over, *common])
     rc = finetune.main(ft_cfg)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from robot_calql.cli import main
+from robot_calql.config import compose
 from robot_calql.data.dataset import Dataset
 from robot_calql.train.logger import read_metrics
 
@@ -60,7 +61,10 @@ def test_demo_smoke(tmp_path):
     assert (out / "reward" / "train_report.json").is_file()
     ft = json.loads((out / "finetune" / "summary.json").read_text())
     assert {"clf_successes", "clf_false_positives", "clf_missed_successes"} <= set(ft)
-    assert "reward_source: classifier" in (out / "finetune" / "config.yaml").read_text()
+    ft_cfg = (out / "finetune" / "config.yaml").read_text().splitlines()
+    assert "reward_source: classifier" in ft_cfg
+    demo = compose("demo")  # the demo's online settings reach fine-tuning
+    assert f"home: {demo.home}" in ft_cfg and f"  policy_lr: {demo.finetune_policy_lr}" in ft_cfg
     latest = out / "pretrain" / "checkpoints" / "LATEST"
     meta = json.loads((latest.parent / latest.read_text().strip() / "meta.json").read_text())
     assert meta["obs"] == "pixels" and meta["agent"]["encoder_frozen"] is True
@@ -92,7 +96,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
 
 
 def test_demo_agent_settings_reach_pretrain_even_when_pretrain_yaml_does_not_list_them():
-    from robot_calql.config import ConfigError, compose
+    from robot_calql.config import ConfigError
     from robot_calql.demo import agent_overrides
     from robot_calql.train.common import agent_config
 
