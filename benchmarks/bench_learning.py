@@ -231,7 +231,9 @@ def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path]
 
 
 def find_pretrained(runs: list[Path], seed: int, method: str) -> Path:
-    """seed<seed>/<method>_pre in the first of `runs` that has it (SystemExit if none has)."""
+    """seed<seed>/<method>_pre in the first of `runs` that has it (SystemExit if none has);
+    calql_human fine-tunes plain Cal-QL's pre-training."""
+    method = "calql" if method == "calql_human" else method
     for run in runs:
         d = run / f"seed{seed}" / f"{method}_pre"
         if (d / "checkpoints").is_dir():

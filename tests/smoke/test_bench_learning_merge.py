@@ -170,3 +170,13 @@ def test_reset_free_setting_collects_both_directions_and_practises_both(tmp_path
     monkeypatch.setattr("sys.argv", [*longer, "--extend", "--out", str(tmp_path / "none")])
     with pytest.raises(SystemExit, match="no bench_learning.json"):
         bench.main()
+
+
+def test_pretrained_calql_human_alone_fine_tunes_plain_calqls_pre_training(tmp_path):
+    """--pretrained RUN --methods calql_human: the simulated-human run reuses RUN's calql_pre."""
+    bench = _bench()
+    pre = tmp_path / "run" / "seed3" / "calql_pre"
+    (pre / "checkpoints").mkdir(parents=True)
+    assert bench.find_pretrained([tmp_path / "run"], 3, "calql_human") == pre
+    with pytest.raises(SystemExit, match="no seed3/cql_pre"):
+        bench.find_pretrained([tmp_path / "run"], 3, "cql")
