@@ -59,4 +59,4 @@ def test_settings_shared_with_the_demo_default_to_the_demos_recipe():
         demo.explore_temperature, demo.agent.bc_weight, demo.agent.policy_lr, demo.finetune_policy_lr, demo.noise,
         demo.max_episode_steps, demo.full_reset_every, demo.home, demo.agent.actor_hidden[0], CalQLConfig().cql_alpha)
     assert (a.explore_temperature, a.bc_weight, a.policy_lr, a.online_policy_lr, a.home) == (
-        0.2, 20.0, 1e-3, 3e-4, "after_failure")
+        0.2, 20.0, 1e-3, 1e-4, "never")
