@@ -54,6 +54,22 @@ def ros():
         rclpy.shutdown()
 
 
+class ProcessOutput:
+    """A child process's merged stdout/stderr lines (text mode), collected in a thread."""
+
+    def __init__(self, proc):
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self._t.start()
+
+    def has(self, part: str) -> bool:
+        return any(part in line for line in list(self.lines))
+
+    def text(self) -> str:
+        self._t.join(timeout=10)
+        return "".join(self.lines)
+
+
 def wait_for(cond, timeout: float, what: str, period: float = 0.05):
     """Poll cond() until true; fail naming `what` after timeout seconds."""
     t0 = time.monotonic()

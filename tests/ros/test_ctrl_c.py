@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import ProcessOutput, wait_for
 from test_learner_restart import _Stream
 
 pytestmark = pytest.mark.ros
@@ -23,22 +22,6 @@ SETTINGS = ["sim=true", "nodes=[learner]", "learner.min_online=5", "learner.batc
             "learner.checkpoint_every=100000", "learner.publish_every=1000", "learner.online_capacity=1000",
             "learner.log_every=10", "learner.tensorboard=false", "agent.encoder_latent_dim=16",
             "policy.transition_history=100"]
-
-
-class _Output:
-    """Collects a process's merged stdout/stderr lines in a thread."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-        self._t.start()
-
-    def has(self, line_part: str) -> bool:
-        return any(line_part in line for line in list(self.lines))
-
-    def text(self) -> str:
-        self._t.join(timeout=10)
-        return "".join(self.lines)
 
 
 def _fake_policy(ros, cfg):
@@ -60,7 +43,7 @@ def _checkpoint_step(run: Path) -> int:
     return int(latest.split("_")[1])
 
 
-def _assert_clean_stop(proc, out: _Output, t_signal: float, run: Path, updates_seen: int, plot_before: float,
+def _assert_clean_stop(proc, out: ProcessOutput, t_signal: float, run: Path, updates_seen: int, plot_before: float,
                        signalled_while_stopping: bool):
     rc = proc.wait(timeout=120)
     took = time.monotonic() - t_signal
@@ -101,7 +84,7 @@ def test_learner_survives_ctrl_c_then_launchs_sigint_and_sigterm(ros, tmp_path):
             status.clear()
             proc = subprocess.Popen(node_command(spec, pf), env=env, start_new_session=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            out = _Output(proc)
+            out = ProcessOutput(proc)
             try:
                 wait_for(lambda: "updates" in status, 60, "the learner's status")
                 start = status["updates"]
@@ -149,7 +132,7 @@ def test_launcher_ctrl_c_twice_leaves_the_learners_checkpoint(ros, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "robot_calql_ros.launcher", *SETTINGS, f"run_dir={run}",
                              f"domain_id={os.environ['ROS_DOMAIN_ID']}"], cwd=REPO, env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = _Output(proc)
+    out = ProcessOutput(proc)
     try:
         wait_for(lambda: "updates" in status, 90, "the learner's status")
         stream.resume()

@@ -17,25 +17,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import ProcessOutput, wait_for
 
 pytestmark = pytest.mark.ros
-
-
-class _Output:
-    """A process's merged stdout/stderr lines, collected in a thread."""
-
-    def __init__(self, proc):
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-        self._t.start()
-
-    def has(self, part: str) -> bool:
-        return any(part in line for line in list(self.lines))
-
-    def text(self) -> str:
-        self._t.join(timeout=10)
-        return "".join(self.lines)
 
 
 def _teleop(tmp_path):
@@ -117,7 +101,7 @@ def test_keys_on_the_nodes_terminal_take_over_then_ctrl_c_restores_the_terminal(
     assert before[3] & termios.ICANON and before[3] & termios.ECHO  # a fresh pty: line mode, echo
     proc = subprocess.Popen(cmd, env=env, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=_become_session_leader_on_stdin)
-    out = _Output(proc)
+    out = ProcessOutput(proc)
     try:
         wait_for(lambda: out.has("(keyboard on stdin)") or proc.poll() is not None, 20, "the teleop node's start line")
         assert proc.poll() is None, out.text()
@@ -183,7 +167,7 @@ def test_stdin_not_a_terminal_warns_and_the_node_keeps_running(ros, tmp_path):
     probe = _Probe(ros, topic_names(params["robot"]["topics"])["teleop_command"], float(params["robot"]["control_hz"]))
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    out = _Output(proc)
+    out = ProcessOutput(proc)
     try:
         wait_for(lambda: out.has("stdin is not a terminal") or proc.poll() is not None, 20, "the warning")
         wait_for(lambda: probe.node.count_publishers(probe.topic) >= 1 or proc.poll() is not None, 20,
