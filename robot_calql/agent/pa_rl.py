@@ -21,8 +21,10 @@ stochastic ones (the policy weights then carry the critics); K = 1 acts with the
 sample alone. Online batches also keep `bc_anchor` times the BC loss on the offline rows.
 
 The paper's settings are 32 samples, 10 kept, 10 gradient steps; the defaults here are smaller
-so a CPU update stays cheap. In the stand-in, distillation without the BC anchor and acting with
-the base sample alone fell from 20% to 0% (docs/experiments/2026-12-06-ooo-pa-rl.md).
+so a CPU update stays cheap, and take no gradient steps: in the stand-in, 5 steps left the
+distilled policy below the re-ranked samples alone in each of 3 seeds, and distillation without
+the BC anchor fell from 20% to 0% (docs/experiments/2026-12-06-ooo-pa-rl.md,
+docs/experiments/2026-12-06-pa-rl-three-seeds.md).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class PARLConfig:
     lr: float = 3e-4  # Adam learning rate of the diffusion policy (BC and distillation)
     num_samples: int = 16  # actions sampled per state from the base policy (paper: 32)
     top_k: int = 4  # best samples by Q kept for gradient steps (paper: 10)
-    grad_steps: int = 5  # gradient-ascent steps on Q per kept action (paper: 10)
+    grad_steps: int = 0  # gradient-ascent steps on Q per kept action (paper: 10; 0: re-rank and distill only)
     step_size: float = 0.05  # length of each (normalised) gradient step, in action units
     distill_rows: int = 64  # rows of each batch that get improved actions (0: the whole batch)
     bc_anchor: float = 1.0  # online batches: + bc_anchor * BC loss on the offline rows (bc_success_only: of
