@@ -25,16 +25,17 @@ INSTRUCTIONS = ["put the cube in the bowl", "take the cube out"]
 SMALL = {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "encoder_latent_dim": 8}
 
 
-def _checkpoint(run: Path, seed: int = 0):
-    """A small pixel agent's checkpoint for the stand-in (64 px, proprio 10, 5 actions); returns
-    the agent and its meta."""
+def _checkpoint(run: Path, seed: int = 0, agent_cfg: dict | None = None):
+    """A small pixel agent's checkpoint for the stand-in (64 px, proprio 10, 5 actions; agent
+    settings `agent_cfg`, default SMALL); returns the agent and its meta."""
     from robot_calql.agent import CalQL, CalQLConfig
     from robot_calql.train import checkpoint as ckpt
 
+    agent_cfg = SMALL if agent_cfg is None else agent_cfg
     meta = {"obs": "pixels", "obs_spec": {"image": [64, 64, 3], "proprio": [10]}, "action_dim": 5,
-            "instructions": INSTRUCTIONS, "agent": SMALL}
+            "instructions": INSTRUCTIONS, "agent": agent_cfg}
     torch.manual_seed(seed)
-    agent = CalQL({"image": (64, 64, 3), "proprio": (10,)}, 5, CalQLConfig.from_dict(SMALL), num_instructions=2)
+    agent = CalQL({"image": (64, 64, 3), "proprio": (10,)}, 5, CalQLConfig.from_dict(agent_cfg), num_instructions=2)
     ckpt.save_checkpoint(run, 3, agent.state_dict(), {"optimizer": agent.optimizer_state_dict()}, meta)
     return agent, meta
 

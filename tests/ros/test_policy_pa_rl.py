@@ -15,28 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import wait_for
+from test_policy_acting import INSTRUCTIONS
+from test_policy_acting import _checkpoint as acting_checkpoint
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[2]
-INSTRUCTIONS = ["put the cube in the bowl", "take the cube out"]
 PA_RL = {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "encoder_latent_dim": 8, "policy": "diffusion",
          "pa_rl": {"hidden": [16, 16], "diffusion_steps": 3, "act_samples": 16}}
 
 
 def _checkpoint(run: Path, seed: int = 0):
     """A small PA-RL pixel agent's checkpoint for the stand-in (64 px, proprio 10, 5 actions, K = 16)."""
-    from robot_calql.agent import CalQL, CalQLConfig
-    from robot_calql.train import checkpoint as ckpt
-
-    meta = {"obs": "pixels", "obs_spec": {"image": [64, 64, 3], "proprio": [10]}, "action_dim": 5,
-            "instructions": INSTRUCTIONS, "agent": PA_RL}
-    torch.manual_seed(seed)
-    agent = CalQL({"image": (64, 64, 3), "proprio": (10,)}, 5, CalQLConfig.from_dict(PA_RL), num_instructions=2)
-    ckpt.save_checkpoint(run, 3, agent.state_dict(), {"optimizer": agent.optimizer_state_dict()}, meta)
-    return agent, meta
+    return acting_checkpoint(run, seed, PA_RL)
 
 
 def test_policy_node_acts_with_a_pa_rl_checkpoint(ros, tmp_path):
