@@ -74,18 +74,24 @@ rclpy.shutdown()
 """
 
 
-def test_policy_node_process_holds_no_critic_or_optimiser(tmp_path):
+def run_probe(tmp_path: Path, agent, meta: dict) -> dict:
+    """PROBE in a fresh process on the checkpoint in tmp_path/pre, after a weights message (step 11)
+    from `agent`; returns what it found alive."""
     from robot_calql.train.acting import weights_payload
 
-    agent, meta = _checkpoint(tmp_path / "pre")
     (tmp_path / "weights.bin").write_bytes(weights_payload(agent, meta, 11))
-    want = sum(p.numel() for m in (agent.encoder, agent.actor) for p in m.parameters())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "ros_nodes"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "pre"), str(tmp_path / "weights.bin"),
                            str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
-    found = json.loads(lines[0][len("PROBE "):])
+    return json.loads(lines[0][len("PROBE "):])
+
+
+def test_policy_node_process_holds_no_critic_or_optimiser(tmp_path):
+    agent, meta = _checkpoint(tmp_path / "pre")
+    want = sum(p.numel() for m in (agent.encoder, agent.actor) for p in m.parameters())
+    found = run_probe(tmp_path, agent, meta)
     print(found)
     assert found["weights_received"] == 1 and found["weights_step"] == 11
     assert "EnsembleCritic" not in found["module_types"] and found["agents"] == 0

@@ -8,9 +8,6 @@ could not be built from a PA-RL checkpoint.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,19 +65,11 @@ def test_pa_rl_policy_node_process_holds_critics_but_no_targets_or_optimisers(tm
     """The probe of test_policy_acting (a fresh process: the node from the checkpoint, then a
     weights message) with a PA-RL K = 16 agent: every parameter alive is the encoder's, the
     diffusion policy's or the online critics' (once): no target copies, actor, agent or optimiser."""
-    from test_policy_acting import PROBE
-
-    from robot_calql.train.acting import weights_payload
+    from test_policy_acting import run_probe
 
     agent, meta = _checkpoint(tmp_path / "pre")
-    (tmp_path / "weights.bin").write_bytes(weights_payload(agent, meta, 11))
     want = sum(p.numel() for m in (agent.encoder, agent.pa_rl.policy, agent.critic) for p in m.parameters())
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "ros_nodes"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "pre"), str(tmp_path / "weights.bin"),
-                           str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
-    found = json.loads(lines[0][len("PROBE "):])
+    found = run_probe(tmp_path, agent, meta)
     assert found["weights_received"] == 1 and found["weights_step"] == 11
     assert found["actor_type"] == "ActingPolicy" and found["agents"] == 0 and found["optimizers"] == 0
     assert {"EnsembleCritic", "DiffusionPolicy"} <= set(found["module_types"])
