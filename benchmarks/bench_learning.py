@@ -146,8 +146,9 @@ def run_method(method: str, data: Path, root: Path, a: argparse.Namespace, seed:
               "tensorboard=false"]
     if a.extend and not (ft_dir / "checkpoints").is_dir():
         raise SystemExit(f"--extend: {ft_dir} holds no fine-tuning checkpoint to continue")
-    if pre_dir is None and method == "calql_human" and (root / "calql_pre" / "checkpoints").is_dir():
-        pre_dir = root / "calql_pre"  # the same pre-training as plain Cal-QL: only the fine-tuning differs
+    shared = root / f"{pretraining_of(method)}_pre"
+    if pre_dir is None and shared.name != f"{method}_pre" and (shared / "checkpoints").is_dir():
+        pre_dir = shared  # the same pre-training as plain Cal-QL: only the fine-tuning differs
     if pre_dir is None:
         pre_dir = root / f"{method}_pre"
         if not a.extend:  # (extending: the run's pre-training is there already)
@@ -230,10 +231,14 @@ def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path]
     return runs, codes
 
 
+def pretraining_of(method: str) -> str:
+    """The method whose pre-training `method` fine-tunes: calql_human fine-tunes plain Cal-QL's."""
+    return "calql" if method == "calql_human" else method
+
+
 def find_pretrained(runs: list[Path], seed: int, method: str) -> Path:
-    """seed<seed>/<method>_pre in the first of `runs` that has it (SystemExit if none has);
-    calql_human fine-tunes plain Cal-QL's pre-training."""
-    method = "calql" if method == "calql_human" else method
+    """seed<seed>/<pretraining_of(method)>_pre in the first of `runs` that has it (SystemExit if none has)."""
+    method = pretraining_of(method)
     for run in runs:
         d = run / f"seed{seed}" / f"{method}_pre"
         if (d / "checkpoints").is_dir():
