@@ -18,7 +18,10 @@ Mapping (`TeleopConfig.from_dict`, the keys of configs/teleop/*.yaml, docs/ros.m
 - `input_timeout_s`: the newest input must be at most this old (null: one control period).
 - `keys`: keyboard fallback, a key -> {axis, value} table (axis one of dx, dy, dz, dyaw, or
   `gripper` with +1 close / -1 open; keys are letters or digits); a key press drives for
-  `key_hold_s` (a held key repeats). Null values may come as "" (ROS parameters).
+  `key_hold_s` (a held key repeats). Null values may come as "" (ROS parameters). Keys next to a
+  device (`motion: joy` / `twist` with `keyboard: true`; the dead-man is still needed): a deflected
+  stick (any axis outside the `deadzone`) wins over the keys; a device at rest (it publishes zeros
+  at its rate) does not wipe out a key's motion while its `key_hold_s` lasts.
 
 `TakeoverArbiter`: the human's command replaces the policy's while its input is at most
 `fresh_s` old (one control period); when a takeover's input goes stale the arbiter reports the
@@ -159,11 +162,13 @@ class TeleopMapper:
             raise TeleopConfigError(f"input timeout must be > 0, got {timeout_s}")
         self.cfg = cfg
         self.timeout = float(cfg.input_timeout_s or timeout_s)
-        self.motion = np.zeros(4)
+        self.motion = np.zeros(4)       # the device's (Joy axes or Twist)
+        self.key_motion = np.zeros(4)   # the newest key's
         self.gripper: float | None = None   # +1 closed, -1 open; None: take the measured state
         self.deadman = False
         self.t_joy = -math.inf          # newest Joy (dead-man) input
-        self.t_motion = -math.inf       # newest motion input (Joy axes, Twist or key)
+        self.t_motion = -math.inf       # newest device motion input (Joy axes or Twist)
+        self.t_key = -math.inf          # newest mapped key press
         self._was_driving = False
 
     def _axes(self, value_of) -> np.ndarray:
@@ -209,19 +214,19 @@ class TeleopMapper:
         if ch not in self.cfg.keys:
             return False
         axis, value = self.cfg.keys[ch]
+        motion = np.zeros(4)
         if axis == "gripper":
             self.gripper = 1.0 if value > 0 else -1.0
-            self.motion = np.zeros(4)
         else:
-            self.motion = np.zeros(4)
-            self.motion[MOTION_AXES.index(axis)] = float(np.clip(value, -1.0, 1.0))
-        self.t_motion = now
+            motion[MOTION_AXES.index(axis)] = float(np.clip(value, -1.0, 1.0))
+        self.key_motion = motion   # one assignment: keys arrive on another thread than action()
+        self.t_key = now
         return True
 
     def driving(self, now: float) -> bool:
         """Whether the human has the arm: dead-man held on a fresh Joy (keyboard: a key within key_hold_s)."""
         if self.cfg.motion == "keyboard":
-            return now - self.t_motion <= self.cfg.key_hold_s
+            return now - self.t_key <= self.cfg.key_hold_s
         return self.deadman and now - self.t_joy <= self.timeout
 
     def action(self, now: float, start_gripper: float | None = None) -> np.ndarray | None:
@@ -234,9 +239,16 @@ class TeleopMapper:
             self._was_driving = True
             if self.gripper is None and start_gripper is not None:
                 self.gripper = float(start_gripper)
-        fresh = now - self.t_motion <= (self.cfg.key_hold_s if self.cfg.motion == "keyboard" else self.timeout)
-        motion = self.motion if fresh else np.zeros(4)
-        return np.concatenate([motion, [self.gripper if self.gripper is not None else -1.0]]).astype(np.float64)
+        return np.concatenate([self.current_motion(now), [self.gripper if self.gripper is not None else -1.0]]
+                              ).astype(np.float64)
+
+    def current_motion(self, now: float) -> np.ndarray:
+        """dx, dy, dz, dyaw now: a fresh, deflected device (an axis outside the deadzone) wins; else
+        the newest key's while its key_hold_s lasts; else the device's (zeros when stale)."""
+        device = self.motion if now - self.t_motion <= self.timeout else np.zeros(4)
+        if device.any() or now - self.t_key > self.cfg.key_hold_s:
+            return device
+        return self.key_motion
 
     def input_stamp(self, now: float | None = None) -> float:
         """Time of the newest input that keeps the takeover alive: the newest Joy. Keyboard: a key
@@ -245,8 +257,8 @@ class TeleopMapper:
         if self.cfg.motion != "keyboard":
             return self.t_joy
         if now is None:
-            return self.t_motion
-        return min(now, self.t_motion + self.cfg.key_hold_s)
+            return self.t_key
+        return min(now, self.t_key + self.cfg.key_hold_s)
 
 
 def teleop_command(action: np.ndarray, translation_m: float, rotation_rad: float, input_stamp: float) -> list[float]:

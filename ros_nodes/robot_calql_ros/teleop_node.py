@@ -3,8 +3,8 @@
 Inputs (device mapping: the `teleop` parameters, configs/teleop/*.yaml; robot_calql.control.teleop):
 `teleop.joy_topic` (sensor_msgs/Joy: dead-man and gripper buttons, and the motion for
 `motion: joy`), `teleop.twist_topic` (geometry_msgs/Twist, `motion: twist`: a spacemouse driver),
-the keyboard on stdin (`teleop.keyboard: true`, only when stdin is a terminal; `motion: keyboard`
-drives with keys alone), and `topics.joint_states` (the measured gripper seeds the gripper state
+the keyboard on stdin (`teleop.keyboard: true`, only when stdin is a terminal and the node is in
+its foreground process group, not a background job; `motion: keyboard` drives with keys alone), and `topics.joint_states` (the measured gripper seeds the gripper state
 at a takeover's start, so taking over never drops what the arm holds).
 
 Output: while the dead-man is held and the input is fresh (`TeleopMapper.driving`), the human's
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import threading
 
@@ -30,6 +31,17 @@ from std_msgs.msg import Float64MultiArray
 from robot_calql.control.conversions import CommandFormatError, joint_state_to_positions
 from robot_calql.control.teleop import TeleopConfig, TeleopMapper, teleop_command
 from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS, node_params, topic_names, wall_s
+
+
+def in_foreground(fd: int) -> bool:
+    """Whether this process may change the terminal `fd` without being stopped: it is in the
+    terminal's foreground process group (not a background job, `ros2 run ... &`, where tcsetattr
+    raises SIGTTOU and reading raises SIGTTIN). True when `fd` is not this process's controlling
+    terminal (no job control applies)."""
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return True
 
 
 class TeleopNode(Node):
@@ -89,6 +101,10 @@ class TeleopNode(Node):
         import tty
 
         fd = sys.stdin.fileno()
+        if not in_foreground(fd):
+            self.get_logger().warning("teleop.keyboard: the node runs in the background (not in its terminal's "
+                                      "foreground process group); keyboard input off: run it in the foreground")
+            return
         self._tty_state = termios.tcgetattr(fd)
         tty.setcbreak(fd)   # keys arrive one at a time, without Enter
         self._keyboard = threading.Thread(target=self._read_keys, name="teleop_keys", daemon=True)
@@ -96,10 +112,17 @@ class TeleopNode(Node):
 
     def _read_keys(self) -> None:
         fd = sys.stdin.fileno()
+        # sent to a background job (moved there by Ctrl-Z + `bg`) on a read, SIGTTIN would stop the
+        # node; blocked in this thread, the read fails instead and the keys wait for the foreground
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN})
         while not self._stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
-                ch = os.read(fd, 1).decode(errors="ignore")
+                try:
+                    ch = os.read(fd, 1).decode(errors="ignore")
+                except OSError:
+                    self._stop.wait(0.1)
+                    continue
                 if ch:
                     self.mapper.key(ch, wall_s())
 
@@ -123,7 +146,15 @@ class TeleopNode(Node):
         if self._tty_state is not None:
             import termios
 
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._tty_state)
+            # put the terminal back even from the background (Ctrl-Z + `bg`): SIGTTOU, blocked,
+            # does not stop the node (the kernel then lets the change through)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+            try:
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._tty_state)
+            except (termios.error, OSError) as e:
+                self.get_logger().warning(f"teleop.keyboard: could not restore the terminal: {e}")
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return super().destroy_node()
 
 

@@ -92,6 +92,38 @@ def test_keyboard_keys_drive_for_key_hold_s():
     assert m.action(3.2 + cfg.key_hold_s + 1e-6) is None
 
 
+
+def test_keys_next_to_a_gamepad_a_resting_stick_keeps_the_key_motion_a_deflected_one_wins():
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(compose("launch_finetune", ["teleop=gamepad"]).teleop)
+    keyboard = OmegaConf.to_container(compose("launch_finetune", ["teleop=keyboard"]).teleop)
+    cfg = TeleopConfig.from_dict({**d, "keyboard": True, "keys": keyboard["keys"], "key_hold_s": 0.6})
+    m = TeleopMapper(cfg, PERIOD)
+    held = [cfg.deadman_button]
+    m.joy(*joy(buttons=held), now=10.0)
+    assert m.key("w", 10.0)
+    # joy_node at rest publishes zeros at its rate: the key's motion lasts its key_hold_s
+    for t in (10.05, 10.1, 10.3, 10.55):
+        m.joy(*joy({1: 0.05}, buttons=held), now=t)   # a stick inside the deadzone is at rest
+        np.testing.assert_allclose(m.action(t)[:4], [1, 0, 0, 0], err_msg=f"t={t}")
+    # a deflected stick wins over the key (no mix of the two)
+    m.joy(*joy({0: -0.55}, buttons=held), now=10.56)
+    np.testing.assert_allclose(m.action(10.56)[:4], [0, -0.5, 0, 0], atol=1e-9)
+    m.joy(*joy(buttons=held), now=10.58)              # back at rest within the hold: the key again
+    np.testing.assert_allclose(m.action(10.58)[:4], [1, 0, 0, 0])
+    m.joy(*joy(buttons=held), now=10.61)              # the hold is over: the resting stick's zeros
+    np.testing.assert_allclose(m.action(10.61)[:4], [0, 0, 0, 0])
+    m.key("c", 10.62)                                 # a gripper key moves nothing
+    m.joy(*joy(buttons=held), now=10.65)
+    np.testing.assert_allclose(m.action(10.65), [0, 0, 0, 0, 1])
+    m.key("a", 10.7)
+    m.joy(*joy({1: 1.0}, buttons=held), now=10.7)     # stick deflected as the key comes: the stick
+    np.testing.assert_allclose(m.action(10.7)[:4], [1, 0, 0, 0])
+    m.joy(*joy({1: 1.0}), now=10.75)                  # dead-man released: neither drives
+    assert m.action(10.75) is None
+
+
 @pytest.mark.parametrize("bad, words", [
     ({"motion": "wheel"}, "teleop.motion"),
     ({"axes": {"dq": {"index": 0}}}, "teleop.axes.dq"),

@@ -4,13 +4,16 @@ terminal's master side drive the arm as configs/teleop/keyboard.yaml says, each 
 takeover for `key_hold_s`, and the safety node's arbitration (TakeoverArbiter with its freshness
 of one control period, fed the commands as they arrive) accepts them for that whole time; Ctrl-C
 on the terminal stops the node and gives the terminal back as it was. With stdin a pipe the node
-says so and keeps running.
+says so and keeps running. As a background job of the terminal (`ros2 run ... &`; a job-control
+shell stand-in, _JOB_SHELL) it leaves the terminal alone, warns and keeps running; moved to the
+background while it reads keys (Ctrl-Z + `bg`) it is not stopped and still gives the terminal back.
 """
 
 import fcntl
 import os
 import signal
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -182,3 +185,129 @@ def test_stdin_not_a_terminal_warns_and_the_node_keeps_running(ros, tmp_path):
         assert probe.commands == []
     finally:
         _stop(proc)
+
+
+# A job-control shell on the pty (its controlling terminal, session leader): runs the command as a
+# job in a process group of its own, `bg` (the command starts as a background job, `ros2 run ... &`)
+# or `fg` (the job owns the terminal; SIGUSR1: the shell takes the terminal back, Ctrl-Z + `bg`).
+# SIGINT / SIGTERM go to the job. A job stopped by the terminal (SIGTTOU / SIGTTIN) is reported,
+# killed, and the shell exits 3: a stopped node is a test failure, not a hang.
+_JOB_SHELL = r"""
+import os, signal, sys
+mode, cmd = sys.argv[1], sys.argv[2:]
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)   # the shell hands the terminal around
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    if mode == "fg":
+        os.tcsetpgrp(0, os.getpgrp())
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)  # an ignored signal would stay ignored after exec
+    os.execvp(cmd[0], cmd)
+try:
+    os.setpgid(pid, pid)
+except OSError:
+    pass
+
+
+def on_signal(sig, _frame):
+    if sig == signal.SIGUSR1:
+        os.tcsetpgrp(0, os.getpgrp())
+    else:
+        os.kill(pid, sig)
+
+
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(s, on_signal)
+print(f"job {pid}", flush=True)
+_, status = os.waitpid(pid, os.WUNTRACED)
+if os.WIFSTOPPED(status):
+    print(f"job stopped by signal {signal.Signals(os.WSTOPSIG(status)).name}", flush=True)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    sys.exit(3)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _run_as_job(cmd, env, mode: str, slave: int):
+    proc = subprocess.Popen([sys.executable, "-c", _JOB_SHELL, mode, *cmd], env=env, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_become_session_leader_on_stdin)
+    out = ProcessOutput(proc)
+    wait_for(lambda: out.has("job ") or proc.poll() is not None, 10, "the job shell's start")
+    job = next((int(line.split()[1]) for line in list(out.lines) if line.startswith("job ")), None)
+    return proc, out, job
+
+
+def _stop_job(proc, job) -> None:
+    if job is not None:
+        try:
+            os.killpg(job, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _stop(proc)
+
+
+def test_a_background_job_on_the_terminal_leaves_it_alone_warns_and_keeps_running(ros, tmp_path):
+    from robot_calql_ros.common import topic_names
+
+    cmd, env, params = _teleop(tmp_path)
+    probe = _Probe(ros, topic_names(params["robot"]["topics"])["teleop_command"], float(params["robot"]["control_hz"]))
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    proc, out, job = _run_as_job(cmd, env, "bg", slave)
+    try:
+        assert job is not None and os.tcgetpgrp(master) != job, out.text()  # the node: a background job
+        wait_for(lambda: out.has("runs in the background") or proc.poll() is not None, 20, "the warning")
+        wait_for(lambda: probe.node.count_publishers(probe.topic) >= 1 or proc.poll() is not None, 20,
+                 "the teleop command publisher")
+        assert proc.poll() is None, out.text()[-3000:]
+        assert not out.has("(keyboard on stdin)")
+        assert termios.tcgetattr(slave) == before, "a background job changed the terminal"
+        os.write(master, b"w")  # not read (a read would stop the node): no command
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=15)
+        text = out.text()
+        assert rc == 0, f"exit code {rc}:\n{text[-3000:]}"
+        assert "Traceback" not in text, text[-3000:]
+        assert probe.commands == []
+        assert termios.tcgetattr(slave) == before
+    finally:
+        _stop_job(proc, job)
+        os.close(master)
+        os.close(slave)
+
+
+def test_moved_to_the_background_the_node_is_not_stopped_and_gives_the_terminal_back(ros, tmp_path):
+    from robot_calql_ros.common import topic_names
+
+    cmd, env, params = _teleop(tmp_path)
+    probe = _Probe(ros, topic_names(params["robot"]["topics"])["teleop_command"], float(params["robot"]["control_hz"]))
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    proc, out, job = _run_as_job(cmd, env, "fg", slave)
+    try:
+        wait_for(lambda: out.has("(keyboard on stdin)") or proc.poll() is not None, 20, "the teleop node's start line")
+        assert proc.poll() is None, out.text()[-3000:]
+        assert os.tcgetpgrp(master) == job
+        wait_for(lambda: probe.node.count_publishers(probe.topic) >= 1, 20, "the teleop command publisher")
+        os.write(master, b"w")
+        wait_for(lambda: len(probe.commands) > 0, 10, "a command from the key")
+        proc.send_signal(signal.SIGUSR1)  # Ctrl-Z + `bg`: the shell has the terminal, the node runs on
+        wait_for(lambda: os.tcgetpgrp(master) != job, 10, "the shell to take the terminal back")
+        wait_for(probe.takeover_ended, 10, "the key's takeover to end")
+        n = len(probe.commands)
+        os.write(master, b"w")  # typed to the shell: a background node must not read it (SIGTTIN)
+        time.sleep(0.5)         # the node's key reader polls every 0.1 s: it has seen the key by now
+        assert proc.poll() is None, out.text()[-3000:]
+        proc.send_signal(signal.SIGINT)   # stop it from the background: the terminal must come back
+        rc = proc.wait(timeout=15)
+        text = out.text()
+        assert rc == 0, f"exit code {rc}:\n{text[-3000:]}"
+        assert "Traceback" not in text, text[-3000:]
+        assert len(probe.commands) == n, "the background node read a key typed to the shell"
+        assert termios.tcgetattr(slave) == before, "the terminal was not put back"
+    finally:
+        _stop_job(proc, job)
+        os.close(master)
+        os.close(slave)
