@@ -241,7 +241,7 @@ def main(cfg: DictConfig) -> int:
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
             "successes": {forward: 0, backward: 0}, "episodes_by_task": {forward: 0, backward: 0},
-            "homes": 0, "evals": []}
+            "homes": 0, "person_resets": 0, "evals": []}
     obs, _ = env.reset(seed=int(cfg.seed))
     if resuming:
         loop = state["trainer"]["loop"]
@@ -318,6 +318,8 @@ def main(cfg: DictConfig) -> int:
                     terminated = clf(next_obs, gt)
                     reward = float(terminated)
                     truncated = truncated and not terminated
+                if not terminated and _out_of_reach(env, cfg):
+                    truncated = True  # a try whose cube left the arm's reach is over; a person puts it back
                 online.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated), instr,
                            intervention=intervene)
                 if human is not None and (row := human_stats.add(intervene, terminated or truncated)) is not None:
@@ -395,6 +397,7 @@ def main(cfg: DictConfig) -> int:
         "online_episodes": loop["episodes"],
         "online_successes": loop["successes"],
         "arm_homes": loop["homes"],
+        "person_resets": loop.get("person_resets", 0),
     }
     if human is not None:
         summary["human"] = {"steps": human.used_steps, "takeovers": human.takeovers,
@@ -452,6 +455,13 @@ def _simulated_human(cfg: DictConfig, env: Any) -> tuple[Any, Any, Any]:
     return human, make_demonstrator(env, noise=noise, seed=int(cfg.seed) + 5), InterventionStats(10.0)
 
 
+def _out_of_reach(env: Any, cfg: DictConfig) -> bool:
+    """Reset-free with `reset_unreachable`: the cube is out of the arm's reach or off the table
+    (the stand-in's `needs_reset`), so a person would put it back (the ROS stand-in human's rule)."""
+    return bool(cfg.reset_free and cfg.get("reset_unreachable", False) and hasattr(env, "needs_reset")
+                and env.needs_reset())
+
+
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,
                   clf: ClassifierReward | None) -> dict[str, Any]:
     """Book-keeping at the end of an episode and the start of the next one (reset-free or not)."""
@@ -463,7 +473,10 @@ def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: s
     if clf is not None:
         clf.reset()
     every = int(cfg.full_reset_every)
-    if not cfg.reset_free or (every > 0 and loop["episodes"] % every == 0) or (success and not cfg.backward):
+    person = not success and _out_of_reach(env, cfg)
+    loop["person_resets"] = loop.get("person_resets", 0) + int(person)
+    if (not cfg.reset_free or person or (every > 0 and loop["episodes"] % every == 0)
+            or (success and not cfg.backward)):
         loop["task"] = forward
         env.set_task(forward)
         obs, _ = env.reset()

@@ -78,3 +78,39 @@ def test_full_resets_when_asked():
 def test_unknown_home_setting_is_a_config_error():
     with pytest.raises(ConfigError, match="home=sometimes: must be one of never, after_failure, always"):
         finetune.main(compose("finetune", ["home=sometimes"]))
+
+
+class ReachEnv(FakeEnv):
+    """FakeEnv whose cube is out of the arm's reach until a full reset puts it back."""
+
+    def __init__(self):
+        super().__init__()
+        self.unreachable = True
+
+    def needs_reset(self):
+        return self.unreachable
+
+    def reset(self, seed=None, options=None):
+        if options is None or options.get("full", True):
+            self.unreachable = False
+        return super().reset(seed, options)
+
+
+def test_an_unreachable_cube_is_put_back_by_a_full_reset_and_counted():
+    env, loop = ReachEnv(), _loop()
+    loop["task"] = "bwd"
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(reset_unreachable=True), None)
+    assert env.calls == [("set_task", "fwd"), ("reset", "full")] and loop["task"] == "fwd"
+    assert loop["person_resets"] == 1 and loop["homes"] == 0
+    env.calls.clear()
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(reset_unreachable=True), None)  # back in reach
+    assert env.calls == [("reset", "arm home")] and loop["person_resets"] == 1
+
+
+def test_without_reset_unreachable_the_scene_is_kept():
+    env, loop = ReachEnv(), _loop()
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(reset_unreachable=False), None)
+    assert env.calls == [("reset", "arm home")] and loop.get("person_resets", 0) == 0
+    env, loop = FakeEnv(), _loop()  # a gym env (no needs_reset) is never reset for it
+    _next_episode(env, loop, False, "fwd", "bwd", _cfg(reset_unreachable=True), None)
+    assert env.calls == [("reset", "arm home")]
