@@ -93,7 +93,7 @@ BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [],
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
                "human_patience": 10, "human_takeover": 25, "obs": "state", "reward_source": "sim", "image_size": 64,
-               "classifier_steps": 1500, "home": "never"}
+               "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
 # pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
 PIXEL_AGENT_KEYS = ("encoder", "conv_strides", "encoder_frozen", "encoder_pretrain_future", "precision")
@@ -446,6 +446,16 @@ def temperatures(text: str) -> float | list[float]:
     return v[0] if len(v) == 1 else v
 
 
+def opening_or_none(text: str) -> float | None:
+    """--classifier-gripper-open-min: a number, or none (no release gate)."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or none: {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The flags; a setting the benchmark shares with the demo defaults to configs/demo.yaml's value,
     cql_alpha to CalQLConfig's."""
@@ -501,6 +511,9 @@ def parser() -> argparse.ArgumentParser:
                    help="camera frames' size with --obs pixels or --reward-source classifier")
     p.add_argument("--classifier-steps", type=int, default=demo["classifier_steps"],
                    help="--reward-source classifier: the classifier's training steps")
+    p.add_argument("--classifier-gripper-open-min", type=opening_or_none, default=demo["classifier_gripper_open_min"],
+                   help="--reward-source classifier: its release gate, a success also needs the gripper this open "
+                        "(0 closed .. 1 open; none: the image alone decides; recorded as none with --reward-source sim)")
     p.add_argument("--reset-free", action="store_true",
                    help="RoboFuME's setting: demos of both directions of the task's pair, online practice "
                         "alternating forward and backward without resets (evaluations: forward, full resets)")
@@ -578,7 +591,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     first, _ = p.parse_known_args(argv)
     if first.recipe:
         p.set_defaults(**recipe_values(p, first.recipe))
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.reward_source != "classifier":
+        a.classifier_gripper_open_min = None  # the gate is the classifier's; simulator rewards have none
+    return a
 
 
 def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
@@ -605,12 +621,17 @@ def seed_classifier(a: argparse.Namespace, seed: int, root: Path, reuse: list[Pa
     if a.extend or reuse:
         for run in ([root] if a.extend else [r / f"seed{seed}" for r in reuse]):
             if (run / "reward" / "train_report.json").is_file():
+                gate = json.loads((run / "reward" / "reward_model.json").read_text()).get("gripper_open_min")
+                if gate != a.classifier_gripper_open_min:
+                    raise SystemExit(f"{run / 'reward'}: its release gate is gripper_open_min={gate}, this run's "
+                                     f"--classifier-gripper-open-min is {a.classifier_gripper_open_min}")
                 return run / "reward"
         raise SystemExit(f"--reward-source classifier: no trained classifier (seed{seed}/reward) in "
                          + ", ".join(map(str, [root.parent] if a.extend else reuse)))
     from robot_calql.demo import train_classifier
 
-    cfg = compose("demo", [f"seed={seed}", f"threads={a.threads}", f"classifier_steps={a.classifier_steps}"])
+    cfg = compose("demo", [f"seed={seed}", f"threads={a.threads}", f"classifier_steps={a.classifier_steps}",
+                           f"classifier_gripper_open_min={a.classifier_gripper_open_min or 0}"])  # 0: no gate
     return train_classifier(cfg, root / "data", root / "reward")
 
 

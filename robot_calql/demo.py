@@ -73,6 +73,9 @@ def train_classifier(cfg: DictConfig, data: Path, out: Path) -> Path:
                                                     _override("threads", cfg.threads),
                                                     _override("train.seed", cfg.seed),
                                                     _override("train.steps", cfg.classifier_steps),
+                                                    # 0 (a gate every opening passes): none at all
+                                                    _override("gripper_open_min",
+                                                              float(cfg.classifier_gripper_open_min) or None),
                                                     _override("train.device", cfg.device)]))
     if rc:
         raise RuntimeError(f"reward-train exited with {rc}")

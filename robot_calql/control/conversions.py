@@ -180,6 +180,13 @@ def unpack_policy_command(data) -> tuple[np.ndarray, float]:
     return v[:5].copy(), float(v[5])
 
 
+def gripper_opening(position: float, gripper_range) -> float:
+    """The gripper joint's position as the normalized opening of proprio: 0 closed .. 1 open
+    (gripper_range: the robot config's [closed, open] positions), clipped to [0, 1]."""
+    lo, hi = (float(x) for x in gripper_range)
+    return float(np.clip((float(position) - lo) / (hi - lo), 0.0, 1.0))
+
+
 def joint_state_to_positions(names, positions, wanted: list[str]) -> np.ndarray:
     """Pick `wanted` joints by name from a JointState (any order); raise if missing or non-finite."""
     index = {n: i for i, n in enumerate(names)}

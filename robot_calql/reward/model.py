@@ -15,7 +15,8 @@ shift), so one model serves the forward and the backward task of a pair, whose s
 look like each other's start frames.
 
 Saved model folder (see `SuccessClassifier.save`):
-    reward_model.json   config: backbone reference, image shape, instructions, threshold, labels
+    reward_model.json   config: backbone reference, image shape, instructions, threshold, labels,
+                        gripper_open_min (the release gate; absent in older folders: none)
     model.safetensors   weights (for a Hugging Face backbone: the head and the unfrozen blocks;
                         the frozen backbone is loaded again from its reference)
 """
@@ -50,6 +51,22 @@ class ImageSizeError(RewardModelError):
 
 class UnknownInstructionError(RewardModelError):
     """An instruction the classifier (with a learned instruction embedding) never saw."""
+
+
+def gripper_open_min_value(value: Any, where: str = "gripper_open_min",
+                           error: type[ValueError] = RewardModelError) -> float | None:
+    """The release gate's setting checked: None (no gate) or a float in (0, 1]; else `error` naming `where`.
+
+    Normalized gripper opening as in proprio: 0 closed .. 1 open. With a gate, a success also
+    needs the gripper at least this open on the frame it is declared on (placing tasks succeed
+    only once the object is let go).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise error(f"{where}: must be a normalized gripper opening in (0, 1] (0 closed .. 1 open) or null "
+                    f"(no release gate), got {value!r}")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------------- backbones
@@ -237,7 +254,9 @@ class SuccessClassifier(nn.Module):
     """P(success | camera frame, instruction). Build with `build_classifier`, load with `load_classifier`.
 
     `predict_proba(images, instructions)` is the API other modules use; `threshold` is the
-    calibrated decision threshold (success when p >= threshold).
+    calibrated decision threshold (success when p >= threshold). `gripper_open_min` is the
+    release gate every consumer applies to a (debounced) success: None, or the normalized gripper
+    opening the frame's gripper must reach (`released`).
     """
 
     def __init__(self, config: dict[str, Any], local_files_only: bool | None = None):
@@ -246,6 +265,7 @@ class SuccessClassifier(nn.Module):
         self.image_shape = tuple(int(x) for x in config["image_shape"])
         self.instructions = list(config["instructions"])
         self.threshold = float(config.get("threshold", 0.5))
+        self.gripper_open_min = gripper_open_min_value(config.get("gripper_open_min"))
         backbone = str(config["backbone"])
         if backbone == "cnn":
             self.backbone: nn.Module = CNNBackbone(self.image_shape, self.instructions, **config.get("cnn", {}))
@@ -262,6 +282,13 @@ class SuccessClassifier(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.head.parameters()).device
+
+    def released(self, gripper_opening: float | None) -> bool:
+        """The release gate: True without one; with one, whether `gripper_opening` (normalized,
+        0 closed .. 1 open; None: unknown) is at least `gripper_open_min`. Unknown is not released."""
+        if self.gripper_open_min is None:
+            return True
+        return gripper_opening is not None and float(gripper_opening) >= self.gripper_open_min
 
     def check_images(self, images: np.ndarray | torch.Tensor) -> None:
         """Raise ImageSizeError unless images are uint8 [B, H, W, 3] of the trained size."""
@@ -326,6 +353,7 @@ class SuccessClassifier(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         cfg = dict(self.config, format=FORMAT, threshold=float(self.threshold),
+                   gripper_open_min=gripper_open_min_value(self.gripper_open_min),
                    image_shape=list(self.image_shape), instructions=self.instructions)
         tmp_w = path / f".{WEIGHTS_FILE}.tmp"
         tmp_c = path / f".{CONFIG_FILE}.tmp"
@@ -338,8 +366,9 @@ class SuccessClassifier(nn.Module):
 
 def build_classifier(backbone: str, image_shape: tuple[int, int, int], instructions: list[str],
                      local_files_only: bool = True, unfreeze_blocks: int = 0, head_hidden: int = 256,
-                     cnn: dict | None = None) -> SuccessClassifier:
-    """A fresh, untrained classifier. backbone: 'cnn' or a Hugging Face folder / hub id."""
+                     cnn: dict | None = None, gripper_open_min: float | None = None) -> SuccessClassifier:
+    """A fresh, untrained classifier. backbone: 'cnn' or a Hugging Face folder / hub id;
+    gripper_open_min: the release gate (None: off)."""
     if backbone != "cnn" and Path(os.path.expanduser(backbone)).exists():
         backbone = str(Path(os.path.expanduser(backbone)).resolve())
     config = {
@@ -350,6 +379,7 @@ def build_classifier(backbone: str, image_shape: tuple[int, int, int], instructi
         "unfreeze_blocks": int(unfreeze_blocks),
         "head_hidden": int(head_hidden),
         "threshold": 0.5,
+        "gripper_open_min": gripper_open_min,
     }
     if backbone == "cnn":
         config["cnn"] = dict(cnn or {})
@@ -379,6 +409,7 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu",
         raise RewardModelError(f"{cfg_path}: corrupt JSON ({e})") from None
     if cfg.get("format") != FORMAT:
         raise RewardModelError(f"{cfg_path}: format {cfg.get('format')!r}, this robot_calql reads {FORMAT!r}")
+    gripper_open_min_value(cfg.get("gripper_open_min"), f"{cfg_path}: gripper_open_min")
     backbone = str(cfg["backbone"])
     if backbone != "cnn" and backbone.startswith("/") and not Path(backbone).exists():
         raise RewardModelError(f"{cfg_path}: the Hugging Face backbone folder {backbone} no longer exists")

@@ -25,7 +25,12 @@ from robot_calql.reward.data import (
     split_episodes,
 )
 from robot_calql.reward.labels import LabelConfig
-from robot_calql.reward.model import CONFIG_FILE, SuccessClassifier, build_classifier
+from robot_calql.reward.model import (
+    CONFIG_FILE,
+    SuccessClassifier,
+    build_classifier,
+    gripper_open_min_value,
+)
 
 log = logging.getLogger(__name__)
 BALANCE = ("sampler", "loss_weight", "none")
@@ -159,8 +164,13 @@ def train_classifier(
     head_hidden: int = 256,
     cnn: dict | None = None,
     progress: bool = True,
+    gripper_open_min: float | None = None,
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
-    """Train and calibrate a classifier on dataset folder(s); returns (classifier, report)."""
+    """Train and calibrate a classifier on dataset folder(s); returns (classifier, report).
+
+    gripper_open_min: the release gate stored with the classifier (None: the image alone decides);
+    it does not change training or the threshold, only what its consumers count as a success."""
+    gripper_open_min = gripper_open_min_value(gripper_open_min)
     labels = labels or LabelConfig()
     train = train or TrainConfig()
     refs, image_shape = open_datasets(dataset)
@@ -169,7 +179,8 @@ def train_classifier(
     instructions = sorted({r.instruction for r in refs})
     torch.manual_seed(train.seed)  # the initial weights follow the seed, not whatever ran before
     clf = build_classifier(backbone, image_shape, instructions, local_files_only=local_files_only,
-                           unfreeze_blocks=unfreeze_blocks, head_hidden=head_hidden, cnn=cnn)
+                           unfreeze_blocks=unfreeze_blocks, head_hidden=head_hidden, cnn=cnn,
+                           gripper_open_min=gripper_open_min)
     clf.config["labels"] = labels.to_json()
     log.info("training on %d frames (%d positive) from %d episodes; %d held-out episodes",
              len(tr), int(tr.labels.sum()), len(tr_idx), len(val_idx))
@@ -181,7 +192,7 @@ def train_classifier(
         "train_frames": len(tr), "train_positives": int(tr.labels.sum()),
         "steps": train.steps, "train_seconds": round(time.time() - t0, 1),
         "final_loss": float(np.mean(losses[-50:])),
-        "train_config": asdict(train), "labels": labels.to_json(),
+        "train_config": asdict(train), "labels": labels.to_json(), "gripper_open_min": gripper_open_min,
     }
     calib = tr if not val_idx else labelled_frames(refs, val_idx, labels, "held-out calibration")
     if not val_idx:
@@ -198,9 +209,10 @@ def train_classifier(
 def main(cfg) -> int:
     from omegaconf import OmegaConf
 
-    from robot_calql.config import resolve_path
+    from robot_calql.config import ConfigError, resolve_path
 
     c = OmegaConf.to_container(cfg, resolve=True)
+    gripper_open_min = gripper_open_min_value(c.get("gripper_open_min"), "reward-train gripper_open_min", ConfigError)
     if c.get("dataset") in (None, "", "???"):
         raise ValueError("reward-train needs dataset=<dir> (a robot_calql dataset with images)")
     out = resolve_path(c.get("out"))
@@ -219,12 +231,14 @@ def main(cfg) -> int:
         unfreeze_blocks=int(c.get("unfreeze_blocks", 0)),
         head_hidden=int(c.get("head_hidden", 256)),
         cnn=c.get("cnn"),
+        gripper_open_min=gripper_open_min,
     )
     clf.save(out)
     (out / "train_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     m = report["calibration"]["all"]
     print(f"saved {out}: threshold {clf.threshold:.4f} (target FPR {report['train_config']['target_fpr']}); "
-          f"held-out precision {m['precision']:.3f} recall {m['recall']:.3f} FPR {m['fpr']:.4f}")
+          f"held-out precision {m['precision']:.3f} recall {m['recall']:.3f} FPR {m['fpr']:.4f}"
+          + ("" if gripper_open_min is None else f"; success also needs gripper opening >= {gripper_open_min}"))
     for name, mm in report["calibration"].items():
         if name != "all":
             print(f"  {name!r}: precision {mm['precision']:.3f} recall {mm['recall']:.3f} FPR {mm['fpr']:.4f} "

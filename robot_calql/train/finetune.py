@@ -78,7 +78,12 @@ REMOVED_KEYS = {k: "gripper flips, no gain: docs/experiments/2026-11-22-hover-ba
 # ----------------------------------------------------------------------------- classifier reward
 class ClassifierReward:
     """Success from a robot_calql.reward classifier, debounced; counts its mistakes against the
-    simulator's ground truth (false positives: declared success while the task was not done)."""
+    simulator's ground truth (false positives: declared success while the task was not done).
+
+    With the classifier's release gate (`gripper_open_min`, set at reward-train), a debounced
+    success also needs the frame's gripper opening (obs["proprio"]) at least that open; a firing the
+    gate holds back leaves the debouncer as it is, so the first frame with the gripper open and p
+    still above the threshold succeeds (`clf_held_by_gate` counts the frames held back)."""
 
     def __init__(self, cfg: DictConfig, device: str):
         from robot_calql.reward import Debouncer, load_classifier  # lazy: only this mode needs it
@@ -91,6 +96,7 @@ class ClassifierReward:
         self.deb = Debouncer(k=int(cfg.debounce), threshold=thr)
         self.image_size = int(self.clf.image_shape[0])
         self.positives = self.false_positives = self.negatives_gt = 0
+        self.held_by_gate = 0  # frames the debouncer said success but the gripper was not open enough
         # episodes in which the simulator said success at some point, and those of them the
         # classifier never ended (a missed success: the try ran on to its time limit)
         self.episodes_gt = self.missed = 0
@@ -98,7 +104,10 @@ class ClassifierReward:
 
     def __call__(self, obs: dict[str, Any], gt_success: bool) -> bool:
         p = float(self.clf.predict_proba(obs["image"], obs["instruction"])[0])
-        success = self.deb.update(p)
+        fired = self.deb.update(p)
+        # the debouncer is not reset when the gate holds: success comes on the first open frame
+        success = fired and self.clf.released(None if self.clf.gripper_open_min is None else _gripper_opening(obs))
+        self.held_by_gate += fired and not success
         if not gt_success:
             self.negatives_gt += 1
         self._ep_gt = self._ep_gt or gt_success
@@ -124,18 +133,30 @@ class ClassifierReward:
             "clf_false_positives": float(self.false_positives),
             "clf_missed_successes": float(self.missed),
             "clf_miss_rate": self.missed / max(1, self.episodes_gt),
+            "clf_held_by_gate": float(self.held_by_gate),
         }
 
     def state(self) -> dict[str, int]:
         return {"count": self.deb.count, "positives": self.positives, "fp": self.false_positives,
                 "neg": self.negatives_gt, "ep_gt": self.episodes_gt, "missed": self.missed,
-                "ep": [self._ep_gt, self._ep_fired]}
+                "ep": [self._ep_gt, self._ep_fired], "held": self.held_by_gate}
 
     def load(self, s: dict[str, int]) -> None:
         self.deb.count, self.positives = int(s["count"]), int(s["positives"])
         self.false_positives, self.negatives_gt = int(s["fp"]), int(s["neg"])
         self.episodes_gt, self.missed = int(s.get("ep_gt", 0)), int(s.get("missed", 0))
         self._ep_gt, self._ep_fired = (bool(x) for x in s.get("ep", (False, False)))
+        self.held_by_gate = int(s.get("held", 0))
+
+
+def _gripper_opening(obs: dict[str, Any]) -> float:
+    """The normalized gripper opening (0 closed .. 1 open) in obs["proprio"] of an arm with any number
+    of joints (robot_calql.sim.env.StateLayout: joints, gripper opening, ee xyz, ee yaw)."""
+    from robot_calql.sim.env import STANDIN_LAYOUT, StateLayout
+
+    proprio = np.asarray(obs["proprio"])
+    n_joints = len(proprio) - (STANDIN_LAYOUT.proprio_dim - STANDIN_LAYOUT.n_joints)
+    return float(proprio[StateLayout(n_joints).grip])
 
 
 # ----------------------------------------------------------------------------- main loop

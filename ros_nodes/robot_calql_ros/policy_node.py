@@ -79,6 +79,7 @@ from robot_calql.control.conversions import (
     ImageFormatError,
     action_to_delta,
     delta_to_action,
+    gripper_opening,
     joint_state_to_positions,
     pack_policy_command,
     yaw_from_quaternion,
@@ -270,8 +271,7 @@ class PolicyNode(Node):
             self.joint_obs = None
             self.warn.warn("joints", f"policy not acting: bad joint state ({e})")
             return
-        lo, hi = self.gripper_range
-        self.joint_obs = (q, float(np.clip((g - lo) / (hi - lo), 0.0, 1.0)))
+        self.joint_obs = (q, gripper_opening(g, self.gripper_range))
         if self.kin is not None:
             self.ee = self.kin.pose(q)
 

@@ -16,6 +16,15 @@ way the flag is debounced (robot_calql.reward.calibrate.Debouncer, `reward.debou
 frames in a row) and reset at each episode start, which publishes a False flag at once: the
 episode controller counts a success only after a False since the start (stale flags).
 
+Release gate: a classifier trained with `gripper_open_min` (reward_model.json; placing tasks succeed
+only once the object is let go) also needs the gripper open: the node then subscribes to
+`topics.joint_states` and a debounced success is published only while the gripper joint's latest
+position, normalized by the robot config's `gripper_range` (0 closed .. 1 open, as in proprio), is
+>= gripper_open_min. A firing held back keeps the debouncer's count, so the first frame with the
+gripper open succeeds. With no joint state yet, or none received in the last JOINT_STATE_MAX_AGE_S
+(0.5 s), the node declares no success (safe side) and warns (throttled). Without a gate it
+neither subscribes nor checks.
+
 Publishes `topics.success_prob` (std_msgs/Float32) and `topics.success` (std_msgs/Bool).
 """
 
@@ -24,12 +33,17 @@ from __future__ import annotations
 import json
 
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float32, String
 
 from robot_calql.config import ConfigError
 from robot_calql.control.cameras import camera_image, camera_specs
-from robot_calql.control.conversions import ImageFormatError
+from robot_calql.control.conversions import (
+    CommandFormatError,
+    ImageFormatError,
+    gripper_opening,
+    joint_state_to_positions,
+)
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -41,6 +55,9 @@ from robot_calql_ros.common import (
     topic_names,
     wall_s,
 )
+
+# the release gate: a joint state older than this (received, wall clock) does not say the gripper is open
+JOINT_STATE_MAX_AGE_S = 0.5
 
 
 class RewardNode(Node):
@@ -60,6 +77,9 @@ class RewardNode(Node):
         self._last = 0.0
         self.model = str(cfg["model"])
         self.clf = None
+        self.gripper_open_min: float | None = None  # the classifier's release gate (None: off)
+        self.gripper: tuple[float, float] | None = None  # (normalized opening, wall time received)
+        self.held_by_gate = 0  # debounced successes held back: gripper not open enough, or not known
         if self.model == "ground_truth":
             self.debouncer = Debouncer(k=int(cfg["debounce_k"]))
             self.gt_dropped = 0  # verdicts for another instruction than the running try's
@@ -82,7 +102,15 @@ class RewardNode(Node):
             self.camera = by_name[name]
             self.create_subscription(CompressedImage if self.camera.compressed else Image, self.camera.topic,
                                      self._on_image, SENSOR_QOS)
-            self.get_logger().info(f"reward classifier {self.model} (threshold {self.clf.threshold:.3f})")
+            self.gripper_open_min = self.clf.gripper_open_min
+            gate = ""
+            if self.gripper_open_min is not None:
+                self.joint_topic = required_topic(topics, "joint_states", "the reward node's release gate")
+                self.gripper_joint = str(r["gripper_joint"])
+                self.gripper_range = tuple(float(x) for x in r["gripper_range"])  # [closed, open]
+                self.create_subscription(JointState, self.joint_topic, self._on_joints, SENSOR_QOS)
+                gate = f", success also needs gripper opening >= {self.gripper_open_min:g}"
+            self.get_logger().info(f"reward classifier {self.model} (threshold {self.clf.threshold:.3f}{gate})")
         self.pub_prob = self.create_publisher(Float32, topics["success_prob"], COMMAND_QOS)
         self.pub_flag = self.create_publisher(Bool, topics["success"], COMMAND_QOS)
         self.create_subscription(String, topics["instruction"], self._on_instruction, LATCHED_QOS)
@@ -98,6 +126,27 @@ class RewardNode(Node):
             self.instruction = str(ev.get("instruction") or self.instruction)
             self.debouncer.reset()
             self.pub_flag.publish(Bool(data=False))
+
+    def _on_joints(self, msg: JointState) -> None:
+        if self.gripper_joint not in msg.name:
+            return  # a driver may publish the arm and the gripper in separate messages
+        try:
+            g = joint_state_to_positions(msg.name, msg.position, [self.gripper_joint])[0]
+        except CommandFormatError as e:
+            self.warn.warn("joints", f"reward skips a joint state: {e}")
+            return
+        self.gripper = (gripper_opening(g, self.gripper_range), wall_s())
+
+    def _released(self) -> bool:
+        """The release gate on the current gripper opening; False (with a throttled warning) without
+        a fresh joint state."""
+        if self.gripper is None or wall_s() - self.gripper[1] > JOINT_STATE_MAX_AGE_S:
+            age = "none yet" if self.gripper is None else f"the last is {wall_s() - self.gripper[1]:.1f} s old"
+            self.warn.warn("gate", f"reward declares no success: the release gate (gripper_open_min "
+                                   f"{self.gripper_open_min:g}) needs a joint state on {self.joint_topic} from the "
+                                   f"last {JOINT_STATE_MAX_AGE_S} s ({age})")
+            return False
+        return self.clf.released(self.gripper[0])
 
     def _on_ground_truth(self, msg: String) -> None:
         try:
@@ -127,6 +176,9 @@ class RewardNode(Node):
 
     def _emit(self, prob: float, value) -> None:
         flag = self.debouncer.update(value)
+        if flag and self.gripper_open_min is not None and not self._released():
+            flag = False  # held back; the debouncer keeps its count, so an open gripper succeeds at once
+            self.held_by_gate += 1
         self.pub_prob.publish(Float32(data=float(prob)))
         self.pub_flag.publish(Bool(data=bool(flag)))
 

@@ -102,7 +102,9 @@ def test_the_pixels_recipe_is_the_reset_free_recipe_on_pixels_with_classifier_re
     assert (px.obs, px.reward_source, px.image_size, px.classifier_steps) == ("pixels", "classifier", 64, 1500)
     assert (rf.obs, rf.reward_source) == ("state", "sim")
     differ = {k for k in vars(px) if getattr(px, k) != getattr(rf, k)}
-    assert differ == {"recipe", "obs", "reward_source", "agent"}  # agent: precision from the demo's pixel agent
+    # agent: precision from the demo's pixel agent; the release gate is the classifier's (none with sim rewards)
+    assert differ == {"recipe", "obs", "reward_source", "agent", "classifier_gripper_open_min"}
+    assert (px.classifier_gripper_open_min, rf.classifier_gripper_open_min) == (0.5, None)
     assert px.agent == [] and px.online_steps == 20000 and px.methods == "calql,cql"
 
 
