@@ -183,7 +183,9 @@ def main(cfg: DictConfig) -> int:
     print(f"  success after {ft['steps']} online steps:         {_rate(ft['success_after'], int(cfg.eval_episodes))}")
     if "clf_successes" in ft:
         print(f"  classifier rewards online: {ft['clf_successes']:.0f} successes given, {ft['clf_false_positives']:.0f} "
-              f"of them false; {ft['clf_missed_successes']:.0f} real successes missed (the try ran to its time limit)")
+              f"of them false; {ft['clf_missed_successes']:.0f} real successes missed (the try ran to its time limit)"
+              + (f"; {ft['clf_held_by_gate']:.0f} frames held back until the gripper opened (release gate)"
+                 if ft.get("clf_held_by_gate") else ""))
     wins = ", ".join(f"{k} {v}" for k, v in ft["online_successes"].items()) if isinstance(ft["online_successes"], dict) \
         else ft["online_successes"]
     homes = f"; the arm went home {ft['arm_homes']} time(s) after a failed try" if ft.get("arm_homes") else ""
