@@ -9,6 +9,7 @@ shell stand-in, _JOB_SHELL) it leaves the terminal alone, warns and keeps runnin
 background while it reads keys (Ctrl-Z + `bg`) it is not stopped and still gives the terminal back.
 """
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -248,15 +249,28 @@ def _stop_job(proc, job) -> None:
     _stop(proc)
 
 
-def test_a_background_job_on_the_terminal_leaves_it_alone_warns_and_keeps_running(ros, tmp_path):
+@contextlib.contextmanager
+def _job_on_a_terminal(ros, tmp_path, mode: str):
+    """The teleop node as a job ("fg" or "bg") of a job-control shell on a new pseudo-terminal:
+    yields (probe of its commands, master fd, slave fd, the terminal's settings before, proc,
+    output, job's process group); kills the job and closes the terminal afterwards."""
     from robot_calql_ros.common import topic_names
 
     cmd, env, params = _teleop(tmp_path)
     probe = _Probe(ros, topic_names(params["robot"]["topics"])["teleop_command"], float(params["robot"]["control_hz"]))
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
-    proc, out, job = _run_as_job(cmd, env, "bg", slave)
+    proc, out, job = _run_as_job(cmd, env, mode, slave)
     try:
+        yield probe, master, slave, before, proc, out, job
+    finally:
+        _stop_job(proc, job)
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_background_job_on_the_terminal_leaves_it_alone_warns_and_keeps_running(ros, tmp_path):
+    with _job_on_a_terminal(ros, tmp_path, "bg") as (probe, master, slave, before, proc, out, job):
         assert job is not None and os.tcgetpgrp(master) != job, out.text()  # the node: a background job
         wait_for(lambda: out.has("runs in the background") or proc.poll() is not None, 20, "the warning")
         wait_for(lambda: probe.node.count_publishers(probe.topic) >= 1 or proc.poll() is not None, 20,
@@ -272,21 +286,10 @@ def test_a_background_job_on_the_terminal_leaves_it_alone_warns_and_keeps_runnin
         assert "Traceback" not in text, text[-3000:]
         assert probe.commands == []
         assert termios.tcgetattr(slave) == before
-    finally:
-        _stop_job(proc, job)
-        os.close(master)
-        os.close(slave)
 
 
 def test_moved_to_the_background_the_node_is_not_stopped_and_gives_the_terminal_back(ros, tmp_path):
-    from robot_calql_ros.common import topic_names
-
-    cmd, env, params = _teleop(tmp_path)
-    probe = _Probe(ros, topic_names(params["robot"]["topics"])["teleop_command"], float(params["robot"]["control_hz"]))
-    master, slave = os.openpty()
-    before = termios.tcgetattr(slave)
-    proc, out, job = _run_as_job(cmd, env, "fg", slave)
-    try:
+    with _job_on_a_terminal(ros, tmp_path, "fg") as (probe, master, slave, before, proc, out, job):
         wait_for(lambda: out.has("(keyboard on stdin)") or proc.poll() is not None, 20, "the teleop node's start line")
         assert proc.poll() is None, out.text()[-3000:]
         assert os.tcgetpgrp(master) == job
@@ -307,7 +310,3 @@ def test_moved_to_the_background_the_node_is_not_stopped_and_gives_the_terminal_
         assert "Traceback" not in text, text[-3000:]
         assert len(probe.commands) == n, "the background node read a key typed to the shell"
         assert termios.tcgetattr(slave) == before, "the terminal was not put back"
-    finally:
-        _stop_job(proc, job)
-        os.close(master)
-        os.close(slave)
