@@ -76,6 +76,7 @@ def train_classifier(cfg: DictConfig, data: Path, out: Path) -> Path:
                                                     # 0 (a gate every opening passes): none at all
                                                     _override("gripper_open_min",
                                                               float(cfg.classifier_gripper_open_min) or None),
+                                                    _override("progress", str(bool(cfg.progress)).lower()),
                                                     _override("train.device", cfg.device)]))
     if rc:
         raise RuntimeError(f"reward-train exited with {rc}")

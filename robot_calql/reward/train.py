@@ -232,6 +232,7 @@ def main(cfg) -> int:
         head_hidden=int(c.get("head_hidden", 256)),
         cnn=c.get("cnn"),
         gripper_open_min=gripper_open_min,
+        progress=bool(c.get("progress", True)),
     )
     clf.save(out)
     (out / "train_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
