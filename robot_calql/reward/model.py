@@ -353,7 +353,7 @@ class SuccessClassifier(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         cfg = dict(self.config, format=FORMAT, threshold=float(self.threshold),
-                   gripper_open_min=gripper_open_min_value(self.gripper_open_min),
+                   gripper_open_min=self.gripper_open_min,  # checked when built
                    image_shape=list(self.image_shape), instructions=self.instructions)
         tmp_w = path / f".{WEIGHTS_FILE}.tmp"
         tmp_c = path / f".{CONFIG_FILE}.tmp"

@@ -170,7 +170,6 @@ def train_classifier(
 
     gripper_open_min: the release gate stored with the classifier (None: the image alone decides);
     it does not change training or the threshold, only what its consumers count as a success."""
-    gripper_open_min = gripper_open_min_value(gripper_open_min)
     labels = labels or LabelConfig()
     train = train or TrainConfig()
     refs, image_shape = open_datasets(dataset)
@@ -192,7 +191,7 @@ def train_classifier(
         "train_frames": len(tr), "train_positives": int(tr.labels.sum()),
         "steps": train.steps, "train_seconds": round(time.time() - t0, 1),
         "final_loss": float(np.mean(losses[-50:])),
-        "train_config": asdict(train), "labels": labels.to_json(), "gripper_open_min": gripper_open_min,
+        "train_config": asdict(train), "labels": labels.to_json(), "gripper_open_min": clf.gripper_open_min,
     }
     calib = tr if not val_idx else labelled_frames(refs, val_idx, labels, "held-out calibration")
     if not val_idx:

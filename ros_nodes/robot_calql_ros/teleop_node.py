@@ -28,7 +28,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Float64MultiArray
 
-from robot_calql.control.conversions import CommandFormatError, joint_state_to_positions
+from robot_calql.control.conversions import (
+    CommandFormatError,
+    gripper_opening,
+    joint_state_to_positions,
+)
 from robot_calql.control.teleop import TeleopConfig, TeleopMapper, teleop_command
 from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS, node_params, topic_names, wall_s
 
@@ -57,8 +61,7 @@ class TeleopNode(Node):
         self.period = 1.0 / float(r["control_hz"])
         self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
         self.gripper_joint = r["gripper_joint"]
-        lo, hi = (float(x) for x in r["gripper_range"])
-        self.gripper_closed_below = lo + 0.5 * (hi - lo)
+        self.gripper_range = [float(x) for x in r["gripper_range"]]  # [closed, open]
         self.mapper = TeleopMapper(TeleopConfig.from_dict(tp), timeout_s=self.period)
         self.measured_gripper: float | None = None   # +1 closed / -1 open, from the joint states
         self.commands = 0
@@ -91,7 +94,7 @@ class TeleopNode(Node):
             g = joint_state_to_positions(msg.name, msg.position, [self.gripper_joint])[0]
         except CommandFormatError:
             return
-        self.measured_gripper = 1.0 if g < self.gripper_closed_below else -1.0
+        self.measured_gripper = 1.0 if gripper_opening(g, self.gripper_range) < 0.5 else -1.0
 
     def _start_keyboard(self) -> None:
         if not sys.stdin.isatty():
