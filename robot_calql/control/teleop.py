@@ -14,7 +14,8 @@ Mapping (`TeleopConfig.from_dict`, the keys of configs/teleop/*.yaml, docs/ros.m
 - `deadman_button`: the Joy button that must be held for any command (all devices but the
   keyboard). `close_button` / `open_button`: Joy buttons that close / open the gripper; the
   gripper keeps its last state (at a takeover's start: the measured state, `start_gripper`);
-  with `gripper_hold: true` it is closed exactly while `close_button` is held (a spacemouse).
+  with `gripper_hold: true` it closes when `close_button` is pressed and opens when it is released
+  (a spacemouse; a gripper key in between holds until the button's next change).
 - `input_timeout_s`: the newest input must be at most this old (null: one control period).
 - `keys`: keyboard fallback, a key -> {axis, value} table (axis one of dx, dy, dz, dyaw, or
   `gripper` with +1 close / -1 open; keys are letters or digits); a key press drives for
@@ -170,6 +171,7 @@ class TeleopMapper:
         self.t_motion = -math.inf       # newest device motion input (Joy axes or Twist)
         self.t_key = -math.inf          # newest mapped key press
         self._was_driving = False
+        self._close_held: bool | None = None  # gripper_hold: the close button's last state
 
     def _axes(self, value_of) -> np.ndarray:
         out = np.zeros(4)
@@ -193,7 +195,12 @@ class TeleopMapper:
         self.deadman = pressed(self.cfg.deadman_button)
         self.t_joy = now
         if self.cfg.gripper_hold:
-            self.gripper = 1.0 if pressed(self.cfg.close_button) else -1.0
+            # closed while held: act on the button's changes (and the first message), so a gripper
+            # key between them sticks although the device repeats the button's state at its rate
+            held = pressed(self.cfg.close_button)
+            if held != self._close_held:
+                self.gripper = 1.0 if held else -1.0
+            self._close_held = held
         elif pressed(self.cfg.close_button):
             self.gripper = 1.0
         elif pressed(self.cfg.open_button):

@@ -79,6 +79,29 @@ def test_spacemouse_twist_drives_and_its_hold_button_closes_the_gripper():
     assert m.action(2.02 + 0.25 + 1e-6) is None  # Joy older than its input_timeout_s
 
 
+def test_spacemouse_gripper_keys_stick_between_the_hold_buttons_changes():
+    """spacenav_node repeats the buttons' state at its rate: a gripper key must not be undone by the
+    next message, only by the close button's next press or release."""
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(compose("launch_finetune", ["teleop=spacemouse"]).teleop)
+    keyboard = OmegaConf.to_container(compose("launch_finetune", ["teleop=keyboard"]).teleop)
+    m = TeleopMapper(TeleopConfig.from_dict({**d, "keyboard": True, "keys": keyboard["keys"]}), PERIOD)
+    m.joy([], [1, 0], now=5.0)
+    assert m.action(5.0)[4] == -1.0
+    m.key("c", 5.01)                     # close by key while the button rests
+    for t in (5.05, 5.1, 5.2):
+        m.joy([], [1, 0], now=t)
+        assert m.action(t)[4] == 1.0, t
+    m.joy([], [1, 1], now=5.25)          # press: closed (already)
+    m.key("o", 5.3)                      # open by key while the button is held
+    m.joy([], [1, 1], now=5.35)
+    assert m.action(5.35)[4] == -1.0
+    m.joy([], [1, 0], now=5.4)           # release: open
+    m.joy([], [1, 1], now=5.45)          # press: closed again
+    assert m.action(5.45)[4] == 1.0
+
+
 def test_keyboard_keys_drive_for_key_hold_s():
     from omegaconf import OmegaConf
 
