@@ -204,7 +204,9 @@ def main(cfg: DictConfig) -> int:
               f"called {ros.get('human_help', 0)} time(s)")
         if classifier_used:
             print(f"  ROS 2 reward classifier against the simulator: {ros.get('reward_false_successes', 0)} false "
-                  f"successes, {ros.get('reward_missed_successes', 0)} missed successes")
+                  f"successes, {ros.get('reward_missed_successes', 0)} missed successes"
+                  + (f"; {ros['reward_held_by_gate']} frames held back until the gripper opened (release gate)"
+                     if ros.get("reward_held_by_gate") else ""))
     print("=" * 72)
     return 0
 

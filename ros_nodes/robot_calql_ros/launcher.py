@@ -107,6 +107,7 @@ class Monitor:
         self.learner: dict = {}
         self.policy: dict = {}
         self.sim: dict = {}
+        self.reward: dict = {}
         self.homes = 0
         self.help: list[str] = []
         self.t0 = time.monotonic()
@@ -122,6 +123,7 @@ class Monitor:
         node.create_subscription(String, topics["human_help"], lambda m: self.help.append(m.data), COMMAND_QOS)
         node.create_subscription(String, "/policy/status", self._on_policy, COMMAND_QOS)
         node.create_subscription(String, "/sim_robot/status", self._on_sim, COMMAND_QOS)
+        node.create_subscription(String, "/reward/status", self._on_reward, COMMAND_QOS)
 
     def _on_event(self, msg) -> None:
         ev = json.loads(msg.data)
@@ -152,6 +154,9 @@ class Monitor:
 
     def _on_sim(self, msg) -> None:
         self.sim = json.loads(msg.data)
+
+    def _on_reward(self, msg) -> None:
+        self.reward = json.loads(msg.data)
 
     def windows(self, window_s: float) -> list[dict]:
         """Forward tries per `window_s` of session time: [{"t0_s", "tries", "successes"}, ...]."""
@@ -420,6 +425,8 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
     - reward_false_successes / reward_missed_successes: tries the reward (classifier or ground
       truth) ended "success" while the stand-in's ground truth said no at that moment, and tries
       that timed out although the ground truth had said yes during them
+    - reward_held_by_gate: debounced successes the classifier's release gate held back because the
+      gripper was not open (or its joint state was not fresh); from /reward/status
     - forward_first_half / forward_second_half: success rate of the first / last half of the
       forward tries; windows: [{"t0_s", "tries", "successes"}] per `window_s` of session time
     - transitions_received, transitions_stored, updates, weights_published (learner status),
@@ -468,6 +475,7 @@ def run_session(overrides: list[str] | tuple[str, ...] = (), duration_s: float =
            "backward_tries": len(bwd_ok), "backward_successes": int(sum(bwd_ok)),
            "reward_false_successes": mon.false_successes if mon is not None else 0,
            "reward_missed_successes": mon.missed_successes if mon is not None else 0,
+           "reward_held_by_gate": int(mon.reward.get("held_by_gate", 0)) if mon is not None else 0,
            "forward_first_half": rate(fwd_ok[:half]), "forward_second_half": rate(fwd_ok[half:]),
            "windows": mon.windows(window_s) if mon is not None else [],
            "transitions_received": int(learner.get("received", 0)),

@@ -25,7 +25,10 @@ gripper open succeeds. With no joint state yet, or none received in the last JOI
 (0.5 s), the node declares no success (safe side) and warns (throttled). Without a gate it
 neither subscribes nor checks.
 
-Publishes `topics.success_prob` (std_msgs/Float32) and `topics.success` (std_msgs/Bool).
+Publishes `topics.success_prob` (std_msgs/Float32) and `topics.success` (std_msgs/Bool), and on
+`~/status` (/reward/status, String JSON, 1 Hz) its counts: `scored` (frames or verdicts judged),
+`successes` (rising edges of the flag), `held_by_gate` (debounced firings the release gate held
+back), `gripper_open_min` (the gate, null: none) and `model`.
 """
 
 from __future__ import annotations
@@ -115,6 +118,17 @@ class RewardNode(Node):
         self.pub_flag = self.create_publisher(Bool, topics["success"], COMMAND_QOS)
         self.create_subscription(String, topics["instruction"], self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, topics["episode_event"], self._on_event, COMMAND_QOS)
+        self.scored = self.successes = 0
+        self._flag = False
+        self.pub_status = self.create_publisher(String, "~/status", COMMAND_QOS)
+        self.create_timer(1.0, self._publish_status)
+
+    def status(self) -> dict:
+        return {"model": self.model, "scored": self.scored, "successes": self.successes,
+                "held_by_gate": self.held_by_gate, "gripper_open_min": self.gripper_open_min}
+
+    def _publish_status(self) -> None:
+        self.pub_status.publish(String(data=json.dumps(self.status())))
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data
@@ -125,6 +139,7 @@ class RewardNode(Node):
             # the event carries the try's instruction: no wait for the instruction topic
             self.instruction = str(ev.get("instruction") or self.instruction)
             self.debouncer.reset()
+            self._flag = False
             self.pub_flag.publish(Bool(data=False))
 
     def _on_joints(self, msg: JointState) -> None:
@@ -179,6 +194,9 @@ class RewardNode(Node):
         if flag and self.gripper_open_min is not None and not self._released():
             flag = False  # held back; the debouncer keeps its count, so an open gripper succeeds at once
             self.held_by_gate += 1
+        self.scored += 1
+        self.successes += bool(flag) and not self._flag
+        self._flag = bool(flag)
         self.pub_prob.publish(Float32(data=float(prob)))
         self.pub_flag.publish(Bool(data=bool(flag)))
 

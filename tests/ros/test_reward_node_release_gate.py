@@ -50,6 +50,9 @@ class Probe:
         self.pub_event = self.node.create_publisher(String, t.episode_event, COMMAND_QOS)
         self.flags: list[bool] = []
         self.node.create_subscription(Bool, t.success, lambda m: self.flags.append(m.data), COMMAND_QOS)
+        self.status: list[dict] = []  # /reward/status, what the launcher's session summary reads
+        self.node.create_subscription(String, "/reward/status", lambda m: self.status.append(json.loads(m.data)),
+                                      COMMAND_QOS)
 
     def start(self, instruction: str) -> None:
         self.pub_event.publish(self.String(data=json.dumps(
@@ -110,6 +113,12 @@ def test_reward_node_declares_success_only_with_the_gripper_open(ros, tmp_path):
     assert True not in probe.flags[n:]
     assert "s old" in reward.warn.last_message["gate"]
 
+    # the counts on /reward/status (1 Hz): one success, every held-back firing
+    held = reward.held_by_gate
+    wait_for(lambda: probe.status and probe.status[-1]["held_by_gate"] == held, 5, "a status with the final counts")
+    last = probe.status[-1]
+    assert last["successes"] == 1 and last["gripper_open_min"] == 0.5 and last["scored"] >= held + 2
+
 
 def test_reward_node_without_a_gate_fires_with_the_gripper_closed_and_reads_no_joint_states(ros, tmp_path):
     from robot_calql.sim import TASKS
@@ -126,3 +135,5 @@ def test_reward_node_without_a_gate_fires_with_the_gripper_closed_and_reads_no_j
     wait_for(lambda: reward.instruction == instruction, 5, "the reward node taking the try's instruction")
     probe.play(CLOSED, lambda: True in probe.flags, "a success flag with the gripper closed")
     assert reward.held_by_gate == 0
+    wait_for(lambda: probe.status and probe.status[-1]["successes"] == 1, 5, "a status counting the success")
+    assert probe.status[-1]["held_by_gate"] == 0 and probe.status[-1]["gripper_open_min"] is None
