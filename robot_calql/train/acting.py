@@ -27,8 +27,8 @@ the one case where the acting policy holds critics; never the target critics or 
 temperatures or an optimiser. Same maths and random draws as `CalQL.act`.
 
 Weights message (`weights_payload`, what the learner node publishes on `topics.weights`): a
-safetensors blob of `CalQL.policy_state_dict()` (actor and encoder; PA-RL: + diffusion, + critic
-when K > 1; the policy takes the modules it holds from it) whose metadata
+safetensors blob of the acting modules' tensors, named as in `CalQL.policy_state_dict()` (encoder
+and actor; PA-RL: encoder, diffusion, + critic when K > 1, without the Gaussian actor) whose metadata
 carries the update `step` and `policy_meta` (obs spec, action dimension, the instruction
 vocabulary in id order, the agent config), so a policy can be built from it with no file on the
 robot computer.
@@ -120,8 +120,11 @@ def _acting_modules(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_
 
 
 def weights_payload(agent: Any, meta: Mapping[str, Any], step: int) -> bytes:
-    """The learner's weights message: the agent's actor and encoder tensors + `policy_meta`."""
-    return pack_weights(agent.policy_state_dict(), step, extra={"policy_meta": json.dumps(policy_meta(meta))})
+    """The learner's weights message: the tensors of `policy_modules` (encoder + actor; PA-RL:
+    encoder + diffusion, + critic with K > 1 samples, not the Gaussian actor it does not act
+    with) + `policy_meta`."""
+    sd = policy_tensors(agent.policy_state_dict(), policy_modules(agent.cfg))
+    return pack_weights(sd, step, extra={"policy_meta": json.dumps(policy_meta(meta))})
 
 
 def read_weights_payload(payload: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor], int]:

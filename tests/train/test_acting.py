@@ -268,7 +268,8 @@ def test_pa_rl_weight_updates_change_the_policy_as_the_agent(tmp_path, k):
         agent.update({**batch, "online": torch.arange(8) % 2 == 1} if online else batch)
     payload = weights_payload(agent, meta, 10)
     sd, _ = unpack_weights(payload)
-    assert sorted(sd) == sorted(agent.policy_state_dict())
+    assert sorted(sd) == sorted(policy.state_dict())   # what the policy holds: not the Gaussian actor
+    assert not any(n.startswith("actor.") for n in sd) and any(n.startswith("diffusion.") for n in sd)
     assert any(n.startswith("critic.") for n in sd) == (k > 1)
     assert not any(n.startswith(("critic_target.", "encoder_target.")) for n in sd)
     assert policy.load_weights(payload) == 10
