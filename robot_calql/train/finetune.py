@@ -15,7 +15,9 @@ scene is; on the time limit a new episode starts without touching the scene (`ho
 first sends the arm home, objects kept, and `always` also after successes, as the ROS episode
 controller's `controller.home`; the default `never` leaves the arm where the try ended). `reset_free=false`
 makes every episode start from a full reset of the forward task (the standard fine-tuning setup,
-used by the learning benchmark). `full_reset_every=N` adds a full reset every N episodes.
+used by the learning benchmark). `full_reset_every=N` adds a full reset every N episodes;
+`help_after_failures=N` stands for the ROS episode controller's call for help: after N failed
+tries in a row (any direction) a person resets the scene fully (counted, `help_calls`).
 
 Every `eval_every` steps (and at step 0: the offline policy) the deterministic policy runs
 `eval_episodes` full-reset episodes of the forward task in a separate env instance.
@@ -419,6 +421,7 @@ def main(cfg: DictConfig) -> int:
         "online_successes": loop["successes"],
         "arm_homes": loop["homes"],
         "person_resets": loop.get("person_resets", 0),
+        "help_calls": loop.get("help_calls", 0),
     }
     if human is not None:
         summary["human"] = {"steps": human.used_steps, "takeovers": human.takeovers,
@@ -494,8 +497,14 @@ def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: s
     if clf is not None:
         clf.reset()
     every = int(cfg.full_reset_every)
-    person = not success and _out_of_reach(env, cfg)
+    loop["failures_in_a_row"] = 0 if success else loop.get("failures_in_a_row", 0) + 1
+    help_after = int(cfg.get("help_after_failures", 0) or 0)
+    helped = cfg.reset_free and help_after > 0 and loop["failures_in_a_row"] >= help_after
+    person = not success and (_out_of_reach(env, cfg) or helped)
     loop["person_resets"] = loop.get("person_resets", 0) + int(person)
+    loop["help_calls"] = loop.get("help_calls", 0) + int(helped)
+    if person:
+        loop["failures_in_a_row"] = 0  # a person set the scene up again: the count starts again
     if (not cfg.reset_free or person or (every > 0 and loop["episodes"] % every == 0)
             or (success and not cfg.backward)):
         loop["task"] = forward

@@ -114,3 +114,26 @@ def test_without_reset_unreachable_the_scene_is_kept():
     env, loop = FakeEnv(), _loop()  # a gym env (no needs_reset) is never reset for it
     _next_episode(env, loop, False, "fwd", "bwd", _cfg(reset_unreachable=True), None)
     assert env.calls == [("reset", "arm home")]
+
+
+def test_help_after_failures_in_a_row_is_a_full_reset_and_the_count_starts_again():
+    env, loop = FakeEnv(), _loop()
+    cfg = _cfg(help_after_failures=3, home="never")
+    _next_episode(env, loop, False, "fwd", "bwd", cfg, None)
+    _next_episode(env, loop, True, "fwd", "bwd", cfg, None)      # a success: the count starts again
+    _next_episode(env, loop, False, "fwd", "bwd", cfg, None)
+    _next_episode(env, loop, False, "fwd", "bwd", cfg, None)
+    assert env.calls == [("reset", "keep scene"), ("set_task", "bwd"), ("reset", "keep scene"),
+                         ("reset", "keep scene"), ("reset", "keep scene")]
+    assert loop.get("help_calls", 0) == 0 and loop["task"] == "bwd"
+    env.calls.clear()
+    _next_episode(env, loop, False, "fwd", "bwd", cfg, None)     # third failure in a row (backward)
+    assert env.calls == [("set_task", "fwd"), ("reset", "full")] and loop["task"] == "fwd"
+    assert loop["help_calls"] == 1 and loop["person_resets"] == 1 and loop["failures_in_a_row"] == 0
+    env.calls.clear()
+    _next_episode(env, loop, False, "fwd", "bwd", cfg, None)
+    assert env.calls == [("reset", "keep scene")] and loop["help_calls"] == 1
+    env, loop = FakeEnv(), _loop()                                # off (0): never
+    for _ in range(6):
+        _next_episode(env, loop, False, "fwd", "bwd", _cfg(home="never"), None)
+    assert loop.get("help_calls", 0) == 0 and all(c == ("reset", "keep scene") for c in env.calls)
