@@ -314,8 +314,10 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["human_steps"] = [h["steps"] for h in humans]
             summary[m]["human_share"] = float(np.mean([h["share_of_steps"] for h in humans]))
             summary[m]["human_minutes"] = float(np.mean([h["minutes"] for h in humans]))
-            c = np.asarray(humans[0]["curve"], dtype=np.float64).reshape(-1, 2)
-            shares[m] = (c[:, 0], c[:, 1])
+            for r in runs:  # one curve per seed
+                if "human" in r:
+                    c = np.asarray(r["human"]["curve"], dtype=np.float64).reshape(-1, 2)
+                    shares[f"{m}, seed {r['seed']}"] = (c[:, 0], c[:, 1])
         if all(k in r for r in runs for k in CLF_COUNTS):  # --reward-source classifier: per seed
             summary[m].update({k: [r[k] for r in runs] for k in CLF_COUNTS})
         e = np.mean([np.asarray(r["evals"])[:, 1] for r in runs], axis=0)

@@ -180,3 +180,23 @@ def test_pretrained_calql_human_alone_fine_tunes_plain_calqls_pre_training(tmp_p
     assert bench.find_pretrained([tmp_path / "run"], 3, "calql_human") == pre
     with pytest.raises(SystemExit, match="no seed3/cql_pre"):
         bench.find_pretrained([tmp_path / "run"], 3, "cql")
+
+
+def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch):
+    """--interventions: the takeover panel gets one curve per seed (not the first seed's alone)."""
+    import robot_calql.train.plots as plots
+
+    bench = _bench()
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_success", lambda *a, **kw: drawn.update(kw))
+    runs = []
+    for seed, shares in ((0, [0.4, 0.2]), (1, [0.3, 0.0])):
+        evals = [[0, 0.5], [500, 0.7]]
+        runs.append({"seed": seed, "evals": evals, **bench.figures(evals),
+                     "human": {"steps": 10, "share_of_steps": 0.1, "minutes": 0.1,
+                               "curve": [[60, shares[0]], [130, shares[1]]]}})
+    cfg = {**vars(bench.parser().parse_args([])), "seeds": 2}
+    bench.report({"config": cfg, "runs": {"calql_human": runs}}, tmp_path / "out", "cube_in_bowl")
+    curves = drawn["interventions"]
+    assert sorted(curves) == ["calql_human, seed 0", "calql_human, seed 1"]
+    assert list(curves["calql_human, seed 1"][1]) == [0.3, 0.0]
