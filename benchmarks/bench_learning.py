@@ -93,7 +93,7 @@ BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [],
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
                "human_patience": 10, "human_takeover": 25, "obs": "state", "reward_source": "sim", "image_size": 64,
-               "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None}
+               "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None, "dropped_start": 0.0}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
 # pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
 PIXEL_AGENT_KEYS = ("encoder", "conv_strides", "encoder_frozen", "encoder_pretrain_future", "precision")
@@ -206,7 +206,7 @@ def fresh_eval(run: Path, out: Path, a: argparse.Namespace) -> dict:
 # the settings that shape a seed's data and pre-training (what --pretrained must match)
 PRETRAIN_SETTINGS = ("task", "episodes", "failures", "offline_steps", "max_episode_steps", "hidden", "batch",
                      "cql_alpha", "bc_weight", "bc_success_only", "bc_z_clip", "agent", "policy_lr", "noise",
-                     "reset_free", "obs", "image_size")
+                     "reset_free", "obs", "image_size", "dropped_start")
 
 
 def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path], list[str]]:
@@ -503,6 +503,10 @@ def parser() -> argparse.ArgumentParser:
                    help="online actions tanh(mean + T*std*eps); 1 = sample the policy (docs/training.md); "
                         "or one per action axis, e.g. 0.2,0.2,0.2,0.2,1 (dx,dy,dz,dyaw,gripper)")
     p.add_argument("--noise", type=float, default=demo["noise"], help="demonstrator noise")
+    p.add_argument("--dropped-start", type=float, default=0.0,
+                   help="share of the demos starting with the cube in the bowl (--reset-free: the backward task's) "
+                        "that find it dropped in, tipped or leaning, as a forward success can leave it (collect "
+                        "dropped_start; the demo uses 0.25)")
     p.add_argument("--obs", choices=("state", "pixels"), default="state",
                    help="state: the stand-in's privileged state; pixels: camera frames (--image-size) + proprio, "
                         "with the demo's keypoint encoder (configs/demo.yaml agent: encoder ..., precision)")
@@ -608,10 +612,11 @@ def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
     size = a.image_size if a.obs == "pixels" or a.reward_source == "classifier" else 0
     for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
         collect_episodes(task, a.episodes, image_size=size, seed=seed, out=data, overwrite=i == 0,
-                         max_episode_steps=a.max_episode_steps, noise=a.noise)
+                         max_episode_steps=a.max_episode_steps, noise=a.noise, dropped_start=a.dropped_start)
         if a.failures:
             collect_episodes(task, a.failures, image_size=size, seed=seed + 1000, failure=True, source="failure",
-                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise)
+                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise,
+                             dropped_start=a.dropped_start)
 
 
 def seed_classifier(a: argparse.Namespace, seed: int, root: Path, reuse: list[Path]) -> Path | None:

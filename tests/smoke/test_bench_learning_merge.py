@@ -200,3 +200,21 @@ def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch):
     curves = drawn["interventions"]
     assert sorted(curves) == ["calql_human, seed 0", "calql_human, seed 1"]
     assert list(curves["calql_human, seed 1"][1]) == [0.3, 0.0]
+
+
+def test_dropped_start_reaches_every_collection_and_must_match_for_pretrained(tmp_path, monkeypatch):
+    """--dropped-start: the backward demos (and failures) start from a cube dropped into the bowl, as
+    the demo's do; a pre-training made without it (or before the flag existed) is not reused."""
+    import robot_calql.sim.episodes as episodes
+
+    bench = _bench()
+    calls = []
+    monkeypatch.setattr(episodes, "collect_episodes", lambda task, n, **kw: calls.append((task, kw["dropped_start"])))
+    a = bench.parser().parse_args(["--reset-free", "--dropped-start", "0.25"])
+    bench.collect(a, 0, tmp_path / "data")
+    assert {t for t, _ in calls} == {"cube_in_bowl", "cube_out_of_bowl"} and len(calls) == 4
+    assert all(d == 0.25 for _, d in calls)
+    old = _run(tmp_path / "old", 0, [0.5, 0.6], reset_free=True)  # a run made before --dropped-start: 0.0
+    (old / "seed0" / "calql_pre" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"dropped_start \(0.0 vs 0.25\)"):
+        bench.pretrained_runs([str(old)], a)
