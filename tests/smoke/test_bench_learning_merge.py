@@ -205,11 +205,11 @@ def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch):
 def test_dropped_start_reaches_every_collection_and_must_match_for_pretrained(tmp_path, monkeypatch):
     """--dropped-start: the backward demos (and failures) start from a cube dropped into the bowl, as
     the demo's do; a pre-training made without it (or before the flag existed) is not reused."""
-    import robot_calql.sim.episodes as episodes
+    import robot_calql.sim.collect as sim_collect  # where bench_learning.collect takes collect_episodes from
 
     bench = _bench()
     calls = []
-    monkeypatch.setattr(episodes, "collect_episodes", lambda task, n, **kw: calls.append((task, kw["dropped_start"])))
+    monkeypatch.setattr(sim_collect, "collect_episodes", lambda task, n, **kw: calls.append((task, kw["dropped_start"])))
     a = bench.parser().parse_args(["--reset-free", "--dropped-start", "0.25"])
     bench.collect(a, 0, tmp_path / "data")
     assert {t for t, _ in calls} == {"cube_in_bowl", "cube_out_of_bowl"} and len(calls) == 4
