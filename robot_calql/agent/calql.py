@@ -594,14 +594,13 @@ class CalQL:
         self.num_updates = int(sd["num_updates"])
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """What the policy node needs to act: the actor and the observation encoder (PA-RL: and
-        the diffusion policy; the critics too when it acts with the best of several samples)."""
+        """What the policy node needs to act (`policy_modules`): the actor and the observation
+        encoder (PA-RL: the encoder and the diffusion policy; the critics too when it acts with the
+        best of several samples)."""
         return {k: v for k, v in self.state_dict().items() if k.startswith(self._policy_parts())}
 
     def _policy_parts(self) -> tuple[str, ...]:
-        if self.pa_rl is None:
-            return ("actor.", "encoder.")
-        return ("actor.", "encoder.", "diffusion.", *(("critic.",) if self.pa_rl.cfg.act_samples > 1 else ()))
+        return tuple(f"{m}." for m in policy_modules(self.cfg))
 
     def load_policy_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
         expected = self.policy_state_dict()
@@ -722,4 +721,16 @@ def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.T
             )
 
 
-__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "calql_bound", "cql_logsumexp", "entropy_temperature_loss", "td_backup"]
+def policy_modules(cfg: CalQLConfig) -> tuple[str, ...]:
+    """The modules a policy acts with (the policy node's, the learner's weights message): encoder +
+    actor; PA-RL: encoder + diffusion, + critic when it acts with the best of K > 1 samples
+    (pa_rl.act_samples); not its Gaussian actor, which only proposes the CQL term's samples."""
+    if cfg.policy != "diffusion":
+        return ("encoder", "actor")
+    from robot_calql.agent.pa_rl import PARLConfig
+
+    return ("encoder", "diffusion", *(("critic",) if PARLConfig.from_dict(cfg.pa_rl).act_samples > 1 else ()))
+
+
+__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "calql_bound", "cql_logsumexp", "entropy_temperature_loss", "policy_modules",
+           "td_backup"]

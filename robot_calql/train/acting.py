@@ -27,8 +27,8 @@ the one case where the acting policy holds critics; never the target critics or 
 temperatures or an optimiser. Same maths and random draws as `CalQL.act`.
 
 Weights message (`weights_payload`, what the learner node publishes on `topics.weights`): a
-safetensors blob of the acting modules' tensors, named as in `CalQL.policy_state_dict()` (encoder
-and actor; PA-RL: encoder, diffusion, + critic when K > 1, without the Gaussian actor) whose metadata
+safetensors blob of `CalQL.policy_state_dict()` (the tensors of `policy_modules`: encoder and
+actor; PA-RL: encoder, diffusion, + critic when K > 1, without the Gaussian actor) whose metadata
 carries the update `step` and `policy_meta` (obs spec, action dimension, the instruction
 vocabulary in id order, the agent config), so a policy can be built from it with no file on the
 robot computer.
@@ -54,7 +54,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_calql.agent.calql import CalQLConfig, CheckpointError, exploration_temperature
+from robot_calql.agent.calql import (
+    CalQLConfig,
+    CheckpointError,
+    exploration_temperature,
+    policy_modules,
+)
 from robot_calql.agent.diffusion import DiffusionPolicy
 from robot_calql.agent.encoders import ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor
@@ -78,14 +83,6 @@ def policy_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {"obs_spec": {str(k): [int(x) for x in v] for k, v in meta["obs_spec"].items()},
             "action_dim": int(meta["action_dim"]), "instructions": [str(s) for s in meta["instructions"]],
             "agent": dict(meta.get("agent") or {})}
-
-
-def policy_modules(cfg: CalQLConfig) -> tuple[str, ...]:
-    """The modules an acting policy holds for an agent config: encoder + actor; PA-RL: encoder +
-    diffusion, + critic when it acts with the best of K > 1 samples (pa_rl.act_samples)."""
-    if cfg.policy != "diffusion":
-        return POLICY_MODULES
-    return ("encoder", "diffusion", *(("critic",) if PARLConfig.from_dict(cfg.pa_rl).act_samples > 1 else ()))
 
 
 def policy_tensors(state: Mapping[str, torch.Tensor], modules: Sequence[str] = POLICY_MODULES
@@ -123,8 +120,7 @@ def weights_payload(agent: Any, meta: Mapping[str, Any], step: int) -> bytes:
     """The learner's weights message: the tensors of `policy_modules` (encoder + actor; PA-RL:
     encoder + diffusion, + critic with K > 1 samples, not the Gaussian actor it does not act
     with) + `policy_meta`."""
-    sd = policy_tensors(agent.policy_state_dict(), policy_modules(agent.cfg))
-    return pack_weights(sd, step, extra={"policy_meta": json.dumps(policy_meta(meta))})
+    return pack_weights(agent.policy_state_dict(), step, extra={"policy_meta": json.dumps(policy_meta(meta))})
 
 
 def read_weights_payload(payload: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor], int]:
