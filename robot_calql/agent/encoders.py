@@ -46,7 +46,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robot_calql.data import IMAGE_LATENT  # the replays' key for a frame's cached CNN output
@@ -150,21 +149,25 @@ class SmallResNet(nn.Module):
         return self.proj(self.blocks(self.stem(x)).mean(dim=(2, 3)))
 
 
-def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DrQ random shift: replicate-pad by `pad` pixels and crop back at a random offset per image.
+def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ's random shift of camera frames (B, H, W, C), any dtype: each frame moved by up to `pad`
+    pixels in each direction, the edge pixels repeated into the gap (the same as replicate-padding
+    by `pad` and cropping back at a random offset).
 
-    images: float (B, C, H, W). One gather, no Python loop over the batch.
+    One `index_select` of whole pixels on the frames as they are stored (uint8, channels last):
+    each output pixel's source comes from clamped row and column offsets, so there is no padded
+    copy, no float copy and no per-channel index.
     """
     if pad <= 0:
-        return images
-    B, C, H, W = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    off = torch.randint(0, 2 * pad + 1, (B, 2), device=images.device, generator=generator)
-    rows = (off[:, 0:1] + torch.arange(H, device=images.device)).view(B, 1, H, 1).expand(B, C, H, W)
-    cols = (off[:, 1:2] + torch.arange(W, device=images.device)).view(B, 1, 1, W).expand(B, C, H, W)
-    flat = padded.flatten(2)  # (B, C, (H+2p)*(W+2p))
-    idx = (rows * (W + 2 * pad) + cols).flatten(2)
-    return flat.gather(2, idx).view(B, C, H, W)
+        return frames
+    B, H, W = frames.shape[:3]
+    dev = frames.device
+    off = torch.randint(0, 2 * pad + 1, (B, 2), device=dev, generator=generator) - pad
+    rows = (torch.arange(H, device=dev) + off[:, 0:1]).clamp_(0, H - 1)  # (B, H): source row of each output row
+    cols = (torch.arange(W, device=dev) + off[:, 1:2]).clamp_(0, W - 1)  # (B, W)
+    rows += torch.arange(B, device=dev)[:, None] * H  # rows of the (B * H) stacked frames
+    src = (rows[:, :, None] * W + cols[:, None, :]).view(-1)  # (B * H * W,) source pixel of each output pixel
+    return frames.reshape(B * H * W, -1).index_select(0, src).view(frames.shape)
 
 
 class ObsEncoder(nn.Module):
@@ -257,8 +260,9 @@ class ObsEncoder(nn.Module):
             getattr(self, f"{k}_std").copy_(std)
 
     def image_to_float(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
-        return random_shift(x, self.aug_pad) if augment else x
+        if augment:  # shifted while still uint8 and channels last: a quarter of the bytes of a float copy
+            images = random_shift(images, self.aug_pad)
+        return images.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
 
     @property
     def latent_dim(self) -> int:

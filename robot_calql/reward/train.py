@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from robot_calql.agent.encoders import random_shift
 from robot_calql.reward.calibrate import binary_metrics, calibrate_threshold
 from robot_calql.reward.data import (
     Frames,
@@ -68,17 +69,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown train settings {sorted(unknown)}")
         return cls(**d)
-
-
-def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each uint8 frame [B, H, W, 3] by up to `pad` pixels (edges replicated)."""
-    if pad <= 0:
-        return images
-    B, H, W, _ = images.shape
-    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    off = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator)
-    out = torch.stack([x[b, :, oy:oy + H, ox:ox + W] for b, (oy, ox) in enumerate(off.tolist())])
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def sample_weights(frames: Frames, balance: str) -> np.ndarray:

@@ -52,12 +52,25 @@ def test_actor_log_prob_of_its_own_samples_and_bounds():
 
 
 def test_random_shift_moves_content_by_at_most_pad():
-    img = torch.zeros(8, 1, 16, 16)
-    img[:, :, 8, 8] = 1.0
+    img = torch.zeros(8, 16, 16, 1, dtype=torch.uint8)
+    img[:, 8, 8] = 255
     out = random_shift(img, pad=2)
-    ys, xs = torch.nonzero(out[:, 0] == 1.0, as_tuple=True)[1:]
-    assert out.shape == img.shape and len(ys) == 8
+    ys, xs = torch.nonzero(out[..., 0] == 255, as_tuple=True)[1:]
+    assert out.shape == img.shape and out.dtype == torch.uint8 and len(ys) == 8
     assert ((ys - 8).abs() <= 2).all() and ((xs - 8).abs() <= 2).all()
+    assert len({(int(y), int(x)) for y, x in zip(ys, xs, strict=True)}) > 1  # the frames moved differently
+
+
+def test_random_shift_is_replicate_pad_then_crop():
+    """Pinned against the plain definition: replicate-pad by `pad`, crop at the drawn offset."""
+    pad, frames = 3, torch.randint(0, 256, (16, 12, 10, 3), dtype=torch.uint8)
+    out = random_shift(frames, pad, torch.Generator().manual_seed(7))
+    off = torch.randint(0, 2 * pad + 1, (16, 2), generator=torch.Generator().manual_seed(7))
+    padded = torch.nn.functional.pad(frames.permute(0, 3, 1, 2).float(), (pad,) * 4, mode="replicate")
+    for b, (oy, ox) in enumerate(off.tolist()):
+        want = padded[b, :, oy:oy + 12, ox:ox + 10].permute(1, 2, 0).to(torch.uint8)
+        assert torch.equal(out[b], want), f"frame {b}, offset {(oy, ox)}"
+    assert random_shift(frames, 0) is frames
 
 
 def test_pixel_encoder_shapes_and_instruction_embedding():
