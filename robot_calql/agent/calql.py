@@ -106,6 +106,8 @@ class CalQLConfig:
     reward_bias: float = 0.0  # see reward_scale (antmaze: -5)
     failure_reward: float | None = None  # sparse fill r_fail / (1 - gamma) (after scale/bias)
     calql_bound_online: bool = True  # False: CORL's variant, mc_return = -inf for online data
+    takeover_penalty: float = 0.0  # subtracted (after scale/bias) from the reward of the policy's last step
+    # before each human takeover (RLIF's signal: a person took over because the policy was going wrong)
     # pixels
     encoder: str = "robofume"  # robofume | spatial (keypoints: spatial softmax) | resnet
     encoder_latent_dim: int = 64  # pixels: image latent size
@@ -177,6 +179,9 @@ class CalQLConfig:
             raise ConfigError(f"agent config: n_step must be >= 1, got {self.n_step}")
         if self.cql_n_actions < 1:
             raise ConfigError(f"agent config: cql_n_actions must be >= 1, got {self.cql_n_actions}")
+        if not (math.isfinite(self.takeover_penalty) and self.takeover_penalty >= 0):
+            raise ConfigError(f"agent config: takeover_penalty must be a finite number >= 0 (0: off), "
+                              f"got {self.takeover_penalty}")
         if not self.obs_clip > 0:
             raise ConfigError(f"agent config: obs_clip must be > 0 (inf: no clipping), got {self.obs_clip}")
         if not self.bc_z_clip > 0:

@@ -8,7 +8,10 @@ still in progress are not sampled.
 
 Rewards are stored after `reward * reward_scale + reward_bias` (Cal-QL's reward shaping, e.g.
 antmaze r*10-5), and MC returns are computed from the scaled rewards, as the official code
-does. `replay_kwargs(agent_config)` passes these settings from the agent config.
+does. With `takeover_penalty`, the policy's step before each human takeover (a step flagged
+`intervention` after one that is not) carries that much less reward, and the returns before it
+include it (returns.py `episode_rewards_and_returns`). `replay_kwargs(agent_config)` passes
+these settings from the agent config.
 
 A batch is the agent's contract (docs/architecture.md): `obs` / `next_obs` dicts with the
 observation keys plus `instruction` (int64 ids), `action`, `reward`, `done` (terminal, not
@@ -38,7 +41,7 @@ from tqdm import tqdm
 
 from robot_calql.data import IMAGE_LATENT
 from robot_calql.data.dataset import Dataset, Episode, is_image_key
-from robot_calql.data.returns import mc_return_to_go, n_step_returns
+from robot_calql.data.returns import episode_rewards_and_returns, n_step_returns
 
 
 class ReplayError(ValueError):
@@ -54,6 +57,7 @@ def replay_kwargs(cfg: Any) -> dict[str, Any]:
         "reward_bias": float(cfg.reward_bias),
         "failure_reward": cfg.failure_reward,
         "n_step": int(cfg.n_step),
+        "takeover_penalty": float(cfg.takeover_penalty),
     }
 
 
@@ -234,7 +238,8 @@ class OfflineReplay(_Buffer):
                  reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
                  truncated_value: float = 0.0, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None, progress: bool = True, n_step: int = 1, frame_encoder: Any = None):
+                 seed: int | None = None, progress: bool = True, n_step: int = 1, frame_encoder: Any = None,
+                 takeover_penalty: float = 0.0):
         if len(dataset) == 0:
             raise ReplayError(f"{dataset.root}: dataset has no episodes")
         meta = dataset.meta
@@ -266,10 +271,10 @@ class OfflineReplay(_Buffer):
             self.obs_idx[steps] = np.arange(f, f + T)
             self.next_idx[steps] = np.arange(f + 1, f + T + 1)
             self.action[steps] = ep.action
-            r = ep.reward * reward_scale + reward_bias
-            self.reward[steps] = r
+            self.reward[steps], self.mc_return[steps] = episode_rewards_and_returns(
+                ep.reward * reward_scale + reward_bias, ep.terminal, discount, truncated_value, failure_reward,
+                ep.intervention, takeover_penalty)
             self.done[steps] = ep.terminal
-            self.mc_return[steps] = mc_return_to_go(r, ep.terminal, discount, truncated_value, failure_reward)
             self.instruction[steps] = self.vocab.id(ep.instruction)
             self.success[steps] = bool(ep.success) or bool(ep.terminal.any())
             self._fill_n_step(np.arange(s, s + T))
@@ -339,7 +344,8 @@ class OnlineReplay(_Buffer):
                  failure_reward: float | None = None, truncated_value: float = 0.0,
                  bound_online: bool = True, vocab: InstructionVocab | None = None,
                  text_embeddings: np.ndarray | None = None, device: str | torch.device = "cpu",
-                 seed: int | None = None, n_step: int = 1, frame_encoder: Any = None):
+                 seed: int | None = None, n_step: int = 1, frame_encoder: Any = None,
+                 takeover_penalty: float = 0.0):
         if capacity < 1:
             raise ReplayError(f"online replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -351,6 +357,7 @@ class OnlineReplay(_Buffer):
                          discount, n_step, frame_encoder)
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
         self.failure_reward, self.truncated_value, self.bound_online = failure_reward, truncated_value, bound_online
+        self.takeover_penalty = float(takeover_penalty)
         self.vocab = vocab or InstructionVocab()
         self.obs_abs = np.zeros(self.capacity, dtype=np.int64)  # absolute frame number of each step's obs
         self.frames_written = 0  # absolute counters
@@ -439,8 +446,9 @@ class OnlineReplay(_Buffer):
     def _end_episode(self) -> None:
         assert self._ep_start is not None
         idx = np.arange(self._ep_start, self.steps_written) % self.capacity
-        self.mc_return[idx] = mc_return_to_go(self.reward[idx], self.done[idx], self.discount,
-                                              self.truncated_value, self.failure_reward)
+        self.reward[idx], self.mc_return[idx] = episode_rewards_and_returns(
+            self.reward[idx], self.done[idx], self.discount, self.truncated_value, self.failure_reward,
+            self.intervention[idx], self.takeover_penalty)
         # terminal = the task really ended, which in this project means it succeeded
         self.success[idx] = bool(self.done[idx].any())
         self._fill_n_step(idx)

@@ -83,3 +83,38 @@ def n_step_returns(rewards: np.ndarray, terminals: np.ndarray, n: int, discount:
                 break
         sums[t], m[t] = g, k
     return sums.astype(np.float32), m
+
+
+def takeover_penalties(intervention: np.ndarray, penalty: float) -> np.ndarray:
+    """Per-step reward changes (T,) float32 of one episode: `-penalty` on each policy step that a
+    human step follows (the step after which a person took over), 0 elsewhere. RLIF (Luo et al.
+    2023) learns from that signal alone; here it is added to the task reward (CalQLConfig's
+    `takeover_penalty`). `intervention` (T,) bool."""
+    h = np.asarray(intervention, dtype=bool)
+    out = np.zeros(h.shape, dtype=np.float32)
+    if penalty:
+        out[:-1][~h[:-1] & h[1:]] = -float(penalty)
+    return out
+
+
+def episode_rewards_and_returns(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    discount: float,
+    truncated_value: float = 0.0,
+    failure_reward: float | None = None,
+    intervention: np.ndarray | None = None,
+    takeover_penalty: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One episode's rewards as the agent learns from them and their MC return-to-go, both (T,)
+    float32: `rewards` (already scaled) plus the takeover penalties. The return is that of the
+    task rewards (with the sparse failure fill, decided on the task rewards alone: a failed try
+    that a person took over is still a failed try) plus the discounted penalties still ahead."""
+    r = np.asarray(rewards, dtype=np.float32)
+    mc = mc_return_to_go(r, terminals, discount, truncated_value, failure_reward)
+    if intervention is None or not takeover_penalty:
+        return r, mc
+    p = takeover_penalties(intervention, takeover_penalty)
+    if not p.any():
+        return r, mc
+    return r + p, mc + mc_return_to_go(p, terminals, discount)

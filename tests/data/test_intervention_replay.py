@@ -4,9 +4,21 @@ episode's, and the replay draws human steps on the offline (demo) side too, as H
 import numpy as np
 import pytest
 
+from robot_calql.agent import CalQLConfig
+from robot_calql.config import ConfigError
 from robot_calql.data.dataset import Dataset, DatasetError, DatasetMeta, DatasetWriter, Episode
-from robot_calql.data.replay import InstructionVocab, MixedReplay, OfflineReplay, OnlineReplay
-from robot_calql.data.returns import mc_return_to_go
+from robot_calql.data.replay import (
+    InstructionVocab,
+    MixedReplay,
+    OfflineReplay,
+    OnlineReplay,
+    replay_kwargs,
+)
+from robot_calql.data.returns import (
+    episode_rewards_and_returns,
+    mc_return_to_go,
+    takeover_penalties,
+)
 
 GAMMA = 0.9
 
@@ -103,3 +115,49 @@ def test_the_flag_survives_a_replay_snapshot():
     old = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]))
     old.load_state_dict(sd)
     assert len(old.intervention_steps()) == 0
+
+
+def test_takeover_penalty_lands_on_the_policy_step_before_each_takeover():
+    human = np.array([1, 0, 0, 1, 1, 0, 1, 0], bool)     # a takeover at the start (no policy step before it)
+    np.testing.assert_array_equal(takeover_penalties(human, 2.0), [0, 0, -2, 0, 0, -2, 0, 0])
+    assert not takeover_penalties(human, 0.0).any()
+    # a failed try (sparse fill: every task reward is the failure reward) stays a failure at the fill's scale,
+    # with the penalties still ahead of each step added, discounted
+    r, done = np.full(8, -5.0, np.float32), np.zeros(8, bool)
+    rr, mc = episode_rewards_and_returns(r, done, GAMMA, failure_reward=-5.0, intervention=human, takeover_penalty=2.0)
+    ahead = mc_return_to_go(takeover_penalties(human, 2.0), done, GAMMA)
+    np.testing.assert_allclose(rr, r + takeover_penalties(human, 2.0))
+    np.testing.assert_allclose(mc, -5.0 / (1 - GAMMA) + ahead, rtol=1e-6)
+    assert mc[0] < mc[6] == pytest.approx(-50.0)              # nothing ahead of step 6 is penalised
+    # no penalty, or no human step: the task rewards and returns unchanged
+    for h, p in ((human, 0.0), (np.zeros(8, bool), 2.0), (None, 2.0)):
+        rr, mc = episode_rewards_and_returns(r, done, GAMMA, failure_reward=-5.0, intervention=h, takeover_penalty=p)
+        np.testing.assert_array_equal(rr, r)
+        np.testing.assert_allclose(mc, -50.0)
+
+
+def test_replays_apply_the_agents_takeover_penalty_to_online_and_recorded_human_steps(tmp_path):
+    human = np.array([0, 0, 1, 1, 1], bool)                 # the human finishes a try the policy started
+    rk = replay_kwargs(CalQLConfig(discount=GAMMA, takeover_penalty=0.5))
+    online = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]), **rk)
+    online.add_episode(_episode(5, True, 0, human))
+    want_r = np.array([0, -0.5, 0, 0, 1], np.float32)
+    np.testing.assert_allclose(online.reward[:5], want_r)
+    np.testing.assert_allclose(online.mc_return[:5], mc_return_to_go(want_r, np.eye(5, dtype=bool)[-1], GAMMA),
+                               rtol=1e-6)
+    # a steps-one-at-a-time episode (the ROS learner's way) gets the same
+    stepwise = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]), **rk)
+    ep = _episode(5, True, 0, human)
+    for t in range(5):
+        stepwise.add({"state": ep.state[t]}, ep.action[t], float(ep.reward[t]), {"state": ep.state[t + 1]},
+                     bool(ep.terminal[t]), instruction="go", intervention=bool(human[t]))
+    np.testing.assert_allclose(stepwise.reward[:5], want_r)
+    np.testing.assert_allclose(stepwise.mc_return[:5], online.mc_return[:5])
+    # recorded takeovers (bags, datasets) get it in the offline replay too
+    w = DatasetWriter(tmp_path / "ds", META)
+    w.write_episode(_episode(5, True, 0, human))
+    offline = OfflineReplay(Dataset(tmp_path / "ds"), {"state": (2,)}, progress=False, **rk)
+    np.testing.assert_allclose(offline.reward[:5], want_r)
+    np.testing.assert_allclose(offline.mc_return[:5], online.mc_return[:5])
+    with pytest.raises(ConfigError, match="takeover_penalty"):
+        CalQLConfig.from_dict({"takeover_penalty": -1.0})

@@ -16,7 +16,8 @@ def test_finetune_with_the_simulated_human(tmp_path, pretrained):
     rc = main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=120", "max_episode_steps=30",
                "eval_every=0", "log_every=40", "save_every=0", "simulated_human.enabled=true",
                "simulated_human.patience_steps=3", "simulated_human.stuck_m=1.0",  # anything counts as stuck
-               "simulated_human.takeover_steps=5", "simulated_human.budget_steps=40", *QUIET])
+               "simulated_human.takeover_steps=5", "simulated_human.budget_steps=40",
+               "+agent.takeover_penalty=7.0", *QUIET])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     # per 30-step episode: 3 policy steps, then 5 human ones, from steps 3, 11, 19 and 27 (3 steps, cut by the
@@ -30,4 +31,13 @@ def test_finetune_with_the_simulated_human(tmp_path, pretrained):
     buf = ckpt.load_checkpoint(out)["buffer"]
     flags = np.asarray(buf["intervention"])
     assert flags.sum() == 40 and flags[:3].sum() == 0 and flags[3:8].all()
+    # the policy's step before each of the 9 takeovers carries the penalty (RLIF's signal), no other step does
+    n = len(flags)
+    before = np.zeros(n, bool)
+    before[:-1] = ~flags[:-1] & flags[1:]
+    before[29::30] = False                                   # an episode's last step: the next step is a new try
+    reward, success = np.asarray(buf["reward"])[:n], np.asarray(buf["done"])[:n]
+    assert before.sum() == 9
+    plain = reward[~before & ~success]
+    assert np.ptp(plain) == 0 and np.allclose(reward[before & ~success], plain[0] - 7.0)
     assert (out / "plots" / "success.png").exists()
