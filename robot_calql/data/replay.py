@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from robot_calql.data import IMAGE_LATENT
 from robot_calql.data.dataset import Dataset, Episode, is_image_key
-from robot_calql.data.returns import episode_rewards_and_returns, n_step_returns
+from robot_calql.data.returns import episode_rewards_and_returns, n_step_returns, success_rows
 
 
 class ReplayError(ValueError):
@@ -169,7 +169,7 @@ class _Buffer:
         self.done = np.zeros(num_steps, dtype=np.bool_)
         self.mc_return = np.zeros(num_steps, dtype=np.float32)
         self.instruction = np.zeros(num_steps, dtype=np.int64)
-        self.success = np.zeros(num_steps, dtype=np.bool_)  # the step's episode reached success
+        self.success = np.zeros(num_steps, dtype=np.bool_)  # a step of a success (returns.success_rows)
         self.intervention = np.zeros(num_steps, dtype=np.bool_)  # a human's step (takeover)
         # n-step TD (n_step > 1): reward sum over the window, the frame after it, its terminal, gamma^m
         self.n_reward = np.zeros(num_steps, dtype=np.float32)
@@ -276,7 +276,7 @@ class OfflineReplay(_Buffer):
                 ep.intervention, takeover_penalty)
             self.done[steps] = ep.terminal
             self.instruction[steps] = self.vocab.id(ep.instruction)
-            self.success[steps] = bool(ep.success) or bool(ep.terminal.any())
+            self.success[steps] = success_rows(bool(ep.success) or bool(ep.terminal.any()), ep.intervention, T)
             self._fill_n_step(np.arange(s, s + T))
             f += T + 1
             s += T
@@ -449,8 +449,9 @@ class OnlineReplay(_Buffer):
         self.reward[idx], self.mc_return[idx] = episode_rewards_and_returns(
             self.reward[idx], self.done[idx], self.discount, self.truncated_value, self.failure_reward,
             self.intervention[idx], self.takeover_penalty)
-        # terminal = the task really ended, which in this project means it succeeded
-        self.success[idx] = bool(self.done[idx].any())
+        # terminal = the task really ended, which in this project means it succeeded; the policy's steps
+        # before a human takeover are not counted as its success (success_rows)
+        self.success[idx] = success_rows(bool(self.done[idx].any()), self.intervention[idx], len(idx))
         self._fill_n_step(idx)
         self.complete = self.steps_written
         self._ep_start = None

@@ -97,6 +97,24 @@ def takeover_penalties(intervention: np.ndarray, penalty: float) -> np.ndarray:
     return out
 
 
+def success_rows(succeeded: bool, intervention: np.ndarray | None, length: int) -> np.ndarray:
+    """Which steps (T,) bool of one episode count as its success, for success-filtered BC
+    (CalQLConfig `bc_success_only`): all of a successful episode's steps, except the policy's
+    steps before a human takeover. A try that a person had to rescue is the person's success,
+    not the policy's: cloning the policy's actions up to the takeover (a hover, a stall) would
+    teach it to wait for help. The human's own steps stay (their actions are demonstrations), and
+    so do the policy's after the last takeover (it finished on its own from there)."""
+    rows = np.full(length, bool(succeeded))
+    if not succeeded or intervention is None:
+        return rows
+    h = np.asarray(intervention, dtype=bool)
+    starts = np.flatnonzero(~h[:-1] & h[1:]) + 1  # the first human step of each takeover from the policy
+    if len(starts):
+        last = int(starts[-1])
+        rows[:last] = h[:last]
+    return rows
+
+
 def episode_rewards_and_returns(
     rewards: np.ndarray,
     terminals: np.ndarray,

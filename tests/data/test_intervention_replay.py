@@ -17,6 +17,7 @@ from robot_calql.data.replay import (
 from robot_calql.data.returns import (
     episode_rewards_and_returns,
     mc_return_to_go,
+    success_rows,
     takeover_penalties,
 )
 
@@ -161,3 +162,23 @@ def test_replays_apply_the_agents_takeover_penalty_to_online_and_recorded_human_
     np.testing.assert_allclose(offline.mc_return[:5], online.mc_return[:5])
     with pytest.raises(ConfigError, match="takeover_penalty"):
         CalQLConfig.from_dict({"takeover_penalty": -1.0})
+
+
+def test_success_filtered_bc_leaves_out_the_policy_steps_a_person_had_to_rescue(tmp_path):
+    # policy x2, human x2 (lets go), policy x2, human x2 (finishes): only the human's steps are the success
+    human = np.array([0, 0, 1, 1, 0, 0, 1, 1], bool)
+    np.testing.assert_array_equal(success_rows(True, human, 8), human)
+    # the policy finished on its own after the last takeover: those steps count, the stall before it does not
+    human = np.array([0, 0, 1, 1, 0, 0], bool)
+    np.testing.assert_array_equal(success_rows(True, human, 6), [0, 0, 1, 1, 1, 1])
+    assert not success_rows(False, human, 6).any()
+    assert success_rows(True, None, 4).all() and success_rows(True, np.array([1, 1, 0], bool), 3).all()
+    # both replays store it, so bc_success_only never clones a stall that ended in a rescue
+    online = OnlineReplay({"state": (2,)}, 2, capacity=50, vocab=InstructionVocab(["go"]))
+    online.add_episode(_episode(6, True, 0, human))
+    online.add_episode(_episode(4, True, 100))                # the policy's own success: every step
+    np.testing.assert_array_equal(online.success[:10], [0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    w = DatasetWriter(tmp_path / "ds", META)
+    w.write_episode(_episode(6, True, 0, human))
+    offline = OfflineReplay(Dataset(tmp_path / "ds"), {"state": (2,)}, progress=False)
+    np.testing.assert_array_equal(offline.success[:6], [0, 0, 1, 1, 1, 1])
