@@ -114,6 +114,8 @@ class ScriptedDemonstrator:
 
         if self.phase in ("lift", "carry", "lower") and not held and self.failure != "miss_grasp":
             self.phase = "approach"  # dropped it: try again
+        elif self.phase == "approach" and held and not self.failure:
+            self.phase = "lift"  # already in the hand (a person taking over mid-carry): carry it, do not drop it
         if self.phase == "approach":
             goal = np.array([*(cube[:2] + self.grasp_offset), self.carry_z])
             target, target_yaw = goal, cube_yaw(state[lay.cube_quat])

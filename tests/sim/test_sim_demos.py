@@ -46,3 +46,29 @@ def test_env_bound_demonstrator_follows_task_switch():
             if terminated or truncated:
                 break
         assert info["success"], task
+
+
+@pytest.mark.parametrize("task", ["cube_out_of_bowl", "cube_in_bowl"])
+def test_taking_over_with_the_cube_already_in_the_hand_carries_it_on(task):
+    """The simulated human resets the demonstrator when it takes over. Over a policy that lifted the
+    cube and stalls, a fresh demonstrator must carry the cube on, not open the hand and start over."""
+    env = make_env(task, image_size=0, seed=3, max_episode_steps=80)
+    obs, _ = env.reset(seed=3)
+    first = ScriptedDemonstrator(task, noise=0.0, rng=np.random.default_rng(0), action_scale=env.action_scale,
+                                 layout=env.layout)
+    while first.phase != "carry":                              # the "policy" grasps and lifts the cube
+        obs, *_ = env.step(first.act(obs["state"]))
+    held_z = obs["state"][env.layout.cube][2]
+    for _ in range(5):                                         # then stalls with it in the hand
+        obs, *_ = env.step(np.array([0, 0, 0, 0, 1.0], np.float32))
+    human = ScriptedDemonstrator(task, noise=0.0, rng=np.random.default_rng(1), action_scale=env.action_scale,
+                                 layout=env.layout)            # a takeover: a demonstrator from its first phase
+    grip, done = [], False
+    for _ in range(60):
+        a = human.act(obs["state"])
+        grip.append(a[4])
+        obs, _, done, truncated, info = env.step(a)
+        if done or truncated:
+            break
+    assert min(grip[:10]) > 0, "the hand opened right after the takeover (the cube dropped)"
+    assert held_z > 0.05 and done and info["success"]
