@@ -21,7 +21,9 @@ and the gain (target, issue 30: >= +5 points on average).
         --out runs/ooo_smoke
 
 Writes <out>/bench_ooo.json and <out>/bench_ooo.png (and --img, e.g. docs/img/bench_ooo.png) and
-prints a table.
+prints a table. Seeds run as separate processes (a --learning folder per seed) combine with
+
+    .venv/bin/python benchmarks/bench_ooo.py --merge runs/ooo/s0 runs/ooo/s1 runs/ooo/s2 --out runs/ooo
 """
 
 from __future__ import annotations
@@ -90,9 +92,65 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+def report(rows: list[dict], config: dict, learning_cfg: dict, learning_code: str, out: Path, img: str | None,
+           minutes: float, **extra) -> None:
+    """Write <out>/bench_ooo.json and bench_ooo.png (and `img`), and print the table."""
+    gain = float(np.mean([r["gain"] for r in rows]))
+    result = {"config": config, "learning_config": learning_cfg, "learning_code": learning_code, "rows": rows,
+              "mean_online": float(np.mean([r["online_policy"]["success"] for r in rows])),
+              "mean_exploit": float(np.mean([r["exploit"]["success"] for r in rows])), "mean_gain": gain,
+              "target_gain_ge_5pts": gain >= 0.05, "minutes": minutes, **extra}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_ooo.json").write_text(json.dumps(result, indent=2) + "\n")
+    title = (f"OOO on {learning_cfg['task']}: {learning_cfg['online_steps']} online steps "
+             f"(rnd.scale {learning_cfg.get('rnd_scale', 0.0)}),\n{config['exploit_steps']} exploitation updates, "
+             f"{config['fresh_episodes']} fresh placements per seed")
+    png = plot(rows, out / "bench_ooo.png", title)
+    if img:
+        Path(img).parent.mkdir(parents=True, exist_ok=True)
+        Path(img).write_bytes(png.read_bytes())
+    print(f"\nOOO ({len(rows)} seed(s), {config['fresh_episodes']} fresh placements each, {minutes:.1f} min)")
+    print(f"{'seed':<6} {'online':>8} {'exploit':>8} {'gain':>7}")
+    for r in rows:
+        print(f"{r['seed']:<6} {r['online_policy']['success']:>8.2f} {r['exploit']['success']:>8.2f} {r['gain']:>+7.2f}")
+    print(f"{'mean':<6} {result['mean_online']:>8.2f} {result['mean_exploit']:>8.2f} {gain:>+7.2f}  "
+          f"(target >= +0.05: {result['target_gain_ge_5pts']})")
+    print(f"JSON: {out / 'bench_ooo.json'}\nplot: {png}")
+
+
+# the settings that must match for --merge (the exploitation's, and the learning runs' but their seeds)
+MERGE_SKIP = {"learning", "out", "img", "merge", "threads", "seeds", "first_seed", "pretrained", "extend", "merge_across_commits"}
+
+
+def merge(paths: list[str], out: Path, img: str | None) -> int:
+    """Combine bench_ooo.json files of runs made separately (one seed's learning run each) into one
+    report; their exploitation settings and their learning runs' settings must match."""
+    parts = [json.loads((Path(p) / "bench_ooo.json" if Path(p).is_dir() else Path(p)).read_text()) for p in paths]
+
+    def key(part: dict) -> dict:
+        return {**{f"exploit.{k}": v for k, v in part["config"].items() if k not in MERGE_SKIP},
+                **{f"learning.{k}": v for k, v in part["learning_config"].items() if k not in MERGE_SKIP}}
+
+    base = key(parts[0])
+    for p, part in zip(paths, parts, strict=True):
+        other = key(part)
+        if other != base:
+            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            raise SystemExit(f"{p}: settings differ from {paths[0]} in {diff}; only like runs merge")
+    rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: a seed appears twice ({seeds})")
+    codes = sorted({part.get("learning_code", "unknown") for part in parts})
+    report(rows, parts[0]["config"], parts[0]["learning_config"], ", ".join(codes), out, img,
+           sum(part.get("minutes", 0.0) for part in parts), merged_from=[str(p) for p in paths])
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--learning", required=True, help="a bench_learning.py --out folder (its seed*/ runs)")
+    p.add_argument("--learning", help="a bench_learning.py --out folder (its seed*/ runs)")
+    p.add_argument("--merge", nargs="+", metavar="RUN", help="combine earlier bench_ooo.py --out folders into --out")
     p.add_argument("--method", default="calql", help="whose fine-tuning runs to exploit (<method>_ft)")
     p.add_argument("--exploit-steps", type=int, default=20000, help="updates of each fresh agent")
     p.add_argument("--mixing-ratio", type=float, default=0.5, help="offline share of every batch")
@@ -103,6 +161,11 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench_ooo")
     p.add_argument("--img", default=None, help="also copy the plot here (e.g. docs/img/bench_ooo.png)")
     a = p.parse_args()
+    out = Path(a.out).resolve()
+    if a.merge:
+        return merge(a.merge, out, a.img)
+    if not a.learning:
+        p.error("--learning (or --merge) is required")
     learning_dir = Path(a.learning).resolve()
     f = learning_dir / "bench_learning.json"
     if not f.is_file():
@@ -111,7 +174,6 @@ def main() -> int:
     runs = sorted(d / f"{a.method}_ft" for d in learning_dir.glob("seed*") if (d / f"{a.method}_ft" / "checkpoints").is_dir())
     if not runs:
         raise SystemExit(f"--learning {a.learning}: no seed*/{a.method}_ft fine-tuning run")
-    out = Path(a.out).resolve()
     t0 = time.time()
     rows = []
     for run in runs:
@@ -121,27 +183,7 @@ def main() -> int:
                      "online_policy": s["online_policy"], "gain": s["gain"]})
         print(f"[seed {seed}] online policy {s['online_policy']['success']:.0%} -> exploitation policy "
               f"{s['exploit']['success']:.0%} ({(time.time() - t0) / 60:.1f} min)", flush=True)
-    gain = float(np.mean([r["gain"] for r in rows]))
-    cfg = learning["config"]
-    result = {"config": vars(a), "learning_config": cfg, "learning_code": learning.get("code", "unknown"),
-              "rows": rows, "mean_online": float(np.mean([r["online_policy"]["success"] for r in rows])),
-              "mean_exploit": float(np.mean([r["exploit"]["success"] for r in rows])), "mean_gain": gain,
-              "target_gain_ge_5pts": gain >= 0.05, "minutes": (time.time() - t0) / 60}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_ooo.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = (f"OOO on {cfg['task']}: {cfg['online_steps']} online steps (rnd.scale {cfg.get('rnd_scale', 0.0)}),\n"
-             f"{a.exploit_steps} exploitation updates, {a.fresh_episodes} fresh placements per seed")
-    png = plot(rows, out / "bench_ooo.png", title)
-    if a.img:
-        Path(a.img).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.img).write_bytes(png.read_bytes())
-    print(f"\nOOO ({len(rows)} seed(s), {a.fresh_episodes} fresh placements each, {result['minutes']:.1f} min)")
-    print(f"{'seed':<6} {'online':>8} {'exploit':>8} {'gain':>7}")
-    for r in rows:
-        print(f"{r['seed']:<6} {r['online_policy']['success']:>8.2f} {r['exploit']['success']:>8.2f} {r['gain']:>+7.2f}")
-    print(f"{'mean':<6} {result['mean_online']:>8.2f} {result['mean_exploit']:>8.2f} {gain:>+7.2f}  "
-          f"(target >= +0.05: {result['target_gain_ge_5pts']})")
-    print(f"JSON: {out / 'bench_ooo.json'}\nplot: {png}")
+    report(rows, vars(a), learning["config"], learning.get("code", "unknown"), out, a.img, (time.time() - t0) / 60)
     return 0
 
 
