@@ -1,19 +1,15 @@
 """benchmarks/bench_learning.py --merge: like runs combine into one report, unlike runs are refused."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .bench_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_learning")
 
 
 def _run(path: Path, seed: int, calql: list[float], code: str | None = None, gaps=None, **settings) -> Path:

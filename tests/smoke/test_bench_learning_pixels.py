@@ -1,23 +1,20 @@
 """benchmarks/bench_learning.py --obs pixels --reward-source classifier: the benchmark on camera frames
 + proprio with the demo's keypoint-encoder agent, fine-tuned on a success classifier's rewards."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .bench_module import load_benchmark
+
 TINY = ["--seeds", "1", "--episodes", "2", "--failures", "1", "--offline-steps", "3", "--eval-episodes", "1",
         "--batch", "16", "--max-episode-steps", "60", "--hidden", "16", "--classifier-steps", "3",
         "--agent", "encoder_pretrain_steps=5"]  # 60 steps: the demos succeed, so the classifier has positives
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_learning")
 
 
 def _meta(run: Path) -> dict:

@@ -1,18 +1,12 @@
 """benchmarks/bench_learning.py --recipe: a named recipe file sets the flags, flags beside it win."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .bench_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_learning")
 
 
 def test_the_reset_free_recipe_sets_the_documented_flags():

@@ -1,20 +1,16 @@
 """benchmarks/bench_ooo.py --merge: one seed's OOO run per process combines into one report
 (rows by seed, the means and the gain over all of them); unlike runs are refused."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .bench_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_ooo", ROOT / "benchmarks" / "bench_ooo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_ooo")
 
 
 def _run(path: Path, seed: int, online: float, exploit: float, exploit_steps: int = 20000) -> Path:
