@@ -85,15 +85,21 @@ def n_step_returns(rewards: np.ndarray, terminals: np.ndarray, n: int, discount:
     return sums.astype(np.float32), m
 
 
+def takeover_starts(intervention: np.ndarray) -> np.ndarray:
+    """Indices of the first human step of each takeover from the policy (a step flagged
+    `intervention` after one that is not) in one episode's (T,) flags."""
+    h = np.asarray(intervention, dtype=bool)
+    return np.flatnonzero(~h[:-1] & h[1:]) + 1
+
+
 def takeover_penalties(intervention: np.ndarray, penalty: float) -> np.ndarray:
     """Per-step reward changes (T,) float32 of one episode: `-penalty` on each policy step that a
     human step follows (the step after which a person took over), 0 elsewhere. RLIF (Luo et al.
     2023) learns from that signal alone; here it is added to the task reward (CalQLConfig's
     `takeover_penalty`). `intervention` (T,) bool."""
-    h = np.asarray(intervention, dtype=bool)
-    out = np.zeros(h.shape, dtype=np.float32)
+    out = np.zeros(np.shape(intervention), dtype=np.float32)
     if penalty:
-        out[:-1][~h[:-1] & h[1:]] = -float(penalty)
+        out[takeover_starts(intervention) - 1] = -float(penalty)
     return out
 
 
@@ -107,11 +113,10 @@ def success_rows(succeeded: bool, intervention: np.ndarray | None, length: int) 
     rows = np.full(length, bool(succeeded))
     if not succeeded or intervention is None:
         return rows
-    h = np.asarray(intervention, dtype=bool)
-    starts = np.flatnonzero(~h[:-1] & h[1:]) + 1  # the first human step of each takeover from the policy
+    starts = takeover_starts(intervention)
     if len(starts):
         last = int(starts[-1])
-        rows[:last] = h[:last]
+        rows[:last] = np.asarray(intervention, dtype=bool)[:last]
     return rows
 
 
