@@ -92,7 +92,7 @@ METHODS = ("calql", "cql", "scratch")
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
-               "human_patience": 10, "human_takeover": 25, "obs": "state", "reward_source": "sim", "image_size": 64,
+               "human_patience": 10, "human_takeover": 25, "human_stuck_m": None, "obs": "state", "reward_source": "sim", "image_size": 64,
                "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None, "dropped_start": 0.0}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
 # pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
@@ -182,7 +182,8 @@ def human_overrides(method: str, a: argparse.Namespace) -> list[str]:
     budget = a.human_budget if a.human_budget is not None else a.online_steps // 10
     return ["simulated_human.enabled=true", f"simulated_human.budget_steps={budget}",
             f"simulated_human.patience_steps={a.human_patience}", f"simulated_human.takeover_steps={a.human_takeover}",
-            f"simulated_human.demo_noise={a.noise}"]
+            f"simulated_human.demo_noise={a.noise}",
+            *([f"simulated_human.stuck_m={a.human_stuck_m}"] if a.human_stuck_m is not None else [])]
 
 
 FRESH_SEED = 20_000  # training's evaluations use seeds 10000.. (configs/evaluate.yaml); the demos' are hashed
@@ -545,6 +546,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--interventions: human steps per run (default: a tenth of --online-steps)")
     p.add_argument("--human-patience", type=int, default=10, help="--interventions: steps stuck before it takes over")
     p.add_argument("--human-takeover", type=int, default=25, help="--interventions: at most this many steps per takeover")
+    p.add_argument("--human-stuck-m", type=float, default=None,
+                   help="--interventions: stuck = stayed within this many metres for the patience steps "
+                        "(default: configs/finetune.yaml's simulated_human.stuck_m)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",

@@ -3,8 +3,9 @@
 `SimulatedHuman.step(ee_pos)` is called once per control step with the end-effector position
 and says whether the human drives this step. It takes over when, for `patience_steps` steps,
 
-- the policy is stuck: the end effector stayed within `stuck_m` of where it was `patience_steps`
-  steps ago, or
+- the policy is stuck: at every one of those steps the end effector was within `stuck_m` of
+  where it was `patience_steps` steps ago (it stood still; an arm that went down to grasp and
+  came back up in that time, ending where it started, is not stuck), or
 - it heads out of bounds: every one of those steps ended within `edge_margin_m` of a wall of the
   workspace box and moved toward that wall;
 
@@ -32,7 +33,7 @@ class SimulatedHumanConfig:
     patience_steps: int = 10       # N: steps stuck or heading out of bounds before taking over
     takeover_steps: int = 25       # at most this many steps per takeover, then it lets go
     budget_steps: int = 1000       # human steps in the whole run (0: never takes over)
-    stuck_m: float = 0.01          # moved less than this over the last N steps: stuck
+    stuck_m: float = 0.02          # stayed within this of where it was N steps ago, at every step since: stuck
     edge_margin_m: float = 0.02    # within this of a workspace wall and moving toward it: heading out
     workspace_min: tuple[float, float, float] = (0.10, -0.28, 0.015)
     workspace_max: tuple[float, float, float] = (0.46, 0.28, 0.25)
@@ -94,9 +95,11 @@ class SimulatedHuman:
         return bool(np.any(near_lo | near_hi))
 
     def stuck(self) -> bool:
-        """The window is full and the end effector stayed within stuck_m of its oldest position."""
+        """The window is full and every position in it is within stuck_m of the oldest one."""
         w = self._window
-        return len(w) == w.maxlen and float(np.linalg.norm(w[-1] - w[0])) < self.cfg.stuck_m
+        if len(w) < w.maxlen:
+            return False
+        return float(np.linalg.norm(np.asarray(w) - w[0], axis=1).max()) < self.cfg.stuck_m
 
     def step(self, ee_pos: np.ndarray) -> bool:
         """Call once per control step before acting; True: the human drives this step."""

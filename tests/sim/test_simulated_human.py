@@ -29,6 +29,18 @@ def test_a_moving_policy_is_never_taken_over():
     assert h.used_steps == 0
 
 
+def test_a_grasp_that_ends_where_it_began_is_not_stuck_but_dithering_in_place_is():
+    # down 5 cm to the cube, close, back up: after 10 steps the hand is where it was 10 steps ago,
+    # but it moved all the while (the stand-in's backward grasp, which the net-displacement rule took over)
+    h = SimulatedHuman(SimulatedHumanConfig(patience_steps=10, stuck_m=0.02))
+    zs = [0.10, 0.09, 0.08, 0.07, 0.06, 0.05, 0.05, 0.06, 0.07, 0.08, 0.095, 0.10]
+    assert not any(run(h, [MID + np.array([0.0, 0.0, z - 0.10]) for z in zs]))
+    # jittering by up to 1.5 cm around one spot for 10 steps is standing still
+    h2 = SimulatedHuman(SimulatedHumanConfig(patience_steps=10, stuck_m=0.02))
+    jitter = [MID + np.array([0.015 * (k % 2), 0.0, 0.0]) for k in range(11)]
+    assert run(h2, jitter) == [False] * 10 + [True]
+
+
 def test_heading_out_of_the_box_for_n_steps_triggers_a_takeover():
     cfg = SimulatedHumanConfig(patience_steps=4, stuck_m=0.0, edge_margin_m=0.02)
     h = SimulatedHuman(cfg)
