@@ -315,6 +315,12 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["human_steps"] = [h["steps"] for h in humans]
             summary[m]["human_share"] = float(np.mean([h["share_of_steps"] for h in humans]))
             summary[m]["human_minutes"] = float(np.mean([h["minutes"] for h in humans]))
+            where: dict[str, int] = {}  # takeovers by task and cube in the hand or not, all seeds (newer runs)
+            for h in humans:
+                for k, n in h.get("where", {}).items():
+                    where[k] = where.get(k, 0) + n
+            if where:
+                summary[m]["human_takeovers_where"] = where
             for r in runs:  # one curve per seed
                 if "human" in r:
                     c = np.asarray(r["human"]["curve"], dtype=np.float64).reshape(-1, 2)
@@ -370,6 +376,10 @@ def report(results: dict, out: Path, task: str) -> None:
         if "human_steps" in summary[m]:
             print(f"{m}: simulated human {summary[m]['human_steps']} steps per seed ({summary[m]['human_share']:.1%} of "
                   f"the online steps, {summary[m]['human_minutes']:.1f} min at 10 Hz)")
+            if where := summary[m].get("human_takeovers_where"):
+                total = sum(where.values())
+                print(f"{m}: where the human took over ({total} takeovers): "
+                      + "; ".join(f"{k} {n / total:.0%}" for k, n in sorted(where.items(), key=lambda kv: -kv[1])))
     for m in methods:
         if "clf_successes" in summary[m]:
             n = {k: [int(x) for x in summary[m][k]] for k in CLF_COUNTS}

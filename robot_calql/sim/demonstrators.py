@@ -29,6 +29,13 @@ GRASP_Z = 0.022  # ee height when closing the fingers around the cube (its centr
 FAILURES = ("miss_grasp", "drop_early", "wander")
 
 
+def cube_in_hand(state: np.ndarray, layout: StateLayout = STANDIN_LAYOUT) -> bool:
+    """Whether the stand-in's state vector has the cube between the fingers: the fingers closed on
+    it (stopped part-way by the cube) and the cube at the end effector."""
+    ee, cube, grip = state[layout.ee], state[layout.cube], float(state[layout.grip])
+    return bool(np.linalg.norm(cube - ee) < 0.03 and 0.15 < grip < 0.8)
+
+
 def cube_yaw(quat_wxyz: np.ndarray) -> float:
     """Heading of the cube about z, folded into [-pi/4, pi/4) (a cube is 90-degree symmetric).
     Computed in the precision of `quat_wxyz` (float32 for an observation)."""
@@ -99,9 +106,9 @@ class ScriptedDemonstrator:
     def act(self, state: np.ndarray) -> np.ndarray:
         """Normalised action (5,) float32 for the privileged state observation."""
         lay = self.layout
-        ee, yaw, grip = state[lay.ee], float(state[lay.yaw]), float(state[lay.grip])
+        ee, yaw = state[lay.ee], float(state[lay.yaw])
         cube = state[lay.cube]
-        held = np.linalg.norm(cube - ee) < 0.03 and 0.15 < grip < 0.8  # fingers stopped by the cube
+        held = cube_in_hand(state, lay)
         target = ee.copy()
         target_yaw = yaw
         close = -1.0

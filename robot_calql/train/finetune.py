@@ -26,8 +26,9 @@ Every `eval_every` steps (and at step 0: the offline policy) the deterministic p
 (robot_calql/sim/simulated_human.py): when the policy is stuck or heading out of the workspace for
 `patience_steps` steps it acts with the scripted demonstrator for at most `takeover_steps` steps,
 within `budget_steps` human steps in all; those steps go to the online buffer with
-`intervention=True` (also drawn on the offline side), one `human/*` row per episode is logged and
-success.png gets a panel with the share of human steps per episode.
+`intervention=True` (also drawn on the offline side), one `human/*` row per episode and one
+`takeover` row per takeover (which task, cube in the hand or not) are logged, and success.png gets a
+panel with the share of human steps per episode.
 
 `reward_source=classifier` trains from a robot_calql.reward classifier (debounced) instead of
 the simulator's success; ground truth is then only logged, together with the classifier's
@@ -332,6 +333,7 @@ def main(cfg: DictConfig) -> int:
                 if intervene:  # the simulated operator drives with the scripted demonstrator
                     if not was_driving:
                         demo.reset()
+                        logger.log(loop["step"], "takeover", _takeover_row(env, obs, forward))
                     action = demo.act(obs)
                 else:
                     action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
@@ -427,7 +429,8 @@ def main(cfg: DictConfig) -> int:
         summary["human"] = {"steps": human.used_steps, "takeovers": human.takeovers,
                             "share_of_steps": human.used_steps / max(loop["step"], 1),
                             "minutes": human.used_steps / 10.0 / 60,
-                            "curve": curve.tolist()}  # [online step, share of human steps] per episode
+                            "curve": curve.tolist(),  # [online step, share of human steps] per episode
+                            "where": _takeover_counts(out)}
     if clf is not None:
         summary.update(clf.stats())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -477,6 +480,30 @@ def _simulated_human(cfg: DictConfig, env: Any) -> tuple[Any, Any, Any]:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"simulated_human: {e}") from None
     return human, make_demonstrator(env, noise=noise, seed=int(cfg.seed) + 5), InterventionStats(10.0)
+
+
+def _takeover_row(env: Any, obs: dict, forward: str) -> dict:
+    """Where the simulated operator took over (a `takeover` row of metrics.jsonl): `backward` (1: the
+    backward task's try, 0: the forward task's), `cube_in_hand` (1: the cube between the closed
+    fingers) and the end effector's height `ee_z`."""
+    from robot_calql.sim.demonstrators import cube_in_hand
+
+    state = np.asarray(obs["state"])
+    return {"backward": float(env.task.name != forward), "cube_in_hand": float(cube_in_hand(state, env.layout)),
+            "ee_z": float(state[env.layout.ee][2])}
+
+
+def _takeover_counts(out: Path) -> dict[str, int]:
+    """The run's takeovers by where they happened (its `takeover` rows; one per step, so a resumed
+    run that logged a step twice counts it once)."""
+    from robot_calql.train.logger import read_metrics
+
+    rows = {int(r["step"]): r for r in read_metrics(out, "takeover")}
+    counts: dict[str, int] = {}
+    for r in rows.values():
+        k = f"{'backward' if r.get('backward') else 'forward'}, cube {'in' if r.get('cube_in_hand') else 'not in'} the hand"
+        counts[k] = counts.get(k, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _out_of_reach(env: Any, cfg: DictConfig) -> bool:

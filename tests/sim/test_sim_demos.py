@@ -5,7 +5,12 @@ import pytest
 
 from robot_calql.sim import TASKS, make_env
 from robot_calql.sim.collect import iter_episodes
-from robot_calql.sim.demonstrators import FAILURES, ScriptedDemonstrator, make_demonstrator
+from robot_calql.sim.demonstrators import (
+    FAILURES,
+    ScriptedDemonstrator,
+    cube_in_hand,
+    make_demonstrator,
+)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -61,6 +66,7 @@ def test_taking_over_with_the_cube_already_in_the_hand_carries_it_on(task):
     held_z = obs["state"][env.layout.cube][2]
     for _ in range(5):                                         # then stalls with it in the hand
         obs, *_ = env.step(np.array([0, 0, 0, 0, 1.0], np.float32))
+    assert cube_in_hand(obs["state"], env.layout)              # what finetune's `takeover` rows record
     human = ScriptedDemonstrator(task, noise=0.0, rng=np.random.default_rng(1), action_scale=env.action_scale,
                                  layout=env.layout)            # a takeover: a demonstrator from its first phase
     grip, done = [], False
@@ -72,3 +78,4 @@ def test_taking_over_with_the_cube_already_in_the_hand_carries_it_on(task):
             break
     assert min(grip[:10]) > 0, "the hand opened right after the takeover (the cube dropped)"
     assert held_z > 0.05 and done and info["success"]
+    assert not cube_in_hand(obs["state"], env.layout)          # let go at the goal

@@ -178,8 +178,9 @@ def test_pretrained_calql_human_alone_fine_tunes_plain_calqls_pre_training(tmp_p
         bench.find_pretrained([tmp_path / "run"], 3, "cql")
 
 
-def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch):
-    """--interventions: the takeover panel gets one curve per seed (not the first seed's alone)."""
+def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch, capsys):
+    """--interventions: the takeover panel gets one curve per seed (not the first seed's alone), and
+    where the human took over is summed over the seeds (a run from before those counts has none)."""
     import robot_calql.train.plots as plots
 
     bench = _bench()
@@ -191,8 +192,15 @@ def test_report_plots_the_human_share_of_every_seed(tmp_path, monkeypatch):
         runs.append({"seed": seed, "evals": evals, **bench.figures(evals),
                      "human": {"steps": 10, "share_of_steps": 0.1, "minutes": 0.1,
                                "curve": [[60, shares[0]], [130, shares[1]]]}})
+    runs[0]["human"]["where"] = {"forward, cube not in the hand": 3, "backward, cube in the hand": 1}
+    runs[1]["human"]["where"] = {"forward, cube not in the hand": 4}
     cfg = {**vars(bench.parser().parse_args([])), "seeds": 2}
     bench.report({"config": cfg, "runs": {"calql_human": runs}}, tmp_path / "out", "cube_in_bowl")
+    assert ("where the human took over (8 takeovers): forward, cube not in the hand 88%; backward, cube in the "
+            "hand 12%") in capsys.readouterr().out
+    del runs[0]["human"]["where"], runs[1]["human"]["where"]
+    bench.report({"config": cfg, "runs": {"calql_human": runs}}, tmp_path / "out2", "cube_in_bowl")
+    assert "where the human took over" not in capsys.readouterr().out
     curves = drawn["interventions"]
     assert sorted(curves) == ["calql_human, seed 0", "calql_human, seed 1"]
     assert list(curves["calql_human, seed 1"][1]) == [0.3, 0.0]

@@ -23,6 +23,12 @@ def test_finetune_with_the_simulated_human(tmp_path, pretrained):
     # per 30-step episode: 3 policy steps, then 5 human ones, from steps 3, 11, 19 and 27 (3 steps, cut by the
     # episode's end), so 18 human steps in each of the first two episodes and the last 4 of the budget in the third
     assert summary["human"]["steps"] == 40 and summary["human"]["takeovers"] == 9
+    # one `takeover` row per takeover, saying where: every try here is the forward task (no backward)
+    takes = read_metrics(out, "takeover")
+    assert [t["step"] for t in takes] == [3, 11, 19, 27, 33, 41, 49, 57, 63]
+    assert all(t["backward"] == 0.0 and t["cube_in_hand"] in (0.0, 1.0) and 0.0 < t["ee_z"] < 0.3 for t in takes)
+    where = summary["human"]["where"]
+    assert sum(where.values()) == 9 and all(k.startswith("forward, cube ") for k in where)
     rows = read_metrics(out, "human")
     assert len(rows) == 4 and rows[-1]["human_steps_total"] == 40          # 120 steps = 4 episodes of 30
     np.testing.assert_allclose([r["intervention_rate"] for r in rows], [18 / 30, 18 / 30, 4 / 30, 0.0])
