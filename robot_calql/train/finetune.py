@@ -329,7 +329,7 @@ def main(cfg: DictConfig) -> int:
             while loop["step"] < steps:
                 instr = obs["instruction"]
                 was_driving = human is not None and human.driving
-                intervene = human is not None and human.step(obs["proprio"][6:9])  # ee position
+                intervene = human is not None and human.step(obs["proprio"][env.layout.ee])  # ee position
                 if intervene:  # the simulated operator drives with the scripted demonstrator
                     if not was_driving:
                         demo.reset()
