@@ -127,7 +127,7 @@ def main(cfg: Any) -> int:
                     frames: list[np.ndarray] = []
                     again = run_episode(agent, env, spec, vocab, first["seed"], temps, frames=frames)
                     rows.append((f"{o}: seed {first['seed']}" + ("" if again["outcome"] == o else
-                                 f" (replayed as {again['outcome']}: sampled actions differ)"), frames))
+                                 f" (replayed as {again['outcome']})"), frames))
             print(f"  per-episode results: {out / 'evaluation.json'}")
             if rows:
                 print(f"  one episode of each failure kind: {failure_sheet(rows, out / 'failures.png')}")

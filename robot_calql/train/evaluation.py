@@ -2,7 +2,10 @@
 
 Evaluation uses its own environment instance, so it never disturbs the scene of a reset-free
 training run, and seeds every episode (`seed + i`), so two evaluations of the same policy see the
-same object placements. Used by pretrain, finetune and `robot-calql evaluate`
+same object placements. A policy that samples while it acts (PA-RL's best of K samples, or a
+temperature above 0) draws from torch's random numbers seeded with the same `seed + i`, inside a
+fork of torch's generator: the same checkpoint scores the same on the same placements, and the
+training run that evaluates keeps its own stream of random numbers. Used by pretrain, finetune and `robot-calql evaluate`
 (robot_calql.train.evaluate). `calibration_points` pairs the critic's Q(s, pi(s)) with the
 Monte-Carlo return along held-out episodes (the calibration plots of pretrain and finetune).
 
@@ -50,7 +53,18 @@ def run_episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: A
     (`q_values` and a `cfg` with the reward shaping), "q_mean" and "mc_return_mean": the critic's
     Q(s_t, pi(s_t)) and the episode's discounted return-to-go (rewards shaped and failures filled as
     in training) averaged over its steps. Q far above the return is an over-estimating critic.
+    Sampled actions are seeded with `seed` (module docstring): a replay repeats the episode.
     """
+    import torch
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # the episode's own random numbers; the caller's stream is kept
+        torch.manual_seed(seed)
+        return _episode(agent, env, spec, vocab, seed, temperature, frames)
+
+
+def _episode(agent: Any, env: Any, spec: dict[str, tuple[int, ...]], vocab: Any, seed: int,
+             temperature: Any, frames: list | None) -> dict[str, Any]:
     from robot_calql.sim.tasks import RELEASED
 
     obs, _ = env.reset(seed=seed)
