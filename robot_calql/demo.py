@@ -119,6 +119,11 @@ def main(cfg: DictConfig) -> int:
     forward, backward = task_pair(str(cfg.task_pair))
     data, pre_dir, ft_dir = out / "data", out / "pretrain", out / "finetune"
     t_start = time.perf_counter()
+    stage_minutes: dict[str, float] = {}  # wall time per stage, printed and in demo_summary.json
+
+    def lap(name: str) -> None:
+        stage_minutes[name] = round((time.perf_counter() - t_start) / 60 - sum(stage_minutes.values()), 2)
+
     common = [_override("seed", cfg.seed), _override("threads", cfg.threads), _override("device", cfg.device),
               _override("progress", str(bool(cfg.progress)).lower()), _override("batch_size", cfg.batch_size),
               "overwrite=true"]
@@ -126,6 +131,7 @@ def main(cfg: DictConfig) -> int:
     print(f"[demo {next(stage)}/{n}] collecting {cfg.episodes} demos per direction ({forward}, {backward}) "
           f"and {cfg.failures} failures each -> {data}", flush=True)
     summary = collect(cfg, data)
+    lap("collect")
     print(f"           {summary['episodes']} episodes, {summary['steps']} steps, "
           f"{summary['success_rate']:.0%} successful", flush=True)
 
@@ -133,6 +139,7 @@ def main(cfg: DictConfig) -> int:
     if clf_stage:
         print(f"[demo {next(stage)}/{n}] training the success classifier on the demos -> {out / 'reward'}", flush=True)
         clf_dir = train_classifier(cfg, data, out / "reward")
+        lap("classifier")
     print(f"[demo {next(stage)}/{n}] pre-training Cal-QL offline for {cfg.pretrain_steps} updates (obs={cfg.obs}) -> {pre_dir}",
           flush=True)
     agent_over = agent_overrides(cfg)
@@ -141,6 +148,7 @@ def main(cfg: DictConfig) -> int:
     rc = pretrain.main(pre_cfg)
     if rc:
         return rc
+    lap("pretrain")
 
     print(f"[demo {next(stage)}/{n}] fine-tuning online, reset-free, for {cfg.finetune_steps} steps "
           f"(rewards: {'the classifier' if clf_dir else 'the simulator'}) -> {ft_dir}", flush=True)
@@ -156,9 +164,12 @@ def main(cfg: DictConfig) -> int:
     rc = finetune.main(ft_cfg)
     if rc:
         return rc
+    lap("finetune")
 
     ros = (ros_session(cfg, pre_dir, out / "ros_session", clf_dir, f"[demo {next(stage)}/{n}]")
            if float(cfg.ros_session_s) > 0 else None)
+    if ros is not None:
+        lap("ros")
 
     ft = json.loads((ft_dir / "summary.json").read_text())
     pre = json.loads((pre_dir / "summary.json").read_text())
@@ -171,6 +182,7 @@ def main(cfg: DictConfig) -> int:
         "online_successes": ft["online_successes"],
         "online_episodes": ft["online_episodes"],
         "minutes": round(minutes, 2),
+        "stage_minutes": stage_minutes,
         "plots": {"success": ft["success_plot"], "calibration": pre["calibration_plot"],
                   "calibration_after_finetuning": ft["calibration_plot"]},  # + the online episodes
         "checkpoints": {"pretrain": pre["checkpoint"], "finetune": ft["checkpoint"]},
@@ -179,7 +191,8 @@ def main(cfg: DictConfig) -> int:
     }
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + "=" * 72)
-    print(f"robot_calql demo: '{forward}' in the MuJoCo stand-in ({cfg.obs} mode, {minutes:.1f} min)")
+    print(f"robot_calql demo: '{forward}' in the MuJoCo stand-in ({cfg.obs} mode, {minutes:.1f} min: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in stage_minutes.items()) + ")")
     print(f"  success before fine-tuning (offline Cal-QL): {_rate(ft['success_before'], int(cfg.eval_episodes))}")
     print(f"  success after {ft['steps']} online steps:         {_rate(ft['success_after'], int(cfg.eval_episodes))}")
     if "clf_successes" in ft:

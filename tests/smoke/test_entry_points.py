@@ -57,6 +57,9 @@ def test_demo_smoke(tmp_path):
         assert Path(p).is_file() and Path(p).suffix == ".png"
     for p in result["checkpoints"].values():
         assert (Path(p) / "model.safetensors").is_file()
+    stages = result["stage_minutes"]  # where the wall time went, stage by stage
+    assert list(stages) == ["collect", "classifier", "pretrain", "finetune", "ros"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) == pytest.approx(result["minutes"], abs=0.06)
     # the default path: pixels, a success classifier trained on the demos, fine-tuning on its rewards
     assert (out / "reward" / "train_report.json").is_file()
     ft = json.loads((out / "finetune" / "summary.json").read_text())
