@@ -118,7 +118,7 @@ class CalQLConfig:
     encoder_pretrain_steps: int = 1000  # frozen encoder: pre-training steps (BC of the data's actions + proprio)
     encoder_pretrain_batch: int = 64  # frozen encoder: pre-training batch size
     encoder_pretrain_lr: float = 1e-3  # frozen encoder: Adam learning rate of the pre-training
-    encoder_pretrain_future: tuple[int, ...] = ()  # frozen encoder: also predict the demo's proprio this many steps ahead (-1: the episode's last frame)
+    encoder_pretrain_future: tuple[int, ...] = ()  # frozen encoder: also predict the demo's proprio this many steps ahead (-1: the episode's last frame; -2: the next grasp)
     instruction_dim: int = 16  # size of the learned instruction embedding
     # speed
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
@@ -190,6 +190,9 @@ class CalQLConfig:
             raise ConfigError("agent config: encoder_pretrain_steps must be >= 0, encoder_pretrain_batch >= 1 and "
                               f"encoder_pretrain_lr > 0, got {self.encoder_pretrain_steps}, "
                               f"{self.encoder_pretrain_batch}, {self.encoder_pretrain_lr}")
+        if bad := [h for h in self.encoder_pretrain_future if h < -2]:
+            raise ConfigError(f"agent config: encoder_pretrain_future {list(self.encoder_pretrain_future)}: {bad} "
+                              "(a horizon is N >= 0 steps ahead, -1 the episode's last frame or -2 the next grasp)")
 
 
 def exploration_temperature(value: float | Sequence[float], action_dim: int | None) -> np.ndarray:

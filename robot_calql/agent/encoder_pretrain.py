@@ -6,10 +6,12 @@ Objective, on batches of randomly shifted frames (`aug_pad`, as end-to-end train
   MLP with a tanh output, mean squared error;
 - proprio from CNN(image) alone (a linear head onto the standardised proprio), mean squared error;
 - optionally (`encoder_pretrain_future`, e.g. [5, 10, 20, -1]) the episode's proprio that many
-  steps ahead (-1: its last frame; clipped at the episode's end) from [CNN(image), proprio,
+  steps ahead (-1: its last frame; -2: the next step whose action closes the gripper, i.e. the
+  next grasp, else its last frame; clipped at the episode's end) from [CNN(image), proprio,
   instruction], standardised, mean squared error. Where a demo's gripper will go next is where
   the object is (before the grasp) or where it is put (after it), so this term asks the latent
-  for the object's place from the robot's own recorded motion: no simulator state is used.
+  for the object's place from the robot's own recorded motion and gripper commands: no
+  simulator state is used.
 
 The actions of a pick-and-place demo depend on where the objects are, which only the image
 shows; the second term makes the latent show the arm too. The heads are thrown away afterwards;
@@ -99,11 +101,18 @@ class EncoderPretrainer:
         self.agent.encoder_target.load_state_dict(self.enc.state_dict())  # the CNN itself is shared
 
 
-def future_frame_index(obs_idx: np.ndarray, next_idx: np.ndarray, horizons: Sequence[int]) -> np.ndarray:
+LAST_FRAME, NEXT_GRASP = -1, -2  # the special horizons of encoder_pretrain_future
+
+
+def future_frame_index(obs_idx: np.ndarray, next_idx: np.ndarray, horizons: Sequence[int],
+                       gripper: np.ndarray | None = None) -> np.ndarray:
     """For each step of an offline replay (frame of its observation `obs_idx`, of its next
     observation `next_idx`; each episode's frames are contiguous and episodes follow each
     other), the frame `h` steps ahead for each horizon, clipped at the episode's last frame
-    (h = -1: that last frame). Returns (steps, len(horizons)) frame indices."""
+    (h = -1: that last frame; h = -2: the observation frame of the next step, this one included,
+    at which the gripper command `gripper` (the action's last component, > 0 closes) turns from
+    open to closed, i.e. where the next grasp happens; the last frame when no grasp follows in the
+    episode). Returns (steps, len(horizons)) frame indices."""
     obs_idx = np.asarray(obs_idx, np.int64)
     next_idx = np.asarray(next_idx, np.int64)
     n = len(obs_idx)
@@ -116,8 +125,37 @@ def future_frame_index(obs_idx: np.ndarray, next_idx: np.ndarray, horizons: Sequ
         if is_last[i]:
             end = next_idx[i]
         last_frame[i] = end
-    cols = [last_frame if h < 0 else np.minimum(obs_idx + int(h), last_frame) for h in horizons]
+    cols = []
+    for h in horizons:
+        if h == NEXT_GRASP:
+            cols.append(_next_grasp_frame(obs_idx, is_last, last_frame, gripper))
+        elif h < 0:
+            cols.append(last_frame)
+        else:
+            cols.append(np.minimum(obs_idx + int(h), last_frame))
     return np.stack(cols, axis=1)
+
+
+def _next_grasp_frame(obs_idx: np.ndarray, is_last: np.ndarray, last_frame: np.ndarray,
+                      gripper: np.ndarray | None) -> np.ndarray:
+    """future_frame_index's h = -2 column: a backward scan that carries the frame of the next
+    open-to-closed gripper command within each episode."""
+    if gripper is None:
+        raise ValueError("encoder_pretrain_future -2 (the next grasp) needs the actions' gripper command")
+    closed = np.asarray(gripper, np.float64) > 0.0
+    n = len(obs_idx)
+    first = np.ones(n, dtype=bool)  # a step is its episode's first after another episode's last step
+    first[1:] = is_last[:-1]
+    onset = closed & (first | ~np.roll(closed, 1))  # closed now, open (or nothing) the step before
+    out = np.empty(n, np.int64)
+    nxt = -1
+    for i in range(n - 1, -1, -1):
+        if is_last[i]:
+            nxt = -1  # a new episode, seen from its end
+        if onset[i]:
+            nxt = obs_idx[i]
+        out[i] = last_frame[i] if nxt < 0 else nxt
+    return out
 
 
 def future_sampler(replay: Any, horizons: Sequence[int]) -> Callable[[int], dict[str, Any]]:
@@ -125,7 +163,8 @@ def future_sampler(replay: Any, horizons: Sequence[int]) -> Callable[[int], dict
     replay's batch plus `future_proprio` (n, len(horizons), P), the proprio of each step's
     episode `h` steps ahead (see `future_frame_index`)."""
     size = len(replay)
-    frames = future_frame_index(replay.obs_idx[:size], replay.next_idx[:size], horizons)
+    frames = future_frame_index(replay.obs_idx[:size], replay.next_idx[:size], horizons,
+                                gripper=replay.action[:size, -1])
     proprio = replay.frames["proprio"]
 
     def sample(n: int) -> dict[str, Any]:

@@ -17,6 +17,30 @@ def test_future_frames_stay_inside_their_episode():
     np.testing.assert_array_equal(got, [[1, 3, 3], [2, 3, 3], [3, 3, 3], [5, 6, 6], [6, 6, 6]])
 
 
+def test_next_grasp_frame_is_where_the_gripper_next_closes():
+    """Horizon -2: the frame of the next step whose gripper command turns closed, within the
+    episode; after the last grasp (or in an episode without one) its last frame."""
+    # episode A: frames 0..6 (6 steps), the gripper closes at step 2, opens at 4, closes again at 5;
+    # episode B: frames 7..10 (3 steps), never closes; episode C: frames 11..13, closed from its first step
+    obs_idx = np.array([0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12])
+    next_idx = np.array([1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13])
+    grip = np.array([-1, -1, 1, 1, -1, 1, -1, -1, -1, 1, 1], dtype=np.float32)
+    got = future_frame_index(obs_idx, next_idx, (-2, -1), gripper=grip)
+    np.testing.assert_array_equal(got[:, 0], [2, 2, 2, 5, 5, 5, 10, 10, 10, 11, 13])
+    np.testing.assert_array_equal(got[:, 1], [6] * 6 + [10] * 3 + [13] * 2)
+    with pytest.raises(ValueError, match="gripper"):
+        future_frame_index(obs_idx, next_idx, (-2,))
+
+
+def test_unknown_future_horizon_is_a_config_error():
+    from robot_calql.agent.calql import CalQLConfig
+    from robot_calql.config import ConfigError
+
+    CalQLConfig.from_dict({"encoder_pretrain_future": [5, -1, -2]})
+    with pytest.raises(ConfigError, match="-3"):
+        CalQLConfig.from_dict({"encoder_pretrain_future": [5, -3]})
+
+
 def test_keypoints_are_coordinates_in_the_unit_square():
     enc = SpatialSoftmaxEncoder((32, 32, 3), latent_dim=16)
     z = enc(torch.rand(5, 3, 32, 32))
