@@ -129,8 +129,10 @@ def future_frame_index(obs_idx: np.ndarray, next_idx: np.ndarray, horizons: Sequ
     for h in horizons:
         if h == NEXT_GRASP:
             cols.append(_next_grasp_frame(obs_idx, is_last, last_frame, gripper))
-        elif h < 0:
+        elif h == LAST_FRAME:
             cols.append(last_frame)
+        elif h < 0:
+            raise ValueError(f"future horizon {h}: N >= 0 steps ahead, {LAST_FRAME} (last frame) or {NEXT_GRASP} (next grasp)")
         else:
             cols.append(np.minimum(obs_idx + int(h), last_frame))
     return np.stack(cols, axis=1)
