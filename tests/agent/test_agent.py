@@ -209,8 +209,11 @@ def test_configure_cpu_process_keeps_freed_memory_so_updates_do_not_page_fault()
         if got["faults"] < 100:
             break
     on = min(runs)
-    # Without the settings a fresh process pays 2,000-13,000 faults per update here, but glibc's
-    # dynamic mmap threshold sometimes rises on its own and the count drops, so the unset figure
-    # is only reported; with the settings it is about 1 (once 654, in a run beside other work).
+    # Without the settings a fresh process pays 2,000-13,000 faults per update here; with them
+    # about 1 on a quiet machine. Beside heavy work the kernel's reclaim adds faults to both (512-896
+    # with the settings against 8712 without, in one run beside seven training processes). So
+    # either the count is near zero, or it is a small fraction of the unset one in the same run
+    # (glibc's dynamic mmap threshold sometimes rises on its own and lowers the unset count, which
+    # is why that alone is not the test).
     print(f"page faults per update: {runs} with the settings, {off:.0f} without")
-    assert on < 100, f"page faults per update: {runs} with the settings ({off:.0f} without)"
+    assert on < 100 or on < off / 8, f"page faults per update: {runs} with the settings ({off:.0f} without)"
