@@ -76,6 +76,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -315,12 +316,11 @@ def report(results: dict, out: Path, task: str) -> None:
             summary[m]["human_steps"] = [h["steps"] for h in humans]
             summary[m]["human_share"] = float(np.mean([h["share_of_steps"] for h in humans]))
             summary[m]["human_minutes"] = float(np.mean([h["minutes"] for h in humans]))
-            where: dict[str, int] = {}  # takeovers by task and cube in the hand or not, all seeds (newer runs)
+            where = Counter()  # takeovers by task and cube in the hand or not, all seeds (newer runs)
             for h in humans:
-                for k, n in h.get("where", {}).items():
-                    where[k] = where.get(k, 0) + n
+                where.update(h.get("where", {}))
             if where:
-                summary[m]["human_takeovers_where"] = where
+                summary[m]["human_takeovers_where"] = dict(where)
             for r in runs:  # one curve per seed
                 if "human" in r:
                     c = np.asarray(r["human"]["curve"], dtype=np.float64).reshape(-1, 2)

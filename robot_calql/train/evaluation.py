@@ -6,8 +6,9 @@ same object placements. A policy that samples while it acts (PA-RL's best of K s
 temperature above 0) draws from torch's random numbers seeded with the same `seed + i`, inside a
 fork of torch's generator: the same checkpoint scores the same on the same placements, and the
 training run that evaluates keeps its own stream of random numbers. Used by pretrain, finetune
-and `robot-calql evaluate` (robot_calql.train.evaluate). `calibration_points` pairs the critic's Q(s, pi(s)) with the
-Monte-Carlo return along held-out episodes (the calibration plots of pretrain and finetune).
+and `robot-calql evaluate` (robot_calql.train.evaluate). `calibration_points` pairs the
+critic's Q(s, pi(s)) with the Monte-Carlo return along held-out episodes (the calibration plots
+of pretrain and finetune).
 
 Every episode also gets an *outcome*, from the simulator's ground truth, so a success rate that
 stalls says why (these are logged next to it during training, `<outcome>_rate`):

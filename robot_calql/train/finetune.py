@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -499,10 +500,8 @@ def _takeover_counts(out: Path) -> dict[str, int]:
     from robot_calql.train.logger import read_metrics
 
     rows = {int(r["step"]): r for r in read_metrics(out, "takeover")}
-    counts: dict[str, int] = {}
-    for r in rows.values():
-        k = f"{'backward' if r.get('backward') else 'forward'}, cube {'in' if r.get('cube_in_hand') else 'not in'} the hand"
-        counts[k] = counts.get(k, 0) + 1
+    counts = Counter(f"{'backward' if r.get('backward') else 'forward'}, cube "
+                     f"{'in' if r.get('cube_in_hand') else 'not in'} the hand" for r in rows.values())
     return dict(sorted(counts.items()))
 
 
