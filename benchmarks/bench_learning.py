@@ -652,6 +652,7 @@ def seed_classifier(a: argparse.Namespace, seed: int, root: Path, reuse: list[Pa
     from robot_calql.demo import train_classifier
 
     cfg = compose("demo", [f"seed={seed}", f"threads={a.threads}", f"classifier_steps={a.classifier_steps}",
+                           f"image_size={a.image_size}",  # the classifier's pooling follows the frame size
                            f"classifier_gripper_open_min={a.classifier_gripper_open_min or 0}"])  # 0: no gate
     return train_classifier(cfg, root / "data", root / "reward")
 

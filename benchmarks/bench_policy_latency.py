@@ -44,6 +44,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--keypoint-strides", default="2,1,1,1",
+                   help="conv strides of the keypoint encoder case (the demo's: configs/demo.yaml agent.conv_strides)")
     p.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. PA-RL)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -51,6 +53,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     S = args.image_size
+    strides = tuple(int(x) for x in args.keypoint_strides.split(","))
     pix_spec = {"image": (S, S, 3), "proprio": (10,)}
     pix_obs = {"image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
                "proprio": rng.normal(size=10).astype(np.float32), "instruction": 2}
@@ -71,8 +74,8 @@ def main() -> None:
         f"pixels e2e ({S}x{S} RGB + proprio 10, action 7)": (policy(pix_spec, CalQLConfig(), INSTRUCTIONS), pix_obs),
         "pixels e2e, NCHW weights": (nchw, pix_obs),
         "pixels frozen encoder": (policy(pix_spec, CalQLConfig(encoder_frozen=True), INSTRUCTIONS), pix_obs),
-        "pixels frozen keypoint encoder (the demo's)": (policy(pix_spec, CalQLConfig(
-            encoder_frozen=True, encoder="spatial", conv_strides=(2, 1, 1, 1)), INSTRUCTIONS), pix_obs),
+        f"pixels frozen keypoint encoder, strides {args.keypoint_strides}": (policy(pix_spec, CalQLConfig(
+            encoder_frozen=True, encoder="spatial", conv_strides=strides), INSTRUCTIONS), pix_obs),
         "PA-RL state, K=1 (base sample)": (policy({"state": (39,)}, pa_rl(1), ["a"]), state_obs),
         "PA-RL state, K=16 (best by Q)": (policy({"state": (39,)}, pa_rl(16), ["a"]), state_obs),
         f"PA-RL pixels e2e {S} px, K=1": (policy(pix_spec, pa_rl(1), INSTRUCTIONS), pix_obs),

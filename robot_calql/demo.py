@@ -65,6 +65,26 @@ def _needs_images(cfg: DictConfig) -> bool:
     return cfg.obs == "pixels" or cfg.reward_source == "classifier"
 
 
+def _camera_overrides(cfg: DictConfig) -> list[str]:
+    """The stand-in robot's camera at the demo's image size (the robot config says 64 px)."""
+    if not _needs_images(cfg):
+        return []
+    size = int(cfg.image_size)
+    return [_override(k, size) for k in ("robot.image_size", "robot.limits.camera_width", "robot.limits.camera_height")]
+
+
+def classifier_pool(cfg: DictConfig) -> int:
+    """How many pixels (per side) the classifier averages: the camera frame down to about
+    `classifier_image_size` (1: none; a 100 px frame is not pooled for a 64 px classifier)."""
+    size, target = int(cfg.image_size), int(cfg.classifier_image_size)
+    if target < 1:
+        raise ConfigError(f"classifier_image_size must be >= 1, got {target}")
+    pool = max(1, size // target)
+    if size % pool:
+        raise ConfigError(f"image_size {size} is not a whole multiple of classifier_image_size {target}")
+    return pool
+
+
 def train_classifier(cfg: DictConfig, data: Path, out: Path) -> Path:
     """The success classifier of stage 2 (`robot-calql reward-train` with configs/reward_train.yaml)."""
     from robot_calql.reward import train as reward_train
@@ -73,6 +93,7 @@ def train_classifier(cfg: DictConfig, data: Path, out: Path) -> Path:
                                                     _override("threads", cfg.threads),
                                                     _override("train.seed", cfg.seed),
                                                     _override("train.steps", cfg.classifier_steps),
+                                                    _override("cnn.pool", classifier_pool(cfg)),
                                                     # 0 (a gate every opening passes): none at all
                                                     _override("gripper_open_min",
                                                               float(cfg.classifier_gripper_open_min) or None),
@@ -242,6 +263,7 @@ def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path, classifier: Pa
                                         _override("learner.batch_size", cfg.batch_size),
                                         # a state-mode checkpoint reads the stand-in's privileged state (debug flag)
                                         _override("sim_robot.publish_sim_state", str(cfg.obs == "state").lower()),
+                                        *_camera_overrides(cfg),
                                         *([f"reward.model={classifier}"] if classifier else [])])
         result = json.loads(summary.read_text()) if summary.is_file() else {}
         if rc != 0 or not result:

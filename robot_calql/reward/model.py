@@ -75,11 +75,13 @@ class CNNBackbone(nn.Module):
 
     norm="group" puts a GroupNorm after every convolution: without it training on small
     objects (a cube, a gripper) sits at chance level for a few hundred steps before it starts.
+    pool=k averages each k x k block of pixels first, so a 128 px camera costs what a 64 px one
+    does with k=2 (the policy's encoder can still use every pixel).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], instructions: list[str],
                  channels: int = 32, layers: int = 4, feature_dim: int = 256, text_dim: int = 32,
-                 norm: str = "group"):
+                 norm: str = "group", pool: int = 1):
         super().__init__()
         self.instructions = list(instructions)
         self._index = {s: i for i, s in enumerate(self.instructions)}
@@ -87,6 +89,10 @@ class CNNBackbone(nn.Module):
         c_in = 3
         if norm not in ("group", "none"):
             raise RewardModelError(f"cnn.norm must be group or none, got {norm!r}")
+        self.pool = int(pool)
+        if self.pool < 1 or image_shape[0] % self.pool or image_shape[1] % self.pool:
+            raise RewardModelError(f"cnn.pool must be a whole number >= 1 that divides the frame size "
+                                   f"{image_shape[0]}x{image_shape[1]}, got {pool}")
         for _ in range(layers):
             convs.append(nn.Conv2d(c_in, channels, 3, stride=2, padding=1))
             if norm == "group":
@@ -95,7 +101,7 @@ class CNNBackbone(nn.Module):
             c_in = channels
         self.convs = nn.Sequential(*convs)
         with torch.no_grad():
-            n = self.convs(torch.zeros(1, 3, image_shape[0], image_shape[1])).numel()
+            n = self.convs(torch.zeros(1, 3, image_shape[0] // self.pool, image_shape[1] // self.pool)).numel()
         self.proj = nn.Sequential(nn.Linear(n, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         self.embedding = nn.Embedding(max(1, len(self.instructions)), text_dim)
         self.image_dim, self.text_dim = feature_dim, text_dim
@@ -103,6 +109,8 @@ class CNNBackbone(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] -> float [B, feature_dim]."""
         x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
         return self.proj(self.convs(x).flatten(1))
 
     def encode_text(self, instructions: list[str]) -> torch.Tensor:

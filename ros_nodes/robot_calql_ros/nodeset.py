@@ -122,17 +122,24 @@ def _crop_params(robot: dict) -> dict:
     return {"crop": {"x": crop.x, "y": crop.y, "width": crop.width, "height": crop.height}}
 
 
-def _check_observation_source(c: dict) -> None:
+def _check_observation_source(c: dict, robot: dict) -> None:
     """A state-mode checkpoint reads the stand-in's privileged state, which only a stand-in asked
-    for it publishes (sim_robot.publish_sim_state, a debug flag); refuse it anywhere else."""
+    for it publishes (sim_robot.publish_sim_state, a debug flag); refuse it anywhere else. A pixel
+    checkpoint's image size must be the robot's `image_size` (the policy node resizes to it)."""
     if not c.get("checkpoint") or "policy" not in c["nodes"]:
         return
     from robot_calql.train.checkpoint import CheckpointError, load_meta
 
     try:
-        obs = load_meta(_abs(c["checkpoint"])).get("obs")
+        meta = load_meta(_abs(c["checkpoint"]))
     except CheckpointError:
         return  # the policy node names what is wrong with it when it starts
+    obs = meta.get("obs")
+    image = (meta.get("obs_spec") or {}).get("image")
+    if obs == "pixels" and image and tuple(int(x) for x in image[:2]) != (int(robot["image_size"]),) * 2:
+        raise ConfigError(f"checkpoint {c['checkpoint']} was trained on {image[0]}x{image[1]} px frames, but robot "
+                          f"'{robot.get('name')}' has image_size {robot['image_size']}: set robot.image_size={image[0]} "
+                          "(and, for the stand-in, robot.limits.camera_width/camera_height to the same)")
     if obs != "state":
         return
     if not c["sim"]:
@@ -205,7 +212,7 @@ def node_set(cfg: DictConfig) -> list[NodeSpec]:
         raise ConfigError(f"nodes: unknown {unknown} (known: {', '.join(NODES)})")
     _check_robot(c, robot, rcfg)
     _kinematics_params(c, robot, rcfg)
-    _check_observation_source(c)
+    _check_observation_source(c, robot)
     crop = _crop_params(robot)
     fwd, bwd, fwd_instruction, bwd_instruction = _tasks(c, rcfg)
     home_service = str(robot.get("home_service") or "")

@@ -40,6 +40,28 @@ def test_mismatched_image_size(tmp_path):
         evaluate(clf, tmp_path / "big")
 
 
+def test_cnn_pool_must_divide_the_frame_size():
+    with pytest.raises(RewardModelError, match=r"cnn.pool .* divides the frame size 18x18, got 4"):
+        build_classifier("cnn", (18, 18, 3), [FWD], cnn={"pool": 4})
+    with pytest.raises(RewardModelError, match="cnn.pool"):
+        build_classifier("cnn", (16, 16, 3), [FWD], cnn={"pool": 0})
+
+
+def test_cnn_pool_sees_a_large_frame_as_its_block_average():
+    """pool=2 on a frame whose pixels come in 2x2 blocks gives what pool=1 gives on the small
+    frame, with the same weights: the pooled classifier is the small one at the camera's size."""
+    import torch
+
+    small = build_classifier("cnn", (16, 16, 3), [FWD])
+    big = build_classifier("cnn", (32, 32, 3), [FWD], cnn={"pool": 2})
+    big.load_state_dict(small.state_dict())  # same shapes: the convs run on 16x16 in both
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    blocks = frames.repeat(2, axis=1).repeat(2, axis=2)
+    torch.testing.assert_close(torch.from_numpy(big.predict_proba(blocks, FWD)),
+                               torch.from_numpy(small.predict_proba(frames, FWD)))
+    assert not np.allclose(big.predict_proba(blocks[:, ::-1], FWD), big.predict_proba(blocks, FWD))
+
+
 def test_unknown_instruction(tmp_path):
     clf = build_classifier("cnn", (16, 16, 3), [FWD])
     with pytest.raises(UnknownInstructionError, match="not in the training data"):

@@ -71,3 +71,20 @@ def test_the_demo_trains_its_classifier_with_the_gate(tmp_path, monkeypatch):
     for overrides, want in ((["experiment=demo_smoke"], 0.5), (["classifier_gripper_open_min=0"], None)):
         demo.train_classifier(compose("demo", overrides), tmp_path / "data", tmp_path / "reward")
         assert seen[-1].gripper_open_min == want
+
+
+def test_the_demo_pools_its_classifier_down_to_classifier_image_size(tmp_path, monkeypatch):
+    """A 128 px camera trains a classifier that averages 2x2 pixels (a 64 px classifier's cost);
+    a 64 or 100 px camera is not pooled; a size that does not divide is a ConfigError."""
+    from robot_calql import demo
+    from robot_calql.reward import train as reward_train
+
+    seen = []
+    monkeypatch.setattr(reward_train, "main", lambda cfg: seen.append(cfg) or 0)
+    for size, pool in ((128, 2), (64, 1), (100, 1)):
+        demo.train_classifier(compose("demo", [f"image_size={size}", "classifier_image_size=64"]),
+                              tmp_path / "data", tmp_path / "reward")
+        assert seen[-1].cnn.pool == pool
+    with pytest.raises(ConfigError, match="image_size 100 is not a whole multiple of classifier_image_size 32"):
+        demo.train_classifier(compose("demo", ["image_size=100", "classifier_image_size=32"]),
+                              tmp_path / "data", tmp_path / "reward")

@@ -20,14 +20,16 @@ def _compose(*overrides):
     return compose("launch_finetune", list(overrides))
 
 
-def _fake_run(tmp_path: Path, obs: str) -> Path:
-    """A run folder whose newest checkpoint's meta says `obs` (only the meta is read here)."""
-    ckpt = tmp_path / f"run_{obs}" / "checkpoints" / "step_00000010"
+def _fake_run(tmp_path: Path, obs: str, image: int | None = None) -> Path:
+    """A run folder whose newest checkpoint's meta says `obs` (and, given `image`, a square frame
+    of that size in its obs_spec); only the meta is read here."""
+    ckpt = tmp_path / f"run_{obs}_{image}" / "checkpoints" / "step_00000010"
     ckpt.mkdir(parents=True)
     from robot_calql.train import checkpoint
 
     (ckpt / checkpoint.WEIGHTS).write_bytes(b"")
-    (ckpt / checkpoint.META).write_text(json.dumps({"obs": obs, "step": 10}))
+    spec = {"obs_spec": {"image": [image, image, 3], "proprio": [10]}} if image else {}
+    (ckpt / checkpoint.META).write_text(json.dumps({"obs": obs, "step": 10, **spec}))
     return ckpt.parents[1]
 
 
@@ -71,3 +73,22 @@ def test_state_checkpoint_needs_the_debug_flag_and_the_stand_in(tmp_path):
         "policy", "episode_controller"]
     with pytest.raises(ConfigError, match=r"a real robot does not have: pre-train with obs=pixels"):
         node_set(_compose("sim=false", "robot=widowx250_example", nodes, f"checkpoint={state_run}"))
+
+
+def test_pixel_checkpoint_must_match_the_robots_image_size(tmp_path):
+    """A 128 px checkpoint on a robot config of 64 px is refused before any node starts, naming
+    the key to set (the policy node would otherwise feed it 64 px frames and hold the arm)."""
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import ConfigError
+
+    run = _fake_run(tmp_path, "pixels", image=128)
+    nodes = "nodes=[policy,episode_controller]"
+    with pytest.raises(ConfigError, match=r"128x128 px frames, but robot 'sim_standin' has image_size 64: "
+                                          r"set robot.image_size=128"):
+        node_set(_compose("sim=true", nodes, f"checkpoint={run}"))
+    specs = node_set(_compose("sim=true", nodes, f"checkpoint={run}", "robot.image_size=128",
+                              "robot.limits.camera_width=128", "robot.limits.camera_height=128"))
+    assert [s.name for s in specs] == ["policy", "episode_controller"]
+    assert [s.name for s in node_set(_compose("sim=true", nodes, f"checkpoint={_fake_run(tmp_path, 'pixels', 64)}"))] \
+        == ["policy", "episode_controller"]
