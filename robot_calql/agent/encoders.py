@@ -344,7 +344,11 @@ class FrameEncoder:
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        imgs = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        if not isinstance(images, torch.Tensor):
+            images = np.asarray(images)
+            if not images.flags.writeable:  # a memory-mapped dataset: torch wants its own copy
+                images = images.copy()
+        imgs = torch.as_tensor(images)
         if imgs.dim() != 4 or tuple(imgs.shape[1:]) != self.image_shape or imgs.dtype != torch.uint8:
             raise ObsSpecError(f"frames must be uint8 (N, *{self.image_shape}), got {imgs.dtype} {tuple(imgs.shape)}")
         device = next(self.encoder.cnn.parameters()).device

@@ -20,9 +20,11 @@ rows came from the online buffer).
 
 Latent cache (an agent with a frozen image encoder, `CalQL.frame_encoder()`): given a
 `frame_encoder`, a buffer stores each frame's image latent (`image_latent`, float32 (L,)) in
-place of the image, and batches carry that key instead of `image`. The offline buffer encodes
-every frame once after loading (`cache_latents`, in chunks, then frees the images); the online
-buffer encodes each new frame once as `add` stores it.
+place of the image, and batches carry that key instead of `image`. The offline buffer built with
+one encodes each episode's frames as it loads them (never holding the dataset's images); one
+built without it (pre-training, whose encoder trains on the images first) encodes every frame
+once later (`cache_latents`, in chunks, then frees the images); the online buffer encodes each
+new frame once as `add` stores it.
 
 Several cameras: the extra cameras' images (`image_<name>`, robot_calql.control.cameras) are frame
 keys like `image`, stored once per frame and batched under their own keys. The latent cache
@@ -232,7 +234,9 @@ def _concat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 class OfflineReplay(_Buffer):
     """The whole dataset in memory, with per-episode MC returns. Reads every episode once
-    (validating it: shapes, NaN/inf, missing arrays raise DatasetError naming the file)."""
+    (validating it: shapes, NaN/inf, missing arrays raise DatasetError naming the file).
+    Given a `frame_encoder`, each episode's images are encoded as it loads, so only latents are
+    ever held (not the whole dataset's images, then latents)."""
 
     def __init__(self, dataset: Dataset, obs_spec: Mapping[str, Sequence[int]], discount: float = 0.99,
                  reward_scale: float = 1.0, reward_bias: float = 0.0, failure_reward: float | None = None,
@@ -256,17 +260,20 @@ class OfflineReplay(_Buffer):
         self.vocab = vocab or InstructionVocab.from_dataset(dataset)
         n_steps = int(dataset.lengths.sum())
         n_frames = n_steps + len(dataset)
-        need = self.nbytes(obs_spec, meta.action_dim, n_frames, n_steps)
-        print(f"offline replay: {len(dataset)} episodes, {n_steps} steps, {n_frames} frames -> {_mib(need)} in memory",
+        need = self.nbytes(obs_spec, meta.action_dim, n_frames, n_steps, frame_encoder)
+        print(f"offline replay: {len(dataset)} episodes, {n_steps} steps, {n_frames} frames -> {_mib(need)} in memory"
+              + (" (images encoded once by the frozen encoder as each episode loads)" if frame_encoder else ""),
               flush=True)
-        super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed, discount, n_step)
+        super().__init__(obs_spec, meta.action_dim, n_frames, n_steps, text_embeddings, device, seed, discount, n_step,
+                         frame_encoder)
         f = s = 0
         for i, ep in enumerate(tqdm(dataset, total=len(dataset), desc="loading offline data", leave=False,
                                      disable=not progress)):
             ep.validate(meta, where=str(dataset.episode_dirs[i]))
             T = len(ep)
             for k in self.frame_keys:
-                self.frames[k][f : f + T + 1] = ep.obs(k)
+                src = ep.obs(_source_key(k))
+                self.frames[k][f : f + T + 1] = frame_encoder(np.asarray(src)) if k == IMAGE_LATENT else src
             steps = slice(s, s + T)
             self.obs_idx[steps] = np.arange(f, f + T)
             self.next_idx[steps] = np.arange(f + 1, f + T + 1)
@@ -282,8 +289,6 @@ class OfflineReplay(_Buffer):
             s += T
         self.size = n_steps
         self.n_frames_used = f
-        if frame_encoder is not None:
-            self.cache_latents(frame_encoder)
 
     def __len__(self) -> int:
         return self.size

@@ -52,6 +52,33 @@ def _check_rows(agent, batch, images_by_frame):
         np.testing.assert_allclose(batch[o][IMAGE_LATENT], want, atol=1e-5)
 
 
+def test_offline_replay_with_a_frame_encoder_never_holds_the_datasets_images(tmp_path):
+    """Built with the frozen encoder (fine-tuning, the learner node), the offline replay encodes
+    each episode as it loads: its peak memory is a small part of the dataset's images, which a
+    real robot's hours of frames would not fit (before: every image in memory, then latents)."""
+    import tracemalloc
+
+    w = DatasetWriter(tmp_path / "ds", DatasetMeta(control_hz=10, action_dim=2, proprio_dim=2, image_shape=(S, S, 3)))
+    eps = [_episode(39, 40 * i, i) for i in range(30)]
+    for ep in eps:
+        w.write_episode(ep)
+    images = {int(p[0]): img for ep in eps for p, img in zip(ep.proprio, ep.image, strict=True)}
+    image_bytes = sum(ep.image.nbytes for ep in eps)  # 1200 frames, 3.7 MB
+    agent = _agent()
+    enc = agent.frame_encoder()
+    enc(eps[0].image)  # torch's one-time allocations outside the measurement
+    ds = Dataset(tmp_path / "ds")  # memory-mapped
+    tracemalloc.start()
+    try:
+        off = OfflineReplay(ds, SPEC, frame_encoder=enc, seed=0, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < image_bytes / 4, (peak, image_bytes)
+    assert "image" not in off.frames and off.frames[IMAGE_LATENT].shape == (1200, 8)
+    _check_rows(agent, off.sample_numpy(64), images)
+
+
 def test_offline_and_online_replays_store_the_frozen_encoders_latents(tmp_path, capsys):
     agent = _agent()
     eps = [_episode(5, 0, 1), _episode(4, 100, 2, "take the cube out")]
