@@ -200,7 +200,7 @@ def test_demo_ros_stage_runs_in_a_child_process(tmp_path):
 
     from robot_calql.demo import ros_session
 
-    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc", "obs": "state"})
+    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc", "obs": "state", "reward_source": "sim"})
     loaded = set(sys.modules)
     with pytest.raises(ValueError, match="batch_size"):
         ros_session(cfg, tmp_path / "pretrain", tmp_path / "ros_session")
