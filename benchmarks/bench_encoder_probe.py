@@ -47,27 +47,31 @@ def latents(agent, images: np.ndarray, chunk: int = 256) -> np.ndarray:
 
 
 def cube_targets(state: np.ndarray, proprio_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cube xyz (N, 3) in m and yaw (N,) in rad from the stand-in's state vectors (layout in
-    robot_calql/sim/env.py: proprio, cube xyz, cube quaternion wxyz, ...)."""
-    xyz = state[:, proprio_dim:proprio_dim + 3]
-    w, x, y, z = (state[:, proprio_dim + 3 + i] for i in range(4))
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return xyz, yaw
+    """Cube xyz (N, 3) in m and yaw (N,) in rad (folded, as the cube is 90-degree symmetric) from
+    the stand-in's state vectors (robot_calql.sim.env.StateLayout of the dataset's arm)."""
+    from robot_calql.sim.demonstrators import cube_yaw
+    from robot_calql.sim.env import STANDIN_LAYOUT, StateLayout
+
+    lay = StateLayout(proprio_dim - (STANDIN_LAYOUT.proprio_dim - STANDIN_LAYOUT.n_joints))
+    return state[:, lay.cube], np.array([cube_yaw(q) for q in state[:, lay.cube_quat]])
+
+
+def _design(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Standardised features and a bias column."""
+    return np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ridge regression on standardised features: (mean, std, weights incl. bias row)."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    z = _design(x, mu, sd)
     reg = lam * np.eye(z.shape[1])
     reg[-1, -1] = 0.0
-    w = np.linalg.solve(z.T @ z + reg, z.T @ y)
-    return mu, sd, w
+    return mu, sd, np.linalg.solve(z.T @ z + reg, z.T @ y)
 
 
 def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
-    mu, sd, w = model
-    return np.hstack([(x - mu) / sd, np.ones((len(x), 1))]) @ w
+    return _design(x, model[0], model[1]) @ model[2]
 
 
 def probe(checkpoint: str, data: str, holdout: float, lam: float, seed: int) -> dict:

@@ -273,7 +273,7 @@ class OfflineReplay(_Buffer):
             T = len(ep)
             for k in self.frame_keys:
                 src = ep.obs(_source_key(k))
-                self.frames[k][f : f + T + 1] = frame_encoder(np.asarray(src)) if k == IMAGE_LATENT else src
+                self.frames[k][f : f + T + 1] = frame_encoder(src) if k == IMAGE_LATENT else src
             steps = slice(s, s + T)
             self.obs_idx[steps] = np.arange(f, f + T)
             self.next_idx[steps] = np.arange(f + 1, f + T + 1)
