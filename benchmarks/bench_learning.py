@@ -94,7 +94,8 @@ BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [],
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
                "human_patience": 10, "human_takeover": 25, "human_stuck_m": None, "obs": "state", "reward_source": "sim", "image_size": 64,
-               "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None, "dropped_start": 0.0}
+               "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None, "dropped_start": 0.0,
+               "robot": "sim_standin"}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
 # pre-trained on the demos, then frozen; bf16 where the CPU has it): what --obs pixels adds
 PIXEL_AGENT_KEYS = ("encoder", "conv_strides", "encoder_frozen", "encoder_pretrain_future", "precision")
@@ -208,7 +209,7 @@ def fresh_eval(run: Path, out: Path, a: argparse.Namespace) -> dict:
 # the settings that shape a seed's data and pre-training (what --pretrained must match)
 PRETRAIN_SETTINGS = ("task", "episodes", "failures", "offline_steps", "max_episode_steps", "hidden", "batch",
                      "cql_alpha", "bc_weight", "bc_success_only", "bc_z_clip", "agent", "policy_lr", "noise",
-                     "reset_free", "obs", "image_size", "dropped_start")
+                     "reset_free", "obs", "image_size", "dropped_start", "robot")
 
 
 def pretrained_runs(paths: list[str], a: argparse.Namespace) -> tuple[list[Path], list[str]]:
@@ -526,6 +527,9 @@ def parser() -> argparse.ArgumentParser:
                         "seed's demos (the simulator's success still scores the evaluations)")
     p.add_argument("--image-size", type=int, default=demo["image_size"], choices=[s for s in IMAGE_SIZES if s],
                    help="camera frames' size with --obs pixels or --reward-source classifier")
+    p.add_argument("--robot", default="sim_standin", choices=("sim_standin", "sim_standin_wrist"),
+                   help="the stand-in's robot config: sim_standin_wrist adds a wrist camera, which a pixel policy "
+                        "sees beside the front one (the classifier sees the front)")
     p.add_argument("--classifier-steps", type=int, default=demo["classifier_steps"],
                    help="--reward-source classifier: the classifier's training steps")
     p.add_argument("--classifier-gripper-open-min", type=opening_or_none, default=demo["classifier_gripper_open_min"],
@@ -622,15 +626,15 @@ def collect(a: argparse.Namespace, seed: int, data: Path) -> None:
     with camera frames of --image-size where the policy (--obs pixels) or the classifier needs them."""
     from robot_calql.sim import task_pair
     from robot_calql.sim.collect import collect_episodes
+    from robot_calql.sim.kinematics import sim_arm
 
     size = a.image_size if a.obs == "pixels" or a.reward_source == "classifier" else 0
+    common = {"image_size": size, "out": data, "max_episode_steps": a.max_episode_steps, "noise": a.noise,
+              "dropped_start": a.dropped_start, "robot": a.robot, "arm": sim_arm(a.robot)}
     for i, task in enumerate(task_pair(a.task) if a.reset_free else (a.task,)):
-        collect_episodes(task, a.episodes, image_size=size, seed=seed, out=data, overwrite=i == 0,
-                         max_episode_steps=a.max_episode_steps, noise=a.noise, dropped_start=a.dropped_start)
+        collect_episodes(task, a.episodes, seed=seed, overwrite=i == 0, **common)
         if a.failures:
-            collect_episodes(task, a.failures, image_size=size, seed=seed + 1000, failure=True, source="failure",
-                             out=data, max_episode_steps=a.max_episode_steps, noise=a.noise,
-                             dropped_start=a.dropped_start)
+            collect_episodes(task, a.failures, seed=seed + 1000, failure=True, source="failure", **common)
 
 
 def seed_classifier(a: argparse.Namespace, seed: int, root: Path, reuse: list[Path]) -> Path | None:

@@ -109,10 +109,12 @@ def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
     from robot_calql.data.dataset import Dataset
     from robot_calql.sim import task_pair
     from robot_calql.sim.episodes import collect_episodes
+    from robot_calql.sim.kinematics import sim_arm
 
     image_size = int(cfg.image_size) if _needs_images(cfg) else 0
     common = {"image_size": image_size, "noise": float(cfg.noise), "max_episode_steps": int(cfg.max_episode_steps),
-              "dropped_start": float(cfg.dropped_start), "rolled_start": float(cfg.rolled_start)}
+              "dropped_start": float(cfg.dropped_start), "rolled_start": float(cfg.rolled_start),
+              "robot": str(cfg.robot.name), "arm": sim_arm(str(cfg.robot.name))}
     first = True
     for task in task_pair(str(cfg.task_pair)):
         collect_episodes(task, int(cfg.episodes), out=data, overwrite=first, seed=int(cfg.seed), **common)
@@ -260,6 +262,7 @@ def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path, classifier: Pa
         summary.unlink(missing_ok=True)
         rc = run_ros_module("session", ["--summary", summary, "--duration-s", float(cfg.ros_session_s),
                                         "--eval-episodes", 0, f"checkpoint={checkpoint}", f"run_dir={run_dir}",
+                                        f"robot={cfg.robot.name}",
                                         _override("learner.batch_size", cfg.batch_size),
                                         # a state-mode checkpoint reads the stand-in's privileged state (debug flag)
                                         _override("sim_robot.publish_sim_state", str(cfg.obs == "state").lower()),

@@ -200,7 +200,8 @@ def test_demo_ros_stage_runs_in_a_child_process(tmp_path):
 
     from robot_calql.demo import ros_session
 
-    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc", "obs": "state", "reward_source": "sim"})
+    cfg = OmegaConf.create({"ros_session_s": 1.0, "batch_size": "abc", "obs": "state", "reward_source": "sim",
+                           "robot": {"name": "sim_standin"}})
     loaded = set(sys.modules)
     with pytest.raises(ValueError, match="batch_size"):
         ros_session(cfg, tmp_path / "pretrain", tmp_path / "ros_session")

@@ -47,6 +47,7 @@ import torch
 from robot_calql.agent.cpu import resolve_precision
 from robot_calql.agent.encoders import IMAGE_LATENT, FrameEncoder, ObsEncoder, ObsSpecError
 from robot_calql.agent.networks import EnsembleCritic, TanhGaussianActor, behaviour_nll
+from robot_calql.data.dataset import is_image_key
 
 
 class CheckpointError(ValueError):
@@ -293,9 +294,12 @@ class CalQL:
             raise ObsSpecError(f"observation lacks '{key}' (agent spec keys: {sorted(self.obs_spec)})")
         batched = np.ndim(obs[key]) == 2
         out: dict[str, torch.Tensor] = {}
+        cached = self.frozen and "image" not in obs and IMAGE_LATENT in obs  # a frame encoded once (replay cache)
         for k, shape in self.obs_spec.items():
-            if k == "image" and self.frozen and "image" not in obs and IMAGE_LATENT in obs:
-                k, shape = IMAGE_LATENT, (self.encoder.latent_dim,)  # a frame encoded once (replay cache)
+            if cached and is_image_key(k):
+                if k != "image":
+                    continue  # the cached latent stands for every camera
+                k, shape = IMAGE_LATENT, (self.encoder.cached_latent_dim,)
             if k not in obs:
                 raise ObsSpecError(f"observation lacks '{k}' (agent spec keys: {sorted(self.obs_spec)})")
             t = torch.as_tensor(np.asarray(obs[k]), device=self.device)
@@ -554,12 +558,15 @@ class CalQL:
             if tuple(batch[k].shape) != (B,):
                 raise ValueError(f"batch '{k}' has shape {tuple(batch[k].shape)}, expected ({B},)")
         for o in ("obs", "next_obs"):
+            cached = "image" in self.obs_spec and "image" not in batch[o] and IMAGE_LATENT in batch[o]
+            if cached and not self.frozen:
+                raise ValueError(f"batch '{o}' carries cached '{IMAGE_LATENT}', but this agent trains its CNN "
+                                 "end to end (encoder_frozen=false) and needs 'image'")
             for k, shape in self.obs_spec.items():
-                if k == "image" and k not in batch[o] and IMAGE_LATENT in batch[o]:
-                    if not self.frozen:
-                        raise ValueError(f"batch '{o}' carries cached '{IMAGE_LATENT}', but this agent trains its CNN "
-                                         "end to end (encoder_frozen=false) and needs 'image'")
-                    k, shape = IMAGE_LATENT, (self.encoder.latent_dim,)
+                if cached and is_image_key(k):
+                    if k != "image":
+                        continue  # the cached latent stands for every camera
+                    k, shape = IMAGE_LATENT, (self.encoder.cached_latent_dim,)
                 if k not in batch[o]:
                     raise ValueError(f"batch '{o}' lacks '{k}'")
                 if tuple(batch[o][k].shape) != (B, *shape):

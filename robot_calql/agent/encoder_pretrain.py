@@ -46,7 +46,7 @@ class EncoderPretrainer:
         self.enc = enc
         P = enc.spec["proprio"][0]
         self.action_head = mlp(enc.out_dim, (hidden,), agent.action_dim).to(agent.device)
-        self.proprio_head = nn.Linear(enc.latent_dim, P).to(agent.device)
+        self.proprio_head = nn.Linear(enc.cached_latent_dim, P).to(agent.device)
         self.horizons = tuple(int(h) for h in agent.cfg.encoder_pretrain_future)
         self.future_head = (mlp(enc.out_dim, (hidden,), P * len(self.horizons)).to(agent.device)
                             if self.horizons else None)
@@ -62,7 +62,7 @@ class EncoderPretrainer:
         enc = self.enc
         obs = enc.preprocess(batch["obs"], augment=enc.aug_pad > 0)
         with self.agent._autocast():
-            z = enc.cnn(obs["image"]).float()
+            z = enc.image_features(obs, preprocessed=True).float()  # every camera's latent
             f = enc({**obs, IMAGE_LATENT: z}, preprocessed=True)
             with torch.autocast(self.agent.device.type, enabled=False):
                 a_pred = torch.tanh(self.action_head(f.float()))

@@ -35,8 +35,9 @@ Frozen CNN (`frozen_cnn=True`, the agent's `encoder_frozen`): the CNN is pre-tra
 (encoder_pretrain.py), then never changes. An observation may then carry the CNN's output for
 its image, computed once per frame, under `IMAGE_LATENT` (`"image_latent": (L,)` float) instead
 of the image: the replay buffers store those latents (`FrameEncoder`), so an update never runs
-the CNN. A live frame (`"image"`) still goes through the CNN, as in the end-to-end mode. The
-frozen CNN takes one camera: a spec with extra cameras and `frozen_cnn` is an ObsSpecError.
+the CNN. A live frame (`"image"`) still goes through the CNN, as in the end-to-end mode. With
+several cameras the cached latent is every camera's latent, concatenated in `image_keys` order
+(`cached_latent_dim` = the CNN's output size times the number of cameras).
 """
 
 from __future__ import annotations
@@ -195,9 +196,6 @@ class ObsEncoder(nn.Module):
             for k in self.image_keys[1:]:
                 if spec[k] != shape:
                     raise ObsSpecError(f"obs spec '{k}' is {spec[k]}: every camera's image must be {shape} like 'image'")
-            if frozen_cnn and len(self.image_keys) > 1:
-                raise ObsSpecError(f"encoder_frozen (a frozen CNN with cached latents) takes one camera, the spec has "
-                                   f"{self.image_keys}: train several cameras with encoder_frozen=false")
             if encoder == "robofume":
                 self.cnn: nn.Module | None = RoboFuMEEncoder(shape, strides=tuple(conv_strides), latent_dim=latent_dim)
             elif encoder == "spatial":
@@ -269,6 +267,11 @@ class ObsEncoder(nn.Module):
         """Size of the CNN's output for one camera (0 in state mode)."""
         return 0 if self.cnn is None else int(self.cnn.out_dim)
 
+    @property
+    def cached_latent_dim(self) -> int:
+        """Size of a cached `image_latent`: every camera's CNN output, concatenated (0 in state mode)."""
+        return self.latent_dim * len(self.image_keys)
+
     def preprocess(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> dict[str, torch.Tensor]:
         """uint8 (B, H, W, 3) image -> float (B, 3, H, W) in [0, 1], randomly shifted if `augment`.
         Done once per batch, so the online and the target encoder see the same shifted s'.
@@ -290,13 +293,13 @@ class ObsEncoder(nn.Module):
     def image_features(self, obs: Mapping[str, torch.Tensor], augment: bool = False,
                        preprocessed: bool = False) -> torch.Tensor:
         """The CNN's output for the observation's images, (B, L) per camera concatenated in
-        `image_keys` order, or the cached latent (frozen CNN, one camera)."""
+        `image_keys` order, or the cached latent (frozen CNN: the same concatenation, stored)."""
         if self.cnn is None:
             raise ObsSpecError("state-mode encoder has no image features")
         if self._cached(obs):
             z = obs[IMAGE_LATENT].float()
-            if z.dim() != 2 or z.shape[1] != self.latent_dim:
-                raise ObsSpecError(f"'{IMAGE_LATENT}' has shape {tuple(z.shape)}, expected (B, {self.latent_dim})")
+            if z.dim() != 2 or z.shape[1] != self.cached_latent_dim:
+                raise ObsSpecError(f"'{IMAGE_LATENT}' has shape {tuple(z.shape)}, expected (B, {self.cached_latent_dim})")
             return z
         xs = [obs[k] if preprocessed else self.image_to_float(obs[k], augment) for k in self.image_keys]
         if len(xs) == 1:
@@ -332,27 +335,46 @@ class FrameEncoder:
 
     What the replay buffers call to store latents instead of images (robot_calql.data.replay).
     Runs in fp32 without augmentation, in chunks of `chunk` frames, so a cached latent is the
-    value the acting policy computes for the same frame."""
+    value the acting policy computes for the same frame. With several cameras (`camera_keys`,
+    main first) it takes a mapping {camera key: (N, H, W, 3)} and returns every camera's latent
+    concatenated, (N, L * cameras); `latent_dim` is that stored size."""
 
     def __init__(self, encoder: ObsEncoder, chunk: int = 256):
         if encoder.cnn is None or not encoder.frozen_cnn:
             raise ObsSpecError("FrameEncoder needs a pixel encoder with a frozen CNN")
         self.encoder = encoder
         self.image_shape: tuple[int, int, int] = tuple(encoder.spec["image"])  # type: ignore[assignment]
-        self.latent_dim = encoder.latent_dim
+        self.camera_keys: tuple[str, ...] = tuple(encoder.image_keys)
+        self.latent_dim = encoder.cached_latent_dim
         self.chunk = int(chunk)
 
+    def __call__(self, images: np.ndarray | torch.Tensor | Mapping[str, np.ndarray | torch.Tensor]) -> np.ndarray:
+        if isinstance(images, Mapping):
+            missing = [k for k in self.camera_keys if k not in images]
+            if missing:
+                raise ObsSpecError(f"frames lack the camera(s) {missing} (the encoder takes {list(self.camera_keys)})")
+            parts = [self._encode(images[k], k) for k in self.camera_keys]
+            if len({len(p) for p in parts}) > 1:
+                raise ObsSpecError(f"cameras {list(self.camera_keys)} have {[len(p) for p in parts]} frames: "
+                                   "every camera needs one frame per step")
+            return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if len(self.camera_keys) > 1:
+            raise ObsSpecError(f"the encoder takes {len(self.camera_keys)} cameras {list(self.camera_keys)}: "
+                               "pass {camera key: frames}")
+        return self._encode(images, "image")
+
     @torch.inference_mode()
-    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+    def _encode(self, images: np.ndarray | torch.Tensor, key: str) -> np.ndarray:
         if not isinstance(images, torch.Tensor):
             images = np.asarray(images)
             if not images.flags.writeable:  # a memory-mapped dataset: torch wants its own copy
                 images = images.copy()
         imgs = torch.as_tensor(images)
         if imgs.dim() != 4 or tuple(imgs.shape[1:]) != self.image_shape or imgs.dtype != torch.uint8:
-            raise ObsSpecError(f"frames must be uint8 (N, *{self.image_shape}), got {imgs.dtype} {tuple(imgs.shape)}")
+            raise ObsSpecError(f"'{key}' frames must be uint8 (N, *{self.image_shape}), got {imgs.dtype} "
+                               f"{tuple(imgs.shape)}")
         device = next(self.encoder.cnn.parameters()).device
-        out = np.empty((imgs.shape[0], self.latent_dim), dtype=np.float32)
+        out = np.empty((imgs.shape[0], self.encoder.latent_dim), dtype=np.float32)
         for i in range(0, imgs.shape[0], self.chunk):
             x = self.encoder.image_to_float(imgs[i : i + self.chunk].to(device), augment=False)
             out[i : i + self.chunk] = self.encoder.cnn(x).float().cpu().numpy()

@@ -27,8 +27,9 @@ once later (`cache_latents`, in chunks, then frees the images); the online buffe
 new frame once as `add` stores it.
 
 Several cameras: the extra cameras' images (`image_<name>`, robot_calql.control.cameras) are frame
-keys like `image`, stored once per frame and batched under their own keys. The latent cache
-takes one camera only (a frame encoder with extra camera keys is a ReplayError).
+keys like `image`, stored once per frame and batched under their own keys. With the latent
+cache one `image_latent` per frame stands for every camera: the frame encoder's latents of all
+cameras, concatenated in its `camera_keys` order (main first).
 """
 
 from __future__ import annotations
@@ -118,20 +119,32 @@ def _frame_shapes(obs_spec: Mapping[str, tuple[int, ...]], frame_encoder: Any) -
         return shapes
     if "image" not in shapes:
         raise ReplayError(f"a frame encoder (latent cache) needs 'image' in the observation spec, got {sorted(shapes)}")
-    cameras = [k for k in shapes if is_image_key(k) and k != "image"]
-    if cameras:
-        raise ReplayError(f"the latent cache (encoder_frozen) takes one camera; the observation spec also has {cameras}: "
-                          "train with encoder_frozen=false for several cameras")
-    if tuple(frame_encoder.image_shape) != shapes["image"]:
-        raise ReplayError(f"the frame encoder takes {tuple(frame_encoder.image_shape)} images, the observation spec "
-                          f"has {shapes['image']}")
+    cameras = [k for k in shapes if is_image_key(k)]
+    encoded = list(_camera_keys(frame_encoder))
+    if sorted(cameras) != sorted(encoded):
+        raise ReplayError(f"the frame encoder takes the cameras {encoded}, the observation spec has {cameras}")
+    for k in cameras:
+        if tuple(frame_encoder.image_shape) != shapes[k]:
+            raise ReplayError(f"the frame encoder takes {tuple(frame_encoder.image_shape)} images, the observation "
+                              f"spec's '{k}' is {shapes[k]}")
     return {(IMAGE_LATENT if k == "image" else k): ((int(frame_encoder.latent_dim),) if k == "image" else v)
-            for k, v in shapes.items()}
+            for k, v in shapes.items() if k == "image" or not is_image_key(k)}
 
 
-def _source_key(k: str) -> str:
-    """The observation key a stored frame key is computed from."""
-    return "image" if k == IMAGE_LATENT else k
+def _camera_keys(frame_encoder: Any) -> tuple[str, ...]:
+    """The cameras a frame encoder takes, main first (one camera, `image`, unless it says otherwise)."""
+    return tuple(getattr(frame_encoder, "camera_keys", ("image",)))
+
+
+def _encode(frame_encoder: Any, frames: Mapping[str, Any]) -> np.ndarray:
+    """The frame encoder's latents of `frames` ({camera key: (N, H, W, 3)})."""
+    cams = _camera_keys(frame_encoder)
+    return frame_encoder(frames["image"]) if cams == ("image",) else frame_encoder({k: frames[k] for k in cams})
+
+
+def _source_keys(k: str, frame_encoder: Any) -> tuple[str, ...]:
+    """The observation keys a stored frame key is computed from (the latent: every camera)."""
+    return _camera_keys(frame_encoder) if k == IMAGE_LATENT else (k,)
 
 
 def _mib(n_bytes: float) -> str:
@@ -272,8 +285,8 @@ class OfflineReplay(_Buffer):
             ep.validate(meta, where=str(dataset.episode_dirs[i]))
             T = len(ep)
             for k in self.frame_keys:
-                src = ep.obs(_source_key(k))
-                self.frames[k][f : f + T + 1] = frame_encoder(src) if k == IMAGE_LATENT else src
+                self.frames[k][f : f + T + 1] = (_encode(frame_encoder, {c: ep.obs(c) for c in _camera_keys(frame_encoder)})
+                                                 if k == IMAGE_LATENT else ep.obs(k))
             steps = slice(s, s + T)
             self.obs_idx[steps] = np.arange(f, f + T)
             self.next_idx[steps] = np.arange(f + 1, f + T + 1)
@@ -301,17 +314,20 @@ class OfflineReplay(_Buffer):
         if "image" not in self.frames:
             raise ReplayError("cache_latents: this buffer holds no images (already cached, or state mode)")
         shapes = _frame_shapes(self.obs_spec, frame_encoder)
-        images = self.frames["image"]
-        latents = np.asarray(frame_encoder(images), dtype=np.float32)
-        if latents.shape != (len(images), *shapes[IMAGE_LATENT]):
-            raise ReplayError(f"the frame encoder returned {latents.shape} for {len(images)} frames, expected "
-                              f"{(len(images), *shapes[IMAGE_LATENT])}")
+        cameras = {k: v for k, v in self.frames.items() if is_image_key(k)}
+        n = len(cameras["image"])
+        latents = np.asarray(_encode(frame_encoder, cameras), dtype=np.float32)
+        if latents.shape != (n, *shapes[IMAGE_LATENT]):
+            raise ReplayError(f"the frame encoder returned {latents.shape} for {n} frames, expected "
+                              f"{(n, *shapes[IMAGE_LATENT])}")
         self.frames = {(IMAGE_LATENT if k == "image" else k): (latents if k == "image" else v)
-                       for k, v in self.frames.items()}
+                       for k, v in self.frames.items() if k == "image" or not is_image_key(k)}
         self.frame_keys = list(self.frames)
         self.frame_encoder = frame_encoder
-        print(f"offline replay: {len(images)} frames encoded once by the frozen encoder -> "
-              f"{_mib(latents.nbytes)} of latents instead of {_mib(images.nbytes)} of images", flush=True)
+        image_bytes = sum(v.nbytes for v in cameras.values())
+        print(f"offline replay: {n} frames{f' of {len(cameras)} cameras' if len(cameras) > 1 else ''} encoded once by "
+              f"the frozen encoder -> {_mib(latents.nbytes)} of latents instead of {_mib(image_bytes)} of images",
+              flush=True)
 
     def sample_numpy(self, n: int) -> dict[str, Any]:
         return self._gather(self.rng.integers(0, self.size, size=n))
@@ -371,25 +387,29 @@ class OnlineReplay(_Buffer):
         self.complete = 0  # absolute steps before this belong to finished episodes
         self._ep_start: int | None = None  # absolute step where the open episode started
         self._cur_frame = -1  # absolute frame of the open episode's current observation
-        self._last_image: np.ndarray | None = None  # latent cache: the image of the last frame written
+        self._last_image: dict[str, np.ndarray] | None = None  # latent cache: the camera images of the last frame written
 
     # -- writing
     def _write_frame(self, obs: Mapping[str, Any]) -> int:
         pos = self.frames_written % self.num_frames
         values = {}
+        images: dict[str, np.ndarray] = {}
         for k in self.frame_keys:
-            src = _source_key(k)
-            if src not in obs:
-                raise ReplayError(f"observation lacks '{src}'")
-            v = np.asarray(obs[src])
-            if v.shape != self.obs_spec[src]:
-                raise ReplayError(f"observation '{src}' has shape {v.shape}, expected {self.obs_spec[src]}")
-            if not is_image_key(src) and not np.all(np.isfinite(v)):
-                raise ReplayError(f"observation '{src}' has a NaN or infinite value")
-            values[k] = v
-        if IMAGE_LATENT in values:  # encoded once, here; the image itself is not stored
-            self._last_image = np.array(values[IMAGE_LATENT], dtype=np.uint8)
-            values[IMAGE_LATENT] = self.frame_encoder(self._last_image[None])[0]
+            for src in _source_keys(k, self.frame_encoder):
+                if src not in obs:
+                    raise ReplayError(f"observation lacks '{src}'")
+                v = np.asarray(obs[src])
+                if v.shape != self.obs_spec[src]:
+                    raise ReplayError(f"observation '{src}' has shape {v.shape}, expected {self.obs_spec[src]}")
+                if not is_image_key(src) and not np.all(np.isfinite(v)):
+                    raise ReplayError(f"observation '{src}' has a NaN or infinite value")
+                if k == IMAGE_LATENT:
+                    images[src] = np.array(v, dtype=np.uint8)
+                else:
+                    values[k] = v
+        if images:  # the latent cache: encoded once, here; the images themselves are not stored
+            self._last_image = images
+            values[IMAGE_LATENT] = _encode(self.frame_encoder, {c: v[None] for c, v in images.items()})[0]
         for k, v in values.items():
             self.frames[k][pos] = v
         self.frames_written += 1
@@ -403,12 +423,12 @@ class OnlineReplay(_Buffer):
         an `obs` without the frame keys stands for it too."""
         pos = self._cur_frame % self.num_frames
         for k in self.frame_keys:
-            src = _source_key(k)
-            if src not in obs:
-                continue
-            stored = self._last_image if k == IMAGE_LATENT else self.frames[k][pos]
-            if stored is None or not np.array_equal(stored, np.asarray(obs[src], dtype=stored.dtype)):
-                return False
+            for src in _source_keys(k, self.frame_encoder):
+                if src not in obs:
+                    continue
+                stored = (self._last_image or {}).get(src) if k == IMAGE_LATENT else self.frames[k][pos]
+                if stored is None or not np.array_equal(stored, np.asarray(obs[src], dtype=stored.dtype)):
+                    return False
         return True
 
     def add(self, obs: Mapping[str, Any], action: np.ndarray, reward: float, next_obs: Mapping[str, Any],
@@ -468,7 +488,7 @@ class OnlineReplay(_Buffer):
             raise ReplayError("empty episode")
         if self._ep_start is not None:
             raise ReplayError("add_episode while an episode added step by step is still open")
-        keys = [_source_key(k) for k in self.frame_keys]
+        keys = [src for k in self.frame_keys for src in _source_keys(k, self.frame_encoder)]
         for t in range(T):
             obs_t = {k: ep.obs(k)[t] for k in keys}
             nxt_t = {k: ep.obs(k)[t + 1] for k in keys}

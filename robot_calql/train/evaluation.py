@@ -182,7 +182,7 @@ def calibration_points(agent: Any, episodes: list[Any], spec: dict, vocab: Any, 
     for ep in episodes:
         mc = shaped_returns(ep.reward, ep.terminal, cfg_agent)
         T = len(ep)
-        obs = {k: np.array(getattr(ep, k)[:T]) for k in spec}  # a writable copy of the memory map
+        obs = {k: np.array(ep.obs(k)[:T]) for k in spec}  # a writable copy of the memory map
         obs["instruction"] = np.full(T, vocab.id(ep.instruction), dtype=np.int64)
         qs.append(np.asarray(agent.q_values(obs)))
         mcs.append(mc)

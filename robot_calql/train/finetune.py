@@ -461,7 +461,7 @@ def exploration_bonus(cfg: DictConfig, spec: dict[str, tuple[int, ...]], agent: 
         raise ConfigError(f"rnd: {e}") from None
     if rc.scale == 0:
         return None
-    latent = agent.encoder.latent_dim if agent.frozen else None
+    latent = agent.encoder.cached_latent_dim if agent.frozen else None
     return RNDBonus(rnd_obs_dim(spec, rc.image_pool, latent), rc, device=str(cfg.device), seed=int(cfg.seed) + 4)
 
 

@@ -89,6 +89,20 @@ def test_demo_smoke_state_baseline_with_simulator_rewards(tmp_path):
     assert json.loads((latest.parent / latest.read_text().strip() / "meta.json").read_text())["obs"] == "state"
 
 
+def test_demo_smoke_with_a_wrist_camera(tmp_path):
+    """robot=sim_standin_wrist: the demos record the wrist camera too, and the frozen-encoder agent
+    pre-trains and fine-tunes on both cameras (the classifier sees the front camera)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1", "robot=sim_standin_wrist",
+                 "ros_session_s=0"]) == 0
+    ds = json.loads((out / "data" / "dataset.json").read_text())
+    assert ds["robot"] == "sim_standin_wrist" and ds["extra_cameras"] == ["wrist"]
+    latest = out / "finetune" / "checkpoints" / "LATEST"
+    meta = json.loads((latest.parent / latest.read_text().strip() / "meta.json").read_text())
+    assert "image_wrist" in meta["obs_spec"] and meta["agent"]["encoder_frozen"] is True
+    assert json.loads((out / "finetune" / "summary.json").read_text())["steps"] == 20
+
+
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     assert main(["pretrain", f"dataset={tmp_path / 'missing'}", f"out={tmp_path / 'r'}", "steps=1", *QUIET]) == 1
     assert "does not exist" in capsys.readouterr().err
