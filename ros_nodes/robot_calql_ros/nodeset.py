@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from robot_calql.config import REPO_ROOT, ConfigError
+from robot_calql.control.cameras import camera_specs, image_keys
 from robot_calql.control.episode_controller import HOME_MODES
+from robot_calql.data.dataset import is_image_key
 from robot_calql.robot_config import (
     RobotConfig,
     RobotConfigError,
@@ -125,7 +127,8 @@ def _crop_params(robot: dict) -> dict:
 def _check_observation_source(c: dict, robot: dict) -> None:
     """A state-mode checkpoint reads the stand-in's privileged state, which only a stand-in asked
     for it publishes (sim_robot.publish_sim_state, a debug flag); refuse it anywhere else. A pixel
-    checkpoint's image size must be the robot's `image_size` (the policy node resizes to it)."""
+    checkpoint's image size must be the robot's `image_size` (the policy node resizes to it), and
+    every camera it sees must be among the robot's `cameras`."""
     if not c.get("checkpoint") or "policy" not in c["nodes"]:
         return
     from robot_calql.train.checkpoint import CheckpointError, load_meta
@@ -136,6 +139,12 @@ def _check_observation_source(c: dict, robot: dict) -> None:
         return  # the policy node names what is wrong with it when it starts
     obs = meta.get("obs")
     image = (meta.get("obs_spec") or {}).get("image")
+    cameras = [k for k in (meta.get("obs_spec") or {}) if is_image_key(k)]
+    have = image_keys(camera_specs(robot))
+    if obs == "pixels" and (missing := [k for k in cameras if k not in have]):
+        raise ConfigError(f"checkpoint {c['checkpoint']} sees the cameras {cameras}, but robot '{robot.get('name')}' "
+                          f"has no {missing} (its cameras: {have}): launch with a robot config whose `cameras` "
+                          "include them (the stand-in with a wrist camera: robot=sim_standin_wrist)")
     if obs == "pixels" and image and tuple(int(x) for x in image[:2]) != (int(robot["image_size"]),) * 2:
         raise ConfigError(f"checkpoint {c['checkpoint']} was trained on {image[0]}x{image[1]} px frames, but robot "
                           f"'{robot.get('name')}' has image_size {robot['image_size']}: set robot.image_size={image[0]} "

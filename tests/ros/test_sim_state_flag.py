@@ -20,15 +20,17 @@ def _compose(*overrides):
     return compose("launch_finetune", list(overrides))
 
 
-def _fake_run(tmp_path: Path, obs: str, image: int | None = None) -> Path:
+def _fake_run(tmp_path: Path, obs: str, image: int | None = None, wrist: bool = False) -> Path:
     """A run folder whose newest checkpoint's meta says `obs` (and, given `image`, a square frame
     of that size in its obs_spec); only the meta is read here."""
-    ckpt = tmp_path / f"run_{obs}_{image}" / "checkpoints" / "step_00000010"
+    ckpt = tmp_path / f"run_{obs}_{image}_{wrist}" / "checkpoints" / "step_00000010"
     ckpt.mkdir(parents=True)
     from robot_calql.train import checkpoint
 
     (ckpt / checkpoint.WEIGHTS).write_bytes(b"")
     spec = {"obs_spec": {"image": [image, image, 3], "proprio": [10]}} if image else {}
+    if wrist:
+        spec["obs_spec"]["image_wrist"] = [image, image, 3]
     (ckpt / checkpoint.META).write_text(json.dumps({"obs": obs, "step": 10, **spec}))
     return ckpt.parents[1]
 
@@ -92,3 +94,19 @@ def test_pixel_checkpoint_must_match_the_robots_image_size(tmp_path):
     assert [s.name for s in specs] == ["policy", "episode_controller"]
     assert [s.name for s in node_set(_compose("sim=true", nodes, f"checkpoint={_fake_run(tmp_path, 'pixels', 64)}"))] \
         == ["policy", "episode_controller"]
+
+
+def test_pixel_checkpoint_with_a_wrist_camera_needs_a_robot_with_one(tmp_path):
+    """A checkpoint that sees the wrist camera is refused on the front-camera stand-in, naming the
+    missing camera and the robot config that has it; a front-camera checkpoint runs on either."""
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import ConfigError
+
+    wrist, front = _fake_run(tmp_path, "pixels", 64, wrist=True), _fake_run(tmp_path, "pixels", 64)
+    nodes = "nodes=[policy,episode_controller]"
+    with pytest.raises(ConfigError, match=r"robot 'sim_standin' has no \['image_wrist'\].*robot=sim_standin_wrist"):
+        node_set(_compose("sim=true", nodes, f"checkpoint={wrist}"))
+    for run in (wrist, front):
+        specs = node_set(_compose("sim=true", "robot=sim_standin_wrist", nodes, f"checkpoint={run}"))
+        assert [s.name for s in specs] == ["policy", "episode_controller"]
