@@ -4,8 +4,9 @@ A pixel agent never sees the simulator's state, so what it knows about the cube 
 CNN's latent carries. This fits a ridge regression from the latent of each camera frame to
 the cube's position and yaw (the stand-in's hidden state, stored beside the frames by
 `robot-calql collect`) on most episodes of a dataset, and reports the error on the held-out
-episodes: median and 90th percentile of the xy and z error in mm and of the yaw error in
-degrees (the cube looks the same every 90 degrees, so yaw is fitted as sin/cos of 4*yaw).
+episodes: median and 90th percentile of the xy and z error in mm, of the yaw error in degrees
+(the cube looks the same every 90 degrees, so yaw is fitted as sin/cos of 4*yaw), and of the
+cube's xy relative to the gripper ("hand xy", what a grasp needs) in mm.
 
 A lower error here is a necessary condition for grasping from pixels, not a sufficient one;
 success on fresh placements is what decides (docs/training.md).
@@ -14,8 +15,9 @@ success on fresh placements is what decides (docs/training.md).
     .venv/bin/python benchmarks/bench_encoder_probe.py --checkpoint A/pretrain B/pretrain \\
         --data A/data B/data --json runs/probe.json      # pairs: checkpoint i on dataset i
 
-Only the CNN is probed (frozen or trained end to end); the proprio and instruction parts of
-the observation are not in the regression.
+Only the CNN is probed (frozen or trained end to end), on every camera the checkpoint sees (a
+wrist camera's latent beside the front one's); the proprio and instruction parts of the
+observation are not in the regression.
 """
 
 from __future__ import annotations
@@ -31,29 +33,35 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def latents(agent, images: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """The CNN's latents of uint8 (N, H, W, 3) frames, in fp32 and without augmentation."""
+def latents(agent, frames: dict[str, np.ndarray], chunk: int = 256) -> np.ndarray:
+    """The CNN's latents of one episode's uint8 (N, H, W, 3) frames of every camera the agent sees
+    ({observation key: frames}), concatenated main camera first, in fp32 and without augmentation."""
     import torch
 
     enc = agent.encoder
     if enc.cnn is None:
         raise SystemExit("the checkpoint is not a pixel agent (obs=state has no CNN to probe)")
-    out = []
+    cams = []
     with torch.inference_mode():
-        for i in range(0, len(images), chunk):
-            x = enc.image_to_float(torch.from_numpy(np.array(images[i:i + chunk])), augment=False)
-            out.append(enc.cnn(x).float().numpy())
-    return np.concatenate(out)
+        for key in enc.image_keys:
+            images, out = frames[key], []
+            for i in range(0, len(images), chunk):
+                x = enc.image_to_float(torch.from_numpy(np.array(images[i:i + chunk])), augment=False)
+                out.append(enc.cnn(x).float().numpy())
+            cams.append(np.concatenate(out))
+    return np.concatenate(cams, axis=1)
 
 
 def cube_targets(state: np.ndarray, proprio_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cube xyz (N, 3) in m and yaw (N,) in rad (folded, as the cube is 90-degree symmetric) from
-    the stand-in's state vectors (robot_calql.sim.env.StateLayout of the dataset's arm)."""
+    """Cube xyz (N, 3) in m, yaw (N,) in rad (folded, as the cube is 90-degree symmetric) and the
+    cube's xy relative to the gripper (N, 2) in m, from the stand-in's state vectors
+    (robot_calql.sim.env.StateLayout of the dataset's arm), as (N, 6) [xyz, yaw, hand xy]."""
     from robot_calql.sim.demonstrators import cube_yaw
     from robot_calql.sim.env import STANDIN_LAYOUT, StateLayout
 
     lay = StateLayout(proprio_dim - (STANDIN_LAYOUT.proprio_dim - STANDIN_LAYOUT.n_joints))
-    return state[:, lay.cube], np.array([cube_yaw(q) for q in state[:, lay.cube_quat]])
+    yaw = np.array([cube_yaw(q) for q in state[:, lay.cube_quat]])
+    return np.hstack([state[:, lay.cube], yaw[:, None], state[:, lay.cube_rel][:, :2]])
 
 
 def _design(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -96,11 +104,14 @@ def probe(checkpoint: str, data: str, holdout: float, lam: float, seed: int) -> 
         img, st = ep.obs("image"), ep.obs("state")
         if tuple(img.shape[1:]) != tuple(meta["obs_spec"]["image"]):
             raise SystemExit(f"{data}: frames are {img.shape[1:]}, the checkpoint expects {meta['obs_spec']['image']}")
-        xyz, yaw = cube_targets(np.asarray(st, dtype=np.float64), proprio_dim)
-        parts["test" if i in test_eps else "train"].append((latents(agent, np.asarray(img)), xyz, yaw))
+        t = cube_targets(np.asarray(st, dtype=np.float64), proprio_dim)
+        xyz, yaw = t[:, :3], t[:, 3:]
+        z = latents(agent, {k: np.asarray(ep.obs(k)) for k in agent.encoder.image_keys})
+        parts["test" if i in test_eps else "train"].append((z, xyz, yaw))
     cat = {k: [np.concatenate([p[j] for p in v]) for j in range(3)] for k, v in parts.items()}
     (ztr, xyztr, yawtr), (zte, xyzte, yawte) = cat["train"], cat["test"]
-    targets = lambda xyz, yaw: np.hstack([xyz, np.sin(4 * yaw)[:, None], np.cos(4 * yaw)[:, None]])  # noqa: E731
+    # columns: xyz, sin/cos of 4*yaw, the cube's xy relative to the gripper
+    targets = lambda xyz, yh: np.hstack([xyz, np.sin(4 * yh[:, :1]), np.cos(4 * yh[:, :1]), yh[:, 1:]])  # noqa: E731
     model = ridge(ztr, targets(xyztr, yawtr), lam)
     out = {"checkpoint": str(checkpoint), "data": str(data), "image_shape": list(meta["obs_spec"]["image"]),
            "latent_dim": int(ztr.shape[1]), "train_frames": int(len(ztr)), "test_frames": int(len(zte)),
@@ -109,10 +120,11 @@ def probe(checkpoint: str, data: str, holdout: float, lam: float, seed: int) -> 
         p = predict(model, z)
         exy = np.linalg.norm(p[:, :2] - xyz[:, :2], axis=1) * 1000
         ez = np.abs(p[:, 2] - xyz[:, 2]) * 1000
-        dyaw = np.angle(np.exp(1j * (np.arctan2(p[:, 3], p[:, 4]) - 4 * yaw))) / 4
+        dyaw = np.angle(np.exp(1j * (np.arctan2(p[:, 3], p[:, 4]) - 4 * yaw[:, 0]))) / 4
         eyaw = np.degrees(np.abs(dyaw))
+        ehand = np.linalg.norm(p[:, 5:7] - yaw[:, 1:], axis=1) * 1000
         out[split] = {name: {"median": float(np.median(e)), "p90": float(np.percentile(e, 90))}
-                      for name, e in (("xy_mm", exy), ("z_mm", ez), ("yaw_deg", eyaw))}
+                      for name, e in (("xy_mm", exy), ("z_mm", ez), ("yaw_deg", eyaw), ("hand_xy_mm", ehand))}
     return out
 
 
@@ -135,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     datas = a.data * len(a.checkpoint) if len(a.data) == 1 else a.data
     rows = [probe(c, d, a.holdout, a.ridge, a.seed) for c, d in zip(a.checkpoint, datas, strict=True)]
     print("held-out episodes: median / p90 error of a linear probe on the CNN latent")
-    print(f"{'checkpoint':<40} {'image':>9} {'latent':>6} {'xy mm':>13} {'z mm':>11} {'yaw deg':>11}")
+    print(f"{'checkpoint':<40} {'image':>9} {'latent':>6} {'xy mm':>13} {'z mm':>11} {'yaw deg':>11} {'hand xy mm':>13}")
     for r in rows:
         t = r["test"]
         h, w = r["image_shape"][:2]
         print(f"{r['checkpoint'][-40:]:<40} {f'{h}x{w}':>9} {r['latent_dim']:>6} "
               f"{t['xy_mm']['median']:>6.1f} /{t['xy_mm']['p90']:>5.1f} {t['z_mm']['median']:>4.1f} /{t['z_mm']['p90']:>5.1f} "
-              f"{t['yaw_deg']['median']:>4.1f} /{t['yaw_deg']['p90']:>5.1f}")
+              f"{t['yaw_deg']['median']:>4.1f} /{t['yaw_deg']['p90']:>5.1f} "
+              f"{t['hand_xy_mm']['median']:>6.1f} /{t['hand_xy_mm']['p90']:>5.1f}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     return 0 if all(math.isfinite(r["test"]["xy_mm"]["median"]) for r in rows) else 1
