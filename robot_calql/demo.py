@@ -133,6 +133,9 @@ def main(cfg: DictConfig) -> int:
         raise ConfigError(f"obs={cfg.obs}: must be state or pixels")
     if str(cfg.reward_source) not in ("sim", "classifier"):
         raise ConfigError(f"reward_source={cfg.reward_source}: must be sim or classifier")
+    if not cfg.robot.get("sim"):
+        raise ConfigError(f"robot={cfg.robot.name}: the demo runs in the MuJoCo stand-in, and this robot config has no "
+                          "`sim:` section (its simulated cell); use robot=sim_standin or robot=sim_standin_wrist")
     clf_stage = cfg.reward_source == "classifier"
     n = 5 if clf_stage else 4
     stage = iter(range(1, n + 1))

@@ -103,6 +103,12 @@ def test_demo_smoke_with_a_wrist_camera(tmp_path):
     assert json.loads((out / "finetune" / "summary.json").read_text())["steps"] == 20
 
 
+def test_demo_refuses_a_robot_without_a_simulated_cell(tmp_path, capsys):
+    assert main(["demo", "experiment=demo_smoke", f"out={tmp_path / 'demo'}", "robot=widowx250_example"]) == 1
+    assert "robot=widowx250_example: the demo runs in the MuJoCo stand-in" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before anything was written
+
+
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     assert main(["pretrain", f"dataset={tmp_path / 'missing'}", f"out={tmp_path / 'r'}", "steps=1", *QUIET]) == 1
     assert "does not exist" in capsys.readouterr().err
