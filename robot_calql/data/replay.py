@@ -387,7 +387,7 @@ class OnlineReplay(_Buffer):
         self.complete = 0  # absolute steps before this belong to finished episodes
         self._ep_start: int | None = None  # absolute step where the open episode started
         self._cur_frame = -1  # absolute frame of the open episode's current observation
-        self._last_image: dict[str, np.ndarray] | None = None  # latent cache: the camera images of the last frame written
+        self._last_images: dict[str, np.ndarray] | None = None  # latent cache: the camera images of the last frame written
 
     # -- writing
     def _write_frame(self, obs: Mapping[str, Any]) -> int:
@@ -408,7 +408,7 @@ class OnlineReplay(_Buffer):
                 else:
                     values[k] = v
         if images:  # the latent cache: encoded once, here; the images themselves are not stored
-            self._last_image = images
+            self._last_images = images
             values[IMAGE_LATENT] = _encode(self.frame_encoder, {c: v[None] for c, v in images.items()})[0]
         for k, v in values.items():
             self.frames[k][pos] = v
@@ -426,7 +426,7 @@ class OnlineReplay(_Buffer):
             for src in _source_keys(k, self.frame_encoder):
                 if src not in obs:
                     continue
-                stored = (self._last_image or {}).get(src) if k == IMAGE_LATENT else self.frames[k][pos]
+                stored = (self._last_images or {}).get(src) if k == IMAGE_LATENT else self.frames[k][pos]
                 if stored is None or not np.array_equal(stored, np.asarray(obs[src], dtype=stored.dtype)):
                     return False
         return True
@@ -556,7 +556,7 @@ class OnlineReplay(_Buffer):
         for k in self._COUNTERS:
             setattr(self, k, int(sd[k]))
         self._ep_start = None if int(sd["ep_start"]) < 0 else int(sd["ep_start"])
-        self._last_image = None  # an open episode's next step stores its observation as a new frame
+        self._last_images = None  # an open episode's next step stores its observation as a new frame
         self.rng.bit_generator.state = json.loads(bytes(np.asarray(sd["rng_state"])).decode())
 
     # -- reading
