@@ -340,3 +340,35 @@ def resolve_path(p: str | os.PathLike | None) -> Path | None:
     if p is None or str(p) == "" or str(p).lower() == "none":
         return None
     return Path(os.path.expanduser(str(p))).resolve()
+
+
+def read_robot_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict:
+    """A robot config file (configs/robot/<name>.yaml) as a plain mapping, with its `defaults`
+    applied as Hydra composes the robot group: a file may start from other robot configs of its
+    own folder (`defaults: [sim_standin, _self_]`), merged in that order, `_self_` standing for
+    the file's own keys (last when not listed). ConfigError naming the file when it is missing,
+    not a YAML mapping, or its defaults name a file that is not there or include it again."""
+    import yaml
+
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"robot config {path}: its defaults include it again ({' -> '.join(p.name for p in _seen)})")
+    if not path.is_file():
+        raise ConfigError(f"robot config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"robot config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"robot config file {path} must hold a mapping, got {type(data).__name__}")
+    defaults = data.pop("defaults", None)
+    if defaults is None:
+        return data
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"robot config {path}: defaults must be a list of robot config names (and _self_), "
+                          f"got {defaults!r}")
+    order = defaults if "_self_" in defaults else [*defaults, "_self_"]
+    parts = [data if d == "_self_" else read_robot_file(path.parent / f"{d}.yaml", (*_seen, path)) for d in order]
+    merged = OmegaConf.to_container(OmegaConf.merge(*parts), resolve=False)
+    assert isinstance(merged, dict)
+    return merged

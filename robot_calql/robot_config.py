@@ -1,7 +1,8 @@
 """The robot config schema: configs/robot/<name>.yaml as typed dataclasses, checked before any node starts.
 
 `load_robot_config(dict_or_path)` checks a robot config (a dict, an OmegaConf node, or a YAML
-file) against the dataclasses below and returns a `RobotConfig`; a config that does not fit
+file, its `defaults` applied as Hydra applies them: robot_calql.config.read_robot_file) against
+the dataclasses below and returns a `RobotConfig`; a config that does not fit
 raises RobotConfigError, one line naming the key: an unknown key, a wrong type, a missing
 required key, a value outside its choices. Every default of a robot config is the default of
 its field here, and every field has a one-line description. Optional keys may be left out.
@@ -411,9 +412,12 @@ def load_robot_config(source: Any) -> RobotConfig:
     """A checked RobotConfig from a dict, an OmegaConf node or a YAML file path; RobotConfigError
     (one line naming the key, prefixed with the robot's name) when it does not fit the schema."""
     if isinstance(source, (str, Path)):
-        from robot_calql.calibration import read_yaml
+        from robot_calql.config import read_robot_file
 
-        data = read_yaml(source, "robot config", RobotConfigError)
+        try:
+            data = read_robot_file(source)
+        except ConfigError as e:
+            raise RobotConfigError(str(e)) from None
     else:
         data = source
     if not isinstance(data, dict):

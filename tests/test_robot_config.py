@@ -23,6 +23,7 @@ from robot_calql.robot_config import (
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "configs/robot/sim_standin.yaml"
 WIDOWX = ROOT / "configs/robot/widowx250_example.yaml"
+CONFIGS = ROOT / "configs/robot"
 
 MINIMAL = {  # only the required keys
     "name": "tiny", "control_hz": 10, "frames": {"base": "base", "ee": "tool"},
@@ -207,3 +208,30 @@ def test_the_launcher_stops_at_once_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert "ee_pose: 'odom' is not one of topic, fk, tf" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr and "started" not in proc.stderr + proc.stdout
+
+
+def test_a_robot_config_can_start_from_another_and_reads_as_hydra_composes_it(tmp_path):
+    """configs/robot/sim_standin_wrist.yaml is sim_standin.yaml plus a wrist camera through
+    `defaults`: the plain file readers (robot_config, the simulator's arm) give what Hydra's
+    composition gives, and a missing or circular base is named."""
+    from omegaconf import OmegaConf
+
+    from robot_calql.config import compose, read_robot_file
+    from robot_calql.sim.kinematics import sim_arm
+
+    wrist = read_robot_file(CONFIGS / "sim_standin_wrist.yaml")
+    base = read_robot_file(CONFIGS / "sim_standin.yaml")
+    assert OmegaConf.to_container(compose("launch_finetune", ["robot=sim_standin_wrist"]).robot) == wrist
+    assert wrist["sim"]["cameras"] == ["front", "wrist"] and list(wrist["cameras"]) == ["front", "wrist"]
+    assert wrist["limits"] == base["limits"] and wrist["tasks"] == base["tasks"]  # the rest is the base's
+    assert load_robot_config(CONFIGS / "sim_standin_wrist.yaml").name == "sim_standin_wrist"
+    assert sim_arm("sim_standin_wrist").cameras == ("front", "wrist")
+
+    (tmp_path / "a.yaml").write_text("defaults: [b]\nname: a\n")
+    with pytest.raises(ConfigError, match=r"robot config file not found: .*b\.yaml"):
+        read_robot_file(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("defaults: [a]\nname: b\n")
+    with pytest.raises(ConfigError, match="its defaults include it again"):
+        read_robot_file(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("name: b\ncontrol_hz: 5\n")
+    assert read_robot_file(tmp_path / "a.yaml") == {"name": "a", "control_hz": 5}

@@ -72,12 +72,10 @@ def arm_spec(robot: Any) -> ArmSpec:
     mapping: a dict, an OmegaConf node, the nodes' `robot` parameter) from its `sim:` section and `joints`; ConfigError
     naming the key when it has none or its MJCF is missing. (robot_calql.robot_config checks the
     whole file; sim sits below it and reads only these keys.)"""
-    import yaml
-
-    from robot_calql.config import ConfigError, data_path
+    from robot_calql.config import ConfigError, data_path, read_robot_file
 
     if isinstance(robot, (str, Path)):
-        robot = yaml.safe_load(Path(robot).read_text())
+        robot = read_robot_file(robot)
     elif hasattr(robot, "node_params"):  # a RobotConfig (robot_calql.robot_config, above sim)
         robot = robot.node_params()
     name = robot.get("name", "?")
@@ -107,14 +105,12 @@ def sim_arm(robot: str | None) -> ArmSpec:
     """The simulated arm of the robot config named `robot` (configs/robot/<robot>.yaml, the name
     datasets and checkpoints record): its `sim:` section; the stand-in's arm for None, a robot
     without a config file here or without a `sim` section (a real arm's data evaluated in the sim)."""
-    import yaml
-
-    from robot_calql.config import REPO_ROOT
+    from robot_calql.config import REPO_ROOT, read_robot_file
 
     path = REPO_ROOT / "configs" / "robot" / f"{robot}.yaml"
     if not robot or robot == "sim_standin" or not path.is_file():
         return STANDIN_ARM
-    data = yaml.safe_load(path.read_text())
+    data = read_robot_file(path)
     return arm_spec(data) if data.get("sim") else STANDIN_ARM
 
 
