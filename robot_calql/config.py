@@ -342,25 +342,33 @@ def resolve_path(p: str | os.PathLike | None) -> Path | None:
     return Path(os.path.expanduser(str(p))).resolve()
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str, error: type[Exception] = ConfigError, hint: str = "") -> dict:
+    """Read a YAML mapping; raise `error` naming the file when it is missing (with `hint`
+    appended), not YAML, or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file not found: {path}{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise error(f"{what} file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
 def read_robot_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict:
     """A robot config file (configs/robot/<name>.yaml) as a plain mapping, with its `defaults`
     applied as Hydra composes the robot group: a file may start from other robot configs of its
     own folder (`defaults: [sim_standin, _self_]`), merged in that order, `_self_` standing for
     the file's own keys (last when not listed). ConfigError naming the file when it is missing,
     not a YAML mapping, or its defaults name a file that is not there or include it again."""
-    import yaml
-
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"robot config {path}: its defaults include it again ({' -> '.join(p.name for p in _seen)})")
-    if not path.is_file():
-        raise ConfigError(f"robot config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"robot config file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"robot config file {path} must hold a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "robot config")
     defaults = data.pop("defaults", None)
     if defaults is None:
         return data

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from robot_calql.config import REPO_ROOT  # a source checkout's root, or an installed wheel's data
+# REPO_ROOT: a source checkout's root, or an installed wheel's data
+from robot_calql.config import REPO_ROOT, read_yaml_mapping
 
 
 class CalibrationError(ValueError):
@@ -91,17 +92,7 @@ def write_yaml_atomic(path: Path, data: dict, header: str = "") -> Path:
 def read_yaml(path: str | os.PathLike, what: str, error: type[Exception] | None = None, hint: str = "") -> dict:
     """Read a YAML mapping; raise `error` (CalibrationError by default) naming the file when it
     is missing (with `hint` appended), not YAML, or not a mapping."""
-    err = error or CalibrationError
-    path = Path(path)
-    if not path.is_file():
-        raise err(f"{what} file not found: {path}{hint}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise err(f"{what} file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise err(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, what, error or CalibrationError, hint)
 
 
 def write_png_atomic(path: Path, image_bgr) -> Path:
