@@ -52,16 +52,16 @@ def latents(agent, frames: dict[str, np.ndarray], chunk: int = 256) -> np.ndarra
     return np.concatenate(cams, axis=1)
 
 
-def cube_targets(state: np.ndarray, proprio_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def cube_targets(state: np.ndarray, proprio_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cube xyz (N, 3) in m, yaw (N,) in rad (folded, as the cube is 90-degree symmetric) and the
     cube's xy relative to the gripper (N, 2) in m, from the stand-in's state vectors
-    (robot_calql.sim.env.StateLayout of the dataset's arm), as (N, 6) [xyz, yaw, hand xy]."""
+    (robot_calql.sim.env.StateLayout of the dataset's arm)."""
     from robot_calql.sim.demonstrators import cube_yaw
     from robot_calql.sim.env import STANDIN_LAYOUT, StateLayout
 
     lay = StateLayout(proprio_dim - (STANDIN_LAYOUT.proprio_dim - STANDIN_LAYOUT.n_joints))
     yaw = np.array([cube_yaw(q) for q in state[:, lay.cube_quat]])
-    return np.hstack([state[:, lay.cube], yaw[:, None], state[:, lay.cube_rel][:, :2]])
+    return state[:, lay.cube], yaw, state[:, lay.cube_rel][:, :2]
 
 
 def _design(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -104,25 +104,24 @@ def probe(checkpoint: str, data: str, holdout: float, lam: float, seed: int) -> 
         img, st = ep.obs("image"), ep.obs("state")
         if tuple(img.shape[1:]) != tuple(meta["obs_spec"]["image"]):
             raise SystemExit(f"{data}: frames are {img.shape[1:]}, the checkpoint expects {meta['obs_spec']['image']}")
-        t = cube_targets(np.asarray(st, dtype=np.float64), proprio_dim)
-        xyz, yaw = t[:, :3], t[:, 3:]
+        xyz, yaw, hand = cube_targets(np.asarray(st, dtype=np.float64), proprio_dim)
         z = latents(agent, {k: np.asarray(ep.obs(k)) for k in agent.encoder.image_keys})
-        parts["test" if i in test_eps else "train"].append((z, xyz, yaw))
-    cat = {k: [np.concatenate([p[j] for p in v]) for j in range(3)] for k, v in parts.items()}
-    (ztr, xyztr, yawtr), (zte, xyzte, yawte) = cat["train"], cat["test"]
+        parts["test" if i in test_eps else "train"].append((z, xyz, yaw, hand))
+    cat = {k: [np.concatenate([p[j] for p in v]) for j in range(4)] for k, v in parts.items()}
+    (ztr, xyztr, yawtr, handtr), (zte, xyzte, yawte, handte) = cat["train"], cat["test"]
     # columns: xyz, sin/cos of 4*yaw, the cube's xy relative to the gripper
-    targets = lambda xyz, yh: np.hstack([xyz, np.sin(4 * yh[:, :1]), np.cos(4 * yh[:, :1]), yh[:, 1:]])  # noqa: E731
-    model = ridge(ztr, targets(xyztr, yawtr), lam)
+    targets = lambda xyz, yaw, hand: np.hstack([xyz, np.sin(4 * yaw)[:, None], np.cos(4 * yaw)[:, None], hand])  # noqa: E731
+    model = ridge(ztr, targets(xyztr, yawtr, handtr), lam)
     out = {"checkpoint": str(checkpoint), "data": str(data), "image_shape": list(meta["obs_spec"]["image"]),
            "latent_dim": int(ztr.shape[1]), "train_frames": int(len(ztr)), "test_frames": int(len(zte)),
            "test_episodes": len(test_eps)}
-    for split, z, xyz, yaw in (("train", ztr, xyztr, yawtr), ("test", zte, xyzte, yawte)):
+    for split, z, xyz, yaw, hand in (("train", ztr, xyztr, yawtr, handtr), ("test", zte, xyzte, yawte, handte)):
         p = predict(model, z)
         exy = np.linalg.norm(p[:, :2] - xyz[:, :2], axis=1) * 1000
         ez = np.abs(p[:, 2] - xyz[:, 2]) * 1000
-        dyaw = np.angle(np.exp(1j * (np.arctan2(p[:, 3], p[:, 4]) - 4 * yaw[:, 0]))) / 4
+        dyaw = np.angle(np.exp(1j * (np.arctan2(p[:, 3], p[:, 4]) - 4 * yaw))) / 4
         eyaw = np.degrees(np.abs(dyaw))
-        ehand = np.linalg.norm(p[:, 5:7] - yaw[:, 1:], axis=1) * 1000
+        ehand = np.linalg.norm(p[:, 5:7] - hand, axis=1) * 1000
         out[split] = {name: {"median": float(np.median(e)), "p90": float(np.percentile(e, 90))}
                       for name, e in (("xy_mm", exy), ("z_mm", ez), ("yaw_deg", eyaw), ("hand_xy_mm", ehand))}
     return out
