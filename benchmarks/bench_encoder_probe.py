@@ -33,23 +33,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def latents(agent, frames: dict[str, np.ndarray], chunk: int = 256) -> np.ndarray:
+def latents(agent, frames: dict[str, np.ndarray]) -> np.ndarray:
     """The CNN's latents of one episode's uint8 (N, H, W, 3) frames of every camera the agent sees
-    ({observation key: frames}), concatenated main camera first, in fp32 and without augmentation."""
-    import torch
+    ({observation key: frames}), concatenated main camera first, in fp32 and without augmentation
+    (robot_calql.agent.encoders.FrameEncoder, frozen or not)."""
+    from robot_calql.agent.encoders import FrameEncoder
 
-    enc = agent.encoder
-    if enc.cnn is None:
+    if agent.encoder.cnn is None:
         raise SystemExit("the checkpoint is not a pixel agent (obs=state has no CNN to probe)")
-    cams = []
-    with torch.inference_mode():
-        for key in enc.image_keys:
-            images, out = frames[key], []
-            for i in range(0, len(images), chunk):
-                x = enc.image_to_float(torch.from_numpy(np.array(images[i:i + chunk])), augment=False)
-                out.append(enc.cnn(x).float().numpy())
-            cams.append(np.concatenate(out))
-    return np.concatenate(cams, axis=1)
+    return FrameEncoder(agent.encoder, frozen_only=False)(frames)
 
 
 def cube_targets(state: np.ndarray, proprio_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -337,10 +337,12 @@ class FrameEncoder:
     Runs in fp32 without augmentation, in chunks of `chunk` frames, so a cached latent is the
     value the acting policy computes for the same frame. With several cameras (`camera_keys`,
     main first) it takes a mapping {camera key: (N, H, W, 3)} and returns every camera's latent
-    concatenated, (N, L * cameras); `latent_dim` is that stored size."""
+    concatenated, (N, L * cameras); `latent_dim` is that stored size. `frozen_only=False` also
+    takes a CNN that trains end to end (to read its latents, as benchmarks/bench_encoder_probe.py
+    does); a replay's cache needs a frozen one."""
 
-    def __init__(self, encoder: ObsEncoder, chunk: int = 256):
-        if encoder.cnn is None or not encoder.frozen_cnn:
+    def __init__(self, encoder: ObsEncoder, chunk: int = 256, *, frozen_only: bool = True):
+        if encoder.cnn is None or (frozen_only and not encoder.frozen_cnn):
             raise ObsSpecError("FrameEncoder needs a pixel encoder with a frozen CNN")
         self.encoder = encoder
         self.image_shape: tuple[int, int, int] = tuple(encoder.spec["image"])  # type: ignore[assignment]

@@ -198,6 +198,17 @@ def test_cached_latents_need_a_frozen_agent_and_bad_settings_are_named():
         e2e.encoder({IMAGE_LATENT: torch.zeros(1, 8), "proprio": torch.zeros(1, 2), "instruction": torch.zeros(1)})
 
 
+def test_frame_encoder_reads_an_end_to_end_cnn_only_when_asked():
+    from robot_calql.agent.encoders import FrameEncoder
+
+    e2e = _agent(frozen=False)
+    with pytest.raises(ObsSpecError, match="frozen CNN"):  # a replay's cache must not hold a CNN that trains
+        FrameEncoder(e2e.encoder)
+    images = np.random.default_rng(3).integers(0, 256, (5, S, S, 3), dtype=np.uint8)
+    got = FrameEncoder(e2e.encoder, chunk=2, frozen_only=False)({"image": images})  # bench_encoder_probe
+    np.testing.assert_allclose(got, _direct_latents(e2e, images), atol=1e-5)
+
+
 # ------------------------------------------------------------------ learning from images
 STARTS = np.concatenate([np.linspace(-1, -0.5, 10), np.linspace(0.5, 1, 10)])
 
