@@ -343,7 +343,9 @@ def main(cfg: DictConfig) -> int:
                 if clf is not None:  # the classifier decides; the simulator's success is only logged
                     terminated = clf(next_obs, gt)
                     reward = float(terminated)
-                    truncated = truncated and not terminated
+                    # the stand-in never truncates a step it counts as a success, so the time limit is
+                    # checked here: a success the classifier misses must not hold the try open for good
+                    truncated = not terminated and (truncated or _time_is_up(env, info))
                 if not terminated and _out_of_reach(env, cfg):
                     truncated = True  # a try whose cube left the arm's reach is over; a person puts it back
                 online.add(obs, action, float(reward), next_obs, bool(terminated), bool(truncated), instr,
@@ -510,6 +512,12 @@ def _out_of_reach(env: Any, cfg: DictConfig) -> bool:
     (the stand-in's `needs_reset`), so a person would put it back (the ROS stand-in human's rule)."""
     return bool(cfg.reset_free and cfg.get("reset_unreachable", False) and hasattr(env, "needs_reset")
                 and env.needs_reset())
+
+
+def _time_is_up(env: Any, info: dict[str, Any]) -> bool:
+    """The stand-in's try has run `max_episode_steps` (its info's `elapsed_steps`), success or not."""
+    limit = getattr(env, "max_episode_steps", None)
+    return limit is not None and int(info.get("elapsed_steps", 0)) >= int(limit)
 
 
 def _next_episode(env: Any, loop: dict, success: bool, forward: str, backward: str, cfg: DictConfig,

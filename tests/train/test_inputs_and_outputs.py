@@ -137,3 +137,20 @@ def test_finetune_from_classifier_reward_logs_false_positives(tmp_path, pretrain
     assert "clf_false_positive_rate" in rows[-1]
     buf = ckpt.load_checkpoint(out)["buffer"]
     assert buf["reward"].sum() == 4  # rewards came from the classifier, not the simulator
+
+
+def test_a_success_the_classifier_misses_still_ends_the_try_at_the_time_limit(tmp_path, pretrained, classifier_dir,
+                                                                            monkeypatch):
+    # the simulator sees success at every step (the stand-in then never truncates) and the classifier
+    # never fires (threshold 2): each try must still end after max_episode_steps, not run forever
+    from robot_calql.sim.env import StandInEnv
+
+    monkeypatch.setattr(StandInEnv, "success", lambda self: True)
+    out = tmp_path / "ft"
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=12", "eval_every=0",
+                 "reward_source=classifier", f"classifier.path={classifier_dir}", "classifier.threshold=2.0",
+                 "classifier.debounce=1", "max_episode_steps=4", "log_every=4", *QUIET]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["online_episodes"] == 3
+    assert summary["clf_missed_successes"] == 3 and summary["clf_successes"] == 0
+    assert ckpt.load_checkpoint(out)["buffer"]["reward"].sum() == 0
