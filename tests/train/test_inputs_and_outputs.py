@@ -123,12 +123,17 @@ def classifier_dir(tmp_path_factory):
     return path
 
 
+def _finetune_on_classifier(out, pretrained, classifier_dir, *overrides) -> dict:
+    """A short fine-tuning on the classifier's rewards through the CLI; its summary.json."""
+    assert main(["finetune", f"checkpoint={pretrained}", f"out={out}", "eval_every=0", "log_every=4",
+                 "reward_source=classifier", f"classifier.path={classifier_dir}", *overrides, *QUIET]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
 def test_finetune_from_classifier_reward_logs_false_positives(tmp_path, pretrained, classifier_dir):
     out = tmp_path / "ft"
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=8", "eval_every=0",
-                 "reward_source=classifier", f"classifier.path={classifier_dir}", "classifier.debounce=2",
-                 "backward=false", "max_episode_steps=30", "log_every=4", *QUIET]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _finetune_on_classifier(out, pretrained, classifier_dir, "steps=8", "classifier.debounce=2",
+                                      "backward=false", "max_episode_steps=30")
     # debounce 2 with an always-yes classifier: every episode "succeeds" after 2 steps, while the
     # cube is still on the table (forward task only): 4 false positives in 8 negative frames
     assert summary["online_episodes"] == 4
@@ -147,10 +152,8 @@ def test_a_success_the_classifier_misses_still_ends_the_try_at_the_time_limit(tm
 
     monkeypatch.setattr(StandInEnv, "success", lambda self: True)
     out = tmp_path / "ft"
-    assert main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=12", "eval_every=0",
-                 "reward_source=classifier", f"classifier.path={classifier_dir}", "classifier.threshold=2.0",
-                 "classifier.debounce=1", "max_episode_steps=4", "log_every=4", *QUIET]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _finetune_on_classifier(out, pretrained, classifier_dir, "steps=12", "classifier.threshold=2.0",
+                                      "classifier.debounce=1", "max_episode_steps=4")
     assert summary["online_episodes"] == 3
     assert summary["clf_missed_successes"] == 3 and summary["clf_successes"] == 0
     assert ckpt.load_checkpoint(out)["buffer"]["reward"].sum() == 0
