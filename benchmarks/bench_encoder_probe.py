@@ -93,11 +93,12 @@ def probe(checkpoint: str, data: str, holdout: float, lam: float, seed: int) -> 
     parts: dict[str, list] = {"train": [], "test": []}
     for i in range(n_eps):
         ep = ds[i]
-        img, st = ep.obs("image"), ep.obs("state")
-        if tuple(img.shape[1:]) != tuple(meta["obs_spec"]["image"]):
-            raise SystemExit(f"{data}: frames are {img.shape[1:]}, the checkpoint expects {meta['obs_spec']['image']}")
-        xyz, yaw, hand = cube_targets(np.asarray(st, dtype=np.float64), proprio_dim)
-        z = latents(agent, {k: np.asarray(ep.obs(k)) for k in agent.encoder.image_keys})
+        frames = {k: np.asarray(ep.obs(k)) for k in agent.encoder.image_keys}  # each camera read once
+        for k, f in frames.items():
+            if tuple(f.shape[1:]) != tuple(meta["obs_spec"]["image"]):
+                raise SystemExit(f"{data}: '{k}' frames are {f.shape[1:]}, the checkpoint expects {meta['obs_spec']['image']}")
+        xyz, yaw, hand = cube_targets(np.asarray(ep.obs("state"), dtype=np.float64), proprio_dim)
+        z = latents(agent, frames)
         parts["test" if i in test_eps else "train"].append((z, xyz, yaw, hand))
     cat = {k: [np.concatenate([p[j] for p in v]) for j in range(4)] for k, v in parts.items()}
     (ztr, xyztr, yawtr, handtr), (zte, xyzte, yawte, handte) = cat["train"], cat["test"]
