@@ -114,6 +114,7 @@ def collect(cfg: DictConfig, data: Path) -> dict[str, Any]:
     image_size = int(cfg.image_size) if _needs_images(cfg) else 0
     common = {"image_size": image_size, "noise": float(cfg.noise), "max_episode_steps": int(cfg.max_episode_steps),
               "dropped_start": float(cfg.dropped_start), "rolled_start": float(cfg.rolled_start),
+              "put_down": str(cfg.put_down),
               "robot": str(cfg.robot.name), "arm": sim_arm(str(cfg.robot.name))}
     first = True
     for task in task_pair(str(cfg.task_pair)):

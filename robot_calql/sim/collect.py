@@ -120,7 +120,8 @@ def main(cfg) -> int:
                    dropped_start=float(cfg.dropped_start), rolled_start=float(cfg.rolled_start), arm=arm)
     try:
         writer = DatasetWriter(target, dataset_meta(image_size, scale, arm, robot), overwrite=overwrite)
-        results = _collect(writer, env, plan, seed=seed, noise=float(cfg.noise), max_steps=max_steps, scale=scale)
+        results = _collect(writer, env, plan, seed=seed, noise=float(cfg.noise), max_steps=max_steps, scale=scale,
+                           put_down=str(cfg.put_down))
         if target != out:
             replace_folder(target, out)
     except BaseException:
@@ -141,7 +142,8 @@ def main(cfg) -> int:
 
 
 def _collect(writer: DatasetWriter, env: StandInEnv, plan: list[tuple[str, int, str, bool]], *, seed: int,
-             noise: float, max_steps: int, scale: tuple[float, float]) -> dict[tuple[str, str], list[bool]]:
+             noise: float, max_steps: int, scale: tuple[float, float],
+             put_down: str = "front") -> dict[tuple[str, str], list[bool]]:
     """Record `plan` ((task, episodes, source, failure) entries) into `writer` with a progress
     bar; return the successes per (task, source)."""
     from tqdm import tqdm
@@ -151,7 +153,8 @@ def _collect(writer: DatasetWriter, env: StandInEnv, plan: list[tuple[str, int, 
         for task, count, source, failure in plan:
             bar.set_postfix_str(f"{task} ({source})")
             for ep in iter_episodes(task, count, image_size=env.image_size, seed=seed, noise=noise, source=source,
-                                    failure=failure, max_episode_steps=max_steps, env=env, action_scale=scale):
+                                    failure=failure, max_episode_steps=max_steps, env=env, action_scale=scale,
+                                    put_down=put_down):
                 writer.write_episode(ep)
                 results.setdefault((task, source), []).append(ep.success)
                 bar.update(1)

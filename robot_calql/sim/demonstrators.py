@@ -10,6 +10,11 @@ occasional pause. Demos are therefore narrow (one strategy) and noisy, like tele
 `failure=True` makes it fail on purpose, in one of three ways that real failed demos show:
 grasping beside the cube, dropping it on the way, or wandering without finishing.
 
+`put_down` says where the backward task (`cube_out_of_bowl`) leaves the cube: "front" (about
+14 cm in front of the bowl, one habit, as one operator would) or "anywhere" (a random spot where a
+full reset may place a cube, so reset-free practice of the forward task starts from where an
+evaluation does).
+
     demo = ScriptedDemonstrator("cube_in_bowl", noise=0.3, rng=np.random.default_rng(0))
     obs, _ = env.reset(); demo.reset()
     action = demo.act(obs["state"])
@@ -22,11 +27,12 @@ import numpy as np
 from robot_calql.control.conversions import yaw_from_quaternion
 from robot_calql.sim.env import DEFAULT_ACTION_SCALE, STANDIN_LAYOUT, StateLayout
 from robot_calql.sim.kinematics import wrap_angle
-from robot_calql.sim.tasks import BOWL_OUTER_HALF, get_task
+from robot_calql.sim.tasks import BOWL_OUTER_HALF, CUBE_HALF, CUBE_X, CUBE_Y, REACH_R, get_task
 
 CARRY_Z = 0.085  # ee height while moving above the scene (cube bottom clears the bowl rim)
 GRASP_Z = 0.022  # ee height when closing the fingers around the cube (its centre is at 0.02)
 FAILURES = ("miss_grasp", "drop_early", "wander")
+PUT_DOWN = ("front", "anywhere")  # where the backward (out of the bowl) demonstrator leaves the cube
 
 
 def cube_in_hand(state: np.ndarray, layout: StateLayout = STANDIN_LAYOUT) -> bool:
@@ -44,6 +50,15 @@ def cube_yaw(quat_wxyz: np.ndarray) -> float:
     return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
 
 
+def _free_spot(bowl_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random table spot a full reset may put the cube on (robot_calql.sim.tasks.sample_placement's
+    region), with 1 cm more room to the bowl for the placing jitter."""
+    while True:  # the region is most of the table: a few draws
+        xy = np.array([rng.uniform(*CUBE_X), rng.uniform(*CUBE_Y)])
+        if np.hypot(*xy) <= REACH_R and np.abs(xy - bowl_xy).max() >= BOWL_OUTER_HALF + CUBE_HALF + 0.03:
+            return xy
+
+
 class ScriptedDemonstrator:
     """Waypoint pick-and-place policy for one task. Call `reset()` at every episode start."""
 
@@ -55,8 +70,12 @@ class ScriptedDemonstrator:
         failure: bool | str = False,
         action_scale: tuple[float, float] = DEFAULT_ACTION_SCALE,
         layout: StateLayout = STANDIN_LAYOUT,
+        put_down: str = "front",
     ):
         self.task = get_task(task)
+        if put_down not in PUT_DOWN:
+            raise ValueError(f"unknown put_down '{put_down}' (known: {PUT_DOWN})")
+        self.put_down = put_down
         self.layout = layout  # the state vector of the arm (env.layout)
         self.noise = float(noise)
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -91,6 +110,8 @@ class ScriptedDemonstrator:
             r, name = self.rng, self.task.name
             if name == "cube_in_bowl":
                 xy = bowl[:2]
+            elif name == "cube_out_of_bowl" and self.put_down == "anywhere":
+                xy = _free_spot(bowl[:2], r)
             elif name == "cube_out_of_bowl":  # in front of the bowl (toward the robot), on the table
                 xy = np.array([bowl[0] - BOWL_OUTER_HALF - 0.07, bowl[1] + r.uniform(-0.05, 0.05)])
             elif name == "cube_left":

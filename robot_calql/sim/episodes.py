@@ -110,6 +110,7 @@ def iter_episodes(
     dropped_start: float = 0.0,
     rolled_start: float = 0.0,
     arm: ArmSpec = STANDIN_ARM,
+    put_down: str = "front",
 ) -> Iterator[Episode]:
     """Yield `episodes` scripted episodes of `task`, each from a full reset (random placement).
 
@@ -119,7 +120,8 @@ def iter_episodes(
     probability that an episode starting with the cube in the bowl finds it dropped in (tipped or
     leaning) instead of placed flat; rolled_start: probability that an episode starting with the
     cube on the table finds it on a random face (robot_calql.sim.env.StandInEnv). arm: the simulated
-    arm (robot_calql.sim.kinematics.arm_spec; a given `env`'s own arm wins).
+    arm (robot_calql.sim.kinematics.arm_spec; a given `env`'s own arm wins). put_down: where the
+    backward task's demonstrator leaves the cube (robot_calql.sim.demonstrators.PUT_DOWN).
     """
     get_task(task)
     ss = _seed(seed, task, f"{source}/{failure}")
@@ -135,7 +137,7 @@ def iter_episodes(
     rng = np.random.default_rng(demo_seed)
     for i in range(episodes):
         demo = ScriptedDemonstrator(task, noise=noise, rng=rng, failure=failure, action_scale=action_scale,
-                                    layout=env.layout)
+                                    layout=env.layout, put_down=put_down)
         ep, _ = rollout(env, lambda obs, d=demo: d.act(obs["state"]), max_episode_steps,
                         seed=first_seed if i == 0 else None)
         ep.source = source

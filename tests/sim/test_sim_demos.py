@@ -39,6 +39,24 @@ def test_failure_demonstrator_fails(mode):
         ScriptedDemonstrator("cube_in_bowl", failure="explode")
 
 
+def test_backward_demos_put_the_cube_down_anywhere_a_reset_would():
+    """put_down="front" leaves the cube in one band in front of the bowl; "anywhere" spreads it over
+    the table (beside and behind the bowl too), and every demo still succeeds."""
+    spread, lay = {}, make_env("cube_out_of_bowl", image_size=0).layout
+    for put_down in ("front", "anywhere"):
+        eps = list(iter_episodes("cube_out_of_bowl", 12, image_size=0, seed=0, noise=0.1, max_episode_steps=80,
+                                 put_down=put_down))
+        assert all(e.success for e in eps), put_down
+        rel = np.array([e.state[-1][lay.cube][:2] - e.state[-1][lay.bowl][:2] for e in eps])
+        spread[put_down] = rel
+    front, anywhere = spread["front"], spread["anywhere"]
+    assert np.all(np.abs(front[:, 0] + 0.14) < 0.03) and np.all(np.abs(front[:, 1]) < 0.07)
+    assert np.ptp(anywhere[:, 1]) > 0.25 and np.ptp(anywhere[:, 0]) > 0.1      # across the table
+    assert np.any(np.abs(anywhere[:, 1]) > 0.1)                                # beside the bowl
+    with pytest.raises(ValueError, match="unknown put_down"):
+        ScriptedDemonstrator("cube_out_of_bowl", put_down="shelf")
+
+
 def test_env_bound_demonstrator_follows_task_switch():
     env = make_env("cube_in_bowl", image_size=0, seed=2, max_episode_steps=60)
     expert = make_demonstrator(env, noise=0.1, seed=0)
