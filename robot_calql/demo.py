@@ -267,6 +267,8 @@ def ros_session(cfg: DictConfig, checkpoint: Path, run_dir: Path, classifier: Pa
         rc = run_ros_module("session", ["--summary", summary, "--duration-s", float(cfg.ros_session_s),
                                         "--eval-episodes", 0, f"checkpoint={checkpoint}", f"run_dir={run_dir}",
                                         f"robot={cfg.robot.name}",
+                                        # the stand-in's placements, exploration and learner follow the demo's seed
+                                        _override("seed", cfg.get("seed", 0)),
                                         _override("learner.batch_size", cfg.batch_size),
                                         # a state-mode checkpoint reads the stand-in's privileged state (debug flag)
                                         _override("sim_robot.publish_sim_state", str(cfg.obs == "state").lower()),

@@ -50,7 +50,7 @@ def test_pretrain_finetune_pixels(tmp_path):
 
 def test_demo_smoke(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1"]) == 0
+    assert main(["demo", "experiment=demo_smoke", f"out={out}", "threads=1", "seed=3"]) == 0
     result = json.loads((out / "demo_summary.json").read_text())
     assert result["success_before"] is not None and result["success_after"] is not None
     for p in result["plots"].values():
@@ -74,6 +74,8 @@ def test_demo_smoke(tmp_path):
     ros = result["ros_session"]  # the ROS 2 node set over real DDS from the pre-trained checkpoint
     assert ros["transitions_stored"] > 0 and ros["transitions_stored"] == ros["transitions_received"]
     assert ros["weights_received"] >= 1 and ros["policy_steps"] > 0
+    sim_params = (out / "ros_session" / "launch" / "sim_robot.params.yaml").read_text().splitlines()
+    assert "      seed: 3" in sim_params  # the stand-in's placements follow the demo's seed
 
 
 def test_demo_smoke_state_baseline_with_simulator_rewards(tmp_path):
