@@ -167,6 +167,7 @@ def _gripper_opening(obs: dict[str, Any]) -> float:
 def main(cfg: DictConfig) -> int:
     from tqdm import tqdm
 
+    from robot_calql.agent import CalQLConfig
     from robot_calql.agent.cpu import configure_cpu_process
     from robot_calql.data.replay import InstructionVocab, OnlineReplay
     from robot_calql.sim import PAIRS, get_task, make_env
@@ -286,6 +287,10 @@ def main(cfg: DictConfig) -> int:
     OmegaConf.save(cfg, out / "config.yaml")
     run_meta = {**{k: v for k, v in meta.items() if k != "step"}, "phase": "finetune", "forward_task": forward,
                 "dataset": str(data_dir), "pretrained": str(src_ckpt),
+                # the actor rate of the offline training the run started from: what an agent trained from
+                # scratch on the run's data needs (robot-calql exploit); fine-tuning lowers it
+                "offline_policy_lr": meta.get("offline_policy_lr", None if resuming else  # (an older run's: unknown)
+                                              (meta.get("agent") or {}).get("policy_lr", CalQLConfig.policy_lr)),
                 "agent": {**(meta.get("agent") or {}), **OmegaConf.to_container(cfg.agent, resolve=True)}}
     if resuming:
         run_meta["pretrained"] = meta.get("pretrained", str(src_ckpt))
