@@ -285,12 +285,14 @@ def main(cfg: DictConfig) -> int:
         log.info("resuming %s at online step %d", out, loop["step"])
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml")
+    # the actor rate of the offline training the run started from, for an agent trained from scratch
+    # on its data (robot-calql exploit; fine-tuning lowers it): a fine-tuning checkpoint carries it
+    # on (one from before the key: unknown), any other checkpoint's own rate is it
+    offline_lr = meta.get("offline_policy_lr")
+    if offline_lr is None and meta.get("phase") != "finetune":
+        offline_lr = (meta.get("agent") or {}).get("policy_lr", CalQLConfig.policy_lr)
     run_meta = {**{k: v for k, v in meta.items() if k != "step"}, "phase": "finetune", "forward_task": forward,
-                "dataset": str(data_dir), "pretrained": str(src_ckpt),
-                # the actor rate of the offline training the run started from: what an agent trained from
-                # scratch on the run's data needs (robot-calql exploit); fine-tuning lowers it
-                "offline_policy_lr": meta.get("offline_policy_lr", None if resuming else  # (an older run's: unknown)
-                                              (meta.get("agent") or {}).get("policy_lr", CalQLConfig.policy_lr)),
+                "dataset": str(data_dir), "pretrained": str(src_ckpt), "offline_policy_lr": offline_lr,
                 "agent": {**(meta.get("agent") or {}), **OmegaConf.to_container(cfg.agent, resolve=True)}}
     if resuming:
         run_meta["pretrained"] = meta.get("pretrained", str(src_ckpt))
