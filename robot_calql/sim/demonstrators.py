@@ -27,7 +27,7 @@ import numpy as np
 from robot_calql.control.conversions import yaw_from_quaternion
 from robot_calql.sim.env import DEFAULT_ACTION_SCALE, STANDIN_LAYOUT, StateLayout
 from robot_calql.sim.kinematics import wrap_angle
-from robot_calql.sim.tasks import BOWL_OUTER_HALF, CUBE_HALF, CUBE_X, CUBE_Y, REACH_R, get_task
+from robot_calql.sim.tasks import BOWL_OUTER_HALF, get_task, table_spot
 
 CARRY_Z = 0.085  # ee height while moving above the scene (cube bottom clears the bowl rim)
 GRASP_Z = 0.022  # ee height when closing the fingers around the cube (its centre is at 0.02)
@@ -48,15 +48,6 @@ def cube_yaw(quat_wxyz: np.ndarray) -> float:
     w, x, y, z = quat_wxyz
     yaw = np.asarray(yaw_from_quaternion(x, y, z, w), dtype=np.result_type(quat_wxyz))
     return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
-
-
-def _free_spot(bowl_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random table spot a full reset may put the cube on (robot_calql.sim.tasks.sample_placement's
-    region), with 1 cm more room to the bowl for the placing jitter."""
-    while True:  # the region is most of the table: a few draws
-        xy = np.array([rng.uniform(*CUBE_X), rng.uniform(*CUBE_Y)])
-        if np.hypot(*xy) <= REACH_R and np.abs(xy - bowl_xy).max() >= BOWL_OUTER_HALF + CUBE_HALF + 0.03:
-            return xy
 
 
 class ScriptedDemonstrator:
@@ -111,7 +102,7 @@ class ScriptedDemonstrator:
             if name == "cube_in_bowl":
                 xy = bowl[:2]
             elif name == "cube_out_of_bowl" and self.put_down == "anywhere":
-                xy = _free_spot(bowl[:2], r)
+                xy = table_spot(bowl[:2], r, clearance=0.03)  # 1 cm more room for the placing jitter
             elif name == "cube_out_of_bowl":  # in front of the bowl (toward the robot), on the table
                 xy = np.array([bowl[0] - BOWL_OUTER_HALF - 0.07, bowl[1] + r.uniform(-0.05, 0.05)])
             elif name == "cube_left":

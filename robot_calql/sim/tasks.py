@@ -142,13 +142,20 @@ def sample_placement(task: Task, rng: np.random.Generator) -> tuple[np.ndarray, 
     if task.start == "in_bowl":
         off = rng.uniform(-0.02, 0.02, size=2)
         return np.array([bowl[0] + off[0], bowl[1] + off[1], BOWL_FLOOR_TOP + CUBE_HALF]), bowl, yaw
+    xy = table_spot(bowl[:2], rng, side=task.start)
+    return np.array([xy[0], xy[1], CUBE_HALF]), bowl, yaw
+
+
+def table_spot(bowl_xy: np.ndarray, rng: np.random.Generator, clearance: float = 0.02, side: str = "") -> np.ndarray:
+    """A random cube position (x, y) on the table where a full reset may put it: within reach and
+    `clearance` clear of touching the bowl; `side` right_half / left_half keeps it off the other half."""
     for _ in range(1000):
         xy = np.array([rng.uniform(*CUBE_X), rng.uniform(*CUBE_Y)])
-        if np.hypot(*xy) > REACH_R or np.abs(xy - bowl[:2]).max() < BOWL_OUTER_HALF + CUBE_HALF + 0.02:
+        if np.hypot(*xy) > REACH_R or np.abs(xy - bowl_xy).max() < BOWL_OUTER_HALF + CUBE_HALF + clearance:
             continue
-        if task.start == "right_half" and xy[1] > 0.03:
+        if side == "right_half" and xy[1] > 0.03:
             continue
-        if task.start == "left_half" and xy[1] < -0.03:
+        if side == "left_half" and xy[1] < -0.03:
             continue
-        return np.array([xy[0], xy[1], CUBE_HALF]), bowl, yaw
+        return xy
     raise RuntimeError("could not place the cube")  # pragma: no cover - the regions are large
