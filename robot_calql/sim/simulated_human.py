@@ -9,6 +9,14 @@ and says whether the human drives this step. It takes over when, for `patience_s
 - it heads out of bounds: every one of those steps ended within `edge_margin_m` of a wall of the
   workspace box and moved toward that wall;
 
+or, with `watch_steps` > 0,
+
+- the policy goes the wrong way: at least `watch_share` of its last `watch_steps` actions disagreed
+  with what the operator would have done (`disagrees`: the caller passes the scripted
+  demonstrator's action for the same state as `expert_action`, and the policy's own as
+  `policy_action`). This is the operator of HG-DAgger (Kelly et al. 2019) and HIL-SERL, who steps
+  in when the arm heads somewhere they would not send it, not only once it has stopped;
+
 then drives (the caller acts with the scripted demonstrator, robot_calql/sim/demonstrators.py)
 for at most `takeover_steps` steps and lets go. `budget_steps` bounds the human steps of a whole
 run; `reset()` at an episode start ends a takeover and clears the window (not the budget).
@@ -25,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SimulatedHumanConfig", "SimulatedHuman"]
+__all__ = ["SimulatedHumanConfig", "SimulatedHuman", "disagrees"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class SimulatedHumanConfig:
     budget_steps: int = 1000       # human steps in the whole run (0: never takes over)
     stuck_m: float = 0.02          # stayed within this of where it was N steps ago, at every step since: stuck
     edge_margin_m: float = 0.02    # within this of a workspace wall and moving toward it: heading out
+    watch_steps: int = 0           # the wrong-way rule's window of policy steps (0: off)
+    watch_share: float = 0.7       # takes over when at least this share of that window disagreed
+    watch_progress: float = 0.3    # a step agrees when it moves at least this share of the operator's move their way
     workspace_min: tuple[float, float, float] = (0.10, -0.28, 0.015)
     workspace_max: tuple[float, float, float] = (0.46, 0.28, 0.25)
 
@@ -44,6 +55,12 @@ class SimulatedHumanConfig:
                 raise ValueError(f"simulated_human.{k} must be >= 1, got {getattr(self, k)}")
         if int(self.budget_steps) < 0:
             raise ValueError(f"simulated_human.budget_steps must be >= 0, got {self.budget_steps}")
+        if int(self.watch_steps) < 0:
+            raise ValueError(f"simulated_human.watch_steps must be >= 0 (0: off), got {self.watch_steps}")
+        if not (0.0 < float(self.watch_share) <= 1.0):
+            raise ValueError(f"simulated_human.watch_share must be in (0, 1], got {self.watch_share}")
+        if not (0.0 <= float(self.watch_progress) <= 1.0):
+            raise ValueError(f"simulated_human.watch_progress must be in [0, 1], got {self.watch_progress}")
         if not (self.stuck_m >= 0 and self.edge_margin_m >= 0):
             raise ValueError("simulated_human.stuck_m and edge_margin_m must be >= 0")
         if not np.all(np.asarray(self.workspace_min) < np.asarray(self.workspace_max)):
@@ -63,8 +80,28 @@ class SimulatedHumanConfig:
         return cls(**d)
 
 
+MIN_MOVE = 0.25  # an operator's translation (normalised action units) below this: too small to judge its way
+
+
+def disagrees(policy_action: np.ndarray, expert_action: np.ndarray, progress: float = 0.3) -> bool:
+    """Whether the policy's normalised action (dx, dy, dz, dyaw, gripper) goes another way than the
+    operator's for the same state: its gripper command has the other sign (closing where they would
+    open, or the reverse), or the operator would move the hand (by at least MIN_MOVE) and the policy's
+    move along that direction is less than `progress` of theirs (the wrong way, sideways, or standing
+    still). Yaw is not judged."""
+    p = np.asarray(policy_action, np.float64).reshape(-1)
+    e = np.asarray(expert_action, np.float64).reshape(-1)
+    if p.shape != (5,) or e.shape != (5,):
+        raise ValueError(f"disagrees: actions must have 5 values (dx, dy, dz, dyaw, gripper), got {p.size} and {e.size}")
+    if (p[4] > 0) != (e[4] > 0):
+        return True
+    move = float(np.linalg.norm(e[:3]))
+    return move >= MIN_MOVE and float(p[:3] @ e[:3]) / move < progress * move
+
+
 class SimulatedHuman:
-    """See the module docstring. Counters: `used_steps` (human steps so far), `takeovers`."""
+    """See the module docstring. Counters: `used_steps` (human steps so far), `takeovers`; `rule`: why
+    the latest takeover began."""
 
     def __init__(self, cfg: SimulatedHumanConfig):
         self.cfg = cfg
@@ -73,9 +110,11 @@ class SimulatedHuman:
         self.used_steps = 0
         self.takeovers = 0
         self.driving = False
+        self.rule = ""      # the rule of the latest takeover: stuck, heading_out or wrong_way
         self._left = 0
         self._window: deque[np.ndarray] = deque(maxlen=cfg.patience_steps + 1)
         self._outward = 0   # consecutive steps near a wall and moving toward it
+        self._wrong: deque[bool] = deque(maxlen=max(1, int(cfg.watch_steps)))  # the wrong-way rule's window
 
     def reset(self) -> None:
         """An episode starts: no takeover, empty window (the budget is kept)."""
@@ -83,6 +122,7 @@ class SimulatedHuman:
         self._left = 0
         self._window.clear()
         self._outward = 0
+        self._wrong.clear()
 
     @property
     def budget_left(self) -> int:
@@ -101,6 +141,19 @@ class SimulatedHuman:
             return False
         return float(np.linalg.norm(np.asarray(w) - w[0], axis=1).max()) < self.cfg.stuck_m
 
+    def wrong_way(self) -> bool:
+        """The wrong-way rule (watch_steps > 0): its window is full and at least watch_share of it disagreed."""
+        n = int(self.cfg.watch_steps)
+        return n > 0 and len(self._wrong) == n and sum(self._wrong) >= self.cfg.watch_share * n
+
+    def watch(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
+        """Call after each step the policy drove, with its action and the operator's for the same
+        state (the wrong-way rule, watch_steps > 0); returns whether they disagreed."""
+        wrong = disagrees(policy_action, expert_action, self.cfg.watch_progress)
+        if self.cfg.watch_steps > 0 and not self.driving:
+            self._wrong.append(wrong)
+        return wrong
+
     def step(self, ee_pos: np.ndarray) -> bool:
         """Call once per control step before acting; True: the human drives this step."""
         ee = np.asarray(ee_pos, np.float64).reshape(3)
@@ -113,7 +166,10 @@ class SimulatedHuman:
         prev = self._window[-1] if self._window else None
         self._window.append(ee)
         self._outward = self._outward + 1 if prev is not None and self._heading_out(prev, ee) else 0
-        if self.budget_left > 0 and (self.stuck() or self._outward >= self.cfg.patience_steps):
+        rule = ("stuck" if self.stuck() else "heading_out" if self._outward >= self.cfg.patience_steps
+                else "wrong_way" if self.wrong_way() else "")
+        if self.budget_left > 0 and rule:
+            self.rule = rule
             self.driving = True
             self.takeovers += 1
             self._left = int(self.cfg.takeover_steps) - 1

@@ -24,7 +24,8 @@ Every `eval_every` steps (and at step 0: the offline policy) the deterministic p
 
 `simulated_human.enabled=true` adds the stand-in's simulated operator
 (robot_calql/sim/simulated_human.py): when the policy is stuck or heading out of the workspace for
-`patience_steps` steps it acts with the scripted demonstrator for at most `takeover_steps` steps,
+`patience_steps` steps, or (`watch_steps` > 0) mostly went another way than the scripted
+demonstrator would have, it acts with that demonstrator for at most `takeover_steps` steps,
 within `budget_steps` human steps in all; those steps go to the online buffer with
 `intervention=True` (also drawn on the offline side), one `human/*` row per episode and one
 `takeover` row per takeover (which task, cube in the hand or not) are logged, and success.png gets a
@@ -263,6 +264,7 @@ def main(cfg: DictConfig) -> int:
     eval_env = make_env(forward, image_size=0 if mode == "state" else image_size, max_episode_steps=T, arm=arm)
 
     human, demo, human_stats = _simulated_human(cfg, env)
+    watching = human is not None and human.cfg.watch_steps > 0  # the wrong-way rule needs the operator's action
 
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
@@ -338,13 +340,19 @@ def main(cfg: DictConfig) -> int:
                 instr = obs["instruction"]
                 was_driving = human is not None and human.driving
                 intervene = human is not None and human.step(obs["proprio"][env.layout.ee])  # ee position
+                if intervene and not was_driving:
+                    logger.log(loop["step"], "takeover", _takeover_row(env, obs, forward, human.rule))
+                    if not watching:
+                        demo.reset()  # starts from its first phase (it finds a cube already in the hand)
+                # what the operator would do here: every step when they watch for wrong ways (their
+                # demonstrator then follows the whole try), else only while they drive
+                expert = demo.act(obs) if intervene or watching else None
                 if intervene:  # the simulated operator drives with the scripted demonstrator
-                    if not was_driving:
-                        demo.reset()
-                        logger.log(loop["step"], "takeover", _takeover_row(env, obs, forward))
-                    action = demo.act(obs)
+                    action = expert
                 else:
                     action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
+                    if watching:
+                        human.watch(action, expert)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 gt = bool(info["success"])
                 if clf is not None:  # the classifier decides; the simulator's success is only logged
@@ -363,6 +371,8 @@ def main(cfg: DictConfig) -> int:
                                      "curve": loop.get("human", {}).get("curve", []) +
                                      [[loop["step"] + 1, row["intervention_rate"]]]}
                     human.reset()
+                    if watching:
+                        demo.reset()  # a new try: the operator's demonstrator starts it from its first phase
                 loop["step"] += 1
                 loop["ep_return"] += float(reward)
                 loop["ep_len"] += 1
@@ -492,15 +502,16 @@ def _simulated_human(cfg: DictConfig, env: Any) -> tuple[Any, Any, Any]:
     return human, make_demonstrator(env, noise=noise, seed=int(cfg.seed) + 5), InterventionStats(10.0)
 
 
-def _takeover_row(env: Any, obs: dict, forward: str) -> dict:
-    """Where the simulated operator took over (a `takeover` row of metrics.jsonl): `backward` (1: the
-    backward task's try, 0: the forward task's), `cube_in_hand` (1: the cube between the closed
-    fingers) and the end effector's height `ee_z`."""
+def _takeover_row(env: Any, obs: dict, forward: str, rule: str) -> dict:
+    """Where and why the simulated operator took over (a `takeover` row of metrics.jsonl): `backward`
+    (1: the backward task's try, 0: the forward task's), `cube_in_hand` (1: the cube between the
+    closed fingers), the end effector's height `ee_z`, and `wrong_way` (1: the wrong-way rule, 0:
+    stuck or heading out)."""
     from robot_calql.sim.demonstrators import cube_in_hand
 
     state = np.asarray(obs["state"])
     return {"backward": float(env.task.name != forward), "cube_in_hand": float(cube_in_hand(state, env.layout)),
-            "ee_z": float(state[env.layout.ee][2])}
+            "ee_z": float(state[env.layout.ee][2]), "wrong_way": float(rule == "wrong_way")}
 
 
 def _takeover_counts(out: Path) -> dict[str, int]:
@@ -510,7 +521,8 @@ def _takeover_counts(out: Path) -> dict[str, int]:
 
     rows = {int(r["step"]): r for r in read_metrics(out, "takeover")}
     counts = Counter(f"{'backward' if r.get('backward') else 'forward'}, cube "
-                     f"{'in' if r.get('cube_in_hand') else 'not in'} the hand" for r in rows.values())
+                     f"{'in' if r.get('cube_in_hand') else 'not in'} the hand"
+                     f"{', wrong way' if r.get('wrong_way') else ''}" for r in rows.values())
     return dict(sorted(counts.items()))
 
 

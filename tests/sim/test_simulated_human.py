@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig
+from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig, disagrees
 
 MID = np.array([0.25, 0.0, 0.10])
 
@@ -70,8 +70,56 @@ def test_reset_at_an_episode_start_lets_go_and_clears_the_window():
     assert h.takeovers == 2 and h.used_steps == 2
 
 
+def test_disagrees_on_the_gripper_the_wrong_way_sideways_or_standing_still():
+    expert = np.array([1.0, 0.0, 0.0, 0.0, -1.0])   # go +x, hand open
+    assert not disagrees([0.8, 0.3, -0.2, 0.5, -0.4], expert)       # mostly its way, hand open: agrees
+    assert not disagrees([0.31, 0.0, 0.0, 0.0, -1.0], expert)       # slower, but 31% of its move its way
+    assert disagrees([0.8, 0.0, 0.0, 0.0, 0.2], expert)             # closes where it would open
+    assert disagrees([-0.8, 0.0, 0.0, 0.0, -1.0], expert)           # the other way
+    assert disagrees([0.0, 0.9, 0.0, 0.0, -1.0], expert)            # sideways
+    assert disagrees([0.0, 0.0, 0.0, 0.0, -1.0], expert)            # stands still where it would move
+    # an operator who would hardly move (holding a grasp, letting go) is judged on the gripper only
+    hold = np.array([0.05, 0.0, -0.1, 0.0, 1.0])
+    assert not disagrees([-0.5, 0.5, 0.3, 0.0, 0.7], hold)
+    assert disagrees([0.05, 0.0, -0.1, 0.0, -0.7], hold)
+    with pytest.raises(ValueError, match="5 values"):
+        disagrees([0.0] * 4, expert)
+
+
+def test_the_wrong_way_rule_takes_over_once_most_of_its_window_disagreed():
+    cfg = SimulatedHumanConfig(patience_steps=50, takeover_steps=3, watch_steps=10, watch_share=0.7)
+    h = SimulatedHuman(cfg)
+    expert = np.array([1.0, 0.0, 0.0, 0.0, -1.0])
+    good, bad = expert * 0.9, -expert
+    path = [MID + np.array([0.01 * k, 0.0, 0.0]) for k in range(60)]   # it moves: never stuck
+    got = []
+    for k, pos in enumerate(path):
+        drive = h.step(pos)
+        got.append(drive)
+        if not drive:   # 6 of every 10 steps wrong: below 70%, never a takeover
+            h.watch(bad if k % 10 < 6 else good, expert)
+    assert not any(got) and h.takeovers == 0
+    # 7 wrong of the last 10: the next step is the human's, for 3 steps; then a fresh window of 10
+    h2 = SimulatedHuman(cfg)
+    got = []
+    for k, pos in enumerate(path[:30]):
+        drive = h2.step(pos)
+        got.append(drive)
+        if not drive:
+            h2.watch(bad if k % 10 < 7 else good, expert)
+    assert got[:10] == [False] * 10 and got[10:13] == [True] * 3 and h2.rule == "wrong_way"
+    assert got[13:23] == [False] * 10 and got[23] is True
+    # off by default: the same wrong actions never take over
+    h3 = SimulatedHuman(SimulatedHumanConfig(patience_steps=50))
+    for pos in path:
+        assert not h3.step(pos)
+        h3.watch(bad, expert)
+    assert h3.takeovers == 0 and h3.rule == ""
+
+
 @pytest.mark.parametrize("bad", [{"patience_steps": 0}, {"budget_steps": -1}, {"stuck_m": -1.0},
-                                 {"workspace_min": (0.5, 0, 0)}, {"speed": 2}])
+                                 {"workspace_min": (0.5, 0, 0)}, {"speed": 2}, {"watch_steps": -1},
+                                 {"watch_share": 0.0}, {"watch_progress": 1.5}])
 def test_bad_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
         SimulatedHumanConfig.from_dict(bad)

@@ -47,3 +47,27 @@ def test_finetune_with_the_simulated_human(tmp_path, pretrained):
     plain = reward[~before & ~success]
     assert np.ptp(plain) == 0 and np.allclose(reward[before & ~success], plain[0] - 7.0)
     assert (out / "plots" / "success.png").exists()
+
+
+def test_the_wrong_way_rule_in_the_loop(tmp_path, pretrained):
+    """watch_steps > 0: the operator's demonstrator judges every policy step; a policy that does not
+    go all the way the operator would (watch_progress=1) is taken over for that reason alone (never
+    stuck: stuck_m=0; patience longer than a try)."""
+    from robot_calql.cli import main
+    from robot_calql.train.logger import read_metrics
+
+    out = tmp_path / "ft"
+    rc = main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=90", "max_episode_steps=30",
+               "eval_every=0", "log_every=40", "save_every=0", "simulated_human.enabled=true",
+               "simulated_human.patience_steps=100", "simulated_human.stuck_m=0.0",
+               "simulated_human.watch_steps=3", "simulated_human.watch_share=0.34",
+               "simulated_human.watch_progress=1.0", "simulated_human.takeover_steps=4",
+               "simulated_human.budget_steps=30", *QUIET])
+    assert rc == 0
+    takes = read_metrics(out, "takeover")
+    assert takes and all(t["wrong_way"] == 1.0 for t in takes)
+    # the first takeover of each 30-step try comes once its window of 3 policy steps is full
+    assert all(t["step"] % 30 >= 3 for t in takes)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["human"]["takeovers"] == len(takes) and 0 < summary["human"]["steps"] <= 30
+    assert all(k.endswith(", wrong way") for k in summary["human"]["where"])
