@@ -1,7 +1,9 @@
 """sim_human: the stand-in's simulated operator, driving through the same topics as a person.
 
 Once per control period while an episode runs (episode events `start` .. `end`) it passes the
-end-effector pose (`topics.ee_pose`) to robot_calql.sim.simulated_human.SimulatedHuman. While that
+end-effector pose (`topics.ee_pose`) to robot_calql.sim.simulated_human.SimulatedHuman, and with
+`simulated_human.watch_steps` > 0 the policy's latest command (`topics.policy_command`, back in
+normalised action units) beside the demonstrator's action for the same scene (the wrong-way rule). While that
 says the human drives, it publishes sensor_msgs/Joy on `teleop.joy_topic` at 4x the control rate:
 the dead-man held and the sticks / gripper buttons set so that the teleop node's mapping
 (`teleop`, configs/teleop/gamepad.yaml) gives the stand-in's scripted demonstrator action
@@ -20,6 +22,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Float64MultiArray, String
 
+from robot_calql.control.conversions import (
+    CommandFormatError,
+    delta_to_action,
+    unpack_policy_command,
+)
 from robot_calql.control.safety import load_workspace
 from robot_calql.control.teleop import TeleopConfig, joy_for_action
 from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig
@@ -52,17 +59,24 @@ class SimulatedHumanNode(Node):
         self.human = SimulatedHuman(SimulatedHumanConfig.from_dict(sh))
         self.ee: np.ndarray | None = None
         self.expert: np.ndarray | None = None
+        self.policy_action: np.ndarray | None = None   # the policy's latest command, unseen by the wrong-way rule yet
+        self.scale = (float(r["action_scale"]["translation_m"]), float(r["action_scale"]["rotation_rad"]))
         self.running = False
         self.joy_sent = 0
         self.pub = self.create_publisher(Joy, str(tp.get("joy_topic") or "/joy"), SENSOR_QOS)
         self.create_subscription(PoseStamped, t["ee_pose"], self._on_pose, SENSOR_QOS)
         self.create_subscription(Float64MultiArray, t["expert_action"], self._on_expert, COMMAND_QOS)
         self.create_subscription(String, t["episode_event"], self._on_event, COMMAND_QOS)
+        if self.human.cfg.watch_steps > 0:
+            required_topic(t, "policy_command", "the simulated human's wrong-way rule")
+            self.create_subscription(Float64MultiArray, t["policy_command"], self._on_policy_command, COMMAND_QOS)
         self.create_timer(self.period, self._decide)
         self.create_timer(0.25 * self.period, self._publish)
-        self.get_logger().info(f"simulated human: takes over after {self.human.cfg.patience_steps} stuck or "
-                               f"outward steps, for at most {self.human.cfg.takeover_steps} steps; budget "
-                               f"{self.human.cfg.budget_steps} steps")
+        c = self.human.cfg
+        watch = (f", or when {c.watch_share:.0%} of the policy's last {c.watch_steps} commands went another way than "
+                 "the demonstrator's" if c.watch_steps > 0 else "")
+        self.get_logger().info(f"simulated human: takes over after {c.patience_steps} stuck or outward steps{watch}, "
+                               f"for at most {c.takeover_steps} steps; budget {c.budget_steps} steps")
 
     def _on_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
@@ -70,6 +84,13 @@ class SimulatedHumanNode(Node):
 
     def _on_expert(self, msg: Float64MultiArray) -> None:
         self.expert = np.asarray(msg.data, np.float64)
+
+    def _on_policy_command(self, msg: Float64MultiArray) -> None:
+        try:
+            delta, _ = unpack_policy_command(msg.data)
+        except CommandFormatError:
+            return   # the safety node rejects and reports it; there is nothing to judge
+        self.policy_action = delta_to_action(delta, *self.scale)
 
     def _on_event(self, msg: String) -> None:
         try:
@@ -87,6 +108,9 @@ class SimulatedHumanNode(Node):
         if not self.running or self.ee is None:
             return
         was = self.human.driving
+        if self.policy_action is not None and self.expert is not None and self.expert.shape == (5,):
+            self.human.watch(self.policy_action, self.expert)   # ignored while it drives or with watch_steps 0
+            self.policy_action = None
         self.human.step(self.ee)
         if self.human.driving != was:
             self.get_logger().info(f"simulated human {'takes over' if self.human.driving else 'lets go'} "

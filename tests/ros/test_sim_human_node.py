@@ -61,3 +61,58 @@ def test_simulated_human_takes_over_through_joy_and_the_teleop_node(ros):
         spinners.stop()
         for n in nodes:
             n.destroy_node()
+
+
+def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
+    """watch_steps > 0: the node compares the policy's commands (topics.policy_command) with the
+    demonstrator's action; commands that follow it never bring a takeover, commands the other way do."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS
+    from robot_calql_ros.launcher import NodeSpinners, build_nodes
+    from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import Float64MultiArray, String
+
+    from robot_calql.config import compose
+    from robot_calql.control.conversions import action_to_delta, pack_policy_command
+
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human",
+                                      "teleop.simulated_human.stuck_m=0.0",          # never stuck
+                                      "teleop.simulated_human.watch_steps=4",
+                                      "teleop.simulated_human.takeover_steps=5"])
+    nodes = build_nodes(node_set(cfg)[1:])
+    human = nodes[1]
+    t = cfg.robot.topics
+    scale = (float(cfg.robot.action_scale.translation_m), float(cfg.robot.action_scale.rotation_rad))
+    probe = rclpy.create_node("probe_watch")
+    pub_pose = probe.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
+    pub_expert = probe.create_publisher(Float64MultiArray, t.expert_action, COMMAND_QOS)
+    pub_policy = probe.create_publisher(Float64MultiArray, t.policy_command, COMMAND_QOS)
+    pub_event = probe.create_publisher(String, t.episode_event, COMMAND_QOS)
+    expert = np.array([0.8, 0.0, -0.4, 0.0, -1.0])
+    policy = {"action": expert * 0.9}
+    pose = PoseStamped()
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.25, 0.0, 0.1
+
+    def tick():
+        pub_pose.publish(pose)
+        pub_expert.publish(Float64MultiArray(data=list(expert)))
+        pub_policy.publish(Float64MultiArray(data=pack_policy_command(action_to_delta(policy["action"], *scale),
+                                                                      time.time())))
+
+    probe.create_timer(1 / 30, tick)
+    ros.add(probe)
+    spinners = NodeSpinners(nodes)
+    try:
+        wait_for(lambda: pub_policy.get_subscription_count() >= 1, 20, "the simulated human listening to the policy")
+        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
+        wait_for(lambda: human.running, 10, "the episode to start")
+        time.sleep(1.5)   # 15 control periods of commands the demonstrator's way
+        assert human.human.takeovers == 0
+        policy["action"] = np.array([-0.8, 0.0, 0.4, 0.0, 1.0])   # the other way, closing the hand
+        wait_for(lambda: human.human.takeovers >= 1, 10, "a takeover by the wrong-way rule")
+        assert human.human.rule == "wrong_way"
+    finally:
+        spinners.stop()
+        for n in nodes:
+            n.destroy_node()
