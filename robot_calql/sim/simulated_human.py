@@ -14,7 +14,7 @@ or, with `watch_steps` > 0,
 - the policy goes the wrong way: at least `watch_share` of its last `watch_steps` actions disagreed
   with what the operator would have done (`disagrees`: the caller passes the scripted
   demonstrator's action for the same state as `expert_action`, and the policy's own as
-  `policy_action`). This is the operator of HG-DAgger (Kelly et al. 2019) and HIL-SERL, who steps
+  `policy_action`; `watch_move=false` judges the gripper only). This is the operator of HG-DAgger (Kelly et al. 2019) and HIL-SERL, who steps
   in when the arm heads somewhere they would not send it, not only once it has stopped;
 
 then drives (the caller acts with the scripted demonstrator, robot_calql/sim/demonstrators.py)
@@ -46,6 +46,7 @@ class SimulatedHumanConfig:
     watch_steps: int = 0           # the wrong-way rule's window of policy steps (0: off)
     watch_share: float = 0.7       # takes over when at least this share of that window disagreed
     watch_progress: float = 0.3    # a step agrees when it moves at least this share of the operator's move their way
+    watch_move: bool = True        # False: the wrong-way rule judges the gripper only (any path to the goal is fine)
     workspace_min: tuple[float, float, float] = (0.10, -0.28, 0.015)
     workspace_max: tuple[float, float, float] = (0.46, 0.28, 0.25)
 
@@ -83,18 +84,20 @@ class SimulatedHumanConfig:
 MIN_MOVE = 0.25  # an operator's translation (normalised action units) below this: too small to judge its way
 
 
-def disagrees(policy_action: np.ndarray, expert_action: np.ndarray, progress: float = 0.3) -> bool:
+def disagrees(policy_action: np.ndarray, expert_action: np.ndarray, progress: float | None = 0.3) -> bool:
     """Whether the policy's normalised action (dx, dy, dz, dyaw, gripper) goes another way than the
     operator's for the same state: its gripper command has the other sign (closing where they would
-    open, or the reverse), or the operator would move the hand (by at least MIN_MOVE) and the policy's
-    move along that direction is less than `progress` of theirs (the wrong way, sideways, or standing
-    still). Yaw is not judged."""
+    open, or the reverse), or (`progress` not None) the operator would move the hand (by at least
+    MIN_MOVE) and the policy's move along that direction is less than `progress` of theirs (the
+    wrong way, sideways, or standing still). Yaw is not judged."""
     p = np.asarray(policy_action, np.float64).reshape(-1)
     e = np.asarray(expert_action, np.float64).reshape(-1)
     if p.shape != (5,) or e.shape != (5,):
         raise ValueError(f"disagrees: actions must have 5 values (dx, dy, dz, dyaw, gripper), got {p.size} and {e.size}")
     if (p[4] > 0) != (e[4] > 0):
         return True
+    if progress is None:
+        return False
     move = float(np.linalg.norm(e[:3]))
     return move >= MIN_MOVE and float(p[:3] @ e[:3]) / move < progress * move
 
@@ -149,7 +152,7 @@ class SimulatedHuman:
     def watch(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
         """Call after each step the policy drove, with its action and the operator's for the same
         state (the wrong-way rule, watch_steps > 0); returns whether they disagreed."""
-        wrong = disagrees(policy_action, expert_action, self.cfg.watch_progress)
+        wrong = disagrees(policy_action, expert_action, self.cfg.watch_progress if self.cfg.watch_move else None)
         if self.cfg.watch_steps > 0 and not self.driving:
             self._wrong.append(wrong)
         return wrong

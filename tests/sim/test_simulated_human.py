@@ -82,6 +82,9 @@ def test_disagrees_on_the_gripper_the_wrong_way_sideways_or_standing_still():
     hold = np.array([0.05, 0.0, -0.1, 0.0, 1.0])
     assert not disagrees([-0.5, 0.5, 0.3, 0.0, 0.7], hold)
     assert disagrees([0.05, 0.0, -0.1, 0.0, -0.7], hold)
+    # the gripper alone (progress None): any path is fine, the gripper the other way is not
+    assert not disagrees([-0.8, 0.0, 0.0, 0.0, -1.0], expert, None)
+    assert disagrees([0.8, 0.0, 0.0, 0.0, 0.2], expert, None)
     with pytest.raises(ValueError, match="5 values"):
         disagrees([0.0] * 4, expert)
 
