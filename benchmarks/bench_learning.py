@@ -93,7 +93,7 @@ METHODS = ("calql", "cql", "scratch")
 BEFORE_FLAG = {"bc_success_only": False, "bc_z_clip": float("inf"), "agent": [], "reset_free": False,
                "full_reset_every": 10, "gripper_flip": 0.0, "gripper_hold": 3, "pretrained": None, "finetune_agent": [],
                "fresh_episodes": 0, "utd": 1, "rnd_scale": 0.0, "interventions": False, "human_budget": None,
-               "human_patience": 10, "human_takeover": 25, "human_stuck_m": None, "human_watch": 0, "human_watch_move": True, "obs": "state", "reward_source": "sim", "image_size": 64,
+               "human_patience": 10, "human_takeover": 25, "human_stuck_m": None, "human_watch": 0, "human_watch_move": True, "human_progress": 0, "obs": "state", "reward_source": "sim", "image_size": 64,
                "classifier_steps": 1500, "home": "never", "classifier_gripper_open_min": None, "dropped_start": 0.0,
                "robot": "sim_standin"}
 # the keys of configs/demo.yaml's `agent:` block that make its pixel agent (the keypoint encoder,
@@ -187,7 +187,8 @@ def human_overrides(method: str, a: argparse.Namespace) -> list[str]:
             f"simulated_human.demo_noise={a.noise}",
             *([f"simulated_human.stuck_m={a.human_stuck_m}"] if a.human_stuck_m is not None else []),
             *([f"simulated_human.watch_steps={a.human_watch}"] if a.human_watch else []),
-            *(["simulated_human.watch_move=false"] if not a.human_watch_move else [])]
+            *(["simulated_human.watch_move=false"] if not a.human_watch_move else []),
+            *([f"simulated_human.progress_steps={a.human_progress}"] if a.human_progress else [])]
 
 
 FRESH_SEED = 20_000  # training's evaluations use seeds 10000.. (configs/evaluate.yaml); the demos' are hashed
@@ -570,6 +571,9 @@ def parser() -> argparse.ArgumentParser:
                         "would at most of its last N steps (finetune simulated_human.watch_steps; 0: off)")
     p.add_argument("--human-watch-gripper-only", dest="human_watch_move", action="store_false",
                    help="--human-watch: judge the gripper only (finetune simulated_human.watch_move=false)")
+    p.add_argument("--human-progress", type=int, default=0, metavar="N",
+                   help="--interventions: also take over when the try got no closer to its goal in N steps "
+                        "(finetune simulated_human.progress_steps; 0: off)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--merge", nargs="+", default=None, metavar="RUN",

@@ -17,6 +17,14 @@ or, with `watch_steps` > 0,
   `policy_action`; `watch_move=false` judges the gripper only). This is the operator of HG-DAgger (Kelly et al. 2019) and HIL-SERL, who steps
   in when the arm heads somewhere they would not send it, not only once it has stopped;
 
+or, with `progress_steps` > 0,
+
+- the try makes no progress: for `progress_steps` steps the distance to the task's goal
+  (`goal_distance`: to the cube while it is not held; to the bowl, or to anywhere outside it,
+  while it is, and low enough to let go) never came `progress_m` closer than it was at the start
+  of that window. It judges the goal, not a path: any way that gets there is fine, and a held
+  cube at its goal that is not let go makes no progress;
+
 then drives (the caller acts with the scripted demonstrator, robot_calql/sim/demonstrators.py)
 for at most `takeover_steps` steps and lets go. `budget_steps` bounds the human steps of a whole
 run; `reset()` at an episode start ends a takeover and clears the window (not the budget).
@@ -33,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SimulatedHumanConfig", "SimulatedHuman", "disagrees"]
+__all__ = ["SimulatedHumanConfig", "SimulatedHuman", "disagrees", "goal_distance"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class SimulatedHumanConfig:
     watch_share: float = 0.7       # takes over when at least this share of that window disagreed
     watch_progress: float = 0.3    # a step agrees when it moves at least this share of the operator's move their way
     watch_move: bool = True        # False: the wrong-way rule judges the gripper only (any path to the goal is fine)
+    progress_steps: int = 0        # the no-progress rule's window of steps (0: off)
+    progress_m: float = 0.01       # progress: the goal distance came this much closer than at the window's start
     workspace_min: tuple[float, float, float] = (0.10, -0.28, 0.015)
     workspace_max: tuple[float, float, float] = (0.46, 0.28, 0.25)
 
@@ -56,6 +66,9 @@ class SimulatedHumanConfig:
                 raise ValueError(f"simulated_human.{k} must be >= 1, got {getattr(self, k)}")
         if int(self.budget_steps) < 0:
             raise ValueError(f"simulated_human.budget_steps must be >= 0, got {self.budget_steps}")
+        if int(self.progress_steps) < 0 or not float(self.progress_m) > 0:
+            raise ValueError(f"simulated_human.progress_steps must be >= 0 (0: off) and progress_m > 0, got "
+                             f"{self.progress_steps} and {self.progress_m}")
         if int(self.watch_steps) < 0:
             raise ValueError(f"simulated_human.watch_steps must be >= 0 (0: off), got {self.watch_steps}")
         if not (0.0 < float(self.watch_share) <= 1.0):
@@ -102,6 +115,43 @@ def disagrees(policy_action: np.ndarray, expert_action: np.ndarray, progress: fl
     return move >= MIN_MOVE and float(p[:3] @ e[:3]) / move < progress * move
 
 
+HEIGHT_WEIGHT = 0.5  # how much a held cube's height counts: lowering it over its goal, lifting it out of the bowl
+HIGH_M = 0.10        # heights count up to this much above the table
+PUT_DOWN_M = 0.05    # the backward goal: at least this far beyond the bowl's outer wall
+
+
+def goal_distance(state: np.ndarray, task: str, layout: Any = None) -> float | None:
+    """How far a try of `task` (cube_in_bowl or cube_out_of_bowl) is from done (metres, with stage
+    offsets), from the stand-in's state vector. While the cube is not in the hand: 0.5 + the
+    hand's distance to the cube. Once it is: how far the cube is from above the bowl's inside
+    (forward) or from PUT_DOWN_M beyond the bowl's wall (backward: where a person would put it
+    down), plus, backward while still over the bowl, HEIGHT_WEIGHT times how far it is below
+    HIGH_M (lifting it out is progress); above its goal, HEIGHT_WEIGHT times its height minus
+    HIGH_M (at most 0: lowering it is progress). A grasp is progress, a dropped cube is not, a held
+    cube that is not let go makes none. None for other tasks."""
+    from robot_calql.sim.demonstrators import cube_in_hand
+    from robot_calql.sim.env import STANDIN_LAYOUT
+    from robot_calql.sim.tasks import BOWL_INNER_HALF, BOWL_OUTER_HALF, CUBE_HALF
+
+    lay = layout if layout is not None else STANDIN_LAYOUT
+    ee, cube, bowl = (np.asarray(state[k], np.float64) for k in (lay.ee, lay.cube, lay.bowl))
+    if task not in ("cube_in_bowl", "cube_out_of_bowl"):
+        return None
+    if not cube_in_hand(state, lay):
+        return 0.5 + float(np.linalg.norm(ee - cube))
+    off = float(np.abs(cube[:2] - bowl[:2]).max())   # how far from the bowl's centre, along x or y
+    h = min(max(float(cube[2]) - CUBE_HALF, 0.0), HIGH_M)   # its height above the table, up to HIGH_M
+    if task == "cube_in_bowl":
+        away, over_bowl = max(off - (BOWL_INNER_HALF - CUBE_HALF), 0.0), False
+    else:
+        away, over_bowl = max(BOWL_OUTER_HALF + PUT_DOWN_M - off, 0.0), off < BOWL_OUTER_HALF + CUBE_HALF
+    if away == 0.0:   # above its goal: lowering it is progress (at most 0, so arriving is too)
+        return HEIGHT_WEIGHT * (h - HIGH_M)
+    if over_bowl:     # backward, still over the bowl: lifting it out is progress
+        return away + HEIGHT_WEIGHT * (HIGH_M - h)
+    return away
+
+
 class SimulatedHuman:
     """See the module docstring. Counters: `used_steps` (human steps so far), `takeovers`; `rule`: why
     the latest takeover began."""
@@ -113,11 +163,12 @@ class SimulatedHuman:
         self.used_steps = 0
         self.takeovers = 0
         self.driving = False
-        self.rule = ""      # the rule of the latest takeover: stuck, heading_out or wrong_way
+        self.rule = ""      # the rule of the latest takeover: stuck, heading_out, wrong_way or no_progress
         self._left = 0
         self._window: deque[np.ndarray] = deque(maxlen=cfg.patience_steps + 1)
         self._outward = 0   # consecutive steps near a wall and moving toward it
         self._wrong: deque[bool] = deque(maxlen=max(1, int(cfg.watch_steps)))  # the wrong-way rule's window
+        self._goal: deque[float] = deque(maxlen=int(cfg.progress_steps) + 1)  # the no-progress rule's distances
 
     def reset(self) -> None:
         """An episode starts: no takeover, empty window (the budget is kept)."""
@@ -126,6 +177,7 @@ class SimulatedHuman:
         self._window.clear()
         self._outward = 0
         self._wrong.clear()
+        self._goal.clear()
 
     @property
     def budget_left(self) -> int:
@@ -157,8 +209,15 @@ class SimulatedHuman:
             self._wrong.append(wrong)
         return wrong
 
-    def step(self, ee_pos: np.ndarray) -> bool:
-        """Call once per control step before acting; True: the human drives this step."""
+    def no_progress(self) -> bool:
+        """The no-progress rule (progress_steps > 0): its window is full and no distance in it came
+        progress_m below the first."""
+        g = self._goal
+        return self.cfg.progress_steps > 0 and len(g) == g.maxlen and min(list(g)[1:]) > g[0] - self.cfg.progress_m
+
+    def step(self, ee_pos: np.ndarray, goal_dist: float | None = None) -> bool:
+        """Call once per control step before acting (with the try's `goal_distance` for the
+        no-progress rule); True: the human drives this step."""
         ee = np.asarray(ee_pos, np.float64).reshape(3)
         if self.driving:
             if self._left > 0 and self.budget_left > 0:
@@ -169,8 +228,10 @@ class SimulatedHuman:
         prev = self._window[-1] if self._window else None
         self._window.append(ee)
         self._outward = self._outward + 1 if prev is not None and self._heading_out(prev, ee) else 0
+        if goal_dist is not None and self.cfg.progress_steps > 0:
+            self._goal.append(float(goal_dist))
         rule = ("stuck" if self.stuck() else "heading_out" if self._outward >= self.cfg.patience_steps
-                else "wrong_way" if self.wrong_way() else "")
+                else "wrong_way" if self.wrong_way() else "no_progress" if self.no_progress() else "")
         if self.budget_left > 0 and rule:
             self.rule = rule
             self.driving = True

@@ -25,7 +25,7 @@ Every `eval_every` steps (and at step 0: the offline policy) the deterministic p
 `simulated_human.enabled=true` adds the stand-in's simulated operator
 (robot_calql/sim/simulated_human.py): when the policy is stuck or heading out of the workspace for
 `patience_steps` steps, or (`watch_steps` > 0) mostly went another way than the scripted
-demonstrator would have, it acts with that demonstrator for at most `takeover_steps` steps,
+demonstrator would have, or (`progress_steps` > 0) got no closer to the task's goal, it acts with that demonstrator for at most `takeover_steps` steps,
 within `budget_steps` human steps in all; those steps go to the online buffer with
 `intervention=True` (also drawn on the offline side), one `human/*` row per episode and one
 `takeover` row per takeover (which task, cube in the hand or not) are logged, and success.png gets a
@@ -265,6 +265,7 @@ def main(cfg: DictConfig) -> int:
 
     human, demo, human_stats = _simulated_human(cfg, env)
     watching = human is not None and human.cfg.watch_steps > 0  # the wrong-way rule needs the operator's action
+    from robot_calql.sim.simulated_human import goal_distance
 
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,
@@ -339,7 +340,9 @@ def main(cfg: DictConfig) -> int:
             while loop["step"] < steps:
                 instr = obs["instruction"]
                 was_driving = human is not None and human.driving
-                intervene = human is not None and human.step(obs["proprio"][env.layout.ee])  # ee position
+                intervene = human is not None and human.step(
+                    obs["proprio"][env.layout.ee],  # ee position
+                    goal_distance(obs["state"], env.task.name, env.layout) if human.cfg.progress_steps else None)
                 if intervene and not was_driving:
                     logger.log(loop["step"], "takeover", _takeover_row(env, obs, forward, human.rule))
                     if not watching:
@@ -505,13 +508,14 @@ def _simulated_human(cfg: DictConfig, env: Any) -> tuple[Any, Any, Any]:
 def _takeover_row(env: Any, obs: dict, forward: str, rule: str) -> dict:
     """Where and why the simulated operator took over (a `takeover` row of metrics.jsonl): `backward`
     (1: the backward task's try, 0: the forward task's), `cube_in_hand` (1: the cube between the
-    closed fingers), the end effector's height `ee_z`, and `wrong_way` (1: the wrong-way rule, 0:
-    stuck or heading out)."""
+    closed fingers), the end effector's height `ee_z`, and which rule started it: `wrong_way` or
+    `no_progress` (1), else stuck or heading out."""
     from robot_calql.sim.demonstrators import cube_in_hand
 
     state = np.asarray(obs["state"])
     return {"backward": float(env.task.name != forward), "cube_in_hand": float(cube_in_hand(state, env.layout)),
-            "ee_z": float(state[env.layout.ee][2]), "wrong_way": float(rule == "wrong_way")}
+            "ee_z": float(state[env.layout.ee][2]), "wrong_way": float(rule == "wrong_way"),
+            "no_progress": float(rule == "no_progress")}
 
 
 def _takeover_counts(out: Path) -> dict[str, int]:
@@ -522,7 +526,8 @@ def _takeover_counts(out: Path) -> dict[str, int]:
     rows = {int(r["step"]): r for r in read_metrics(out, "takeover")}
     counts = Counter(f"{'backward' if r.get('backward') else 'forward'}, cube "
                      f"{'in' if r.get('cube_in_hand') else 'not in'} the hand"
-                     f"{', wrong way' if r.get('wrong_way') else ''}" for r in rows.values())
+                     f"{', wrong way' if r.get('wrong_way') else ''}{', no progress' if r.get('no_progress') else ''}"
+                     for r in rows.values())
     return dict(sorted(counts.items()))
 
 

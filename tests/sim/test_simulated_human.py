@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig, disagrees
+from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig, disagrees, goal_distance
 
 MID = np.array([0.25, 0.0, 0.10])
 
@@ -120,9 +120,55 @@ def test_the_wrong_way_rule_takes_over_once_most_of_its_window_disagreed():
     assert h3.takeovers == 0 and h3.rule == ""
 
 
+def test_the_no_progress_rule_takes_over_when_the_goal_gets_no_closer_in_its_window():
+    cfg = SimulatedHumanConfig(patience_steps=100, stuck_m=0.0, progress_steps=4, progress_m=0.015, takeover_steps=2)
+    h = SimulatedHuman(cfg)
+    moving = [MID + np.array([0.01 * k, 0.0, 0.0]) for k in range(40)]   # never stuck
+    # 1 cm closer every step: progress, never a takeover
+    assert not any(h.step(p, 0.5 - 0.01 * k) for k, p in enumerate(moving[:30]))
+    # 1 cm closer per step, then flat from step 4: the window of steps 3-7 came only 1 cm closer
+    h2 = SimulatedHuman(cfg)
+    dists = [0.30, 0.29, 0.28, 0.27, 0.26] + [0.26] * 6
+    got = [h2.step(p, d) for p, d in zip(moving, dists, strict=False)]
+    assert got == [False] * 7 + [True, True] + [False, False] and h2.rule == "no_progress"
+    # a distance that wavers by less than progress_m around one value makes no progress
+    h3 = SimulatedHuman(cfg)
+    got = [h3.step(p, 0.2 + 0.01 * (k % 2)) for k, p in enumerate(moving[:5])]
+    assert got == [False] * 4 + [True]
+    # without distances (or with progress_steps 0) the rule never fires
+    h4 = SimulatedHuman(SimulatedHumanConfig(patience_steps=100, stuck_m=0.0))
+    assert not any(h4.step(p, 0.2) for p in moving)
+
+
+def test_goal_distance_follows_a_scripted_try_of_each_task_down_to_its_goal():
+    from robot_calql.sim import make_env
+    from robot_calql.sim.demonstrators import make_demonstrator
+
+    for task in ("cube_in_bowl", "cube_out_of_bowl"):
+        env = make_env(task, image_size=0, seed=3)
+        demo = make_demonstrator(env, noise=0.0, seed=1)
+        obs, _ = env.reset(seed=7)
+        d = [goal_distance(obs["state"], task, env.layout)]
+        assert d[0] > 0.5   # the cube is not in the hand yet
+        for _ in range(120):
+            obs, _, _, _, info = env.step(demo.act(obs))
+            if info["success"]:
+                break
+            d.append(goal_distance(obs["state"], task, env.layout))
+        assert info["success"], task
+        d = np.asarray(d)
+        assert d[-1] <= 0.0 < d[0] - 0.5   # it ends above its goal, low enough to let go
+        grasp = int(np.argmax(d < 0.5))    # the first step with the cube in the hand
+        assert 0 < grasp and np.all(d[grasp:] < 0.5)
+        # never more than 2 cm further from the goal than 10 steps before: a clean try always progresses
+        assert np.all(d[10:] < d[:-10] + 0.02), task
+    assert goal_distance(obs["state"], "cube_left", env.layout) is None
+
+
 @pytest.mark.parametrize("bad", [{"patience_steps": 0}, {"budget_steps": -1}, {"stuck_m": -1.0},
                                  {"workspace_min": (0.5, 0, 0)}, {"speed": 2}, {"watch_steps": -1},
-                                 {"watch_share": 0.0}, {"watch_progress": 1.5}])
+                                 {"watch_share": 0.0}, {"watch_progress": 1.5},
+                                 {"progress_steps": -1}, {"progress_m": 0.0}])
 def test_bad_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
         SimulatedHumanConfig.from_dict(bad)

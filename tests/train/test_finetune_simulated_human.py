@@ -71,3 +71,23 @@ def test_the_wrong_way_rule_in_the_loop(tmp_path, pretrained):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["human"]["takeovers"] == len(takes) and 0 < summary["human"]["steps"] <= 30
     assert all(k.endswith(", wrong way") for k in summary["human"]["where"])
+
+
+def test_the_no_progress_rule_in_the_loop(tmp_path, pretrained):
+    """progress_steps > 0: the loop passes the try's goal distance; nothing comes 1 m closer in
+    3 steps (progress_m=1), so every takeover is this rule's, once its window is full."""
+    from robot_calql.cli import main
+    from robot_calql.train.logger import read_metrics
+
+    out = tmp_path / "ft"
+    rc = main(["finetune", f"checkpoint={pretrained}", f"out={out}", "steps=60", "max_episode_steps=30",
+               "eval_every=0", "log_every=40", "save_every=0", "simulated_human.enabled=true",
+               "simulated_human.patience_steps=100", "simulated_human.stuck_m=0.0",
+               "simulated_human.progress_steps=3", "simulated_human.progress_m=1.0",
+               "simulated_human.takeover_steps=4", "simulated_human.budget_steps=100", *QUIET])
+    assert rc == 0
+    takes = read_metrics(out, "takeover")
+    # per 30-step try: 3 steps fill the window (4 distances), then 4 human steps, again and again
+    assert [t["step"] for t in takes] == [3, 10, 17, 24, 33, 40, 47, 54]
+    assert all(t["no_progress"] == 1.0 and t["wrong_way"] == 0.0 for t in takes)
+    assert all(k.endswith(", no progress") for k in json.loads((out / "summary.json").read_text())["human"]["where"])
