@@ -30,7 +30,8 @@ for at most `takeover_steps` steps and lets go. `budget_steps` bounds the human 
 run; `reset()` at an episode start ends a takeover and clears the window (not the budget).
 
 Plain logic: the non-ROS `finetune` loop (`simulated_human.enabled=true`) and the ROS
-`sim_human` node (robot_calql_ros.sim_human_node, which drives through the teleop topics) both use it.
+`sim_human` node (robot_calql_ros.sim_human_node, which drives through the teleop topics) both use it;
+the no-progress rule needs the scene's state and runs in the `finetune` loop only.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
-"""The simulated operator's decisions (robot_calql.sim.simulated_human), without ROS or MuJoCo."""
+"""The simulated operator's decisions (robot_calql.sim.simulated_human), without ROS; MuJoCo only for
+the goal distance along scripted tries."""
 
 import numpy as np
 import pytest
 
-from robot_calql.sim.simulated_human import SimulatedHuman, SimulatedHumanConfig, disagrees, goal_distance
+from robot_calql.sim.simulated_human import (
+    SimulatedHuman,
+    SimulatedHumanConfig,
+    disagrees,
+    goal_distance,
+)
 
 MID = np.array([0.25, 0.0, 0.10])
 
