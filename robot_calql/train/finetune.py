@@ -25,11 +25,11 @@ Every `eval_every` steps (and at step 0: the offline policy) the deterministic p
 `simulated_human.enabled=true` adds the stand-in's simulated operator
 (robot_calql/sim/simulated_human.py): when the policy is stuck or heading out of the workspace for
 `patience_steps` steps, or (`watch_steps` > 0) mostly went another way than the scripted
-demonstrator would have, or (`progress_steps` > 0) got no closer to the task's goal, it acts with that demonstrator for at most `takeover_steps` steps,
-within `budget_steps` human steps in all; those steps go to the online buffer with
-`intervention=True` (also drawn on the offline side), one `human/*` row per episode and one
-`takeover` row per takeover (which task, cube in the hand or not) are logged, and success.png gets a
-panel with the share of human steps per episode.
+demonstrator would have, or (`progress_steps` > 0) got no closer to the task's goal, it acts with
+that demonstrator for at most `takeover_steps` steps, within `budget_steps` human steps in all;
+those steps go to the online buffer with `intervention=True` (also drawn on the offline side), one
+`human/*` row per episode and one `takeover` row per takeover (which task, cube in the hand or not,
+which rule) are logged, and success.png gets a panel with the share of human steps per episode.
 
 `reward_source=classifier` trains from a robot_calql.reward classifier (debounced) instead of
 the simulator's success; ground truth is then only logged, together with the classifier's
@@ -173,6 +173,7 @@ def main(cfg: DictConfig) -> int:
     from robot_calql.data.replay import InstructionVocab, OnlineReplay
     from robot_calql.sim import PAIRS, get_task, make_env
     from robot_calql.sim.kinematics import sim_arm
+    from robot_calql.sim.simulated_human import goal_distance
     from robot_calql.train.evaluation import FAILURES, calibration_points, evaluate
     from robot_calql.train.plots import plot_calibration, plot_success
 
@@ -265,7 +266,6 @@ def main(cfg: DictConfig) -> int:
 
     human, demo, human_stats = _simulated_human(cfg, env)
     watching = human is not None and human.cfg.watch_steps > 0  # the wrong-way rule needs the operator's action
-    from robot_calql.sim.simulated_human import goal_distance
 
     # loop state (all of it goes into the checkpoint)
     loop = {"step": 0, "episodes": 0, "task": forward, "ep_return": 0.0, "ep_len": 0, "capacity": capacity,

@@ -57,6 +57,9 @@ class SimulatedHumanNode(Node):
             sh.setdefault("workspace_min", [float(x) for x in box.min])
             sh.setdefault("workspace_max", [float(x) for x in box.max])
         self.human = SimulatedHuman(SimulatedHumanConfig.from_dict(sh))
+        if self.human.cfg.progress_steps > 0:
+            raise ValueError("teleop.simulated_human.progress_steps: the no-progress rule needs the scene's state and "
+                             "runs in `robot-calql finetune` only; set it to 0 here")
         self.ee: np.ndarray | None = None
         self.expert: np.ndarray | None = None
         self.policy_action: np.ndarray | None = None   # the policy's latest command, unseen by the wrong-way rule yet

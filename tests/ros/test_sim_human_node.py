@@ -116,3 +116,17 @@ def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
         spinners.stop()
         for n in nodes:
             n.destroy_node()
+
+
+def test_the_no_progress_rule_is_refused_by_the_node(ros):
+    """The no-progress rule needs the scene's state, which the node does not have: a clear error
+    naming the key, not a rule that silently never fires."""
+    from robot_calql_ros.launcher import build_nodes
+    from robot_calql_ros.nodeset import node_set
+
+    from robot_calql.config import compose
+
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human",
+                                      "+teleop.simulated_human.progress_steps=10"])
+    with pytest.raises(ValueError, match="progress_steps"):
+        build_nodes([s for s in node_set(cfg) if s.name == "sim_human"])
