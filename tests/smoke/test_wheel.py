@@ -45,6 +45,15 @@ def test_wheel_holds_every_package_config_and_stand_in_file(wheel):
     for f in [*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "calibration").glob("*/*.*")]:
         assert f"robot_calql/_data/{f.relative_to(ROOT).as_posix()}" in names, f
     assert "robot_calql/sim/assets/standin_cell.xml" in names
+    # a data folder left out of the list still lands in the wheel today, with a setuptools warning
+    # that it will not in a later version: every folder must be listed
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for top in ("configs", "calibration"):
+        for d in (ROOT / top).iterdir():
+            if d.is_dir() and any(d.iterdir()):
+                assert f"robot_calql._data.{top}.{d.name}" in listed, f"{d} is missing from pyproject's packages"
     version = re.search(r'__version__ = "(.+)"', (ROOT / "robot_calql/__init__.py").read_text())[1]
     assert wheel.name.startswith(f"robot_calql-{version}-")
     assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()  # one version: __version__
