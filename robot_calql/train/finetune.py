@@ -348,13 +348,14 @@ def main(cfg: DictConfig) -> int:
                     if not watching:
                         demo.reset()  # starts from its first phase (it finds a cube already in the hand)
                 # what the operator would do here: every step when they watch for wrong ways (their
-                # demonstrator then follows the whole try), else only while they drive
-                expert = demo.act(obs) if intervene or watching else None
+                # demonstrator then follows the whole try) and may still take over, else only while they drive
+                judging = watching and human.budget_left > 0
+                expert = demo.act(obs) if intervene or judging else None
                 if intervene:  # the simulated operator drives with the scripted demonstrator
                     action = expert
                 else:
                     action = agent.act(agent_obs(obs, spec, vocab), deterministic=False, temperature=explore_t)
-                    if watching:
+                    if judging:
                         human.watch(action, expert)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 gt = bool(info["success"])
