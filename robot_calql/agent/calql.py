@@ -125,6 +125,9 @@ class CalQLConfig:
     obs_clip: float = 10.0  # standardised state / proprio values are clipped to +-obs_clip (inf: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls, fp32 weights and losses) | auto (bf16 where the CPU/GPU has native bf16 units, else fp32)
     policy: str = "gaussian"  # gaussian: the SAC actor acts | diffusion: PA-RL (robot_calql/agent/pa_rl.py)
+    discrete_gripper: bool = False  # the gripper (the action's last axis) is open (-1) or closed (+1), whichever
+    # the critics rank higher at the actor's arm action: in acting, the TD target and the actor loss; the CQL
+    # term's policy samples take each command in half of them (docs/agent.md, "The discrete gripper")
     pa_rl: dict[str, Any] = field(default_factory=dict)  # policy=diffusion: PARLConfig keys (pa_rl.py)
 
     @classmethod
@@ -170,6 +173,9 @@ class CalQLConfig:
                 PARLConfig.from_dict(self.pa_rl)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        if self.discrete_gripper and self.policy == "diffusion":
+            raise ConfigError("agent config: discrete_gripper works with policy=gaussian only (PA-RL's diffusion "
+                              "policy picks its own gripper)")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ConfigError(f"agent config: precision must be fp32, bf16 or auto, got '{self.precision}'")
         if not 0.0 <= self.discount < 1.0:
@@ -341,6 +347,8 @@ class CalQL:
             mean, log_std = self.actor.dist_params(f)
             scale = torch.as_tensor(temp, device=mean.device, dtype=mean.dtype)
             a = torch.tanh(mean + scale * log_std.exp() * torch.randn_like(mean))
+        if self.cfg.discrete_gripper:
+            a = best_gripper(a.float(), lambda c: self._min_q(f, c))
         a = a.float().cpu().numpy()
         return a if batched else a[0]
 
@@ -354,6 +362,8 @@ class CalQL:
             a = torch.as_tensor(actions, device=self.device).float()
         else:
             a = self.actor.deterministic(f) if self.pa_rl is None else self.pa_rl.act(f, 0.0)
+            if self.cfg.discrete_gripper:
+                a = best_gripper(a.float(), lambda c: self._min_q(f, c))
         if not batched and actions is not None:
             a = a.reshape(1, -1)
         q = self.critic(f, a).amin(0)[:, 0].float().cpu().numpy()
@@ -400,12 +410,16 @@ class CalQL:
                 a_cur, logp_cur = TanhGaussianActor.sample_from(ms, ls, n)  # pi(s), evaluated at s
                 a_nxt, logp_nxt = TanhGaussianActor.sample_from(mn, ln, n)  # pi(s'), evaluated at s
                 a_rand = torch.rand(B, n, A, device=self.device) * 2.0 - 1.0
+                if cfg.discrete_gripper:  # the policy acts with either gripper: push down on both
+                    a_cur, a_nxt = both_grippers(a_cur), both_grippers(a_nxt)
 
                 # TD target from the target critics.
                 k = n if cfg.max_target_backup else 1
                 a_tgt, logp_tgt = TanhGaussianActor.sample_from(mn, ln, k)
                 if self.pa_rl is not None:  # PA-RL: the acting (diffusion) policy's next actions
                     a_tgt, logp_tgt = self.pa_rl.sample(f_next, k), torch.zeros_like(logp_tgt)
+                if cfg.discrete_gripper:  # each next arm action with the gripper open and closed: the backup's
+                    a_tgt, logp_tgt = gripper_candidates(a_tgt), logp_tgt.repeat(1, 2)  # max takes the better
                 q_tgt = self.critic_target(f_next_target, a_tgt).float()  # (E, B, k)
                 td_target = td_backup(q_tgt, logp_tgt, reward, not_done, discount, alpha, cfg.backup_entropy)
 
@@ -413,7 +427,11 @@ class CalQL:
             actions = torch.cat([a_data[:, None], a_rand, a_cur, a_nxt], dim=1)  # (B, 1+3n, A)
             q_all = self.critic(f_s, actions).float()  # (E, B, 1+3n)
             # Q for the actor loss: critic weights and features detached, gradient only to a_new.
-            q_new = self.critic(f_s.detach(), a_new, detach_params=True).float()[:, :, 0].amin(0)
+            if cfg.discrete_gripper:  # the arm action is worth what it is with the better gripper (as it acts)
+                q_new = self.critic(f_s.detach(), gripper_candidates(a_new[:, None]),
+                                    detach_params=True).float().amin(0).amax(1)
+            else:
+                q_new = self.critic(f_s.detach(), a_new, detach_params=True).float()[:, :, 0].amin(0)
 
         q_data = q_all[:, :, 0]
         q_rand = q_all[:, :, 1 : 1 + n]
@@ -671,6 +689,42 @@ def calql_bound(
     return torch.maximum(q_cur, bound), torch.maximum(q_nxt, bound), rate
 
 
+GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0  # the two gripper commands of `discrete_gripper`
+
+
+def gripper_candidates(actions: torch.Tensor) -> torch.Tensor:
+    """(B, K, A) actions -> (B, 2K, A): the K actions with the gripper (the last axis) open, then
+    the same K closed (`discrete_gripper`)."""
+    both = actions.repeat(1, 2, 1)
+    K = actions.shape[1]
+    both[:, :K, -1] = GRIPPER_OPEN
+    both[:, K:, -1] = GRIPPER_CLOSED
+    return both
+
+
+def both_grippers(actions: torch.Tensor) -> torch.Tensor:
+    """(B, K, A) sampled actions with the gripper open in the first K // 2 and closed in the rest
+    (`discrete_gripper`: the CQL term's policy samples, so that the push-down covers both
+    commands the policy can take at its arm actions, at no extra cost)."""
+    out = actions.clone()
+    K = actions.shape[1]
+    out[:, : K // 2, -1] = GRIPPER_OPEN
+    out[:, K // 2 :, -1] = GRIPPER_CLOSED
+    return out
+
+
+def best_gripper(actions: torch.Tensor, q_fn: Any) -> torch.Tensor:
+    """(B, A) actions with the gripper set to open or closed, whichever `q_fn` ranks higher at the
+    same arm action (`discrete_gripper`); q_fn maps (B, K, A) actions to (B, K) Q-values (the
+    minimum over the critics). A tie keeps the gripper open."""
+    cand = gripper_candidates(actions[:, None])  # (B, 2, A): open, closed
+    q = q_fn(cand)
+    closed = q[:, 1] > q[:, 0]
+    out = actions.clone()
+    out[:, -1] = torch.where(closed, GRIPPER_CLOSED, GRIPPER_OPEN).to(out.dtype)
+    return out
+
+
 def cql_logsumexp(
     q_rand: torch.Tensor, q_cur: torch.Tensor, q_nxt: torch.Tensor, q_data: torch.Tensor,
     logp_cur: torch.Tensor, logp_nxt: torch.Tensor, action_dim: int, temp: float = 1.0,
@@ -739,13 +793,15 @@ def _check_state(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.T
 def policy_modules(cfg: CalQLConfig) -> tuple[str, ...]:
     """The modules a policy acts with (the policy node's, the learner's weights message): encoder +
     actor; PA-RL: encoder + diffusion, + critic when it acts with the best of K > 1 samples
-    (pa_rl.act_samples); not its Gaussian actor, which only proposes the CQL term's samples."""
+    (pa_rl.act_samples); not its Gaussian actor, which only proposes the CQL term's samples.
+    With discrete_gripper: encoder + actor + critic (the critics pick the gripper)."""
     if cfg.policy != "diffusion":
-        return ("encoder", "actor")
+        return ("encoder", "actor", *(("critic",) if cfg.discrete_gripper else ()))
     from robot_calql.agent.pa_rl import PARLConfig
 
     return ("encoder", "diffusion", *(("critic",) if PARLConfig.from_dict(cfg.pa_rl).act_samples > 1 else ()))
 
 
-__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "calql_bound", "cql_logsumexp", "entropy_temperature_loss", "policy_modules",
+__all__ = ["CalQL", "CalQLConfig", "CheckpointError", "best_gripper", "both_grippers", "calql_bound", "cql_logsumexp",
+           "gripper_candidates", "entropy_temperature_loss", "policy_modules",
            "td_backup"]

@@ -1,8 +1,8 @@
 """The acting policy: the observation encoder and the actor, nothing else (no rclpy).
 
 `ActingPolicy` is what a process that drives the arm holds (the policy node, evaluation of a
-checkpoint in the stand-in): no critics, target networks, temperatures or optimisers, with one
-exception (PA-RL, below). It is built from
+checkpoint in the stand-in): no critics, target networks, temperatures or optimisers, with two
+exceptions (PA-RL and the discrete gripper, below). It is built from
 
 - a checkpoint folder (`from_checkpoint`, robot_calql.train.checkpoint): only meta.json and the
   actor and encoder tensors of model.safetensors are read, not the optimiser states or the
@@ -23,15 +23,19 @@ it acts with the base policy's sample at temperature T = max(explore_temperature
 deterministic sample). With K > 1 it acts as PA-RL does: the best, by the minimum over the critic
 ensemble of Q(s, a), of the temperature-0 sample and K - 1 samples at max(T, 1) (`act_best_of`),
 so it also holds the online critic ensemble (`critic.*`, forward only, eval mode, no gradients):
-the one case where the acting policy holds critics; never the target critics or encoder, the
-temperatures or an optimiser. Same maths and random draws as `CalQL.act`.
+never the target critics or encoder, the temperatures or an optimiser. Same maths and random
+draws as `CalQL.act`.
+
+The discrete gripper (`agent.discrete_gripper`, docs/agent.md): the actor's arm action with the
+gripper open or closed, whichever the minimum over the online critic ensemble ranks higher, so
+the policy holds the critics too (forward only, as for PA-RL).
 
 Weights message (`weights_payload`, what the learner node publishes on `topics.weights`): a
 safetensors blob of `CalQL.policy_state_dict()` (the tensors of `policy_modules`: encoder and
-actor; PA-RL: encoder, diffusion, + critic when K > 1, without the Gaussian actor) whose metadata
-carries the update `step` and `policy_meta` (obs spec, action dimension, the instruction
-vocabulary in id order, the agent config), so a policy can be built from it with no file on the
-robot computer.
+actor, + critic with the discrete gripper; PA-RL: encoder, diffusion, + critic when K > 1, without
+the Gaussian actor) whose metadata carries the update `step` and `policy_meta` (obs spec, action
+dimension, the instruction vocabulary in id order, the agent config), so a policy can be built from
+it with no file on the robot computer.
 
 Instructions: the policy knows the vocabulary it was trained with. `instruction_id` (and `act`)
 raise `UnknownInstructionError` naming the instruction and the known ones; a caller that gets
@@ -57,6 +61,7 @@ import torch
 from robot_calql.agent.calql import (
     CalQLConfig,
     CheckpointError,
+    best_gripper,
     exploration_temperature,
     policy_modules,
 )
@@ -107,7 +112,11 @@ def _acting_modules(obs_spec: Mapping[str, Sequence[int]], action_dim: int, num_
     """The modules of `policy_modules(cfg)`, built as CalQL builds them."""
     encoder, actor = acting_networks(obs_spec, action_dim, num_instructions, cfg)
     if cfg.policy != "diffusion":
-        return {"encoder": encoder, "actor": actor}
+        out = {"encoder": encoder, "actor": actor}
+        if cfg.discrete_gripper:  # the critics pick the gripper
+            out["critic"] = EnsembleCritic(encoder.out_dim, int(action_dim), cfg.num_critics, cfg.critic_hidden,
+                                           cfg.critic_layer_norm)
+        return out
     D, A, p = encoder.out_dim, int(action_dim), PARLConfig.from_dict(cfg.pa_rl)
     out: dict[str, torch.nn.Module] = {"encoder": encoder, "diffusion": DiffusionPolicy(D, A, p.hidden,
                                                                                        p.diffusion_steps)}
@@ -145,7 +154,9 @@ CRITIC_CONFIG = ("num_critics", "critic_hidden", "critic_layer_norm")
 
 
 def _acting_settings(cfg: CalQLConfig) -> dict[str, Any]:
-    out = {k: getattr(cfg, k) for k in (*ACTING_CONFIG, "policy")}
+    out = {k: getattr(cfg, k) for k in (*ACTING_CONFIG, "policy", "discrete_gripper")}
+    if cfg.discrete_gripper:
+        out.update({k: getattr(cfg, k) for k in CRITIC_CONFIG})
     if cfg.policy == "diffusion":
         p = PARLConfig.from_dict(cfg.pa_rl)
         out.update({f"pa_rl.{k}": getattr(p, k) for k in PA_RL_ACTING_CONFIG})
@@ -194,7 +205,8 @@ class ActingPolicy:
         self.encoder: ObsEncoder = built["encoder"]
         self.actor: TanhGaussianActor | None = built.get("actor")  # None with PA-RL
         self.diffusion: DiffusionPolicy | None = built.get("diffusion")  # PA-RL's base policy
-        self.critic: EnsembleCritic | None = built.get("critic")  # PA-RL with act_samples > 1 only
+        self.critic: EnsembleCritic | None = built.get("critic")  # PA-RL with act_samples > 1, discrete_gripper
+        self.discrete_gripper = cfg.discrete_gripper
         self.step = int(step)
         if weights is not None:
             self.load_weights(weights, step)
@@ -327,6 +339,8 @@ class ActingPolicy:
             mean, log_std = self.actor.dist_params(f)
             eps = torch.randn(mean.shape, generator=rng, device=mean.device, dtype=mean.dtype)
             a = torch.tanh(mean + torch.as_tensor(temp, device=mean.device, dtype=mean.dtype) * log_std.exp() * eps)
+        if self.discrete_gripper:
+            a = best_gripper(a.float(), lambda c: self._min_q(f, c))
         return a[0].float().cpu().numpy()
 
     def _min_q(self, f: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
