@@ -13,6 +13,10 @@ PA-RL cases (`agent.policy=diffusion`, issue 30): the diffusion base policy (5 d
 plus the best of `pa_rl.act_samples` K = 16 samples by the minimum over the critics' Q (the
 acting policy then holds the critics), in state mode and 64 px pixels end to end; K = 1 (the base
 sample alone) for comparison. Targets: p99 under 5 ms (state) and 20 ms (pixels).
+
+The discrete gripper (`agent.discrete_gripper`): the actor's arm action plus one forward of the
+critics at the two gripper commands (the acting policy then holds the critics), state and the
+frozen keypoint encoder.
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ def main() -> None:
         "pixels frozen encoder": (policy(pix_spec, CalQLConfig(encoder_frozen=True), INSTRUCTIONS), pix_obs),
         f"pixels frozen keypoint encoder, strides {args.keypoint_strides}": (policy(pix_spec, CalQLConfig(
             encoder_frozen=True, encoder="spatial", conv_strides=strides), INSTRUCTIONS), pix_obs),
+        "state, discrete gripper": (policy({"state": (39,)}, CalQLConfig(discrete_gripper=True), ["a"]), state_obs),
+        "pixels frozen keypoint encoder, discrete gripper": (policy(pix_spec, CalQLConfig(
+            encoder_frozen=True, encoder="spatial", conv_strides=strides, discrete_gripper=True), INSTRUCTIONS),
+            pix_obs),
         "PA-RL state, K=1 (base sample)": (policy({"state": (39,)}, pa_rl(1), ["a"]), state_obs),
         "PA-RL state, K=16 (best by Q)": (policy({"state": (39,)}, pa_rl(16), ["a"]), state_obs),
         f"PA-RL pixels e2e {S} px, K=1": (policy(pix_spec, pa_rl(1), INSTRUCTIONS), pix_obs),

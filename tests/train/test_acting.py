@@ -1,7 +1,7 @@
-"""The acting policy (robot_calql.train.acting): encoder + actor only, built from a checkpoint, an
-agent or the learner's weights message, acting exactly as the full agent does (state, pixels end
-to end, frozen encoder, two cameras), taking weight updates as the agent does, and naming an
-unknown instruction. No rclpy."""
+"""The acting policy (robot_calql.train.acting): encoder + actor (+ the critics with the discrete
+gripper), built from a checkpoint, an agent or the learner's weights message, acting exactly as the
+full agent does (state, pixels end to end, frozen encoder, two cameras, the discrete gripper),
+taking weight updates as the agent does, and naming an unknown instruction. No rclpy."""
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ MODES = {
     "pixels": ({"image": [S, S, 3], "proprio": [4]}, {}),
     "frozen": ({"image": [S, S, 3], "proprio": [4]}, {"encoder_frozen": True}),
     "two cameras": ({"image": [S, S, 3], "image_wrist": [S, S, 3], "proprio": [4]}, {}),
+    "discrete gripper": ({"image": [S, S, 3], "proprio": [4]}, {"discrete_gripper": True}),  # + the critics
 }
 
 
