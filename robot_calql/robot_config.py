@@ -82,6 +82,8 @@ class _RobotTopics:
         "geometry_msgs/PoseStamped of the EE in the base frame (with ee_pose: topic)"))
     ground_truth_success: str | None = field(default=None, metadata=_doc("stand-in only: ground-truth success"))
     expert_action: str | None = field(default=None, metadata=_doc("stand-in only: the scripted demonstrator's action"))
+    goal_distance: str | None = field(default=None, metadata=_doc(
+        "stand-in only: how far the try is from its goal (the simulated human's no-progress rule)"))
     sim_state: str | None = field(default=None, metadata=_doc("stand-in only: privileged state"))
 
 

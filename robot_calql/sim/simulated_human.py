@@ -30,8 +30,9 @@ for at most `takeover_steps` steps and lets go. `budget_steps` bounds the human 
 run; `reset()` at an episode start ends a takeover and clears the window (not the budget).
 
 Plain logic: the non-ROS `finetune` loop (`simulated_human.enabled=true`) and the ROS
-`sim_human` node (robot_calql_ros.sim_human_node, which drives through the teleop topics) both use it;
-the no-progress rule needs the scene's state and runs in the `finetune` loop only.
+`sim_human` node (robot_calql_ros.sim_human_node, which drives through the teleop topics) both use it.
+The no-progress rule needs `goal_distance` of the scene's state: the `finetune` loop computes it,
+the ROS stand-in publishes it on `topics.goal_distance`.
 """
 
 from __future__ import annotations

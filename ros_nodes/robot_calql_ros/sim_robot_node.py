@@ -19,7 +19,10 @@ timer publishes the newest rendered frame. For evaluation only it publishes the 
 success of the current task on `topics.ground_truth_success` (std_msgs/String JSON: task,
 instruction, success; the reward node keeps only the running try's) and, when `publish_expert` is set,
 the scripted demonstrator's action on `topics.expert_action` (used by tests and demos as the
-policy's action source). The service `~/set_camera` (std_srvs/SetBool) stops and restarts the
+policy's action source, and by the simulated human) with, where the config names
+`topics.goal_distance`, the try's distance from its goal (std_msgs/Float64,
+robot_calql.sim.simulated_human.goal_distance: what an operator watching the cell sees; the
+simulated human's no-progress rule). The service `~/set_camera` (std_srvs/SetBool) stops and restarts the
 camera, to exercise the safety watchdog.
 
 Stand-in human (`sim.stand_in_human`, on in the stand-in launch): what a person does in a real
@@ -56,6 +59,7 @@ from robot_calql.control.conversions import (
     rgb_to_image,
     twist_to_delta,
 )
+from robot_calql.sim.simulated_human import goal_distance
 from robot_calql_ros.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -122,6 +126,8 @@ class SimRobotNode(Node):
                          if self.topics.get("ee_pose") else None)
         self.pub_gt = self.create_publisher(String, self.topics["ground_truth_success"], COMMAND_QOS)
         self.pub_expert = self.create_publisher(Float64MultiArray, self.topics["expert_action"], COMMAND_QOS)
+        self.pub_goal = (self.create_publisher(Float64, self.topics["goal_distance"], COMMAND_QOS)
+                         if self.expert is not None and self.topics.get("goal_distance") else None)
         # the privileged state only on request (debug, state-mode checkpoints): a real cell has none
         self.pub_state = (self.create_publisher(Float32MultiArray, self.topics["sim_state"], SENSOR_QOS)
                           if sim.get("publish_sim_state", False) else None)
@@ -297,6 +303,10 @@ class SimRobotNode(Node):
         if self.expert is not None:
             a = np.asarray(self.expert.act(self.obs), float)
             self.pub_expert.publish(Float64MultiArray(data=[float(x) for x in a]))
+        if self.pub_goal is not None:
+            d = goal_distance(self.obs["state"], task.name, getattr(self.env, "layout", None))
+            if d is not None:
+                self.pub_goal.publish(Float64(data=float(d)))
 
     def status(self) -> dict:
         """Physics steps and how the commands reached them (published on ~/status at 1 Hz)."""

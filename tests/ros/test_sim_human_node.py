@@ -118,15 +118,84 @@ def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
             n.destroy_node()
 
 
-def test_the_no_progress_rule_is_refused_by_the_node(ros):
-    """The no-progress rule needs the scene's state, which the node does not have: a clear error
-    naming the key, not a rule that silently never fires."""
-    from robot_calql_ros.launcher import build_nodes
+def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
+    """progress_steps > 0: the node reads the try's distance from its goal (topics.goal_distance,
+    which the stand-in publishes); a distance that keeps falling never brings a takeover, one that
+    stops falling does, named by its rule. The hand keeps moving, so the stall rule never fires."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS
+    from robot_calql_ros.launcher import NodeSpinners, build_nodes
     from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import Float64, Float64MultiArray, String
 
     from robot_calql.config import compose
 
     cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human",
-                                      "+teleop.simulated_human.progress_steps=10"])
-    with pytest.raises(ValueError, match="progress_steps"):
-        build_nodes([s for s in node_set(cfg) if s.name == "sim_human"])
+                                      "+teleop.simulated_human.progress_steps=5",
+                                      "teleop.simulated_human.takeover_steps=5"])
+    assert cfg.robot.topics.goal_distance, "the stand-in's robot config names the topic"
+    nodes = build_nodes(node_set(cfg)[1:])
+    human = nodes[1]
+    t = cfg.robot.topics
+    probe = rclpy.create_node("probe_progress")
+    pub_pose = probe.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
+    pub_expert = probe.create_publisher(Float64MultiArray, t.expert_action, COMMAND_QOS)
+    pub_goal = probe.create_publisher(Float64, t.goal_distance, COMMAND_QOS)
+    pub_event = probe.create_publisher(String, t.episode_event, COMMAND_QOS)
+    scene = {"x": 0.15, "goal": 0.8, "closing": True}
+    pose = PoseStamped()
+
+    def tick():  # 30 Hz, three times the control rate: the hand moves 5 mm a tick, always
+        scene["x"] = 0.15 + (scene["x"] - 0.15 + 0.005) % 0.15
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = scene["x"], 0.0, 0.1
+        if scene["closing"]:
+            scene["goal"] = max(scene["goal"] - 0.004, 0.0)   # 1.2 cm closer per control period
+        pub_pose.publish(pose)
+        pub_expert.publish(Float64MultiArray(data=[0.5, 0.0, 0.0, 0.0, 1.0]))
+        pub_goal.publish(Float64(data=scene["goal"]))
+
+    probe.create_timer(1 / 30, tick)
+    ros.add(probe)
+    spinners = NodeSpinners(nodes)
+    try:
+        wait_for(lambda: pub_goal.get_subscription_count() >= 1, 20, "the simulated human listening to the goal")
+        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
+        wait_for(lambda: human.running, 10, "the episode to start")
+        time.sleep(1.5)   # 15 control periods, each closer to the goal
+        assert human.human.takeovers == 0
+        scene["closing"] = False   # no closer from now on
+        wait_for(lambda: human.human.takeovers >= 1, 10, "a takeover by the no-progress rule")
+        assert human.human.rule == "no_progress"
+    finally:
+        spinners.stop()
+        for n in nodes:
+            n.destroy_node()
+
+
+def test_the_stand_in_publishes_the_goal_distance_for_the_simulated_human(ros):
+    """With the simulated human, sim_robot publishes the try's distance from its goal each control
+    period: the hand's distance to the cube + 0.5 before the grasp (goal_distance)."""
+    import rclpy
+    from robot_calql_ros.common import COMMAND_QOS
+    from robot_calql_ros.launcher import NodeSpinners, build_nodes
+    from robot_calql_ros.nodeset import node_set
+    from std_msgs.msg import Float64
+
+    from robot_calql.config import compose
+
+    cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human"])
+    sim_spec = [s for s in node_set(cfg) if s.name == "sim_robot"]
+    nodes = build_nodes(sim_spec)
+    probe = rclpy.create_node("probe_goal")
+    got = []
+    probe.create_subscription(Float64, cfg.robot.topics.goal_distance, lambda m: got.append(m.data), COMMAND_QOS)
+    ros.add(probe)
+    spinners = NodeSpinners(nodes)
+    try:
+        wait_for(lambda: len(got) >= 3, 30, "goal distances from the stand-in")
+        assert all(0.5 < d < 1.5 for d in got), got   # nothing grasped: 0.5 + the hand's distance to the cube
+    finally:
+        spinners.stop()
+        for n in nodes:
+            n.destroy_node()
