@@ -132,7 +132,7 @@ def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
     from robot_calql.config import compose
 
     cfg = compose("launch_finetune", ["sim=true", "nodes=[sim_robot]", "teleop=simulated_human",
-                                      "+teleop.simulated_human.progress_steps=5",
+                                      "teleop.simulated_human.progress_steps=5",
                                       "teleop.simulated_human.takeover_steps=5"])
     assert cfg.robot.topics.goal_distance, "the stand-in's robot config names the topic"
     nodes = build_nodes(node_set(cfg)[1:])
