@@ -6,6 +6,7 @@ to learn in seconds, where the gripper must stay closed on the way and open at t
 import numpy as np
 import pytest
 import torch
+from toy_task import GOAL, carry_rollout
 
 from robot_calql.agent import CalQL, CalQLConfig
 from robot_calql.agent.calql import (
@@ -92,29 +93,6 @@ def test_agent_and_acting_policy_pick_the_same_gripper():
 
 
 # ----------------------------------------------------------------------------- learning
-GOAL, TOL, STEP, HORIZON, REWARD = 0.0, 0.1, 0.2, 15, 10.0
-
-
-def _carry(policy, x0, rng=None):
-    """Carry-and-release on a line: x += STEP * a[0]; a[1] > 0 holds the object, a[1] <= 0 lets it go.
-    Letting go within TOL of the goal succeeds (reward, terminal); anywhere else drops the object
-    (terminal, no reward). Holding on at the goal goes on (the hover)."""
-    xs, acts, rews, terms = [x0], [], [], []
-    x = x0
-    for _ in range(HORIZON):
-        a = np.clip(np.asarray(policy(x, rng), np.float32), -1, 1)
-        x = float(np.clip(x + STEP * a[0], -1.5, 1.5))
-        released = a[1] <= 0
-        success = released and abs(x - GOAL) < TOL
-        xs.append(x)
-        acts.append(a)
-        rews.append(REWARD * float(success))
-        terms.append(released)
-        if released:
-            break
-    return np.array(xs, np.float32), np.array(acts, np.float32), np.array(rews, np.float32), np.array(terms, bool)
-
-
 def _carry_data(rng, discount):
     def noisy(x, r):  # heads for the goal with noise; lets go near it, and drops it now and then
         move = 2.0 * (GOAL - x) + r.normal(0, 2.0)
@@ -127,7 +105,7 @@ def _carry_data(rng, discount):
     rows = []
     for i in range(100):
         x0 = float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0))
-        xs, acts, rews, terms = _carry(noisy if i < 70 else random, x0, rng)
+        xs, acts, rews, terms = carry_rollout(noisy if i < 70 else random, x0, rng)
         mc = mc_return_to_go(rews, terms, discount, failure_reward=0.0)
         rows.append((xs[:-1], acts, rews, terms, xs[1:], mc))
     success = np.mean([r[2].sum() > 0 for r in rows[:70]])
@@ -147,7 +125,7 @@ def _pretrain_carry(discrete_gripper: bool, seed: int = 0) -> tuple[float, float
     def success_rate():
         starts = np.concatenate([np.linspace(-1, -0.5, 10), np.linspace(0.5, 1, 10)])
         act = lambda x, _: agent.act({"state": np.array([x], np.float32)})  # noqa: E731
-        return float(np.mean([_carry(act, x0)[2].sum() > 0 for x0 in starts]))
+        return float(np.mean([carry_rollout(act, x0)[2].sum() > 0 for x0 in starts]))
 
     untrained = success_rate()
     for _ in range(2000):

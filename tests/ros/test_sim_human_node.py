@@ -69,7 +69,7 @@ def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS
-    from robot_calql_ros.launcher import NodeSpinners, build_nodes
+    from robot_calql_ros.launcher import build_nodes
     from robot_calql_ros.nodeset import node_set
     from std_msgs.msg import Float64MultiArray, String
 
@@ -81,7 +81,6 @@ def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
                                       "teleop.simulated_human.watch_steps=4",
                                       "teleop.simulated_human.takeover_steps=5"])
     nodes = build_nodes(node_set(cfg)[1:])
-    human = nodes[1]
     t = cfg.robot.topics
     scale = (float(cfg.robot.action_scale.translation_m), float(cfg.robot.action_scale.rotation_rad))
     probe = rclpy.create_node("probe_watch")
@@ -102,20 +101,10 @@ def test_the_wrong_way_rule_watches_the_policy_command_topic(ros):
 
     probe.create_timer(1 / 30, tick)
     ros.add(probe)
-    spinners = NodeSpinners(nodes)
-    try:
-        wait_for(lambda: pub_policy.get_subscription_count() >= 1, 20, "the simulated human listening to the policy")
-        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
-        wait_for(lambda: human.running, 10, "the episode to start")
-        time.sleep(1.5)   # 15 control periods of commands the demonstrator's way
-        assert human.human.takeovers == 0
+    def go_wrong():
         policy["action"] = np.array([-0.8, 0.0, 0.4, 0.0, 1.0])   # the other way, closing the hand
-        wait_for(lambda: human.human.takeovers >= 1, 10, "a takeover by the wrong-way rule")
-        assert human.human.rule == "wrong_way"
-    finally:
-        spinners.stop()
-        for n in nodes:
-            n.destroy_node()
+
+    _only_after_going_wrong(nodes, pub_policy, pub_event, go_wrong, "wrong_way")
 
 
 def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
@@ -125,7 +114,7 @@ def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from robot_calql_ros.common import COMMAND_QOS, SENSOR_QOS
-    from robot_calql_ros.launcher import NodeSpinners, build_nodes
+    from robot_calql_ros.launcher import build_nodes
     from robot_calql_ros.nodeset import node_set
     from std_msgs.msg import Float64, Float64MultiArray, String
 
@@ -136,7 +125,6 @@ def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
                                       "teleop.simulated_human.takeover_steps=5"])
     assert cfg.robot.topics.goal_distance, "the stand-in's robot config names the topic"
     nodes = build_nodes(node_set(cfg)[1:])
-    human = nodes[1]
     t = cfg.robot.topics
     probe = rclpy.create_node("probe_progress")
     pub_pose = probe.create_publisher(PoseStamped, t.ee_pose, SENSOR_QOS)
@@ -157,20 +145,7 @@ def test_the_no_progress_rule_reads_the_goal_distance_topic(ros):
 
     probe.create_timer(1 / 30, tick)
     ros.add(probe)
-    spinners = NodeSpinners(nodes)
-    try:
-        wait_for(lambda: pub_goal.get_subscription_count() >= 1, 20, "the simulated human listening to the goal")
-        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
-        wait_for(lambda: human.running, 10, "the episode to start")
-        time.sleep(1.5)   # 15 control periods, each closer to the goal
-        assert human.human.takeovers == 0
-        scene["closing"] = False   # no closer from now on
-        wait_for(lambda: human.human.takeovers >= 1, 10, "a takeover by the no-progress rule")
-        assert human.human.rule == "no_progress"
-    finally:
-        spinners.stop()
-        for n in nodes:
-            n.destroy_node()
+    _only_after_going_wrong(nodes, pub_goal, pub_event, lambda: scene.update(closing=False), "no_progress")
 
 
 def test_the_stand_in_publishes_the_goal_distance_for_the_simulated_human(ros):
@@ -195,6 +170,30 @@ def test_the_stand_in_publishes_the_goal_distance_for_the_simulated_human(ros):
     try:
         wait_for(lambda: len(got) >= 3, 30, "goal distances from the stand-in")
         assert all(0.5 < d < 1.5 for d in got), got   # nothing grasped: 0.5 + the hand's distance to the cube
+    finally:
+        spinners.stop()
+        for n in nodes:
+            n.destroy_node()
+
+
+def _only_after_going_wrong(nodes, watched, pub_event, go_wrong, rule: str) -> None:
+    """Spin the teleop and sim_human `nodes`, start an episode: 15 control periods of a policy doing
+    well bring no takeover; after `go_wrong()` the rule `rule` takes over. `watched`: the probe's
+    publisher the rule reads (waited for until the node listens)."""
+    from robot_calql_ros.launcher import NodeSpinners
+    from std_msgs.msg import String
+
+    human = nodes[1]
+    spinners = NodeSpinners(nodes)
+    try:
+        wait_for(lambda: watched.get_subscription_count() >= 1, 20, "the simulated human listening")
+        pub_event.publish(String(data=json.dumps({"event": "start", "episode": 0})))
+        wait_for(lambda: human.running, 10, "the episode to start")
+        time.sleep(1.5)   # 15 control periods of a policy doing well
+        assert human.human.takeovers == 0
+        go_wrong()
+        wait_for(lambda: human.human.takeovers >= 1, 10, f"a takeover by the {rule} rule")
+        assert human.human.rule == rule
     finally:
         spinners.stop()
         for n in nodes:
