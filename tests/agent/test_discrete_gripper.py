@@ -3,6 +3,8 @@ action, in acting, in the TD target and in the actor's objective. The choice's m
 Q-values, the agent and the acting policy acting alike, and a carry-and-release task small enough
 to learn in seconds, where the gripper must stay closed on the way and open at the goal."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -66,7 +68,7 @@ def test_the_setting_is_checked_and_the_policy_holds_the_critics():
 
 def _small_agent(seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = CalQLConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), discrete_gripper=True, **kw)
+    cfg = CalQLConfig(**{"actor_hidden": (32, 32), "critic_hidden": (32, 32), "discrete_gripper": True, **kw})
     return CalQL({"state": (4,)}, 3, cfg)
 
 
@@ -90,6 +92,25 @@ def test_agent_and_acting_policy_pick_the_same_gripper():
             q_open, q_closed = (agent.q_values(obs, np.array([*a[:2], g], np.float32)) for g in (-1.0, 1.0))
             assert a[-1] == (1.0 if q_closed > q_open else -1.0)
     assert grippers <= {-1.0, 1.0}
+
+
+def test_weights_of_another_gripper_or_critic_are_refused():
+    """A policy that picks its gripper with the critics takes no weights message from an agent
+    without them, nor from one whose critics differ; naming the setting."""
+    from robot_calql.train.acting import weights_payload
+
+    policy = ActingPolicy.from_agent(_small_agent(), ["task"])
+    meta = {"obs_spec": {"state": [4]}, "action_dim": 3, "instructions": ["task"]}
+    plain = CalQL({"state": (4,)}, 3, CalQLConfig(actor_hidden=(32, 32), critic_hidden=(32, 32)))
+    wider = _small_agent(critic_hidden=(48, 48))
+    for other, key in ((plain, "discrete_gripper"), (wider, "critic_hidden")):
+        payload = weights_payload(other, {**meta, "agent": dataclasses.asdict(other.cfg)}, step=3)
+        with pytest.raises(ValueError, match=key):
+            policy.load_weights(payload)
+    same = _small_agent(seed=5)
+    policy.load_weights(weights_payload(same, {**meta, "agent": dataclasses.asdict(same.cfg)}, step=4))
+    obs = {"state": np.ones(4, np.float32)}
+    np.testing.assert_array_equal(policy.act(obs), same.act(obs))
 
 
 # ----------------------------------------------------------------------------- learning
